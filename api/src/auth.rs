@@ -1,0 +1,90 @@
+//! Authentication (bearer tokens → [`Actor`]) and the access rules shared by the routes.
+//!
+//! - No token, an unknown token, a revoked key or a terminated agent's key: 401, one body.
+//! - Anything in a company the caller cannot see: 404, so existence never leaks.
+//! - Visible but not allowed (an agent on a board-only endpoint): 403 with a sentence.
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use nexus_shared::model::Actor;
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, Found as _},
+    state::AppState,
+};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth(pub Actor);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 512)
+            .ok_or_else(ApiError::unauthorized)?;
+        match state.store.authenticate(token).await? {
+            Some(actor) => Ok(Self(actor)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+impl Auth {
+    /// 403 unless the caller holds a board token.
+    ///
+    /// # Errors
+    /// 403 with `what` in the sentence.
+    pub fn require_board(self, what: &str) -> Result<(), ApiError> {
+        if self.is_board() { Ok(()) } else { Err(ApiError::forbidden(format!("only a board token may {what}"))) }
+    }
+
+    /// The calling agent's id; 403 for a board token.
+    ///
+    /// # Errors
+    /// 403 when the caller is not an agent.
+    pub fn require_agent(self, what: &str) -> Result<Uuid, ApiError> {
+        match self.0 {
+            Actor::Agent { agent_id, .. } => Ok(agent_id),
+            _ => Err(ApiError::forbidden(format!("only an agent may {what}"))),
+        }
+    }
+
+    /// 404 unless the caller may see the company's rows.
+    ///
+    /// # Errors
+    /// 404 naming `what`.
+    pub fn see(self, company_id: Uuid, what: &str) -> Result<(), ApiError> {
+        if self.0.sees_company(company_id) { Ok(()) } else { Err(ApiError::not_found(what)) }
+    }
+
+    /// 404 unless the company exists and the caller may see it.
+    ///
+    /// # Errors
+    /// 404, or the store failed.
+    pub async fn see_company(self, state: &AppState, company_id: Uuid) -> Result<(), ApiError> {
+        self.see(company_id, "company")?;
+        if self.is_board() {
+            state.store.company(company_id).await.found("company")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the caller holds a board token.
+    #[must_use]
+    pub fn is_board(self) -> bool {
+        matches!(self.0, Actor::Board { .. })
+    }
+
+    /// Whether the caller is the agent `agent_id`.
+    #[must_use]
+    pub fn is_agent(self, agent_id: Uuid) -> bool {
+        matches!(self.0, Actor::Agent { agent_id: own, .. } if own == agent_id)
+    }
+}

@@ -1,0 +1,264 @@
+//! The error model of the API: one body shape, `{"error", "code", "details"?}`, and the
+//! extractors that turn malformed input into it (strict JSON bodies, query strings and path
+//! segments are 400; a wrong content type 415; a body over the limit 413).
+
+use axum::{
+    Json,
+    extract::{
+        FromRequest, FromRequestParts, Request,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
+    http::{StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+};
+use nexus_shared::store::StoreError;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A sentence for humans.
+    pub error: String,
+    /// A stable snake_case code for programs.
+    pub code: String,
+    /// Structured details, e.g. `{"field": "title"}` for a 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<serde_json::Value>,
+    /// The internal cause of a 5xx: logged, never sent.
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), details: None, cause: None }
+    }
+
+    /// Adds structured details.
+    #[must_use]
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: no valid credentials. The same body whatever the cause.
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
+    }
+
+    /// 403: authenticated but not allowed.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404: nothing the caller can see has this address.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    /// 409: conflicts with the current state.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 422 naming the request field whose value is out of range or otherwise invalid.
+    pub fn invalid_field(field: &str, problem: &str) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("{field} {problem}"))
+            .with_details(json!({ "field": field }))
+    }
+
+    /// 500: a bug; `cause` is logged.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        }
+    }
+
+    /// 503: a dependency (the database) is unreachable; `cause` is logged.
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service is temporarily unavailable; retry later",
+            )
+        }
+    }
+
+    /// The status code.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            if self.status.is_server_error() {
+                tracing::error!(status = self.status.as_u16(), error = format!("{cause:#}"), "request failed");
+            }
+        }
+        let body = ErrorBody { error: self.message, code: self.code.to_owned(), details: self.details };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::not_found("resource"),
+            StoreError::InvalidReference { field } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_reference",
+                format!("{field} does not name a resource of this company"),
+            )
+            .with_details(json!({ "field": field })),
+            StoreError::Conflict { code, message } => Self::conflict(code, message),
+            StoreError::Database(e) if is_unavailable(&e) => Self::unavailable(e),
+            StoreError::Database(e) => Self::internal(e),
+        }
+    }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
+/// A JSON body parsed strictly: unknown fields, wrong types and malformed JSON are 400, a
+/// missing or wrong content type 415.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON with content type application/json",
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request("invalid_body", format!("the body does not fit this endpoint: {}", e.body_text()))
+        }
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large",
+        ),
+        other => ApiError::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+/// Query parameters parsed strictly: unknown parameters and values of the wrong type are 400.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Path parameters; an id that is not a UUID is 400.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// Parses a request field into a domain value, answering 422 naming the field.
+///
+/// # Errors
+/// 422 `invalid_field` with the parser's sentence.
+pub fn field<T, E: std::fmt::Display>(name: &str, parsed: Result<T, E>) -> Result<T, ApiError> {
+    parsed.map_err(|e| ApiError::invalid_field(name, &e.to_string()))
+}
+
+/// Resolves a `limit` query parameter: absent → `default`, above `max` → `max`, below 1 → 422.
+///
+/// # Errors
+/// 422 when `value` is below 1.
+pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(n) if n < 1 => Err(ApiError::invalid_field("limit", "must be at least 1")),
+        Some(n) => Ok(n.min(max)),
+    }
+}
+
+/// 404 for every path no route matches.
+pub async fn no_route() -> ApiError {
+    ApiError::not_found("route")
+}
+
+/// 405 for a known path with another method.
+pub async fn wrong_method() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
+}
+
+/// Names what was not found in the 404 of a store lookup.
+pub trait Found<T> {
+    /// Maps [`StoreError::NotFound`] to a 404 naming `what`; other errors as usual.
+    ///
+    /// # Errors
+    /// The mapped error.
+    fn found(self, what: &str) -> Result<T, ApiError>;
+}
+
+impl<T> Found<T> for Result<T, StoreError> {
+    fn found(self, what: &str) -> Result<T, ApiError> {
+        self.map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found(what),
+            other => other.into(),
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! The HTTP API role: every `/api` route of the contract, plus the operational endpoints.
+//!
+//! [`build`] binds the listener and assembles the router; [`App::run_until_stopped`] serves
+//! until the shutdown future resolves, turning `/readyz` unready first.
+
+pub mod auth;
+pub mod error;
+mod observe;
+mod openapi;
+mod routes;
+pub mod state;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Router, extract::DefaultBodyLimit, routing::get};
+use nexus_shared::{Config, SystemClock, ops::Health, runtime::Resources};
+use tokio::net::TcpListener;
+
+use crate::state::AppState;
+
+/// Largest request body the management API accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A bound, ready-to-run API server.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    health: Health,
+}
+
+/// Builds the API from configuration: connects (running migrations unless disabled) and binds
+/// `NEXUS_LISTEN`. The separate `nexus-api` binary requires `NEXUS_SECRET_KEY`.
+///
+/// # Errors
+/// Missing secret key, unreachable database during migrations, or the address is taken.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let key = config.require_secret_key()?.clone();
+    let resources = Resources::connect(config, &key, Arc::new(SystemClock)).await?;
+    let listen = resources.config.listen;
+    build_with(resources, listen).await
+}
+
+/// Builds the API on existing resources, listening on `listen` (port 0 picks a free port).
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Result<App> {
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let health = Health::new(resources.store.clone(), Some(resources.redis.clone()));
+    let state = AppState {
+        store: resources.store,
+        redis: resources.redis,
+        public_url: resources.config.public_url,
+    };
+    let router = router(state, health.clone());
+    Ok(App { listener, router, health })
+}
+
+fn router(state: AppState, health: Health) -> Router {
+    let (api, openapi) = openapi::split(routes::router());
+    let openapi = Arc::new(openapi);
+    let ops = Router::new()
+        .route("/healthz", get(openapi::healthz))
+        .route("/readyz", get(openapi::readyz))
+        .route("/metrics", get(openapi::metrics))
+        .with_state(health);
+    api.route("/api/openapi.json", get(move || openapi::document(Arc::clone(&openapi))))
+        .with_state(state)
+        .merge(ops)
+        .route_layer(axum::middleware::from_fn(observe::observe))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+impl App {
+    /// The bound port.
+    ///
+    /// # Panics
+    /// If the listener has no local address (it always has once bound).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().expect("a bound listener has an address").port()
+    }
+
+    /// The readiness state, to mark shutdown from outside.
+    #[must_use]
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` resolves: `/readyz` turns unready at once, new connections are
+    /// refused after a short drain period, and in-flight requests finish.
+    ///
+    /// # Errors
+    /// The listener failed.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let health = self.health.clone();
+        let signal = async move {
+            shutdown.await;
+            health.begin_shutdown();
+            // Give load balancers a moment to see the unready probe before the listener closes.
+            tokio::time::sleep(SHUTDOWN_DRAIN).await;
+        };
+        tracing::info!(address = %self.listener.local_addr()?, "API listening");
+        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await?;
+        Ok(())
+    }
+}
+
+/// How long the API keeps accepting connections after shutdown begins, so that probes see
+/// `/readyz` fail first.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);

@@ -1,0 +1,24 @@
+//! The routes of the API, one module per area. Each module owns its request and response types
+//! and exposes `router()`, an [`OpenApiRouter`] whose handlers carry their OpenAPI description.
+
+mod activity;
+mod agents;
+mod catalog;
+mod companies;
+mod heartbeats;
+mod issues;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+/// Every `/api` route.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(companies::router())
+        .merge(agents::router())
+        .merge(catalog::router())
+        .merge(issues::router())
+        .merge(heartbeats::router())
+        .merge(activity::router())
+}

@@ -1,0 +1,14 @@
+//! What every handler can reach.
+
+use nexus_shared::{Store, kv::Redis};
+
+/// Shared state of the API's handlers (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// Redis (rate limits, replay memory).
+    pub redis: Redis,
+    /// Base of webhook URLs.
+    pub public_url: String,
+}

@@ -1,0 +1,368 @@
+//! Configuration from environment variables, parsed once at start into a typed [`Config`].
+//!
+//! Every variable has a documented default (see `docs/operations.md`); an invalid value stops
+//! start-up with one line naming the variable, its value and what was expected.
+
+use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use crate::crypto::SecretKey;
+
+/// Default Postgres URL: the local server, database `nexus` (created on first start by `nexus`).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nexus";
+/// Default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The whole configuration of a Nexus process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `NEXUS_DATABASE_URL`, falling back to `DATABASE_URL`.
+    pub database_url: String,
+    /// `NEXUS_REDIS_URL`.
+    pub redis_url: String,
+    /// `NEXUS_REDIS_PREFIX`: prefix of every Redis key, so deployments can share one Redis.
+    pub redis_prefix: String,
+    /// `NEXUS_LISTEN`: address of the HTTP listener (the API, or the operational endpoints).
+    pub listen: SocketAddr,
+    /// `NEXUS_PUBLIC_URL`: base of webhook URLs, without a trailing slash.
+    pub public_url: String,
+    /// `NEXUS_SECRET_KEY`: encrypts stored secrets and peppers token hashes. `None` when unset;
+    /// see [`Config::require_secret_key`].
+    pub secret_key: Option<SecretKey>,
+    /// `NEXUS_BOOTSTRAP_BOARD_TOKEN`: a board token accepted from the first start.
+    pub bootstrap_board_token: Option<String>,
+    /// `NEXUS_MISFIRE_GRACE_SECS`: how late a schedule fire may be handled before it is missed.
+    pub misfire_grace: Duration,
+    /// `NEXUS_WORKER_CONCURRENCY`: jobs one worker process handles at once.
+    pub worker_concurrency: NonZeroUsize,
+    /// `NEXUS_AUTO_MIGRATE`: run pending migrations at start.
+    pub auto_migrate: bool,
+    /// `NEXUS_WEBHOOK_RATE_PER_SEC`: sustained webhook calls per trigger and second.
+    pub webhook_rate_per_sec: u32,
+    /// `NEXUS_WEBHOOK_BURST`: webhook calls per trigger allowed in a burst.
+    pub webhook_burst: u32,
+    /// `NEXUS_DB_MAX_CONNECTIONS`: size of the Postgres connection pool of one process.
+    pub db_max_connections: u32,
+    /// `NEXUS_DATA_DIR`: local state of the single-process mode (its generated secret key).
+    pub data_dir: PathBuf,
+    /// `NEXUS_LOG`: tracing filter directives.
+    pub log: String,
+    /// `NEXUS_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otel_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`.
+    pub otel_service_name: Option<String>,
+}
+
+/// Output format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration variable with an unusable value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {var}={value:?}: {expected}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// The value it had.
+    pub value: String,
+    /// What a valid value looks like.
+    pub expected: String,
+}
+
+/// Every variable [`Config`] reads, for documentation and deployment-file checks.
+pub const VARIABLES: &[&str] = &[
+    "NEXUS_DATABASE_URL",
+    "DATABASE_URL",
+    "NEXUS_REDIS_URL",
+    "NEXUS_REDIS_PREFIX",
+    "NEXUS_LISTEN",
+    "NEXUS_PUBLIC_URL",
+    "NEXUS_SECRET_KEY",
+    "NEXUS_BOOTSTRAP_BOARD_TOKEN",
+    "NEXUS_MISFIRE_GRACE_SECS",
+    "NEXUS_WORKER_CONCURRENCY",
+    "NEXUS_AUTO_MIGRATE",
+    "NEXUS_WEBHOOK_RATE_PER_SEC",
+    "NEXUS_WEBHOOK_BURST",
+    "NEXUS_DB_MAX_CONNECTIONS",
+    "NEXUS_DATA_DIR",
+    "NEXUS_LOG",
+    "NEXUS_LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+];
+
+/// Shortest accepted `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
+pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 24;
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// The first variable whose value cannot be used.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests). Empty values
+    /// count as unset.
+    ///
+    /// # Errors
+    /// The first variable whose value cannot be used.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let database_url = get("NEXUS_DATABASE_URL")
+            .or_else(|| get("DATABASE_URL"))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        check_url_scheme(
+            "NEXUS_DATABASE_URL",
+            &database_url,
+            &["postgres://", "postgresql://"],
+        )?;
+        let redis_url = get("NEXUS_REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        check_url_scheme("NEXUS_REDIS_URL", &redis_url, &["redis://", "rediss://"])?;
+        let redis_prefix = get("NEXUS_REDIS_PREFIX").unwrap_or_else(|| "nexus".to_owned());
+        let listen = parse_or("NEXUS_LISTEN", get("NEXUS_LISTEN"), "127.0.0.1:8080", |v| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| "a socket address such as 0.0.0.0:8080".to_owned())
+        })?;
+        let public_url = match get("NEXUS_PUBLIC_URL") {
+            Some(v) => {
+                check_url_scheme("NEXUS_PUBLIC_URL", &v, &["http://", "https://"])?;
+                v.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{listen}"),
+        };
+        let secret_key = get("NEXUS_SECRET_KEY")
+            .map(|v| {
+                SecretKey::from_base64(&v).map_err(|expected| ConfigError {
+                    var: "NEXUS_SECRET_KEY",
+                    value: "<redacted>".to_owned(),
+                    expected: expected.to_owned(),
+                })
+            })
+            .transpose()?;
+        let bootstrap_board_token = get("NEXUS_BOOTSTRAP_BOARD_TOKEN")
+            .map(|v| {
+                if v.len() >= MIN_BOOTSTRAP_TOKEN_LEN && v.bytes().all(|b| b.is_ascii_graphic()) {
+                    Ok(v)
+                } else {
+                    Err(ConfigError {
+                        var: "NEXUS_BOOTSTRAP_BOARD_TOKEN",
+                        value: "<redacted>".to_owned(),
+                        expected: format!(
+                            "at least {MIN_BOOTSTRAP_TOKEN_LEN} printable characters without spaces"
+                        ),
+                    })
+                }
+            })
+            .transpose()?;
+        let misfire_grace = Duration::from_secs(parse_or(
+            "NEXUS_MISFIRE_GRACE_SECS",
+            get("NEXUS_MISFIRE_GRACE_SECS"),
+            "60",
+            |v| int_in_range(v, 0, 86_400),
+        )?);
+        let worker_concurrency = parse_or(
+            "NEXUS_WORKER_CONCURRENCY",
+            get("NEXUS_WORKER_CONCURRENCY"),
+            "8",
+            |v| {
+                int_in_range(v, 1, 1024).map(|n| {
+                    NonZeroUsize::new(usize::try_from(n).unwrap_or(1)).unwrap_or(NonZeroUsize::MIN)
+                })
+            },
+        )?;
+        let auto_migrate = parse_or(
+            "NEXUS_AUTO_MIGRATE",
+            get("NEXUS_AUTO_MIGRATE"),
+            "true",
+            |v| match v {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("true or false".to_owned()),
+            },
+        )?;
+        let webhook_rate_per_sec = parse_or(
+            "NEXUS_WEBHOOK_RATE_PER_SEC",
+            get("NEXUS_WEBHOOK_RATE_PER_SEC"),
+            "20",
+            |v| int_in_range(v, 1, 1_000_000).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        )?;
+        let webhook_burst = parse_or(
+            "NEXUS_WEBHOOK_BURST",
+            get("NEXUS_WEBHOOK_BURST"),
+            "100",
+            |v| int_in_range(v, 1, 1_000_000).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        )?;
+        let db_max_connections = parse_or(
+            "NEXUS_DB_MAX_CONNECTIONS",
+            get("NEXUS_DB_MAX_CONNECTIONS"),
+            "10",
+            |v| int_in_range(v, 1, 1000).map(|n| u32::try_from(n).unwrap_or(10)),
+        )?;
+        let data_dir = PathBuf::from(get("NEXUS_DATA_DIR").unwrap_or_else(|| "nexus-data".to_owned()));
+        let log = get("NEXUS_LOG").unwrap_or_else(|| "info".to_owned());
+        let log_format = parse_or("NEXUS_LOG_FORMAT", get("NEXUS_LOG_FORMAT"), "text", |v| {
+            match v {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("text or json".to_owned()),
+            }
+        })?;
+        let otel_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        if let Some(endpoint) = &otel_endpoint {
+            check_url_scheme("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, &["http://", "https://"])?;
+        }
+        Ok(Self {
+            database_url,
+            redis_url,
+            redis_prefix,
+            listen,
+            public_url,
+            secret_key,
+            bootstrap_board_token,
+            misfire_grace,
+            worker_concurrency,
+            auto_migrate,
+            webhook_rate_per_sec,
+            webhook_burst,
+            db_max_connections,
+            data_dir,
+            log,
+            log_format,
+            otel_endpoint,
+            otel_service_name: get("OTEL_SERVICE_NAME"),
+        })
+    }
+
+    /// The configured secret key; distributed roles cannot work without one, because every
+    /// replica must hash tokens and decrypt secrets the same way.
+    ///
+    /// # Errors
+    /// `NEXUS_SECRET_KEY` is unset.
+    pub fn require_secret_key(&self) -> Result<&SecretKey, ConfigError> {
+        self.secret_key.as_ref().ok_or_else(|| ConfigError {
+            var: "NEXUS_SECRET_KEY",
+            value: String::new(),
+            expected: "base64 of 32 random bytes (e.g. `openssl rand -base64 32`); \
+                       required by the separate role binaries"
+                .to_owned(),
+        })
+    }
+}
+
+fn parse_or<T>(
+    var: &'static str,
+    value: Option<String>,
+    default: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    parse(value.trim()).map_err(|expected| ConfigError { var, value, expected })
+}
+
+fn int_in_range(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("an integer from {min} to {max}"))
+}
+
+fn check_url_scheme(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let ok = schemes.iter().any(|s| value.starts_with(s) && value.len() > s.len());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            var,
+            // URLs may carry passwords: show only the scheme part.
+            value: value.split("://").next().unwrap_or_default().to_owned() + "://…",
+            expected: format!("a URL starting with {}", schemes.join(" or ")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_url, "http://127.0.0.1:8080");
+        assert_eq!(config.misfire_grace, Duration::from_secs(60));
+        assert_eq!((config.webhook_rate_per_sec, config.webhook_burst), (20, 100));
+        assert!(config.auto_migrate);
+        assert!(config.secret_key.is_none());
+        assert!(config.require_secret_key().is_err());
+    }
+
+    #[test]
+    fn database_url_falls_back_to_database_url() {
+        let config = config(&[("DATABASE_URL", "postgres://x@db/y")]).expect("valid");
+        assert_eq!(config.database_url, "postgres://x@db/y");
+        let config = config_pair("postgres://a@b/c", "postgres://x@db/y");
+        assert_eq!(config.database_url, "postgres://a@b/c");
+    }
+
+    fn config_pair(nexus: &str, fallback: &str) -> Config {
+        config(&[("NEXUS_DATABASE_URL", nexus), ("DATABASE_URL", fallback)]).expect("valid")
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let cases = [
+            ("NEXUS_LISTEN", "not-an-address"),
+            ("NEXUS_MISFIRE_GRACE_SECS", "-1"),
+            ("NEXUS_WORKER_CONCURRENCY", "0"),
+            ("NEXUS_AUTO_MIGRATE", "yes"),
+            ("NEXUS_WEBHOOK_RATE_PER_SEC", "fast"),
+            ("NEXUS_WEBHOOK_BURST", "0"),
+            ("NEXUS_LOG_FORMAT", "xml"),
+            ("NEXUS_SECRET_KEY", "c2hvcnQ="),
+            ("NEXUS_DATABASE_URL", "mysql://localhost/x"),
+            ("NEXUS_REDIS_URL", "localhost:6379"),
+            ("NEXUS_PUBLIC_URL", "example.com"),
+            ("NEXUS_BOOTSTRAP_BOARD_TOKEN", "short"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var);
+            let line = err.to_string();
+            assert!(line.starts_with(&format!("invalid configuration: {var}=")), "{line}");
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn secrets_are_never_echoed_in_errors() {
+        let err = config(&[("NEXUS_SECRET_KEY", "dG9vLXNob3J0LXNlY3JldA==")]).expect_err("short");
+        assert!(!err.to_string().contains("dG9vLXNob3J0"));
+        let err = config(&[("NEXUS_DATABASE_URL", "mysql://user:hunter2@h/d")]).expect_err("scheme");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn public_url_loses_its_trailing_slash() {
+        let config = config(&[("NEXUS_PUBLIC_URL", "https://hooks.example.com/")]).expect("valid");
+        assert_eq!(config.public_url, "https://hooks.example.com");
+    }
+}

@@ -1,0 +1,73 @@
+//! Postgres connections and migrations.
+
+use std::{str::FromStr as _, time::Duration};
+
+use anyhow::Context as _;
+use sqlx::{
+    ConnectOptions as _, Connection as _, PgPool,
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
+};
+
+/// The migrations of `migrations/`, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool to `url` with at most `max_connections` connections.
+///
+/// Connections are opened lazily and re-opened after failures, so a process started while
+/// Postgres is down comes up (unready) and recovers when the database returns.
+///
+/// # Errors
+/// `url` is not a valid Postgres URL.
+pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("NEXUS_DATABASE_URL is not a valid Postgres URL")?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options))
+}
+
+/// Runs pending migrations. Safe to call from several processes at once: sqlx serialises
+/// migrators with an advisory lock.
+///
+/// # Errors
+/// The database is unreachable or a migration failed.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("running database migrations")?;
+    Ok(())
+}
+
+/// Creates the database named in `url` when it does not exist yet, connecting to the server's
+/// `postgres` database to do so. Used by the single-process mode so a fresh machine with a
+/// Postgres server needs no set-up.
+///
+/// # Errors
+/// The server is unreachable or refuses the creation.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url).context("NEXUS_DATABASE_URL is not a valid Postgres URL")?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("connecting to the Postgres server")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it at the same moment.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    admin.close().await.ok();
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Everything the Nexus roles (api, scheduler, worker) share: configuration, domain types,
+//! the Postgres store, cryptography, the clock, Redis access and telemetry.
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod kv;
+pub mod model;
+pub mod ops;
+pub mod runtime;
+pub mod store;
+pub mod telemetry;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use store::Store;

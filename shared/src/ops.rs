@@ -1,0 +1,99 @@
+//! The operational endpoints every role serves on `NEXUS_LISTEN`: `/healthz` (liveness),
+//! `/readyz` (readiness: the database, Redis where the role uses it, not shutting down) and
+//! `/metrics` (Prometheus text).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+
+use crate::{kv::Redis, store::Store, telemetry};
+
+/// What readiness depends on.
+#[derive(Clone, Debug)]
+pub struct Health {
+    store: Store,
+    redis: Option<Redis>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Readiness of a role using `store` and, when given, `redis`.
+    #[must_use]
+    pub fn new(store: Store, redis: Option<Redis>) -> Self {
+        Self { store, redis, shutting_down: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Marks the process as shutting down: `/readyz` answers 503 from now on, so load
+    /// balancers stop sending traffic before the listener closes.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// The router of the three operational endpoints.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: 200 when the database (and Redis, where used) answer and the process is not
+/// shutting down; 503 with the error body otherwise.
+pub async fn readyz(State(health): State<Health>) -> Response {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let shutting_down = health.is_shutting_down();
+    let database = matches!(tokio::time::timeout(TIMEOUT, health.store.ping()).await, Ok(true));
+    let redis = match &health.redis {
+        Some(redis) => Some(redis.ping(TIMEOUT).await),
+        None => None,
+    };
+    if !shutting_down && database && redis != Some(false) {
+        return (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response();
+    }
+    let reason = if shutting_down {
+        "the process is shutting down"
+    } else if !database {
+        "the database is unreachable"
+    } else {
+        "Redis is unreachable"
+    };
+    let body = json!({
+        "error": format!("not ready: {reason}"),
+        "code": "not_ready",
+        "details": { "database": database, "redis": redis, "shuttingDown": shutting_down },
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// `GET /metrics`: the process's metrics in the Prometheus text format.
+pub async fn metrics() -> Response {
+    let handle = telemetry::metrics();
+    handle.run_upkeep();
+    ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response()
+}

@@ -1,0 +1,64 @@
+//! Start-up and shutdown shared by every role: connecting to Postgres and Redis, running
+//! migrations, accepting the bootstrap board token, and waiting for SIGTERM/SIGINT.
+
+use anyhow::Context as _;
+
+use crate::{Config, Store, clock::SharedClock, crypto::SecretKey, db, kv::Redis};
+
+/// The connections and services a role runs on.
+#[derive(Clone, Debug)]
+pub struct Resources {
+    /// The configuration.
+    pub config: Config,
+    /// The store.
+    pub store: Store,
+    /// Redis.
+    pub redis: Redis,
+}
+
+impl Resources {
+    /// Connects to Postgres and Redis, runs pending migrations (unless `NEXUS_AUTO_MIGRATE` is
+    /// `false`) and registers `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
+    ///
+    /// # Errors
+    /// An invalid URL, or Postgres is unreachable while migrations must run.
+    pub async fn connect(config: Config, key: &SecretKey, clock: SharedClock) -> anyhow::Result<Self> {
+        let pool = db::pool(&config.database_url, config.db_max_connections)?;
+        if config.auto_migrate {
+            db::migrate(&pool).await?;
+        }
+        let store = Store::new(pool, clock, key);
+        if let Some(token) = &config.bootstrap_board_token {
+            store
+                .ensure_board_token(token, "bootstrap")
+                .await
+                .context("registering NEXUS_BOOTSTRAP_BOARD_TOKEN")?;
+        }
+        let redis = Redis::new(&config.redis_url, &config.redis_prefix)?;
+        Ok(Self { config, store, redis })
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

@@ -1,0 +1,209 @@
+//! Heartbeat runs: requests for an agent to work on an issue, which the agent claims and
+//! finishes. `queued → running → succeeded | failed`; the worker may also end them as
+//! `timed_out` or `cancelled`.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgConnection, types::Json};
+use uuid::Uuid;
+
+use super::{NewActivity, Store, StoreError, StoreResult, new_id};
+use crate::model::{Actor, FinishStatus, HeartbeatContext, HeartbeatRun, HeartbeatStatus, Summary};
+
+/// A heartbeat run to queue.
+#[derive(Debug)]
+pub(crate) struct NewHeartbeat {
+    pub(crate) company_id: Uuid,
+    pub(crate) agent_id: Uuid,
+    pub(crate) issue_id: Uuid,
+    pub(crate) routine_run_id: Option<Uuid>,
+    pub(crate) context: HeartbeatContext,
+}
+
+struct HeartbeatRow {
+    id: Uuid,
+    company_id: Uuid,
+    agent_id: Uuid,
+    issue_id: Uuid,
+    routine_run_id: Option<Uuid>,
+    status: HeartbeatStatus,
+    context: Json<HeartbeatContext>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    summary: Option<String>,
+}
+
+impl From<HeartbeatRow> for HeartbeatRun {
+    fn from(row: HeartbeatRow) -> Self {
+        Self {
+            id: row.id,
+            company_id: row.company_id,
+            agent_id: row.agent_id,
+            issue_id: row.issue_id,
+            routine_run_id: row.routine_run_id,
+            status: row.status,
+            context: row.context.0,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            summary: row.summary,
+        }
+    }
+}
+
+impl NewHeartbeat {
+    /// Inserts the heartbeat run, `queued`, inside the caller's transaction.
+    pub(crate) async fn insert(self, conn: &mut PgConnection, now: DateTime<Utc>) -> StoreResult<HeartbeatRun> {
+        let row = sqlx::query_as!(
+            HeartbeatRow,
+            r#"INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id, status,
+                                           context, created_at)
+               VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7)
+               RETURNING id, company_id, agent_id, issue_id, routine_run_id,
+                         status AS "status: HeartbeatStatus",
+                         context AS "context: Json<HeartbeatContext>",
+                         created_at, started_at, finished_at, summary"#,
+            new_id(),
+            self.company_id,
+            self.agent_id,
+            self.issue_id,
+            self.routine_run_id,
+            Json(&self.context) as _,
+            now,
+        )
+        .fetch_one(conn)
+        .await?;
+        Ok(row.into())
+    }
+}
+
+impl Store {
+    /// One heartbeat run.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or the database failed.
+    pub async fn heartbeat_run(&self, id: Uuid) -> StoreResult<HeartbeatRun> {
+        sqlx::query_as!(
+            HeartbeatRow,
+            r#"SELECT id, company_id, agent_id, issue_id, routine_run_id,
+                      status AS "status: HeartbeatStatus",
+                      context AS "context: Json<HeartbeatContext>",
+                      created_at, started_at, finished_at, summary
+               FROM heartbeat_runs WHERE id = $1"#,
+            id,
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(HeartbeatRun::from)
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// An agent's heartbeat runs, oldest first, optionally only those in `status`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn agent_heartbeat_runs(
+        &self,
+        agent_id: Uuid,
+        status: Option<HeartbeatStatus>,
+        limit: i64,
+    ) -> StoreResult<Vec<HeartbeatRun>> {
+        let rows = sqlx::query_as!(
+            HeartbeatRow,
+            r#"SELECT id, company_id, agent_id, issue_id, routine_run_id,
+                      status AS "status: HeartbeatStatus",
+                      context AS "context: Json<HeartbeatContext>",
+                      created_at, started_at, finished_at, summary
+               FROM heartbeat_runs
+               WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2)
+               ORDER BY created_at, id
+               LIMIT $3"#,
+            agent_id,
+            status.map(HeartbeatStatus::as_str),
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(HeartbeatRun::from).collect())
+    }
+
+    /// Moves a heartbeat run from `queued` to `running`.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] `not_queued` when it is in another state; the database failed.
+    pub async fn claim_heartbeat_run(&self, id: Uuid, actor: Actor) -> StoreResult<HeartbeatRun> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query_as!(
+            HeartbeatRow,
+            r#"UPDATE heartbeat_runs SET status = 'running', started_at = $2
+               WHERE id = $1 AND status = 'queued'
+               RETURNING id, company_id, agent_id, issue_id, routine_run_id,
+                         status AS "status: HeartbeatStatus",
+                         context AS "context: Json<HeartbeatContext>",
+                         created_at, started_at, finished_at, summary"#,
+            id,
+            now,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::conflict("not_queued", "the heartbeat run is not queued"))?;
+        NewActivity {
+            company_id: row.company_id,
+            actor,
+            action: "heartbeat_run.claimed",
+            entity_type: "heartbeat_run",
+            entity_id: id,
+            details: json!({ "issueId": row.issue_id }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    /// Moves a heartbeat run from `running` to its final status.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] `not_running` when it is in another state; the database failed.
+    pub async fn finish_heartbeat_run(
+        &self,
+        id: Uuid,
+        status: FinishStatus,
+        summary: Option<Summary>,
+        actor: Actor,
+    ) -> StoreResult<HeartbeatRun> {
+        let now = self.now();
+        let final_status = HeartbeatStatus::from(status);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query_as!(
+            HeartbeatRow,
+            r#"UPDATE heartbeat_runs SET status = $2, finished_at = $3, summary = $4
+               WHERE id = $1 AND status = 'running'
+               RETURNING id, company_id, agent_id, issue_id, routine_run_id,
+                         status AS "status: HeartbeatStatus",
+                         context AS "context: Json<HeartbeatContext>",
+                         created_at, started_at, finished_at, summary"#,
+            id,
+            final_status.as_str(),
+            now,
+            summary.as_ref().map(Summary::as_str),
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::conflict("not_running", "the heartbeat run is not running"))?;
+        NewActivity {
+            company_id: row.company_id,
+            actor,
+            action: "heartbeat_run.finished",
+            entity_type: "heartbeat_run",
+            entity_id: id,
+            details: json!({ "status": final_status }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+}

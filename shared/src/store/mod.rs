@@ -1,0 +1,168 @@
+//! The Postgres store: every domain operation the roles perform, each one transaction, each
+//! mutation recorded in the company's activity log in the same transaction.
+//!
+//! Invariants live in the schema (composite foreign keys scoped by company, unique keys for
+//! fires and idempotency, checked enumerations); this module turns their violations into
+//! [`StoreError`]s the API can answer with.
+
+mod activity;
+mod agents;
+mod auth;
+mod catalog;
+mod heartbeats;
+mod issues;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use self::{
+    activity::NewActivity,
+    agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
+    auth::BoardToken,
+    issues::{IssueFilter, NewIssue},
+};
+use crate::{
+    clock::SharedClock,
+    crypto::{SecretBox, SecretKey, TokenHasher},
+};
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A referenced row does not exist in the company; `field` is the request field naming it.
+    #[error("{field} does not name a resource of this company")]
+    InvalidReference {
+        /// The API field (camelCase) holding the reference.
+        field: &'static str,
+    },
+    /// The operation conflicts with the current state.
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict { code, message: message.into() }
+    }
+
+    /// Maps a foreign-key violation on one of the reference columns to the request field it came
+    /// from; any other error passes through.
+    fn from_reference_violation(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error
+            && db.is_foreign_key_violation()
+            && let Some(field) = db.constraint().and_then(reference_field)
+        {
+            return Self::InvalidReference { field };
+        }
+        Self::Database(error)
+    }
+}
+
+/// The request field behind a composite foreign key named `<table>_company_id_<column>_fkey`.
+fn reference_field(constraint: &str) -> Option<&'static str> {
+    const FIELDS: &[(&str, &str)] = &[
+        ("_company_id_project_id_fkey", "projectId"),
+        ("_company_id_goal_id_fkey", "goalId"),
+        ("_company_id_parent_issue_id_fkey", "parentIssueId"),
+        ("_company_id_assignee_agent_id_fkey", "assigneeAgentId"),
+        ("_company_id_routine_id_fkey", "routineId"),
+        ("_company_id_trigger_id_fkey", "triggerId"),
+    ];
+    FIELDS.iter().find(|(suffix, _)| constraint.ends_with(suffix)).map(|(_, field)| *field)
+}
+
+/// Result type of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Handle to the Postgres store (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    clock: SharedClock,
+    hasher: Arc<TokenHasher>,
+    secrets: Arc<SecretBox>,
+}
+
+impl Store {
+    /// A store over `pool`, reading time from `clock` and keys derived from `key`.
+    #[must_use]
+    pub fn new(pool: PgPool, clock: SharedClock, key: &SecretKey) -> Self {
+        Self {
+            pool,
+            clock,
+            hasher: Arc::new(TokenHasher::new(key)),
+            secrets: Arc::new(SecretBox::new(key)),
+        }
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The clock.
+    #[must_use]
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The secret box encrypting stored secrets.
+    #[must_use]
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&self.pool).await.is_ok()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+/// A new time-ordered id.
+fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// Locks nothing, checks that a company exists.
+async fn company_exists(conn: &mut PgConnection, company_id: Uuid) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM companies WHERE id = $1) AS "exists!""#,
+        company_id
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_constraints_map_to_request_fields() {
+        assert_eq!(reference_field("issues_company_id_project_id_fkey"), Some("projectId"));
+        assert_eq!(
+            reference_field("routines_company_id_assignee_agent_id_fkey"),
+            Some("assigneeAgentId")
+        );
+        assert_eq!(reference_field("issues_company_id_fkey"), None);
+    }
+}

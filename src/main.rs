@@ -1,0 +1,113 @@
+//! `nexus`: the operator CLI and the single-process mode.
+//!
+//! - `nexus` or `nexus serve`: every role in one process (today the API; the scheduler and
+//!   worker join through the same entry point).
+//! - `nexus migrate`: apply pending migrations and exit.
+//! - `nexus board-token create [--label LABEL]`: print a new board token on the last line.
+
+mod key;
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use nexus_shared::{
+    Config, SystemClock, db,
+    runtime::{Resources, shutdown_signal},
+    telemetry,
+};
+
+const USAGE: &str = "\
+Nexus Routines: a distributed scheduler for AI-agent routines.
+
+Usage:
+  nexus [serve]                              run all roles in one process
+  nexus migrate                              apply pending database migrations
+  nexus board-token create [--label LABEL]   create a board (operator) token
+  nexus --help | --version
+
+Configuration comes from NEXUS_* environment variables; see docs/operations.md.";
+
+enum Command {
+    Serve,
+    Migrate,
+    CreateBoardToken { label: String },
+    Help,
+    Version,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Command> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Ok(match args.as_slice() {
+        [] | ["serve"] => Command::Serve,
+        ["migrate"] => Command::Migrate,
+        ["board-token", "create"] => Command::CreateBoardToken { label: "cli".to_owned() },
+        ["board-token", "create", "--label", label] => {
+            Command::CreateBoardToken { label: (*label).to_owned() }
+        }
+        ["-h" | "--help" | "help"] => Command::Help,
+        ["-V" | "--version"] => Command::Version,
+        _ => bail!("unrecognised arguments: {}\n\n{USAGE}", args.join(" ")),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = parse(&args)?;
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Command::Version => {
+            println!("nexus {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let config = Config::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    telemetry::init_logging(&config);
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            db::create_database_if_missing(&config.database_url).await?;
+            db::migrate(&db::pool(&config.database_url, 1)?).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CreateBoardToken { label } => {
+            let resources = connect(config).await?;
+            let token = resources.store.create_board_token(&label).await?;
+            eprintln!("created board token {} (label {label:?}); it is shown only once:", token.id);
+            println!("{}", token.token);
+            Ok(())
+        }
+        Command::Help | Command::Version => Ok(()),
+    }
+}
+
+/// Connects with the configured key, or the data directory's key in single-process use.
+async fn connect(config: Config) -> anyhow::Result<Resources> {
+    let key = key::resolve(&config)?;
+    if config.auto_migrate {
+        db::create_database_if_missing(&config.database_url).await?;
+    }
+    Resources::connect(config, &key, Arc::new(SystemClock)).await
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let public_url = config.public_url.clone();
+    let resources = connect(config).await?;
+    if !resources.store.has_board_token().await? {
+        let token = resources.store.create_board_token("first start").await?;
+        println!(
+            "\nNexus Routines is starting at {public_url}\n\
+             No board token existed, so one was created. It is shown only this once:\n\n  {token}\n\n\
+             Try it:\n  curl -H 'Authorization: Bearer {token}' {public_url}/api/companies\n",
+            token = token.token,
+        );
+    }
+    let app = nexus_api::build_with(resources, listen).await.context("starting the API")?;
+    app.run_until_stopped(shutdown_signal()).await
+}
