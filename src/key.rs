@@ -12,7 +12,8 @@ pub(crate) fn resolve(config: &Config) -> anyhow::Result<SecretKey> {
     }
     let path = config.data_dir.join("secret.key");
     if path.exists() {
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         return SecretKey::from_base64(&text)
             .map_err(|expected| anyhow::anyhow!("{} must hold {expected}", path.display()));
     }
@@ -30,7 +31,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")?;
     Ok(())

@@ -40,10 +40,12 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
     Ok(match args.as_slice() {
         [] | ["serve"] => Command::Serve,
         ["migrate"] => Command::Migrate,
-        ["board-token", "create"] => Command::CreateBoardToken { label: "cli".to_owned() },
-        ["board-token", "create", "--label", label] => {
-            Command::CreateBoardToken { label: (*label).to_owned() }
-        }
+        ["board-token", "create"] => Command::CreateBoardToken {
+            label: "cli".to_owned(),
+        },
+        ["board-token", "create", "--label", label] => Command::CreateBoardToken {
+            label: (*label).to_owned(),
+        },
         ["-h" | "--help" | "help"] => Command::Help,
         ["-V" | "--version"] => Command::Version,
         _ => bail!("unrecognised arguments: {}\n\n{USAGE}", args.join(" ")),
@@ -78,7 +80,10 @@ async fn main() -> anyhow::Result<()> {
         Command::CreateBoardToken { label } => {
             let resources = connect(config).await?;
             let token = resources.store.create_board_token(&label).await?;
-            eprintln!("created board token {} (label {label:?}); it is shown only once:", token.id);
+            eprintln!(
+                "created board token {} (label {label:?}); it is shown only once:",
+                token.id
+            );
             println!("{}", token.token);
             Ok(())
         }
@@ -108,6 +113,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             token = token.token,
         );
     }
-    let app = nexus_api::build_with(resources, listen).await.context("starting the API")?;
+    let app = nexus_api::build_with(resources, listen)
+        .await
+        .context("starting the API")?;
     app.run_until_stopped(shutdown_signal()).await
 }

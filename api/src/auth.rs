@@ -25,7 +25,10 @@ impl FromRequestParts<AppState> for Auth {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 512)
             .ok_or_else(ApiError::unauthorized)?;
@@ -42,7 +45,13 @@ impl Auth {
     /// # Errors
     /// 403 with `what` in the sentence.
     pub fn require_board(self, what: &str) -> Result<(), ApiError> {
-        if self.is_board() { Ok(()) } else { Err(ApiError::forbidden(format!("only a board token may {what}"))) }
+        if self.is_board() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "only a board token may {what}"
+            )))
+        }
     }
 
     /// The calling agent's id; 403 for a board token.
@@ -61,7 +70,11 @@ impl Auth {
     /// # Errors
     /// 404 naming `what`.
     pub fn see(self, company_id: Uuid, what: &str) -> Result<(), ApiError> {
-        if self.0.sees_company(company_id) { Ok(()) } else { Err(ApiError::not_found(what)) }
+        if self.0.sees_company(company_id) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(what))
+        }
     }
 
     /// 404 unless the company exists and the caller may see it.

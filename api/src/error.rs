@@ -43,7 +43,13 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None, cause: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            cause: None,
+        }
     }
 
     /// Adds structured details.
@@ -60,7 +66,11 @@ impl ApiError {
 
     /// 401: no valid credentials. The same body whatever the cause.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
     }
 
     /// 403: authenticated but not allowed.
@@ -70,7 +80,11 @@ impl ApiError {
 
     /// 404: nothing the caller can see has this address.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 409: conflicts with the current state.
@@ -80,15 +94,23 @@ impl ApiError {
 
     /// 422 naming the request field whose value is out of range or otherwise invalid.
     pub fn invalid_field(field: &str, problem: &str) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("{field} {problem}"))
-            .with_details(json!({ "field": field }))
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field} {problem}"),
+        )
+        .with_details(json!({ "field": field }))
     }
 
     /// 500: a bug; `cause` is logged.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             cause: Some(cause.into()),
-            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
         }
     }
 
@@ -113,12 +135,20 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.cause {
-            if self.status.is_server_error() {
-                tracing::error!(status = self.status.as_u16(), error = format!("{cause:#}"), "request failed");
-            }
+        if let Some(cause) = &self.cause
+            && self.status.is_server_error()
+        {
+            tracing::error!(
+                status = self.status.as_u16(),
+                error = format!("{cause:#}"),
+                "request failed"
+            );
         }
-        let body = ErrorBody { error: self.message, code: self.code.to_owned(), details: self.details };
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_owned(),
+            details: self.details,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -143,7 +173,10 @@ impl From<StoreError> for ApiError {
 fn is_unavailable(error: &sqlx::Error) -> bool {
     matches!(
         error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
     ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
 }
 
@@ -156,10 +189,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        // Parse to a JSON value first: serde would otherwise accept an array in place of an
+        // object (structs deserialise from sequences).
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(|rejection| json_rejection(&rejection))?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
         }
+        serde_json::from_value(value).map(Self).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the body does not fit this endpoint: {e}"),
+            )
+        })
     }
 }
 
@@ -170,17 +216,21 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             "unsupported_media_type",
             "the request body must be JSON with content type application/json",
         ),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {}", e.body_text()))
-        }
-        JsonRejection::JsonDataError(e) => {
-            ApiError::bad_request("invalid_body", format!("the body does not fit this endpoint: {}", e.body_text()))
-        }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is too large",
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON: {}", e.body_text()),
         ),
+        JsonRejection::JsonDataError(e) => ApiError::bad_request(
+            "invalid_body",
+            format!("the body does not fit this endpoint: {}", e.body_text()),
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            )
+        }
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
 }
@@ -242,7 +292,11 @@ pub async fn no_route() -> ApiError {
 
 /// 405 for a known path with another method.
 pub async fn wrong_method() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this path",
+    )
 }
 
 /// Names what was not found in the 404 of a store lookup.

@@ -10,7 +10,7 @@ mod openapi;
 mod routes;
 pub mod state;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit, routing::get};
@@ -47,7 +47,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// # Errors
 /// The address cannot be bound.
 pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Result<App> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    // Install the metrics recorder before anything records.
+    nexus_shared::telemetry::metrics();
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let health = Health::new(resources.store.clone(), Some(resources.redis.clone()));
     let state = AppState {
         store: resources.store,
@@ -55,7 +59,11 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         public_url: resources.config.public_url,
     };
     let router = router(state, health.clone());
-    Ok(App { listener, router, health })
+    Ok(App {
+        listener,
+        router,
+        health,
+    })
 }
 
 fn router(state: AppState, health: Health) -> Router {
@@ -66,13 +74,16 @@ fn router(state: AppState, health: Health) -> Router {
         .route("/readyz", get(openapi::readyz))
         .route("/metrics", get(openapi::metrics))
         .with_state(health);
-    api.route("/api/openapi.json", get(move || openapi::document(Arc::clone(&openapi))))
-        .with_state(state)
-        .merge(ops)
-        .route_layer(axum::middleware::from_fn(observe::observe))
-        .fallback(error::no_route)
-        .method_not_allowed_fallback(error::wrong_method)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    api.route(
+        "/api/openapi.json",
+        get(move || openapi::document(Arc::clone(&openapi))),
+    )
+    .with_state(state)
+    .merge(ops)
+    .route_layer(axum::middleware::from_fn(observe::observe))
+    .fallback(error::no_route)
+    .method_not_allowed_fallback(error::wrong_method)
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 impl App {
@@ -82,7 +93,10 @@ impl App {
     /// If the listener has no local address (it always has once bound).
     #[must_use]
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().expect("a bound listener has an address").port()
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
     }
 
     /// The readiness state, to mark shutdown from outside.
@@ -96,20 +110,11 @@ impl App {
     ///
     /// # Errors
     /// The listener failed.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let health = self.health.clone();
-        let signal = async move {
-            shutdown.await;
-            health.begin_shutdown();
-            // Give load balancers a moment to see the unready probe before the listener closes.
-            tokio::time::sleep(SHUTDOWN_DRAIN).await;
-        };
-        tracing::info!(address = %self.listener.local_addr()?, "API listening");
-        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await?;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        nexus_shared::ops::serve(self.listener, self.router, self.health, shutdown).await?;
         Ok(())
     }
 }
-
-/// How long the API keeps accepting connections after shutdown begins, so that probes see
-/// `/readyz` fail first.
-const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);

@@ -43,7 +43,9 @@ pub(crate) fn split(api: OpenApiRouter<AppState>) -> (Router<AppState>, utoipa::
         .routes(routes!(readyz_doc))
         .routes(routes!(metrics_doc));
     let (_, extra) = documented_only.split_for_parts();
-    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(api).split_for_parts();
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api)
+        .split_for_parts();
     doc.merge(extra);
     (router, doc)
 }

@@ -16,7 +16,8 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
 
     /// Resolves once the clock has reached `deadline`.
-    fn sleep_until(&self, deadline: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    fn sleep_until(&self, deadline: DateTime<Utc>)
+    -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// Shared handle to a clock.
@@ -31,7 +32,10 @@ impl Clock for SystemClock {
         Utc::now()
     }
 
-    fn sleep_until(&self, deadline: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn sleep_until(
+        &self,
+        deadline: DateTime<Utc>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
@@ -52,7 +56,10 @@ impl ManualClock {
     #[must_use]
     pub fn new(start: DateTime<Utc>) -> Arc<Self> {
         let (changed, _) = watch::channel(start);
-        Arc::new(Self { now: Mutex::new(start), changed })
+        Arc::new(Self {
+            now: Mutex::new(start),
+            changed,
+        })
     }
 
     /// Moves the clock forward by `by`.
@@ -75,7 +82,10 @@ impl Clock for ManualClock {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn sleep_until(&self, deadline: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn sleep_until(
+        &self,
+        deadline: DateTime<Utc>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let mut rx = self.changed.subscribe();
         Box::pin(async move {
             // The sender lives as long as `self`, so `wait_for` only ends when the deadline is met.

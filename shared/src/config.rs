@@ -207,18 +207,26 @@ impl Config {
             "10",
             |v| int_in_range(v, 1, 1000).map(|n| u32::try_from(n).unwrap_or(10)),
         )?;
-        let data_dir = PathBuf::from(get("NEXUS_DATA_DIR").unwrap_or_else(|| "nexus-data".to_owned()));
+        let data_dir =
+            PathBuf::from(get("NEXUS_DATA_DIR").unwrap_or_else(|| "nexus-data".to_owned()));
         let log = get("NEXUS_LOG").unwrap_or_else(|| "info".to_owned());
-        let log_format = parse_or("NEXUS_LOG_FORMAT", get("NEXUS_LOG_FORMAT"), "text", |v| {
-            match v {
+        let log_format = parse_or(
+            "NEXUS_LOG_FORMAT",
+            get("NEXUS_LOG_FORMAT"),
+            "text",
+            |v| match v {
                 "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
                 _ => Err("text or json".to_owned()),
-            }
-        })?;
+            },
+        )?;
         let otel_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
         if let Some(endpoint) = &otel_endpoint {
-            check_url_scheme("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, &["http://", "https://"])?;
+            check_url_scheme(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                endpoint,
+                &["http://", "https://"],
+            )?;
         }
         Ok(Self {
             database_url,
@@ -265,7 +273,11 @@ fn parse_or<T>(
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
     let value = value.unwrap_or_else(|| default.to_owned());
-    parse(value.trim()).map_err(|expected| ConfigError { var, value, expected })
+    parse(value.trim()).map_err(|expected| ConfigError {
+        var,
+        value,
+        expected,
+    })
 }
 
 fn int_in_range(value: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -277,7 +289,9 @@ fn int_in_range(value: &str, min: u64, max: u64) -> Result<u64, String> {
 }
 
 fn check_url_scheme(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    let ok = schemes.iter().any(|s| value.starts_with(s) && value.len() > s.len());
+    let ok = schemes
+        .iter()
+        .any(|s| value.starts_with(s) && value.len() > s.len());
     if ok {
         Ok(())
     } else {
@@ -297,8 +311,10 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -309,7 +325,10 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.public_url, "http://127.0.0.1:8080");
         assert_eq!(config.misfire_grace, Duration::from_secs(60));
-        assert_eq!((config.webhook_rate_per_sec, config.webhook_burst), (20, 100));
+        assert_eq!(
+            (config.webhook_rate_per_sec, config.webhook_burst),
+            (20, 100)
+        );
         assert!(config.auto_migrate);
         assert!(config.secret_key.is_none());
         assert!(config.require_secret_key().is_err());
@@ -347,7 +366,10 @@ mod tests {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
             let line = err.to_string();
-            assert!(line.starts_with(&format!("invalid configuration: {var}=")), "{line}");
+            assert!(
+                line.starts_with(&format!("invalid configuration: {var}=")),
+                "{line}"
+            );
             assert!(!line.contains('\n'));
         }
     }
@@ -356,7 +378,8 @@ mod tests {
     fn secrets_are_never_echoed_in_errors() {
         let err = config(&[("NEXUS_SECRET_KEY", "dG9vLXNob3J0LXNlY3JldA==")]).expect_err("short");
         assert!(!err.to_string().contains("dG9vLXNob3J0"));
-        let err = config(&[("NEXUS_DATABASE_URL", "mysql://user:hunter2@h/d")]).expect_err("scheme");
+        let err =
+            config(&[("NEXUS_DATABASE_URL", "mysql://user:hunter2@h/d")]).expect_err("scheme");
         assert!(!err.to_string().contains("hunter2"));
     }
 

@@ -38,7 +38,9 @@ impl SecretKey {
     pub fn from_base64(value: &str) -> Result<Self, &'static str> {
         const EXPECTED: &str = "base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)";
         let bytes = STANDARD.decode(value.trim()).map_err(|_| EXPECTED)?;
-        <[u8; 32]>::try_from(bytes.as_slice()).map(Self).map_err(|_| EXPECTED)
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Self)
+            .map_err(|_| EXPECTED)
     }
 
     /// A fresh random key.
@@ -80,13 +82,16 @@ impl TokenHasher {
     /// The hasher of `key`.
     #[must_use]
     pub fn new(key: &SecretKey) -> Self {
-        Self { pepper: key.derive(b"nexus/token-pepper/v1") }
+        Self {
+            pepper: key.derive(b"nexus/token-pepper/v1"),
+        }
     }
 
     /// The stored form of `token`.
     #[must_use]
     pub fn hash(&self, token: &str) -> Vec<u8> {
-        let mut mac = HmacSha256::new_from_slice(&self.pepper).expect("HMAC takes keys of any length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.pepper).expect("HMAC takes keys of any length");
         mac.update(token.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
@@ -116,7 +121,9 @@ impl SecretBox {
     #[must_use]
     pub fn new(key: &SecretKey) -> Self {
         let key = Key::<Aes256Gcm>::from(key.derive(b"nexus/secret-encryption/v1"));
-        Self { cipher: Aes256Gcm::new(&key) }
+        Self {
+            cipher: Aes256Gcm::new(&key),
+        }
     }
 
     /// Encrypts `plaintext`, bound to `owner` (the id of the row that stores it).
@@ -128,7 +135,13 @@ impl SecretBox {
         let nonce_bytes: [u8; NONCE_LEN] = random_bytes();
         let ciphertext = self
             .cipher
-            .encrypt(&Nonce::from(nonce_bytes), Payload { msg: plaintext, aad: owner })
+            .encrypt(
+                &Nonce::from(nonce_bytes),
+                Payload {
+                    msg: plaintext,
+                    aad: owner,
+                },
+            )
             .expect("AES-GCM encrypts any secret of sane size");
         let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         sealed.extend_from_slice(&nonce_bytes);
@@ -147,7 +160,13 @@ impl SecretBox {
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| DecryptError)?;
         self.cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad: owner })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: owner,
+                },
+            )
             .map_err(|_| DecryptError)
     }
 }
@@ -188,10 +207,20 @@ mod tests {
     fn sealed_secrets_open_only_for_their_owner_and_key() {
         let key = SecretKey::generate();
         let sealed = SecretBox::new(&key).seal(b"row-1", b"whsec_abc");
-        assert!(!sealed.windows(9).any(|w| w == b"whsec_abc"), "plaintext visible");
-        assert_eq!(SecretBox::new(&key).open(b"row-1", &sealed).expect("opens"), b"whsec_abc");
+        assert!(
+            !sealed.windows(9).any(|w| w == b"whsec_abc"),
+            "plaintext visible"
+        );
+        assert_eq!(
+            SecretBox::new(&key).open(b"row-1", &sealed).expect("opens"),
+            b"whsec_abc"
+        );
         assert!(SecretBox::new(&key).open(b"row-2", &sealed).is_err());
-        assert!(SecretBox::new(&SecretKey::generate()).open(b"row-1", &sealed).is_err());
+        assert!(
+            SecretBox::new(&SecretKey::generate())
+                .open(b"row-1", &sealed)
+                .is_err()
+        );
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
@@ -223,7 +252,9 @@ mod tests {
         assert!(a.starts_with("nxb_") && a.len() == 4 + 43);
         assert_ne!(a, generate_token(BOARD_TOKEN_PREFIX));
         let secret = generate_standard_webhooks_secret();
-        let raw = STANDARD.decode(secret.trim_start_matches("whsec_")).expect("base64");
+        let raw = STANDARD
+            .decode(secret.trim_start_matches("whsec_"))
+            .expect("base64");
         assert_eq!(raw.len(), 32);
     }
 }

@@ -37,7 +37,10 @@ pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
 /// # Errors
 /// The database is unreachable or a migration failed.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("running database migrations")?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("running database migrations")?;
     Ok(())
 }
 
@@ -48,20 +51,25 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// # Errors
 /// The server is unreachable or refuses the creation.
 pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(url).context("NEXUS_DATABASE_URL is not a valid Postgres URL")?;
+    let options = PgConnectOptions::from_str(url)
+        .context("NEXUS_DATABASE_URL is not a valid Postgres URL")?;
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());
     };
     let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
         .await
         .context("connecting to the Postgres server")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another process created it at the same moment.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}

@@ -15,7 +15,9 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -26,7 +28,8 @@ impl Redis {
     /// # Errors
     /// `url` is not a valid Redis URL.
     pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).context("NEXUS_REDIS_URL is not a valid Redis URL")?;
+        let client =
+            redis::Client::open(url).context("NEXUS_REDIS_URL is not a valid Redis URL")?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -34,7 +37,10 @@ impl Redis {
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_lazy_with_config(client, config)
             .context("creating the Redis connection manager")?;
-        Ok(Self { manager, prefix: prefix.trim_end_matches(':').to_owned() })
+        Ok(Self {
+            manager,
+            prefix: prefix.trim_end_matches(':').to_owned(),
+        })
     }
 
     /// The full key for `name`: `<prefix>:<name>`.

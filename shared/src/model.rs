@@ -87,10 +87,11 @@ impl IssueStatus {
 }
 
 text_enum! {
-    /// Priority of an issue or routine.
+    /// Priority of an issue or routine (default `medium`).
     Priority { Critical => "critical", High => "high", Medium => "medium", Low => "low" }
 }
 
+#[allow(clippy::derivable_impls)] // the enum is declared by `text_enum!`, which derives no Default
 impl Default for Priority {
     fn default() -> Self {
         Self::Medium
@@ -176,7 +177,9 @@ impl Actor {
     pub fn sees_company(self, company_id: Uuid) -> bool {
         match self {
             Self::Board { .. } | Self::System => true,
-            Self::Agent { company_id: own, .. } => own == company_id,
+            Self::Agent {
+                company_id: own, ..
+            } => own == company_id,
         }
     }
 }
@@ -491,7 +494,10 @@ mod tests {
     #[test]
     fn text_enums_round_trip() {
         for status in IssueStatus::ALL {
-            assert_eq!(status.as_str().parse::<IssueStatus>().expect("parses"), *status);
+            assert_eq!(
+                status.as_str().parse::<IssueStatus>().expect("parses"),
+                *status
+            );
             let json = serde_json::to_string(status).expect("serialises");
             assert_eq!(json, format!("\"{status}\""));
         }
@@ -502,7 +508,13 @@ mod tests {
     fn wakeup_urls_must_be_absolute_http() {
         assert!(WakeupUrl::parse("https://agent.example.com/wake").is_ok());
         assert!(WakeupUrl::parse("http://127.0.0.1:9000/").is_ok());
-        for bad in ["ftp://x/y", "/relative", "not a url", "https://user:pw@host/", "mailto:a@b"] {
+        for bad in [
+            "ftp://x/y",
+            "/relative",
+            "not a url",
+            "https://user:pw@host/",
+            "mailto:a@b",
+        ] {
             assert!(WakeupUrl::parse(bad).is_err(), "{bad}");
         }
     }

@@ -33,7 +33,11 @@ impl Health {
     /// Readiness of a role using `store` and, when given, `redis`.
     #[must_use]
     pub fn new(store: Store, redis: Option<Redis>) -> Self {
-        Self { store, redis, shutting_down: Arc::new(AtomicBool::new(false)) }
+        Self {
+            store,
+            redis,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Marks the process as shutting down: `/readyz` answers 503 from now on, so load
@@ -47,6 +51,32 @@ impl Health {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
+}
+
+/// How long a listener keeps accepting connections after shutdown begins, so that probes see
+/// `/readyz` fail before the port closes.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+
+/// Serves `router` on `listener` until `shutdown` resolves: `/readyz` turns unready at once,
+/// the listener closes after [`SHUTDOWN_DRAIN`], and in-flight requests finish.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let signal = async move {
+        shutdown.await;
+        health.begin_shutdown();
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(signal)
+        .await
 }
 
 /// The router of the three operational endpoints.
@@ -68,7 +98,10 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(health): State<Health>) -> Response {
     const TIMEOUT: Duration = Duration::from_secs(2);
     let shutting_down = health.is_shutting_down();
-    let database = matches!(tokio::time::timeout(TIMEOUT, health.store.ping()).await, Ok(true));
+    let database = matches!(
+        tokio::time::timeout(TIMEOUT, health.store.ping()).await,
+        Ok(true)
+    );
     let redis = match &health.redis {
         Some(redis) => Some(redis.ping(TIMEOUT).await),
         None => None,
@@ -95,5 +128,57 @@ pub async fn readyz(State(health): State<Health>) -> Response {
 pub async fn metrics() -> Response {
     let handle = telemetry::metrics();
     handle.run_upkeep();
-    ([("content-type", "text/plain; version=0.0.4")], handle.render()).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// A role process's listener serving only the operational endpoints (the scheduler and the
+/// worker: they have no API of their own).
+#[derive(Debug)]
+pub struct OpsServer {
+    listener: tokio::net::TcpListener,
+    health: Health,
+}
+
+impl OpsServer {
+    /// Binds `listen` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(listen: std::net::SocketAddr, health: Health) -> std::io::Result<Self> {
+        telemetry::metrics();
+        Ok(Self {
+            listener: tokio::net::TcpListener::bind(listen).await?,
+            health,
+        })
+    }
+
+    /// The bound port.
+    ///
+    /// # Errors
+    /// The listener has no local address.
+    pub fn port(&self) -> std::io::Result<u16> {
+        Ok(self.listener.local_addr()?.port())
+    }
+
+    /// The readiness state.
+    #[must_use]
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` resolves (see [`serve`]).
+    ///
+    /// # Errors
+    /// The listener failed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = router(self.health.clone());
+        serve(self.listener, router, self.health, shutdown).await
+    }
 }

@@ -22,7 +22,11 @@ impl Resources {
     ///
     /// # Errors
     /// An invalid URL, or Postgres is unreachable while migrations must run.
-    pub async fn connect(config: Config, key: &SecretKey, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn connect(
+        config: Config,
+        key: &SecretKey,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let pool = db::pool(&config.database_url, config.db_max_connections)?;
         if config.auto_migrate {
             db::migrate(&pool).await?;
@@ -35,7 +39,11 @@ impl Resources {
                 .context("registering NEXUS_BOOTSTRAP_BOARD_TOKEN")?;
         }
         let redis = Redis::new(&config.redis_url, &config.redis_prefix)?;
-        Ok(Self { config, store, redis })
+        Ok(Self {
+            config,
+            store,
+            redis,
+        })
     }
 }
 

@@ -1,1 +1,186 @@
-//! placeholder
+//! Test harness: every test gets its own freshly migrated Postgres database and its own Redis
+//! key prefix, and a [`TestApp`] that runs the API on port 0 with one method per endpoint.
+//!
+//! The server is found through `NEXUS_TEST_DATABASE_URL` (a URL of the server, any database;
+//! default `postgres://postgres@127.0.0.1:5432/postgres`) and `NEXUS_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`).
+
+mod client;
+mod db;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use nexus_shared::{
+    Config, Store, SystemClock, clock::SharedClock, crypto::SecretKey, runtime::Resources,
+};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+pub use crate::{
+    client::{Caller, Resp},
+    db::TestDb,
+};
+
+/// Redis URL of the tests.
+#[must_use]
+pub fn redis_url() -> String {
+    std::env::var("NEXUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Options of [`TestApp::spawn_with`].
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The clock (default: the system clock).
+    pub clock: Option<SharedClock>,
+    /// Overrides applied to the configuration, as environment variables would be.
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// A running API on its own database and Redis prefix.
+#[derive(Debug)]
+pub struct TestApp {
+    /// Base URL, `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The store the API uses (for assertions and set-up).
+    pub store: Store,
+    /// A board token.
+    pub board_token: String,
+    /// The configuration the API runs with.
+    pub config: Config,
+    /// The database.
+    pub db: TestDb,
+    http: reqwest::Client,
+    server: JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    /// Starts the API with defaults.
+    ///
+    /// # Panics
+    /// When Postgres or the listener cannot be set up.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// Starts the API with `options`.
+    ///
+    /// # Panics
+    /// When Postgres or the listener cannot be set up.
+    pub async fn spawn_with(options: Options) -> Self {
+        let db = TestDb::create().await;
+        let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());
+        let key = SecretKey::generate();
+        let mut vars: Vec<(&str, String)> = vec![
+            ("NEXUS_DATABASE_URL", db.url.clone()),
+            ("NEXUS_REDIS_URL", redis_url()),
+            ("NEXUS_REDIS_PREFIX", prefix),
+            ("NEXUS_SECRET_KEY", key.to_base64()),
+            ("NEXUS_LISTEN", "127.0.0.1:0".to_owned()),
+            ("NEXUS_DB_MAX_CONNECTIONS", "20".to_owned()),
+        ];
+        vars.extend(options.env);
+        let config = Config::from_lookup(|name| {
+            vars.iter()
+                .rev()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        })
+        .expect("test configuration is valid");
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let resources = Resources::connect(config.clone(), &key, clock)
+            .await
+            .expect("connect to the test database");
+        let store = resources.store.clone();
+        let app = nexus_api::build_with(resources, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the API");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let server = tokio::spawn(async move {
+            app.run_until_stopped(std::future::pending())
+                .await
+                .expect("API runs");
+        });
+        let board_token = store
+            .create_board_token("tests")
+            .await
+            .expect("board token")
+            .token;
+        Self {
+            base,
+            store,
+            board_token,
+            config,
+            db,
+            http: reqwest::Client::new(),
+            server,
+        }
+    }
+
+    /// Calls as the board.
+    #[must_use]
+    pub fn board(&self) -> Caller<'_> {
+        self.caller(Some(&self.board_token))
+    }
+
+    /// Calls with `token`, or with no `Authorization` header.
+    #[must_use]
+    pub fn caller(&self, token: Option<&str>) -> Caller<'_> {
+        Caller::new(self, token.map(str::to_owned))
+    }
+
+    /// A new company; returns its id.
+    ///
+    /// # Panics
+    /// When the API refuses.
+    pub async fn seed_company(&self, name: &str) -> String {
+        let resp = self
+            .board()
+            .create_company(&serde_json::json!({ "name": name }))
+            .await;
+        resp.expect(201).id()
+    }
+
+    /// A new poll agent of `company`; returns `(agent id, api key)`.
+    ///
+    /// # Panics
+    /// When the API refuses.
+    pub async fn seed_agent(&self, company: &str, name: &str) -> (String, String) {
+        let resp = self
+            .board()
+            .create_agent(company, &serde_json::json!({ "name": name }))
+            .await;
+        let body = resp.expect(201).body;
+        (str_at(&body, "/agent/id"), str_at(&body, "/apiKey"))
+    }
+
+    /// A new project of `company`; returns its id.
+    ///
+    /// # Panics
+    /// When the API refuses.
+    pub async fn seed_project(&self, company: &str) -> String {
+        let resp = self
+            .board()
+            .create_project(company, &serde_json::json!({ "name": "Ops" }))
+            .await;
+        resp.expect(201).id()
+    }
+}
+
+/// The string at a JSON pointer.
+///
+/// # Panics
+/// When there is no string there.
+#[must_use]
+pub fn str_at(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {value}"))
+        .to_owned()
+}

@@ -46,5 +46,7 @@ async fn list_activity(
 ) -> Result<Json<ActivityList>, ApiError> {
     auth.see_company(&state, company_id).await?;
     let limit = limit(query.limit, 50, 200)?;
-    Ok(Json(ActivityList { activity: state.store.activity(company_id, limit).await? }))
+    Ok(Json(ActivityList {
+        activity: state.store.activity(company_id, limit).await?,
+    }))
 }

@@ -136,8 +136,14 @@ async fn create_agent(
     auth.see(company_id, "company")?;
     auth.require_board("create agents")?;
     let name = field("name", Title::parse(body.name))?;
-    let wakeup = body.wakeup.map_or(Ok(WakeupSpec::Poll), WakeupRequest::parse)?;
-    let created = state.store.create_agent(company_id, name, wakeup, auth.0).await.found("company")?;
+    let wakeup = body
+        .wakeup
+        .map_or(Ok(WakeupSpec::Poll), WakeupRequest::parse)?;
+    let created = state
+        .store
+        .create_agent(company_id, name, wakeup, auth.0)
+        .await
+        .found("company")?;
     let body = CreatedAgentBody {
         agent: created.agent,
         api_key: created.api_key,
@@ -157,7 +163,9 @@ async fn list_agents(
     ApiPath(company_id): ApiPath<Uuid>,
 ) -> Result<Json<AgentList>, ApiError> {
     auth.see_company(&state, company_id).await?;
-    Ok(Json(AgentList { agents: state.store.agents(company_id).await? }))
+    Ok(Json(AgentList {
+        agents: state.store.agents(company_id).await?,
+    }))
 }
 
 /// Update an agent (board). `terminated` is final: any later change is 409.
@@ -177,12 +185,22 @@ async fn update_agent(
     auth.see(agent.company_id, "agent")?;
     auth.require_board("update agents")?;
     let changes = AgentChanges {
-        name: body.name.map(|n| field("name", Title::parse(n))).transpose()?,
+        name: body
+            .name
+            .map(|n| field("name", Title::parse(n)))
+            .transpose()?,
         status: body.status,
         wakeup: body.wakeup.map(WakeupRequest::parse).transpose()?,
     };
-    let updated = state.store.update_agent(agent_id, changes, auth.0).await.found("agent")?;
-    Ok(Json(UpdatedAgentBody { agent: updated.agent, wakeup_secret: updated.wakeup_secret }))
+    let updated = state
+        .store
+        .update_agent(agent_id, changes, auth.0)
+        .await
+        .found("agent")?;
+    Ok(Json(UpdatedAgentBody {
+        agent: updated.agent,
+        wakeup_secret: updated.wakeup_secret,
+    }))
 }
 
 /// Issue another API key for an agent (board). Older keys keep working until revoked.
@@ -199,8 +217,18 @@ async fn create_key(
     let agent = state.store.agent(agent_id).await.found("agent")?;
     auth.see(agent.company_id, "agent")?;
     auth.require_board("issue agent keys")?;
-    let key = state.store.issue_agent_key(agent_id, auth.0).await.found("agent")?;
-    Ok((StatusCode::CREATED, Json(KeyBody { id: key.id, api_key: key.api_key })))
+    let key = state
+        .store
+        .issue_agent_key(agent_id, auth.0)
+        .await
+        .found("agent")?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyBody {
+            id: key.id,
+            api_key: key.api_key,
+        }),
+    ))
 }
 
 /// Revoke one of an agent's keys (board). It is refused with 401 from then on.
@@ -216,7 +244,11 @@ async fn revoke_key(
     let agent = state.store.agent(agent_id).await.found("agent")?;
     auth.see(agent.company_id, "agent")?;
     auth.require_board("revoke agent keys")?;
-    state.store.revoke_agent_key(agent_id, key_id, auth.0).await.found("key")?;
+    state
+        .store
+        .revoke_agent_key(agent_id, key_id, auth.0)
+        .await
+        .found("key")?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -241,6 +273,9 @@ async fn my_heartbeat_runs(
 ) -> Result<Json<HeartbeatRunList>, ApiError> {
     let agent_id = auth.require_agent("list its heartbeat runs")?;
     let limit = limit(query.limit, 100, 500)?;
-    let heartbeat_runs = state.store.agent_heartbeat_runs(agent_id, query.status, limit).await?;
+    let heartbeat_runs = state
+        .store
+        .agent_heartbeat_runs(agent_id, query.status, limit)
+        .await?;
     Ok(Json(HeartbeatRunList { heartbeat_runs }))
 }

@@ -62,7 +62,11 @@ async fn create_project(
     auth.see(company_id, "company")?;
     auth.require_board("create projects")?;
     let name = field("name", Title::parse(body.name))?;
-    let project = state.store.create_project(company_id, name, auth.0).await.found("company")?;
+    let project = state
+        .store
+        .create_project(company_id, name, auth.0)
+        .await
+        .found("company")?;
     Ok((StatusCode::CREATED, Json(project)))
 }
 
@@ -77,7 +81,9 @@ async fn list_projects(
     ApiPath(company_id): ApiPath<Uuid>,
 ) -> Result<Json<ProjectList>, ApiError> {
     auth.see_company(&state, company_id).await?;
-    Ok(Json(ProjectList { projects: state.store.projects(company_id).await? }))
+    Ok(Json(ProjectList {
+        projects: state.store.projects(company_id).await?,
+    }))
 }
 
 /// Create a goal (board).
@@ -95,7 +101,11 @@ async fn create_goal(
     auth.see(company_id, "company")?;
     auth.require_board("create goals")?;
     let title = field("title", Title::parse(body.title))?;
-    let goal = state.store.create_goal(company_id, title, auth.0).await.found("company")?;
+    let goal = state
+        .store
+        .create_goal(company_id, title, auth.0)
+        .await
+        .found("company")?;
     Ok((StatusCode::CREATED, Json(goal)))
 }
 
@@ -110,5 +120,7 @@ async fn list_goals(
     ApiPath(company_id): ApiPath<Uuid>,
 ) -> Result<Json<GoalList>, ApiError> {
     auth.see_company(&state, company_id).await?;
-    Ok(Json(GoalList { goals: state.store.goals(company_id).await? }))
+    Ok(Json(GoalList {
+        goals: state.store.goals(company_id).await?,
+    }))
 }

@@ -49,9 +49,14 @@ async fn create_company(
 /// List companies: every company for the board, its own for an agent.
 #[utoipa::path(get, path = "/api/companies", tag = "companies",
     responses((status = 200, body = CompanyList), (status = 401, body = ErrorBody)))]
-async fn list_companies(auth: Auth, State(state): State<AppState>) -> Result<Json<CompanyList>, ApiError> {
+async fn list_companies(
+    auth: Auth,
+    State(state): State<AppState>,
+) -> Result<Json<CompanyList>, ApiError> {
     let companies = match auth.0 {
-        Actor::Agent { company_id, .. } => vec![state.store.company(company_id).await.found("company")?],
+        Actor::Agent { company_id, .. } => {
+            vec![state.store.company(company_id).await.found("company")?]
+        }
         Actor::Board { .. } | Actor::System => state.store.companies().await?,
     };
     Ok(Json(CompanyList { companies }))

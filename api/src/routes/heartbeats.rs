@@ -15,7 +15,9 @@ use crate::{
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(claim)).routes(routes!(finish))
+    OpenApiRouter::new()
+        .routes(routes!(claim))
+        .routes(routes!(finish))
 }
 
 /// Body of `POST /api/heartbeat-runs/{id}/finish`.
@@ -29,11 +31,18 @@ pub(crate) struct FinishBody {
 
 /// Loads a heartbeat run the caller owns: 404 outside the caller's company, 403 for anyone
 /// but the owning agent.
-async fn owned(auth: Auth, state: &AppState, id: Uuid, what: &str) -> Result<HeartbeatRun, ApiError> {
+async fn owned(
+    auth: Auth,
+    state: &AppState,
+    id: Uuid,
+    what: &str,
+) -> Result<HeartbeatRun, ApiError> {
     let run = state.store.heartbeat_run(id).await.found("heartbeat run")?;
     auth.see(run.company_id, "heartbeat run")?;
     if !auth.is_agent(run.agent_id) {
-        return Err(ApiError::forbidden(format!("only the agent a heartbeat run belongs to may {what} it")));
+        return Err(ApiError::forbidden(format!(
+            "only the agent a heartbeat run belongs to may {what} it"
+        )));
     }
     Ok(run)
 }
@@ -67,6 +76,14 @@ async fn finish(
     ApiJson(body): ApiJson<FinishBody>,
 ) -> Result<Json<HeartbeatRun>, ApiError> {
     owned(auth, &state, id, "finish").await?;
-    let summary = body.summary.map(|s| field("summary", Summary::parse(s))).transpose()?;
-    Ok(Json(state.store.finish_heartbeat_run(id, body.status, summary, auth.0).await?))
+    let summary = body
+        .summary
+        .map(|s| field("summary", Summary::parse(s)))
+        .transpose()?;
+    Ok(Json(
+        state
+            .store
+            .finish_heartbeat_run(id, body.status, summary, auth.0)
+            .await?,
+    ))
 }

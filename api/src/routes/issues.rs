@@ -88,14 +88,21 @@ async fn create_issue(
     auth.see(company_id, "company")?;
     let new = NewIssue {
         title: field("title", Title::parse(body.title))?,
-        description: field("description", Description::parse(body.description.unwrap_or_default()))?,
+        description: field(
+            "description",
+            Description::parse(body.description.unwrap_or_default()),
+        )?,
         project_id: body.project_id,
         goal_id: body.goal_id,
         parent_issue_id: body.parent_issue_id,
         assignee_agent_id: body.assignee_agent_id,
         priority: body.priority.unwrap_or_default(),
     };
-    let issue = state.store.create_issue(company_id, new, auth.0).await.found("company")?;
+    let issue = state
+        .store
+        .create_issue(company_id, new, auth.0)
+        .await
+        .found("company")?;
     Ok((StatusCode::CREATED, Json(issue)))
 }
 
@@ -121,8 +128,13 @@ async fn list_issues(
         limit,
     };
     let issues = state.store.issues(company_id, filter).await?;
-    let next_before = (issues.len() as i64 == limit).then(|| issues.last().map(|i| i.id)).flatten();
-    Ok(Json(IssueList { issues, next_before }))
+    let next_before = (issues.len() as i64 == limit)
+        .then(|| issues.last().map(|i| i.id))
+        .flatten();
+    Ok(Json(IssueList {
+        issues,
+        next_before,
+    }))
 }
 
 /// One issue with its history, oldest first (board, or an agent of the company).
@@ -134,7 +146,11 @@ async fn get_issue(
     State(state): State<AppState>,
     ApiPath(issue_id): ApiPath<Uuid>,
 ) -> Result<Json<IssueWithEvents>, ApiError> {
-    let issue = state.store.issue_with_events(issue_id).await.found("issue")?;
+    let issue = state
+        .store
+        .issue_with_events(issue_id)
+        .await
+        .found("issue")?;
     auth.see(issue.issue.company_id, "issue")?;
     Ok(Json(issue))
 }
@@ -158,5 +174,11 @@ async fn update_issue(
             "only the board or the issue's assignee agent may change its status",
         ));
     }
-    Ok(Json(state.store.set_issue_status(issue_id, body.status, auth.0).await.found("issue")?))
+    Ok(Json(
+        state
+            .store
+            .set_issue_status(issue_id, body.status, auth.0)
+            .await
+            .found("issue")?,
+    ))
 }

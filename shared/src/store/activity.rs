@@ -26,7 +26,11 @@ pub struct NewActivity<'a> {
 
 impl NewActivity<'_> {
     /// Writes the entry on `conn` (inside the mutation's transaction).
-    pub(crate) async fn record(self, conn: &mut PgConnection, at: DateTime<Utc>) -> StoreResult<()> {
+    pub(crate) async fn record(
+        self,
+        conn: &mut PgConnection,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
         sqlx::query!(
             "INSERT INTO activity_log
                  (id, company_id, actor_type, actor_id, action, entity_type, entity_id, details, created_at)

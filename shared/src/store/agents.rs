@@ -103,9 +103,14 @@ impl Store {
         let id = new_id();
         let (url, secret) = match &wakeup {
             WakeupSpec::Poll => (None, None),
-            WakeupSpec::Http(url) => (Some(url.as_str()), Some(generate_standard_webhooks_secret())),
+            WakeupSpec::Http(url) => (
+                Some(url.as_str()),
+                Some(generate_standard_webhooks_secret()),
+            ),
         };
-        let sealed = secret.as_ref().map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
+        let sealed = secret
+            .as_ref()
+            .map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
         let mut tx = self.pool.begin().await?;
         if !company_exists(&mut tx, company_id).await? {
             return Err(StoreError::NotFound);
@@ -139,7 +144,11 @@ impl Store {
         .record(&mut tx, now)
         .await?;
         tx.commit().await?;
-        Ok(CreatedAgent { agent: row.into(), api_key: key.api_key, wakeup_secret: secret })
+        Ok(CreatedAgent {
+            agent: row.into(),
+            api_key: key.api_key,
+            wakeup_secret: secret,
+        })
     }
 
     /// The agents of a company, oldest first.
@@ -181,7 +190,12 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `agent_terminated`; the database failed.
-    pub async fn update_agent(&self, id: Uuid, changes: AgentChanges, actor: Actor) -> StoreResult<UpdatedAgent> {
+    pub async fn update_agent(
+        &self,
+        id: Uuid,
+        changes: AgentChanges,
+        actor: Actor,
+    ) -> StoreResult<UpdatedAgent> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let current = sqlx::query!(
@@ -203,11 +217,14 @@ impl Store {
             None => (None, None, None),
             Some(WakeupSpec::Poll) => (Some("poll"), None, None),
             Some(WakeupSpec::Http(url)) => {
-                let secret = (current.wakeup_kind != "http").then(generate_standard_webhooks_secret);
+                let secret =
+                    (current.wakeup_kind != "http").then(generate_standard_webhooks_secret);
                 (Some("http"), Some(url.as_str()), secret)
             }
         };
-        let sealed = new_secret.as_ref().map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
+        let sealed = new_secret
+            .as_ref()
+            .map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
         let row = sqlx::query_as!(
             AgentRow,
             r#"UPDATE agents SET
@@ -247,7 +264,10 @@ impl Store {
         .record(&mut tx, now)
         .await?;
         tx.commit().await?;
-        Ok(UpdatedAgent { agent: row.into(), wakeup_secret: new_secret })
+        Ok(UpdatedAgent {
+            agent: row.into(),
+            wakeup_secret: new_secret,
+        })
     }
 
     /// Issues another API key for an agent; older keys keep working.
@@ -270,7 +290,9 @@ impl Store {
                 "the agent is terminated; it cannot get new keys",
             ));
         }
-        let key = self.insert_key(&mut tx, agent.company_id, agent_id, now).await?;
+        let key = self
+            .insert_key(&mut tx, agent.company_id, agent_id, now)
+            .await?;
         NewActivity {
             company_id: agent.company_id,
             actor,
@@ -289,7 +311,12 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when the key is not one of the agent's; the database failed.
-    pub async fn revoke_agent_key(&self, agent_id: Uuid, key_id: Uuid, actor: Actor) -> StoreResult<()> {
+    pub async fn revoke_agent_key(
+        &self,
+        agent_id: Uuid,
+        key_id: Uuid,
+        actor: Actor,
+    ) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let key = sqlx::query!(

@@ -35,7 +35,10 @@ impl Store {
             )
             .fetch_optional(&self.pool)
             .await?;
-            return Ok(agent.map(|a| Actor::Agent { agent_id: a.agent_id, company_id: a.company_id }));
+            return Ok(agent.map(|a| Actor::Agent {
+                agent_id: a.agent_id,
+                company_id: a.company_id,
+            }));
         }
         let board = sqlx::query_scalar!(
             "SELECT id FROM board_tokens WHERE token_hash = $1 AND revoked_at IS NULL",

@@ -56,17 +56,26 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`], or the database failed.
     pub async fn company(&self, id: Uuid) -> StoreResult<Company> {
-        sqlx::query_as!(Company, "SELECT id, name, created_at FROM companies WHERE id = $1", id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)
+        sqlx::query_as!(
+            Company,
+            "SELECT id, name, created_at FROM companies WHERE id = $1",
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Creates a project in a company.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown company, or the database failed.
-    pub async fn create_project(&self, company_id: Uuid, name: Title, actor: Actor) -> StoreResult<Project> {
+    pub async fn create_project(
+        &self,
+        company_id: Uuid,
+        name: Title,
+        actor: Actor,
+    ) -> StoreResult<Project> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         if !company_exists(&mut tx, company_id).await? {
@@ -116,7 +125,12 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown company, or the database failed.
-    pub async fn create_goal(&self, company_id: Uuid, title: Title, actor: Actor) -> StoreResult<Goal> {
+    pub async fn create_goal(
+        &self,
+        company_id: Uuid,
+        title: Title,
+        actor: Actor,
+    ) -> StoreResult<Goal> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         if !company_exists(&mut tx, company_id).await? {

@@ -54,7 +54,11 @@ impl From<HeartbeatRow> for HeartbeatRun {
 
 impl NewHeartbeat {
     /// Inserts the heartbeat run, `queued`, inside the caller's transaction.
-    pub(crate) async fn insert(self, conn: &mut PgConnection, now: DateTime<Utc>) -> StoreResult<HeartbeatRun> {
+    pub(crate) async fn insert(
+        self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HeartbeatRun> {
         let row = sqlx::query_as!(
             HeartbeatRow,
             r#"INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id, status,

@@ -5,10 +5,12 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{NewActivity, Store, StoreError, StoreResult, company_exists, heartbeats::NewHeartbeat, new_id};
+use super::{
+    NewActivity, Store, StoreError, StoreResult, company_exists, heartbeats::NewHeartbeat, new_id,
+};
 use crate::model::{
-    Actor, ActorType, AgentStatus, Description, HeartbeatContext, Issue, IssueEvent, IssueEventType,
-    IssueStatus, IssueWithEvents, Priority, Title,
+    Actor, ActorType, AgentStatus, Description, HeartbeatContext, Issue, IssueEvent,
+    IssueEventType, IssueStatus, IssueWithEvents, Priority, Title,
 };
 
 /// A new issue.
@@ -53,7 +55,12 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown company; [`StoreError::InvalidReference`] for a
     /// reference outside the company; [`StoreError::Conflict`] `agent_not_assignable` for a
     /// terminated assignee; the database failed.
-    pub async fn create_issue(&self, company_id: Uuid, new: NewIssue, actor: Actor) -> StoreResult<Issue> {
+    pub async fn create_issue(
+        &self,
+        company_id: Uuid,
+        new: NewIssue,
+        actor: Actor,
+    ) -> StoreResult<Issue> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         if !company_exists(&mut tx, company_id).await? {
@@ -86,7 +93,15 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from_reference_violation)?;
-        insert_event(&mut tx, &issue, IssueEventType::Created, actor, json!({}), now).await?;
+        insert_event(
+            &mut tx,
+            &issue,
+            IssueEventType::Created,
+            actor,
+            json!({}),
+            now,
+        )
+        .await?;
         if let Some(agent_id) = issue.assignee_agent_id {
             NewHeartbeat {
                 company_id,
@@ -179,7 +194,12 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`], or the database failed.
-    pub async fn set_issue_status(&self, id: Uuid, status: IssueStatus, actor: Actor) -> StoreResult<Issue> {
+    pub async fn set_issue_status(
+        &self,
+        id: Uuid,
+        status: IssueStatus,
+        actor: Actor,
+    ) -> StoreResult<Issue> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let current = fetch_issue(&mut tx, id, true).await?;
@@ -200,7 +220,15 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let change = json!({ "from": current.status, "to": status });
-        insert_event(&mut tx, &issue, IssueEventType::StatusChanged, actor, change.clone(), now).await?;
+        insert_event(
+            &mut tx,
+            &issue,
+            IssueEventType::StatusChanged,
+            actor,
+            change.clone(),
+            now,
+        )
+        .await?;
         NewActivity {
             company_id: issue.company_id,
             actor,
@@ -244,7 +272,11 @@ async fn fetch_issue(conn: &mut PgConnection, id: Uuid, lock: bool) -> StoreResu
 }
 
 /// Checks, under a share lock, that an agent of the company can take new work.
-pub(crate) async fn ensure_assignable(conn: &mut PgConnection, company_id: Uuid, agent_id: Uuid) -> StoreResult<()> {
+pub(crate) async fn ensure_assignable(
+    conn: &mut PgConnection,
+    company_id: Uuid,
+    agent_id: Uuid,
+) -> StoreResult<()> {
     let status = sqlx::query_scalar!(
         r#"SELECT status AS "status: AgentStatus" FROM agents
            WHERE company_id = $1 AND id = $2 FOR SHARE"#,
@@ -253,7 +285,9 @@ pub(crate) async fn ensure_assignable(conn: &mut PgConnection, company_id: Uuid,
     )
     .fetch_optional(conn)
     .await?
-    .ok_or(StoreError::InvalidReference { field: "assigneeAgentId" })?;
+    .ok_or(StoreError::InvalidReference {
+        field: "assigneeAgentId",
+    })?;
     if status == AgentStatus::Terminated {
         return Err(StoreError::conflict(
             "agent_not_assignable",

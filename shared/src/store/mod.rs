@@ -56,7 +56,10 @@ pub enum StoreError {
 
 impl StoreError {
     fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict { code, message: message.into() }
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Maps a foreign-key violation on one of the reference columns to the request field it came
@@ -82,7 +85,10 @@ fn reference_field(constraint: &str) -> Option<&'static str> {
         ("_company_id_routine_id_fkey", "routineId"),
         ("_company_id_trigger_id_fkey", "triggerId"),
     ];
-    FIELDS.iter().find(|(suffix, _)| constraint.ends_with(suffix)).map(|(_, field)| *field)
+    FIELDS
+        .iter()
+        .find(|(suffix, _)| constraint.ends_with(suffix))
+        .map(|(_, field)| *field)
 }
 
 /// Result type of store operations.
@@ -129,7 +135,10 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
-        sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&self.pool).await.is_ok()
+        sqlx::query_scalar!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await
+            .is_ok()
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -158,7 +167,10 @@ mod tests {
 
     #[test]
     fn reference_constraints_map_to_request_fields() {
-        assert_eq!(reference_field("issues_company_id_project_id_fkey"), Some("projectId"));
+        assert_eq!(
+            reference_field("issues_company_id_project_id_fkey"),
+            Some("projectId")
+        );
         assert_eq!(
             reference_field("routines_company_id_assignee_agent_id_fkey"),
             Some("assigneeAgentId")

@@ -1,0 +1,11 @@
+//! Black-box tests of the API against real Postgres and Redis: each test on its own database.
+
+mod access;
+mod activity;
+mod agents;
+mod auth;
+mod heartbeats;
+mod issues;
+mod logs;
+mod ops;
+mod validation;

@@ -1,0 +1,243 @@
+//! Operational endpoints and the OpenAPI document.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use nexus_shared::{Config, SystemClock, crypto::SecretKey, runtime::Resources};
+use nexus_tests::{TestApp, redis_url};
+use reqwest::Method;
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = TestApp::spawn().await;
+    let anyone = app.caller(None);
+    assert_eq!(anyone.healthz().await.expect(200).body["status"], "ok");
+    assert_eq!(anyone.readyz().await.expect(200).body["status"], "ready");
+    app.board().list_companies().await.expect(200);
+    let metrics = anyone.metrics().await.expect(200);
+    assert!(
+        metrics.text.contains(
+            "nexus_http_requests_total{method=\"GET\",route=\"/api/companies\",status=\"200\"}"
+        ),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics
+            .text
+            .contains("nexus_http_request_duration_seconds_bucket")
+    );
+}
+
+/// Starts an API whose database or Redis is a closed port.
+async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let vars = [
+        ("NEXUS_DATABASE_URL", database_url.to_owned()),
+        ("NEXUS_REDIS_URL", redis.to_owned()),
+        ("NEXUS_AUTO_MIGRATE", "false".to_owned()),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("valid configuration");
+    let resources = Resources::connect(config, &SecretKey::generate(), Arc::new(SystemClock))
+        .await
+        .expect("connecting is lazy");
+    let app = nexus_api::build_with(resources, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let server = tokio::spawn(async move {
+        app.run_until_stopped(std::future::pending())
+            .await
+            .expect("runs")
+    });
+    (base, server)
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_database_or_redis_is_unreachable() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+
+    let (base, server) = api_with("postgres://postgres@127.0.0.1:1/nowhere", &redis_url()).await;
+    let resp = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], "not_ready");
+    assert_eq!(body["details"]["database"], false);
+    // Liveness does not depend on the database.
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
+    // A request that needs the database is 503, not a 500 and not a hang.
+    let resp = http
+        .get(format!("{base}/api/companies"))
+        .bearer_auth("nxb_x")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 503);
+    server.abort();
+
+    let (base, server) = api_with(&app.db.url, "redis://127.0.0.1:1").await;
+    let resp = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(
+        body["details"],
+        serde_json::json!({ "database": true, "redis": false, "shuttingDown": false })
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn readiness_turns_unready_when_shutdown_begins() {
+    let db = nexus_tests::TestDb::create().await;
+    let vars = [
+        ("NEXUS_DATABASE_URL", db.url.clone()),
+        ("NEXUS_REDIS_URL", redis_url()),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("valid configuration");
+    let resources = Resources::connect(config, &SecretKey::generate(), Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    let app = nexus_api::build_with(resources, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let health = app.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move { drop(stopped.await) }));
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
+    stop.send(()).expect("server waits");
+    // Poll with a deadline until the shutdown flag is visible, then check the probe says so.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !health.is_shutting_down() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shutdown never began"
+        );
+        tokio::task::yield_now().await;
+    }
+    let resp = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("still answering while draining");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["details"]["shuttingDown"], true);
+    server.await.expect("joins").expect("stops cleanly");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_implemented_path() {
+    let app = TestApp::spawn().await;
+    let doc = app.caller(None).openapi().await.expect(200).body;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    let expected: &[(&str, &str)] = &[
+        ("post", "/api/companies"),
+        ("get", "/api/companies"),
+        ("post", "/api/companies/{companyId}/agents"),
+        ("get", "/api/companies/{companyId}/agents"),
+        ("patch", "/api/agents/{agentId}"),
+        ("post", "/api/agents/{agentId}/keys"),
+        ("delete", "/api/agents/{agentId}/keys/{keyId}"),
+        ("post", "/api/companies/{companyId}/projects"),
+        ("get", "/api/companies/{companyId}/projects"),
+        ("post", "/api/companies/{companyId}/goals"),
+        ("get", "/api/companies/{companyId}/goals"),
+        ("post", "/api/companies/{companyId}/issues"),
+        ("get", "/api/companies/{companyId}/issues"),
+        ("get", "/api/issues/{issueId}"),
+        ("patch", "/api/issues/{issueId}"),
+        ("get", "/api/agents/me"),
+        ("get", "/api/agents/me/heartbeat-runs"),
+        ("post", "/api/heartbeat-runs/{id}/claim"),
+        ("post", "/api/heartbeat-runs/{id}/finish"),
+        ("get", "/api/companies/{companyId}/activity"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/api/openapi.json"),
+    ];
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = 0;
+    for (path, item) in paths {
+        documented += item
+            .as_object()
+            .map_or(0, |ops| ops.keys().filter(|k| *k != "parameters").count());
+        // Every documented operation is routed: calling it never meets the 404/405 fallbacks.
+        for method in item.as_object().expect("path item").keys() {
+            let concrete = path
+                .replace("{companyId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{agentId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{keyId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{issueId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{id}", &uuid::Uuid::now_v7().to_string());
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let resp = app.caller(None).send(method.clone(), &concrete, None).await;
+            assert!(
+                resp.body["code"] != "method_not_allowed"
+                    && !(resp.status == 404 && resp.body["error"] == "route not found"),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    for (method, path) in expected {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{method} {path} missing from the document"
+        );
+    }
+    assert_eq!(
+        documented,
+        expected.len(),
+        "document has operations this test does not know: {paths:?}"
+    );
+    // Every referenced schema is defined.
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    let text = doc.to_string();
+    for reference in text.split("#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().expect("name");
+        assert!(
+            schemas.contains_key(name),
+            "schema {name} is referenced but not defined"
+        );
+    }
+}

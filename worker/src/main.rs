@@ -1,0 +1,11 @@
+//! `nexus-worker`: the worker role alone.
+
+use nexus_shared::{Config, runtime::shutdown_signal, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    telemetry::init_logging(&config);
+    let app = nexus_worker::build(config).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}
