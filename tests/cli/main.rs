@@ -24,14 +24,25 @@ async fn board_token_create_prints_a_working_token_on_the_last_line() {
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let output = nexus(&db, &key, &["board-token", "create", "--label", "ops"], &[]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).expect("utf-8");
     let token = stdout.lines().last().expect("a line").trim().to_owned();
     assert!(token.starts_with("nxb_"), "{stdout}");
 
-    let store = Store::new(db::pool(&db.url, 2).expect("pool"), std::sync::Arc::new(SystemClock), &key);
+    let store = Store::new(
+        db::pool(&db.url, 2).expect("pool"),
+        std::sync::Arc::new(SystemClock),
+        &key,
+    );
     let actor = store.authenticate(&token).await.expect("query");
-    assert!(matches!(actor, Some(nexus_shared::model::Actor::Board { .. })));
+    assert!(matches!(
+        actor,
+        Some(nexus_shared::model::Actor::Board { .. })
+    ));
     let label: String = sqlx::query_scalar("SELECT label FROM board_tokens")
         .fetch_one(&db.pool)
         .await
@@ -55,12 +66,19 @@ async fn migrate_applies_the_schema_and_unknown_commands_fail() {
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let output = nexus(&db, &key, &["migrate"], &[]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&db.pool)
         .await
         .expect("migrations table");
-    assert_eq!(usize::try_from(applied).ok(), Some(db::MIGRATOR.iter().count()));
+    assert_eq!(
+        usize::try_from(applied).ok(),
+        Some(db::MIGRATOR.iter().count())
+    );
     let output = nexus(&db, &key, &["launch-rockets"], &[]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("Usage:"));
