@@ -221,7 +221,7 @@ mod tests {
                 .open(b"row-1", &sealed)
                 .is_err()
         );
-        let mut tampered = sealed.clone();
+        let mut tampered = sealed;
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert!(SecretBox::new(&key).open(b"row-1", &tampered).is_err());

@@ -9,6 +9,7 @@ pub mod kv;
 pub mod model;
 pub mod ops;
 pub mod runtime;
+pub mod schedule;
 pub mod store;
 pub mod telemetry;
 

@@ -519,3 +519,175 @@ mod tests {
         }
     }
 }
+
+text_enum! {
+    /// Lifecycle of a routine: `active ⇄ paused`, `→ archived` (terminal).
+    RoutineStatus { Active => "active", Paused => "paused", Archived => "archived" }
+}
+
+text_enum! {
+    /// What a dispatch does while the routine has an open execution issue.
+    ConcurrencyPolicy {
+        CoalesceIfActive => "coalesce_if_active",
+        SkipIfActive => "skip_if_active",
+        AlwaysEnqueue => "always_enqueue",
+    }
+}
+
+text_enum! {
+    /// What happens to schedule fires missed during an outage.
+    CatchUpPolicy { SkipMissed => "skip_missed", EnqueueMissedWithCap => "enqueue_missed_with_cap" }
+}
+
+text_enum! {
+    /// Kind of a trigger.
+    TriggerKind { Schedule => "schedule", Webhook => "webhook", Api => "api" }
+}
+
+text_enum! {
+    /// How webhook calls authenticate.
+    SigningMode { Bearer => "bearer", HmacSha256 => "hmac_sha256" }
+}
+
+/// An integer within `MIN..=MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct BoundedInt<const MIN: i64, const MAX: i64>(i32);
+
+/// `catchUpCap`: 1–100.
+pub type CatchUpCap = BoundedInt<1, 100>;
+/// `replayWindowSec`: 30–86400.
+pub type ReplayWindow = BoundedInt<30, 86_400>;
+/// `count` of upcoming fires: 1–100.
+pub type UpcomingCount = BoundedInt<1, 100>;
+
+impl<const MIN: i64, const MAX: i64> BoundedInt<MIN, MAX> {
+    /// Parses `value`.
+    ///
+    /// # Errors
+    /// A sentence with the allowed range.
+    pub fn parse(value: i64) -> Result<Self, String> {
+        if (MIN..=MAX).contains(&value) {
+            i32::try_from(value)
+                .map(Self)
+                .map_err(|_| format!("must be from {MIN} to {MAX}"))
+        } else {
+            Err(format!("must be from {MIN} to {MAX} (got {value})"))
+        }
+    }
+
+    /// The value.
+    #[must_use]
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+/// What a trigger of each kind carries besides the common fields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum TriggerConfig {
+    /// Fires on a cron schedule in a time zone.
+    Schedule {
+        /// The cron expression, as written.
+        cron_expression: String,
+        /// IANA time zone name.
+        timezone: String,
+        /// The next fire instant; `null` while the trigger is disabled or the routine is not active.
+        next_run_at: Option<DateTime<Utc>>,
+    },
+    /// Fires on a signed call to its public URL.
+    Webhook {
+        /// `bearer` or `hmac_sha256`.
+        signing_mode: SigningMode,
+        /// Accepted clock skew, and how long a signature is remembered.
+        replay_window_sec: i32,
+        /// The random public id in the URL.
+        public_id: String,
+        /// The URL to call.
+        webhook_url: String,
+    },
+    /// Fires only through a manual run naming it.
+    Api,
+}
+
+/// A trigger of a routine (never with its secret).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    /// Id.
+    pub id: Uuid,
+    /// The routine.
+    pub routine_id: Uuid,
+    /// Kind and kind-specific fields.
+    #[serde(flatten)]
+    pub config: TriggerConfig,
+    /// Label (may be empty).
+    pub label: String,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// When it last fired.
+    pub last_fired_at: Option<DateTime<Utc>>,
+    /// Outcome of its last fire (the run's status).
+    pub last_result: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Trigger {
+    /// The trigger's kind.
+    #[must_use]
+    pub fn kind(&self) -> TriggerKind {
+        match self.config {
+            TriggerConfig::Schedule { .. } => TriggerKind::Schedule,
+            TriggerConfig::Webhook { .. } => TriggerKind::Webhook,
+            TriggerConfig::Api => TriggerKind::Api,
+        }
+    }
+}
+
+/// A recurring task for one agent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Routine {
+    /// Id.
+    pub id: Uuid,
+    /// Owning company.
+    pub company_id: Uuid,
+    /// Title of the issues it creates (may use `{{date}}` and `{{payload.<key>}}`).
+    pub title: String,
+    /// Description of the issues it creates (same placeholders).
+    pub description: String,
+    /// The agent its issues are assigned to.
+    pub assignee_agent_id: Uuid,
+    /// Project of its issues.
+    pub project_id: Uuid,
+    /// Goal of its issues.
+    pub goal_id: Option<Uuid>,
+    /// Parent of its issues.
+    pub parent_issue_id: Option<Uuid>,
+    /// Priority of its issues.
+    pub priority: Priority,
+    /// Lifecycle status.
+    pub status: RoutineStatus,
+    /// What a fire does while an issue of the routine is open.
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// What happens to missed schedule fires.
+    pub catch_up_policy: CatchUpPolicy,
+    /// How many missed fires `enqueue_missed_with_cap` dispatches.
+    pub catch_up_cap: i32,
+    /// Its triggers, oldest first.
+    pub triggers: Vec<Trigger>,
+    /// When a trigger of it last fired.
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}

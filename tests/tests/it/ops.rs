@@ -52,7 +52,7 @@ async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::Join
     let server = tokio::spawn(async move {
         app.run_until_stopped(std::future::pending())
             .await
-            .expect("runs")
+            .expect("runs");
     });
     (base, server)
 }

@@ -1,0 +1,437 @@
+use chrono::{Datelike as _, NaiveDate, Timelike as _};
+use proptest::prelude::*;
+
+use super::*;
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).expect("RFC 3339").to_utc()
+}
+
+fn schedule(expr: &str, zone: &str) -> Schedule {
+    Schedule::new(
+        CronExpression::parse(expr).expect(expr),
+        TimeZone::parse(zone).expect(zone),
+    )
+}
+
+fn fires(expr: &str, zone: &str, from: &str, to: &str) -> Vec<DateTime<Utc>> {
+    let to = utc(to);
+    schedule(expr, zone)
+        .fires_after(utc(from))
+        .take_while(|t| *t < to)
+        .collect()
+}
+
+fn wall(t: DateTime<Utc>, zone: &str) -> String {
+    TimeZone::parse(zone)
+        .expect("zone")
+        .wall(t)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+#[test]
+fn accepts_the_contract_dialect() {
+    for ok in [
+        "* * * * *",
+        "*/15 * * * *",
+        "0 9 * * 1-5",
+        "0 9 * * MON-FRI",
+        "30 2 1,15 * *",
+        "0 0 * JAN,jul *",
+        "0-30/10 8-18/2 * * *",
+        "0 0 * * 7",
+        "@hourly",
+        "@DAILY",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "  5 4 * * sun  ",
+    ] {
+        assert!(
+            CronExpression::parse(ok).is_ok(),
+            "{ok}: {:?}",
+            CronExpression::parse(ok).err()
+        );
+    }
+}
+
+#[test]
+fn refuses_everything_else_with_a_useful_message() {
+    let cases = [
+        ("0 0 * * * *", "must have 5 fields"),
+        ("0 0 * * * * 2026", "must have 5 fields"),
+        ("0 * * *", "got 4"),
+        (
+            "60 * * * *",
+            "minute field \"60\": value 60 is out of range 0–59",
+        ),
+        (
+            "* 24 * * *",
+            "hour field \"24\": value 24 is out of range 0–23",
+        ),
+        (
+            "* * 0 * *",
+            "day-of-month field \"0\": value 0 is out of range 1–31",
+        ),
+        (
+            "* * * 13 *",
+            "month field \"13\": value 13 is out of range 1–12",
+        ),
+        (
+            "* * * * 8",
+            "day-of-week field \"8\": value 8 is out of range 0–7",
+        ),
+        ("* * L * *", "\"L\" is not a number"),
+        ("* * * * 5#2", "the character '#' is not supported"),
+        ("* * ? * *", "the character '?' is not supported"),
+        ("*/0 * * * *", "step 0 is out of range"),
+        ("30-10 * * * *", "runs backwards"),
+        ("5/15 * * * *", "a step needs `*` or a range"),
+        ("* * * FOO *", "one of JAN"),
+        ("* * * * MON,", "empty list element"),
+        ("@reboot", "not a supported macro"),
+        ("@annually", "not a supported macro"),
+        ("0 0 30 2 *", "never matches a real date"),
+        ("", "must not be empty"),
+    ];
+    for (expr, expected) in cases {
+        let err = CronExpression::parse(expr).expect_err(expr);
+        assert!(
+            err.contains(expected),
+            "{expr:?}: {err:?} should contain {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn weekday_0_and_7_are_sunday() {
+    let sunday = fires(
+        "0 12 * * 0",
+        "UTC",
+        "2026-11-01T00:00:00Z",
+        "2026-11-30T00:00:00Z",
+    );
+    let seven = fires(
+        "0 12 * * 7",
+        "UTC",
+        "2026-11-01T00:00:00Z",
+        "2026-11-30T00:00:00Z",
+    );
+    let named = fires(
+        "0 12 * * SUN",
+        "UTC",
+        "2026-11-01T00:00:00Z",
+        "2026-11-30T00:00:00Z",
+    );
+    assert_eq!(sunday, seven);
+    assert_eq!(sunday, named);
+    assert_eq!(sunday.len(), 5);
+    assert!(sunday.iter().all(|t| t.weekday() == chrono::Weekday::Sun));
+}
+
+#[test]
+fn day_of_month_or_day_of_week_when_both_are_restricted() {
+    // The 13th, and every Friday.
+    let got = fires(
+        "0 9 13 * 5",
+        "UTC",
+        "2026-11-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+    );
+    let days: Vec<u32> = got.iter().map(|t| t.day()).collect();
+    assert_eq!(days, vec![6, 13, 20, 27]);
+    let got = fires(
+        "0 9 1 * MON",
+        "UTC",
+        "2026-11-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+    );
+    let days: Vec<u32> = got.iter().map(|t| t.day()).collect();
+    assert_eq!(days, vec![1, 2, 9, 16, 23, 30]);
+    // Only one restricted: that one alone decides.
+    let got = fires(
+        "0 9 * * MON",
+        "UTC",
+        "2026-11-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+    );
+    assert_eq!(got.len(), 5);
+}
+
+#[test]
+fn spring_forward_gap_shifts_to_the_first_valid_instant() {
+    // Amsterdam 2026-03-29: 02:00 CET jumps to 03:00 CEST (01:00 UTC).
+    let got = fires(
+        "30 2 * * *",
+        "Europe/Amsterdam",
+        "2026-03-28T00:00:00Z",
+        "2026-03-31T00:00:00Z",
+    );
+    let walls: Vec<String> = got.iter().map(|t| wall(*t, "Europe/Amsterdam")).collect();
+    assert_eq!(
+        walls,
+        ["2026-03-28 02:30", "2026-03-29 03:00", "2026-03-30 02:30"]
+    );
+    assert_eq!(got[1], utc("2026-03-29T01:00:00Z"));
+    // New York 2026-03-08: 02:00 EST jumps to 03:00 EDT (07:00 UTC).
+    let got = fires(
+        "30 2 * * *",
+        "America/New_York",
+        "2026-03-07T12:00:00Z",
+        "2026-03-09T12:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![utc("2026-03-08T07:00:00Z"), utc("2026-03-09T06:30:00Z")]
+    );
+    // Several times in one gap that shift to the same instant fire once, also with a real 03:00.
+    let got = fires(
+        "0,30 2,3 * * *",
+        "America/New_York",
+        "2026-03-08T05:00:00Z",
+        "2026-03-08T09:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![utc("2026-03-08T07:00:00Z"), utc("2026-03-08T07:30:00Z")]
+    );
+}
+
+#[test]
+fn fall_back_fixed_times_fire_once_at_the_first_occurrence() {
+    // Amsterdam 2026-10-25: 03:00 CEST falls back to 02:00 CET (01:00 UTC); 02:30 happens twice.
+    let got = fires(
+        "30 2 * * *",
+        "Europe/Amsterdam",
+        "2026-10-24T12:00:00Z",
+        "2026-10-26T12:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![utc("2026-10-25T00:30:00Z"), utc("2026-10-26T01:30:00Z")]
+    );
+    // New York 2026-11-01: 02:00 EDT falls back to 01:00 EST (06:00 UTC); 01:30 happens twice.
+    let got = fires(
+        "30 1 * * *",
+        "America/New_York",
+        "2026-10-31T12:00:00Z",
+        "2026-11-02T12:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![utc("2026-11-01T05:30:00Z"), utc("2026-11-02T06:30:00Z")]
+    );
+    // Hours given as a list or range follow the same rule.
+    let got = fires(
+        "30 1-2 * * *",
+        "America/New_York",
+        "2026-11-01T04:00:00Z",
+        "2026-11-01T09:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![utc("2026-11-01T05:30:00Z"), utc("2026-11-01T07:30:00Z")]
+    );
+}
+
+#[test]
+fn wildcard_and_step_hours_keep_real_time_cadence() {
+    let day = |zone: &str, date: &str| {
+        let tz = TimeZone::parse(zone).expect("zone");
+        let start = NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("date");
+        let from =
+            tz.0.from_local_datetime(&start.and_hms_opt(0, 0, 0).expect("midnight"))
+                .earliest()
+                .expect("start");
+        let to =
+            tz.0.from_local_datetime(
+                &(start + Duration::days(1))
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight"),
+            )
+            .earliest()
+            .expect("end");
+        (from.to_utc() - Duration::seconds(1), to.to_utc())
+    };
+    for zone in ["Europe/Amsterdam", "America/New_York"] {
+        let (fall, spring) = if zone == "Europe/Amsterdam" {
+            ("2026-10-25", "2026-03-29")
+        } else {
+            ("2026-11-01", "2026-03-08")
+        };
+        let (from, to) = day(zone, fall);
+        let fall_fires: Vec<_> = schedule("*/15 * * * *", zone)
+            .fires_after(from)
+            .take_while(|t| *t < to)
+            .collect();
+        assert_eq!(fall_fires.len(), 100, "{zone} fall-back day");
+        assert!(
+            fall_fires
+                .windows(2)
+                .all(|w| w[1] - w[0] == Duration::minutes(15)),
+            "{zone} cadence"
+        );
+        let (from, to) = day(zone, spring);
+        let spring_fires: Vec<_> = schedule("*/15 * * * *", zone)
+            .fires_after(from)
+            .take_while(|t| *t < to)
+            .collect();
+        assert_eq!(spring_fires.len(), 92, "{zone} spring-forward day");
+        assert!(
+            spring_fires
+                .windows(2)
+                .all(|w| w[1] - w[0] == Duration::minutes(15)),
+            "{zone} cadence"
+        );
+        // A step in the hour field fires a repeated hour in both passes: Amsterdam repeats
+        // 02:00 (in the set), New York repeats 01:00 (not in the set).
+        let (from, to) = day(zone, fall);
+        let two_hourly = schedule("0 */2 * * *", zone)
+            .fires_after(from)
+            .take_while(|t| *t < to)
+            .count();
+        assert_eq!(
+            two_hourly,
+            if zone == "Europe/Amsterdam" { 13 } else { 12 },
+            "{zone}"
+        );
+    }
+    // `30 * * * *` fires in both passes of the repeated hour.
+    let got = fires(
+        "30 * * * *",
+        "America/New_York",
+        "2026-11-01T04:00:00Z",
+        "2026-11-01T08:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![
+            utc("2026-11-01T04:30:00Z"),
+            utc("2026-11-01T05:30:00Z"),
+            utc("2026-11-01T06:30:00Z"),
+            utc("2026-11-01T07:30:00Z")
+        ]
+    );
+}
+
+#[test]
+fn time_zones_are_iana_names() {
+    assert_eq!(
+        TimeZone::parse("Europe/Amsterdam").expect("known").name(),
+        "Europe/Amsterdam"
+    );
+    assert_eq!(TimeZone::parse("UTC").expect("known"), TimeZone::UTC);
+    let err = TimeZone::parse("europe/amsterdam").expect_err("case");
+    assert!(err.contains("did you mean \"Europe/Amsterdam\""), "{err}");
+    assert!(TimeZone::parse("Mars/Olympus_Mons").is_err());
+    assert!(TimeZone::parse("").is_err());
+}
+
+/// The fires of `schedule` in `(from, to]`, found by checking every UTC minute: an independent
+/// statement of the contract's rules.
+fn oracle(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let tz = schedule.zone.0;
+    let expression = &schedule.expression;
+    let start = from.timestamp().div_euclid(60) * 60 + 60;
+    let mut out = Vec::new();
+    let mut u = DateTime::from_timestamp(start, 0).expect("instant");
+    while u <= to {
+        let w = schedule.zone.wall(u);
+        let first_occurrence = match tz.from_local_datetime(&w) {
+            LocalResult::Ambiguous(a, _) => a.to_utc() == u,
+            _ => true,
+        };
+        let normal = expression.matches(w) && (expression.cadence || first_occurrence);
+        let previous_wall = schedule.zone.wall(u - Duration::minutes(1));
+        let mut skipped = previous_wall + Duration::minutes(1);
+        let mut gap = false;
+        while !expression.cadence && skipped < w {
+            gap |= expression.matches(skipped);
+            skipped += Duration::minutes(1);
+        }
+        if normal || gap {
+            out.push(u);
+        }
+        u += Duration::minutes(1);
+    }
+    out
+}
+
+fn field(max: u32) -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_owned()),
+        (1..=max.min(12)).prop_map(|n| format!("*/{n}")),
+        (0..=max).prop_map(|n| n.to_string()),
+        (0..=max, 0..=max).prop_map(|(a, b)| format!("{},{}", a.min(b), a.max(b))),
+        (0..=max, 0..=max, 1..=4u32).prop_map(|(a, b, s)| format!("{}-{}/{s}", a.min(b), a.max(b))),
+    ]
+}
+
+/// Hours: often the small hours, where daylight-saving changes happen.
+fn hour_field() -> impl Strategy<Value = String> {
+    prop_oneof![
+        field(23),
+        (0..=3u32).prop_map(|n| n.to_string()),
+        (0..=3u32, 0..=3u32).prop_map(|(a, b)| format!("{},{}", a.min(b), a.max(b))),
+        (0..=2u32).prop_map(|a| format!("{a}-{}", a + 1)),
+    ]
+}
+
+/// Minutes: often on the half hour, where Lord Howe's 30-minute change happens.
+fn minute_field() -> impl Strategy<Value = String> {
+    prop_oneof![
+        field(59),
+        Just("0,30".to_owned()),
+        (0..=59u32).prop_map(|n| n.to_string())
+    ]
+}
+
+fn expression() -> impl Strategy<Value = String> {
+    let dom = prop_oneof![3 => Just("*".to_owned()), 1 => (1..=28u32).prop_map(|d| d.to_string())];
+    let dow = prop_oneof![3 => Just("*".to_owned()), 1 => (0..=7u32).prop_map(|d| d.to_string()), 1 => Just("1-5".to_owned())];
+    (minute_field(), hour_field(), dom, dow)
+        .prop_map(|(m, h, dom, dow)| format!("{m} {h} {dom} * {dow}"))
+}
+
+/// A zone and a start shortly before or after one of its 2026 offset changes (or any day, for
+/// zones without daylight saving).
+fn zone_and_start() -> impl Strategy<Value = (&'static str, DateTime<Utc>)> {
+    const CHANGES: &[(&str, &str)] = &[
+        ("Europe/Amsterdam", "2026-03-29T01:00:00Z"),
+        ("Europe/Amsterdam", "2026-10-25T01:00:00Z"),
+        ("America/New_York", "2026-03-08T07:00:00Z"),
+        ("America/New_York", "2026-11-01T06:00:00Z"),
+        ("Australia/Lord_Howe", "2026-04-04T15:00:00Z"),
+        ("Australia/Lord_Howe", "2026-10-03T15:30:00Z"),
+        ("America/Santiago", "2026-04-05T03:00:00Z"),
+        ("America/Santiago", "2026-09-06T04:00:00Z"),
+        ("Pacific/Chatham", "2026-04-04T14:00:00Z"),
+        ("Pacific/Chatham", "2026-09-26T14:00:00Z"),
+        ("Asia/Kolkata", "2026-06-01T00:00:00Z"),
+        ("UTC", "2026-06-01T00:00:00Z"),
+    ];
+    (0..CHANGES.len(), -30 * 60..6 * 60i64)
+        .prop_map(|(i, minutes)| (CHANGES[i].0, utc(CHANGES[i].1) + Duration::minutes(minutes)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn fires_strictly_increase_match_in_the_zone_and_agree_with_the_oracle(
+        expr in expression(), (zone, from) in zone_and_start()
+    ) {
+        let schedule = schedule(&expr, zone);
+        let to = from + Duration::hours(36);
+        let got: Vec<_> = schedule.fires_after(from).take_while(|t| *t <= to).collect();
+        prop_assert!(got.windows(2).all(|w| w[0] < w[1]), "not strictly increasing");
+        for t in &got {
+            let w = schedule.zone.wall(*t);
+            let shifted = !schedule.expression.cadence && !schedule.expression.matches(w);
+            prop_assert!(schedule.expression.matches(w) || shifted, "{t} ({w}) does not match");
+            prop_assert_eq!(w.second(), 0);
+        }
+        prop_assert_eq!(got, oracle(&schedule, from, to), "{} in {}", expr, zone);
+    }
+}
