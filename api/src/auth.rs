@@ -89,6 +89,35 @@ impl Auth {
         Ok(())
     }
 
+    /// 403 unless the caller may manage a routine assigned to `assignee`: the board, or that
+    /// agent itself.
+    ///
+    /// # Errors
+    /// 403 saying agents manage only their own routines.
+    pub fn manage_routine(self, assignee: Uuid) -> Result<(), ApiError> {
+        if self.is_board() || self.is_agent(assignee) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "an agent may only manage routines assigned to itself",
+            ))
+        }
+    }
+
+    /// 403 when an agent tries to assign a routine to another agent.
+    ///
+    /// # Errors
+    /// 403 saying only the board reassigns.
+    pub fn assign_routine_to(self, assignee: Uuid) -> Result<(), ApiError> {
+        if self.is_board() || self.is_agent(assignee) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "an agent cannot assign a routine to another agent",
+            ))
+        }
+    }
+
     /// Whether the caller holds a board token.
     #[must_use]
     pub fn is_board(self) -> bool {

@@ -556,6 +556,10 @@ pub struct BoundedInt<const MIN: i64, const MAX: i64>(i32);
 
 /// `catchUpCap`: 1–100.
 pub type CatchUpCap = BoundedInt<1, 100>;
+/// The default `catchUpCap`.
+pub const DEFAULT_CATCH_UP_CAP: CatchUpCap = BoundedInt(25);
+/// The default `replayWindowSec`.
+pub const DEFAULT_REPLAY_WINDOW: ReplayWindow = BoundedInt(300);
 /// `replayWindowSec`: 30–86400.
 pub type ReplayWindow = BoundedInt<30, 86_400>;
 /// `count` of upcoming fires: 1–100.

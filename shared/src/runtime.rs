@@ -31,7 +31,7 @@ impl Resources {
         if config.auto_migrate {
             db::migrate(&pool).await?;
         }
-        let store = Store::new(pool, clock, key);
+        let store = Store::new(pool, clock, key).with_public_url(&config.public_url);
         if let Some(token) = &config.bootstrap_board_token {
             store
                 .ensure_board_token(token, "bootstrap")

@@ -29,7 +29,7 @@ use croner::{
 pub struct CronExpression {
     /// As the user wrote it (trimmed).
     text: String,
-    cron: Cron,
+    cron: Box<Cron>,
     /// Whether the hour field is `*` or a step (real-time cadence through DST changes).
     cadence: bool,
 }
@@ -160,7 +160,7 @@ impl CronExpression {
             .map_err(|e| format!("is not a valid cron expression ({e})"))?;
         let expression = Self {
             text: text.to_owned(),
-            cron,
+            cron: Box::new(cron),
             cadence,
         };
         // An expression that names no real date (`0 0 30 2 *`) would never fire.

@@ -268,6 +268,66 @@ impl<'a> Caller<'a> {
             .await
     }
 
+    /// `POST /api/companies/{companyId}/routines`
+    pub async fn create_routine(&self, company: &str, body: &Value) -> Resp {
+        self.post(&format!("/api/companies/{company}/routines"), body)
+            .await
+    }
+
+    /// `GET /api/companies/{companyId}/routines?{query}`
+    pub async fn list_routines(&self, company: &str, query: &str) -> Resp {
+        self.get(&format!("/api/companies/{company}/routines?{query}"))
+            .await
+    }
+
+    /// `GET /api/routines/{routineId}`
+    pub async fn get_routine(&self, routine: &str) -> Resp {
+        self.get(&format!("/api/routines/{routine}")).await
+    }
+
+    /// `PATCH /api/routines/{routineId}`
+    pub async fn update_routine(&self, routine: &str, body: &Value) -> Resp {
+        self.patch(&format!("/api/routines/{routine}"), body).await
+    }
+
+    /// `GET /api/routines/{routineId}/upcoming?{query}`
+    pub async fn upcoming(&self, routine: &str, query: &str) -> Resp {
+        self.get(&format!("/api/routines/{routine}/upcoming?{query}"))
+            .await
+    }
+
+    /// `POST /api/routines/{routineId}/triggers`
+    pub async fn create_trigger(&self, routine: &str, body: &Value) -> Resp {
+        self.post(&format!("/api/routines/{routine}/triggers"), body)
+            .await
+    }
+
+    /// `PATCH /api/routine-triggers/{triggerId}`
+    pub async fn update_trigger(&self, trigger: &str, body: &Value) -> Resp {
+        self.patch(&format!("/api/routine-triggers/{trigger}"), body)
+            .await
+    }
+
+    /// `DELETE /api/routine-triggers/{triggerId}`
+    pub async fn delete_trigger(&self, trigger: &str) -> Resp {
+        self.send(
+            Method::DELETE,
+            &format!("/api/routine-triggers/{trigger}"),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /api/routine-triggers/{triggerId}/rotate-secret`
+    pub async fn rotate_trigger_secret(&self, trigger: &str) -> Resp {
+        self.send(
+            Method::POST,
+            &format!("/api/routine-triggers/{trigger}/rotate-secret"),
+            None,
+        )
+        .await
+    }
+
     /// `GET /healthz`
     pub async fn healthz(&self) -> Resp {
         self.get("/healthz").await

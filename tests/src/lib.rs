@@ -172,6 +172,70 @@ impl TestApp {
     }
 }
 
+/// A company with a project and an agent, ready for routines.
+#[derive(Debug, Clone)]
+pub struct Team {
+    /// The company.
+    pub company: String,
+    /// A project of it.
+    pub project: String,
+    /// An agent of it.
+    pub agent: String,
+    /// The agent's key.
+    pub key: String,
+}
+
+impl TestApp {
+    /// A company, a project and an agent.
+    ///
+    /// # Panics
+    /// When the API refuses.
+    pub async fn seed_team(&self) -> Team {
+        let company = self.seed_company("Acme").await;
+        let project = self.seed_project(&company).await;
+        let (agent, key) = self.seed_agent(&company, "Ada").await;
+        Team {
+            company,
+            project,
+            agent,
+            key,
+        }
+    }
+
+    /// A routine of `team` assigned to its agent, with `extra` fields merged into the body;
+    /// returns its id.
+    ///
+    /// # Panics
+    /// When the API refuses.
+    pub async fn seed_routine(&self, team: &Team, extra: &Value) -> String {
+        let mut body = serde_json::json!({
+            "title": "Daily report {{date}}",
+            "assigneeAgentId": team.agent,
+            "projectId": team.project,
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.board()
+            .create_routine(&team.company, &body)
+            .await
+            .expect(201)
+            .id()
+    }
+
+    /// A trigger of `routine`; returns the whole response body `{trigger, secretMaterial}`.
+    ///
+    /// # Panics
+    /// When the API refuses.
+    pub async fn seed_trigger(&self, routine: &str, body: &Value) -> Value {
+        self.board()
+            .create_trigger(routine, body)
+            .await
+            .expect(201)
+            .body
+    }
+}
+
 /// The string at a JSON pointer.
 ///
 /// # Panics

@@ -7,6 +7,8 @@ mod catalog;
 mod companies;
 mod heartbeats;
 mod issues;
+mod routines;
+mod triggers;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -21,4 +23,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(issues::router())
         .merge(heartbeats::router())
         .merge(activity::router())
+        .merge(routines::router())
+        .merge(triggers::router())
 }

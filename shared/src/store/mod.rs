@@ -11,6 +11,8 @@ mod auth;
 mod catalog;
 mod heartbeats;
 mod issues;
+mod routines;
+mod triggers;
 
 use std::sync::Arc;
 
@@ -23,6 +25,11 @@ pub use self::{
     agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
     auth::BoardToken,
     issues::{IssueFilter, NewIssue},
+    routines::{NewRoutine, RoutineChanges, RoutineFilter},
+    triggers::{
+        NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
+        WEBHOOK_SECRET_PREFIX, webhook_url,
+    },
 };
 use crate::{
     clock::SharedClock,
@@ -101,6 +108,7 @@ pub struct Store {
     clock: SharedClock,
     hasher: Arc<TokenHasher>,
     secrets: Arc<SecretBox>,
+    public_url: Arc<str>,
 }
 
 impl Store {
@@ -112,7 +120,15 @@ impl Store {
             clock,
             hasher: Arc::new(TokenHasher::new(key)),
             secrets: Arc::new(SecretBox::new(key)),
+            public_url: Arc::from("http://127.0.0.1:8080"),
         }
+    }
+
+    /// Sets the base of webhook URLs (`NEXUS_PUBLIC_URL`).
+    #[must_use]
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.public_url = Arc::from(public_url.trim_end_matches('/'));
+        self
     }
 
     /// The connection pool.

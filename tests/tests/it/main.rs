@@ -8,4 +8,7 @@ mod heartbeats;
 mod issues;
 mod logs;
 mod ops;
+mod routine_access;
+mod routines;
+mod triggers;
 mod validation;

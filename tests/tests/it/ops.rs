@@ -191,6 +191,15 @@ async fn the_openapi_document_lists_every_implemented_path() {
         ("post", "/api/heartbeat-runs/{id}/claim"),
         ("post", "/api/heartbeat-runs/{id}/finish"),
         ("get", "/api/companies/{companyId}/activity"),
+        ("post", "/api/companies/{companyId}/routines"),
+        ("get", "/api/companies/{companyId}/routines"),
+        ("get", "/api/routines/{routineId}"),
+        ("patch", "/api/routines/{routineId}"),
+        ("get", "/api/routines/{routineId}/upcoming"),
+        ("post", "/api/routines/{routineId}/triggers"),
+        ("patch", "/api/routine-triggers/{triggerId}"),
+        ("delete", "/api/routine-triggers/{triggerId}"),
+        ("post", "/api/routine-triggers/{triggerId}/rotate-secret"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -209,6 +218,8 @@ async fn the_openapi_document_lists_every_implemented_path() {
                 .replace("{agentId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{keyId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{issueId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{routineId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{triggerId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{id}", &uuid::Uuid::now_v7().to_string());
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let resp = app.caller(None).send(method.clone(), &concrete, None).await;
@@ -228,7 +239,8 @@ async fn the_openapi_document_lists_every_implemented_path() {
     assert_eq!(
         documented,
         expected.len(),
-        "document has operations this test does not know: {paths:?}"
+        "document has operations this test does not know: {:?}",
+        paths.keys().collect::<Vec<_>>()
     );
     // Every referenced schema is defined.
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");

@@ -1,0 +1,338 @@
+//! Routines: list, read (with triggers), create, update, upcoming fires.
+
+use axum::{Json, extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
+use nexus_shared::{
+    model::{
+        CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Priority,
+        Routine, RoutineStatus, Title, TriggerConfig, UpcomingCount,
+    },
+    schedule::{CronExpression, Schedule, TimeZone},
+    store::{NewRoutine, RoutineChanges, RoutineFilter},
+};
+use serde::{Deserialize, Deserializer, Serialize, de::IgnoredAny};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::Auth,
+    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, field, limit},
+    state::AppState,
+};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_routine, list_routines))
+        .routes(routes!(get_routine, update_routine))
+        .routes(routes!(upcoming))
+}
+
+/// Body of `POST /api/companies/{companyId}/routines`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateRoutine {
+    /// 1–200 characters; `{{date}}` and `{{payload.<key>}}` are substituted in issues.
+    title: String,
+    /// Up to 10,000 characters.
+    description: Option<String>,
+    /// An agent of the company that is not terminated (an agent may only name itself).
+    assignee_agent_id: Uuid,
+    project_id: Uuid,
+    goal_id: Option<Uuid>,
+    parent_issue_id: Option<Uuid>,
+    /// Default `medium`.
+    priority: Option<Priority>,
+    /// `active` (default) or `paused`.
+    status: Option<RoutineStatus>,
+    /// Default `coalesce_if_active`.
+    concurrency_policy: Option<ConcurrencyPolicy>,
+    /// Default `skip_missed`.
+    catch_up_policy: Option<CatchUpPolicy>,
+    /// 1–100, default 25.
+    catch_up_cap: Option<i64>,
+    /// Not accepted: triggers are added with `POST /api/routines/{id}/triggers`.
+    #[schema(value_type = Option<Object>)]
+    triggers: Option<IgnoredAny>,
+}
+
+/// Deserialises a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `PATCH /api/routines/{routineId}`: any create field; `null` clears `goalId` and
+/// `parentIssueId`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct UpdateRoutine {
+    title: Option<String>,
+    description: Option<String>,
+    assignee_agent_id: Option<Uuid>,
+    project_id: Option<Uuid>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Uuid>)]
+    goal_id: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Uuid>)]
+    parent_issue_id: Option<Option<Uuid>>,
+    priority: Option<Priority>,
+    status: Option<RoutineStatus>,
+    concurrency_policy: Option<ConcurrencyPolicy>,
+    catch_up_policy: Option<CatchUpPolicy>,
+    catch_up_cap: Option<i64>,
+}
+
+/// Query of `GET /api/companies/{companyId}/routines`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RoutineQuery {
+    status: Option<RoutineStatus>,
+    project_id: Option<Uuid>,
+    assignee_agent_id: Option<Uuid>,
+    /// Only routines older than this routine id (the previous page's `nextBefore`).
+    before: Option<Uuid>,
+    /// At most this many (default 100; above 500 is treated as 500).
+    limit: Option<i64>,
+}
+
+/// A page of routines, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RoutineList {
+    routines: Vec<Routine>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    next_before: Option<Uuid>,
+}
+
+/// Query of `GET /api/routines/{routineId}/upcoming`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UpcomingQuery {
+    /// 1–100, default 10.
+    count: Option<i64>,
+}
+
+/// One upcoming fire.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UpcomingFire {
+    trigger_id: Uuid,
+    at: DateTime<Utc>,
+}
+
+/// Upcoming fires, soonest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UpcomingFires {
+    fires: Vec<UpcomingFire>,
+}
+
+fn cap(value: Option<i64>) -> Result<Option<CatchUpCap>, ApiError> {
+    value
+        .map(|v| field("catchUpCap", CatchUpCap::parse(v)))
+        .transpose()
+}
+
+/// Create a routine (board, or an agent for itself).
+#[utoipa::path(post, path = "/api/companies/{companyId}/routines", tag = "routines",
+    params(("companyId" = Uuid, Path)), request_body = CreateRoutine,
+    responses((status = 201, body = Routine), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn create_routine(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(company_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CreateRoutine>,
+) -> Result<(StatusCode, Json<Routine>), ApiError> {
+    auth.see(company_id, "company")?;
+    if body.triggers.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "triggers are not part of a routine's body; add them with POST /api/routines/{routineId}/triggers",
+        ));
+    }
+    auth.assign_routine_to(body.assignee_agent_id)?;
+    let status = body.status.unwrap_or(RoutineStatus::Active);
+    if status == RoutineStatus::Archived {
+        return Err(ApiError::invalid_field(
+            "status",
+            "must be active or paused for a new routine",
+        ));
+    }
+    let new = NewRoutine {
+        title: field("title", Title::parse(body.title))?,
+        description: field(
+            "description",
+            Description::parse(body.description.unwrap_or_default()),
+        )?,
+        assignee_agent_id: body.assignee_agent_id,
+        project_id: body.project_id,
+        goal_id: body.goal_id,
+        parent_issue_id: body.parent_issue_id,
+        priority: body.priority.unwrap_or_default(),
+        status,
+        concurrency_policy: body
+            .concurrency_policy
+            .unwrap_or(ConcurrencyPolicy::CoalesceIfActive),
+        catch_up_policy: body.catch_up_policy.unwrap_or(CatchUpPolicy::SkipMissed),
+        catch_up_cap: cap(body.catch_up_cap)?.unwrap_or(DEFAULT_CATCH_UP_CAP),
+    };
+    let routine = state
+        .store
+        .create_routine(company_id, new, auth.0)
+        .await
+        .found("company")?;
+    Ok((StatusCode::CREATED, Json(routine)))
+}
+
+/// List a company's routines with their triggers, newest first.
+#[utoipa::path(get, path = "/api/companies/{companyId}/routines", tag = "routines",
+    params(("companyId" = Uuid, Path), RoutineQuery),
+    responses((status = 200, body = RoutineList), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn list_routines(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(company_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<RoutineQuery>,
+) -> Result<Json<RoutineList>, ApiError> {
+    auth.see_company(&state, company_id).await?;
+    let limit = limit(query.limit, 100, 500)?;
+    let filter = RoutineFilter {
+        status: query.status,
+        project_id: query.project_id,
+        assignee_agent_id: query.assignee_agent_id,
+        before: query.before,
+        limit,
+    };
+    let routines = state.store.routines(company_id, filter).await?;
+    let full_page = i64::try_from(routines.len()).is_ok_and(|n| n == limit);
+    let next_before = if full_page {
+        routines.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(Json(RoutineList {
+        routines,
+        next_before,
+    }))
+}
+
+/// One routine with its triggers (never their secrets).
+#[utoipa::path(get, path = "/api/routines/{routineId}", tag = "routines", params(("routineId" = Uuid, Path)),
+    responses((status = 200, body = Routine), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn get_routine(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(routine_id): ApiPath<Uuid>,
+) -> Result<Json<Routine>, ApiError> {
+    let routine = state.store.routine(routine_id).await.found("routine")?;
+    auth.see(routine.company_id, "routine")?;
+    Ok(Json(routine))
+}
+
+/// Update a routine (board, or its assignee agent). Archived routines are 409.
+#[utoipa::path(patch, path = "/api/routines/{routineId}", tag = "routines", params(("routineId" = Uuid, Path)),
+    request_body = UpdateRoutine,
+    responses((status = 200, body = Routine), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn update_routine(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(routine_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateRoutine>,
+) -> Result<Json<Routine>, ApiError> {
+    let routine = state.store.routine(routine_id).await.found("routine")?;
+    auth.see(routine.company_id, "routine")?;
+    auth.manage_routine(routine.assignee_agent_id)?;
+    if let Some(assignee) = body.assignee_agent_id {
+        auth.assign_routine_to(assignee)?;
+    }
+    let changes = RoutineChanges {
+        title: body
+            .title
+            .map(|t| field("title", Title::parse(t)))
+            .transpose()?,
+        description: body
+            .description
+            .map(|d| field("description", Description::parse(d)))
+            .transpose()?,
+        assignee_agent_id: body.assignee_agent_id,
+        project_id: body.project_id,
+        goal_id: body.goal_id,
+        parent_issue_id: body.parent_issue_id,
+        priority: body.priority,
+        status: body.status,
+        concurrency_policy: body.concurrency_policy,
+        catch_up_policy: body.catch_up_policy,
+        catch_up_cap: cap(body.catch_up_cap)?,
+    };
+    Ok(Json(
+        state
+            .store
+            .update_routine(routine_id, changes, auth.0)
+            .await
+            .found("routine")?,
+    ))
+}
+
+/// The next fire times over all enabled schedule triggers, merged and sorted. Empty while the
+/// routine is paused or archived.
+#[utoipa::path(get, path = "/api/routines/{routineId}/upcoming", tag = "routines",
+    params(("routineId" = Uuid, Path), UpcomingQuery),
+    responses((status = 200, body = UpcomingFires), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn upcoming(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(routine_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<UpcomingQuery>,
+) -> Result<Json<UpcomingFires>, ApiError> {
+    let count = field("count", UpcomingCount::parse(query.count.unwrap_or(10)))?;
+    let count = usize::try_from(count.get()).unwrap_or(10);
+    let routine = state.store.routine(routine_id).await.found("routine")?;
+    auth.see(routine.company_id, "routine")?;
+    let mut fires = Vec::new();
+    if routine.status == RoutineStatus::Active {
+        let now = state.store.clock().now();
+        for trigger in routine.triggers.iter().filter(|t| t.enabled) {
+            if let TriggerConfig::Schedule {
+                cron_expression,
+                timezone,
+                ..
+            } = &trigger.config
+            {
+                let (Ok(cron), Ok(zone)) = (
+                    CronExpression::parse(cron_expression),
+                    TimeZone::parse(timezone),
+                ) else {
+                    continue;
+                };
+                let schedule = Schedule::new(cron, zone);
+                fires.extend(
+                    schedule
+                        .fires_after(now)
+                        .take(count)
+                        .map(|at| UpcomingFire {
+                            trigger_id: trigger.id,
+                            at,
+                        }),
+                );
+            }
+        }
+    }
+    fires.sort_by_key(|f| (f.at, f.trigger_id));
+    fires.truncate(count);
+    Ok(Json(UpcomingFires { fires }))
+}

@@ -1,0 +1,302 @@
+//! Triggers: add to a routine, update, delete, rotate a webhook trigger's secret.
+
+use axum::{Json, extract::State, http::StatusCode};
+use nexus_shared::{
+    model::{DEFAULT_REPLAY_WINDOW, Label, ReplayWindow, SigningMode, Trigger, TriggerKind},
+    schedule::{CronExpression, TimeZone},
+    store::{NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::Auth,
+    error::{ApiError, ApiJson, ApiPath, ErrorBody, Found as _, field},
+    state::AppState,
+};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_trigger))
+        .routes(routes!(update_trigger, delete_trigger))
+        .routes(routes!(rotate_secret))
+}
+
+/// Body of `POST /api/routines/{routineId}/triggers`, by kind. Fields of another kind are 400.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub(crate) enum CreateTrigger {
+    /// A cron schedule in a time zone.
+    Schedule {
+        /// Up to 120 characters.
+        label: Option<String>,
+        /// Default `true`.
+        enabled: Option<bool>,
+        /// Five fields, or a macro (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
+        cron_expression: String,
+        /// IANA name, default `UTC`.
+        timezone: Option<String>,
+    },
+    /// A signed public URL.
+    Webhook {
+        label: Option<String>,
+        enabled: Option<bool>,
+        /// Default `bearer`.
+        signing_mode: Option<SigningMode>,
+        /// 30–86400, default 300.
+        replay_window_sec: Option<i64>,
+    },
+    /// Manual runs that name it.
+    Api {
+        label: Option<String>,
+        enabled: Option<bool>,
+    },
+}
+
+/// Body of `PATCH /api/routine-triggers/{triggerId}`. Fields of another kind are 422.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct UpdateTrigger {
+    /// May be given, but only with the trigger's own kind: a kind cannot change.
+    kind: Option<TriggerKind>,
+    label: Option<String>,
+    enabled: Option<bool>,
+    cron_expression: Option<String>,
+    timezone: Option<String>,
+    signing_mode: Option<SigningMode>,
+    replay_window_sec: Option<i64>,
+}
+
+/// A webhook trigger's URL and secret, shown only on creation and rotation.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SecretMaterialBody {
+    webhook_url: String,
+    webhook_secret: String,
+}
+
+/// A trigger, with its secret material when it was just created or rotated.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TriggerWithSecret {
+    trigger: Trigger,
+    /// `null` except for a webhook trigger's creation and rotation.
+    secret_material: Option<SecretMaterialBody>,
+}
+
+impl From<SecretMaterial> for SecretMaterialBody {
+    fn from(material: SecretMaterial) -> Self {
+        Self {
+            webhook_url: material.webhook_url,
+            webhook_secret: material.webhook_secret,
+        }
+    }
+}
+
+fn label(value: Option<String>) -> Result<Option<Label>, ApiError> {
+    value.map(|l| field("label", Label::parse(l))).transpose()
+}
+
+fn cron(value: &str) -> Result<CronExpression, ApiError> {
+    field("cronExpression", CronExpression::parse(value))
+}
+
+fn zone(value: &str) -> Result<TimeZone, ApiError> {
+    field("timezone", TimeZone::parse(value))
+}
+
+fn replay_window(value: i64) -> Result<ReplayWindow, ApiError> {
+    field("replayWindowSec", ReplayWindow::parse(value))
+}
+
+/// Loads a trigger the caller may manage: 404 outside its company, 403 for an agent and a
+/// routine that is not its own.
+async fn managed(auth: Auth, state: &AppState, id: Uuid) -> Result<TriggerInRoutine, ApiError> {
+    let found = state.store.trigger(id).await.found("trigger")?;
+    auth.see(found.company_id, "trigger")?;
+    auth.manage_routine(found.assignee_agent_id)?;
+    Ok(found)
+}
+
+/// Add a trigger to a routine (board, or its assignee agent).
+#[utoipa::path(post, path = "/api/routines/{routineId}/triggers", tag = "triggers",
+    params(("routineId" = Uuid, Path)), request_body = CreateTrigger,
+    responses((status = 201, body = TriggerWithSecret), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn create_trigger(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(routine_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CreateTrigger>,
+) -> Result<(StatusCode, Json<TriggerWithSecret>), ApiError> {
+    let routine = state.store.routine(routine_id).await.found("routine")?;
+    auth.see(routine.company_id, "routine")?;
+    auth.manage_routine(routine.assignee_agent_id)?;
+    let new = match body {
+        CreateTrigger::Schedule {
+            label: l,
+            enabled,
+            cron_expression,
+            timezone,
+        } => NewTrigger {
+            kind: NewTriggerKind::Schedule {
+                cron: cron(&cron_expression)?,
+                zone: timezone.as_deref().map_or(Ok(TimeZone::UTC), zone)?,
+            },
+            label: label(l)?.unwrap_or_default(),
+            enabled: enabled.unwrap_or(true),
+        },
+        CreateTrigger::Webhook {
+            label: l,
+            enabled,
+            signing_mode,
+            replay_window_sec,
+        } => NewTrigger {
+            kind: NewTriggerKind::Webhook {
+                signing_mode: signing_mode.unwrap_or(SigningMode::Bearer),
+                replay_window: replay_window_sec
+                    .map(replay_window)
+                    .transpose()?
+                    .unwrap_or(DEFAULT_REPLAY_WINDOW),
+            },
+            label: label(l)?.unwrap_or_default(),
+            enabled: enabled.unwrap_or(true),
+        },
+        CreateTrigger::Api { label: l, enabled } => NewTrigger {
+            kind: NewTriggerKind::Api,
+            label: label(l)?.unwrap_or_default(),
+            enabled: enabled.unwrap_or(true),
+        },
+    };
+    let (trigger, material) = state
+        .store
+        .create_trigger(routine_id, new, auth.0)
+        .await
+        .found("routine")?;
+    let body = TriggerWithSecret {
+        trigger,
+        secret_material: material.map(SecretMaterialBody::from),
+    };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Update a trigger (board, or the routine's assignee agent).
+#[utoipa::path(patch, path = "/api/routine-triggers/{triggerId}", tag = "triggers",
+    params(("triggerId" = Uuid, Path)), request_body = UpdateTrigger,
+    responses((status = 200, body = Trigger), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn update_trigger(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(trigger_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateTrigger>,
+) -> Result<Json<Trigger>, ApiError> {
+    let found = managed(auth, &state, trigger_id).await?;
+    let kind = found.trigger.kind();
+    if body.kind.is_some_and(|k| k != kind) {
+        return Err(ApiError::invalid_field(
+            "kind",
+            "cannot change; delete the trigger and add another",
+        ));
+    }
+    let foreign = |name: &str, present: bool, own: TriggerKind| -> Result<(), ApiError> {
+        if present && kind != own {
+            return Err(ApiError::invalid_field(
+                name,
+                &format!("does not apply to a {kind} trigger"),
+            ));
+        }
+        Ok(())
+    };
+    foreign(
+        "cronExpression",
+        body.cron_expression.is_some(),
+        TriggerKind::Schedule,
+    )?;
+    foreign("timezone", body.timezone.is_some(), TriggerKind::Schedule)?;
+    foreign(
+        "signingMode",
+        body.signing_mode.is_some(),
+        TriggerKind::Webhook,
+    )?;
+    foreign(
+        "replayWindowSec",
+        body.replay_window_sec.is_some(),
+        TriggerKind::Webhook,
+    )?;
+    let changes = TriggerChanges {
+        label: label(body.label)?,
+        enabled: body.enabled,
+        cron: body.cron_expression.as_deref().map(cron).transpose()?,
+        zone: body.timezone.as_deref().map(zone).transpose()?,
+        signing_mode: body.signing_mode,
+        replay_window: body.replay_window_sec.map(replay_window).transpose()?,
+    };
+    Ok(Json(
+        state
+            .store
+            .update_trigger(trigger_id, changes, auth.0)
+            .await
+            .found("trigger")?,
+    ))
+}
+
+/// Delete a trigger and its secret (board, or the routine's assignee agent).
+#[utoipa::path(delete, path = "/api/routine-triggers/{triggerId}", tag = "triggers",
+    params(("triggerId" = Uuid, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_trigger(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(trigger_id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    managed(auth, &state, trigger_id).await?;
+    state
+        .store
+        .delete_trigger(trigger_id, auth.0)
+        .await
+        .found("trigger")?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace a webhook trigger's secret; the old one stops working at once.
+#[utoipa::path(post, path = "/api/routine-triggers/{triggerId}/rotate-secret", tag = "triggers",
+    params(("triggerId" = Uuid, Path)),
+    responses((status = 200, body = TriggerWithSecret), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn rotate_secret(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(trigger_id): ApiPath<Uuid>,
+) -> Result<Json<TriggerWithSecret>, ApiError> {
+    let found = managed(auth, &state, trigger_id).await?;
+    if found.trigger.kind() != TriggerKind::Webhook {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_a_webhook_trigger",
+            "only webhook triggers have a secret to rotate",
+        ));
+    }
+    let (trigger, material) = state
+        .store
+        .rotate_trigger_secret(trigger_id, auth.0)
+        .await
+        .found("trigger")?;
+    Ok(Json(TriggerWithSecret {
+        trigger,
+        secret_material: Some(material.into()),
+    }))
+}

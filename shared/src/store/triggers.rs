@@ -1,0 +1,536 @@
+//! Triggers of routines: schedule (cron in a time zone), webhook (public id and an encrypted
+//! secret), api. A schedule trigger's `next_run_at` is set only while it is enabled and its
+//! routine is active; enabling it or resuming the routine computes the next fire from the
+//! current time (no catch-up of the time spent disabled or paused).
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{NewActivity, Store, StoreError, StoreResult, new_id, routines::fetch_routine};
+use crate::{
+    crypto::{generate_token, random_bytes},
+    model::{
+        Actor, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig, TriggerKind,
+    },
+    schedule::{CronExpression, Schedule, TimeZone},
+};
+
+/// Prefix of webhook secrets.
+pub const WEBHOOK_SECRET_PREFIX: &str = "nxw_";
+
+/// What a new trigger fires on.
+#[derive(Debug, Clone)]
+pub enum NewTriggerKind {
+    /// A cron schedule in a time zone.
+    Schedule {
+        /// The expression.
+        cron: CronExpression,
+        /// The zone.
+        zone: TimeZone,
+    },
+    /// A signed public URL.
+    Webhook {
+        /// How calls authenticate.
+        signing_mode: SigningMode,
+        /// Replay window.
+        replay_window: ReplayWindow,
+    },
+    /// Manual runs naming it.
+    Api,
+}
+
+/// A new trigger.
+#[derive(Debug, Clone)]
+pub struct NewTrigger {
+    /// Kind and kind-specific settings.
+    pub kind: NewTriggerKind,
+    /// Label.
+    pub label: Label,
+    /// Whether it fires.
+    pub enabled: bool,
+}
+
+/// Changes to a trigger; `None` keeps a field. Fields must belong to the trigger's kind.
+#[derive(Debug, Default)]
+pub struct TriggerChanges {
+    /// New label.
+    pub label: Option<Label>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// New cron expression (schedule).
+    pub cron: Option<CronExpression>,
+    /// New time zone (schedule).
+    pub zone: Option<TimeZone>,
+    /// New signing mode (webhook).
+    pub signing_mode: Option<SigningMode>,
+    /// New replay window (webhook).
+    pub replay_window: Option<ReplayWindow>,
+}
+
+/// The secret of a webhook trigger, shown on creation and rotation only.
+#[derive(Debug, Clone)]
+pub struct SecretMaterial {
+    /// Where to send calls.
+    pub webhook_url: String,
+    /// The secret.
+    pub webhook_secret: String,
+}
+
+/// A trigger with what access checks need of its routine.
+#[derive(Debug, Clone)]
+pub struct TriggerInRoutine {
+    /// The trigger.
+    pub trigger: Trigger,
+    /// The routine's company.
+    pub company_id: Uuid,
+    /// The routine's assignee.
+    pub assignee_agent_id: Uuid,
+}
+
+/// A stored trigger row.
+pub(crate) struct TriggerRow {
+    pub(crate) id: Uuid,
+    pub(crate) routine_id: Uuid,
+    pub(crate) kind: TriggerKind,
+    pub(crate) label: String,
+    pub(crate) enabled: bool,
+    pub(crate) cron_expression: Option<String>,
+    pub(crate) timezone: Option<String>,
+    pub(crate) next_run_at: Option<DateTime<Utc>>,
+    pub(crate) public_id: Option<String>,
+    pub(crate) signing_mode: Option<SigningMode>,
+    pub(crate) replay_window_sec: Option<i32>,
+    pub(crate) last_fired_at: Option<DateTime<Utc>>,
+    pub(crate) last_result: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl TriggerRow {
+    pub(crate) fn into_trigger(self, public_url: &str) -> Trigger {
+        let config = match self.kind {
+            TriggerKind::Schedule => TriggerConfig::Schedule {
+                cron_expression: self.cron_expression.unwrap_or_default(),
+                timezone: self.timezone.unwrap_or_default(),
+                next_run_at: self.next_run_at,
+            },
+            TriggerKind::Webhook => {
+                let public_id = self.public_id.unwrap_or_default();
+                TriggerConfig::Webhook {
+                    signing_mode: self.signing_mode.unwrap_or(SigningMode::Bearer),
+                    replay_window_sec: self.replay_window_sec.unwrap_or_default(),
+                    webhook_url: webhook_url(public_url, &public_id),
+                    public_id,
+                }
+            }
+            TriggerKind::Api => TriggerConfig::Api,
+        };
+        Trigger {
+            id: self.id,
+            routine_id: self.routine_id,
+            config,
+            label: self.label,
+            enabled: self.enabled,
+            last_fired_at: self.last_fired_at,
+            last_result: self.last_result,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// The public URL of a webhook trigger.
+#[must_use]
+pub fn webhook_url(public_url: &str, public_id: &str) -> String {
+    format!("{public_url}/api/routine-triggers/public/{public_id}/fire")
+}
+
+/// The next fire of a stored schedule, strictly after `now`; `None` when the stored text no
+/// longer parses (it was validated on the way in) or it never fires again.
+pub(crate) fn next_fire(cron: &str, zone: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let schedule = Schedule::new(
+        CronExpression::parse(cron).ok()?,
+        TimeZone::parse(zone).ok()?,
+    );
+    schedule.next_after(now)
+}
+
+/// Sets `next_run_at` of every schedule trigger of a routine: the next fire after `now` for the
+/// enabled ones when `active`, otherwise `NULL`.
+pub(crate) async fn reschedule_routine_triggers(
+    conn: &mut PgConnection,
+    routine_id: Uuid,
+    active: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let schedules = sqlx::query!(
+        r#"SELECT id, enabled, cron_expression AS "cron!", timezone AS "zone!" FROM routine_triggers
+           WHERE routine_id = $1 AND kind = 'schedule' FOR UPDATE"#,
+        routine_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for trigger in schedules {
+        let next = (active && trigger.enabled)
+            .then(|| next_fire(&trigger.cron, &trigger.zone, now))
+            .flatten();
+        sqlx::query!(
+            "UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1",
+            trigger.id,
+            next
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn archived() -> StoreError {
+    StoreError::conflict(
+        "routine_archived",
+        "the routine is archived; its triggers cannot be changed",
+    )
+}
+
+fn new_public_id() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>())
+}
+
+impl Store {
+    /// Adds a trigger to a routine. A webhook trigger gets a random public id and a secret,
+    /// returned here once.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `routine_archived`; the database failed.
+    pub async fn create_trigger(
+        &self,
+        routine_id: Uuid,
+        new: NewTrigger,
+        actor: Actor,
+    ) -> StoreResult<(Trigger, Option<SecretMaterial>)> {
+        let now = self.now();
+        let id = new_id();
+        let mut tx = self.pool.begin().await?;
+        let routine = fetch_routine(&mut tx, routine_id, true).await?;
+        if routine.status == RoutineStatus::Archived {
+            return Err(archived());
+        }
+        let active = routine.status == RoutineStatus::Active;
+        let (mut cron, mut zone, mut next_run_at, mut public_id) = (None, None, None, None);
+        let (mut signing_mode, mut replay_window, mut secret) = (None, None, None);
+        match &new.kind {
+            NewTriggerKind::Schedule {
+                cron: expression,
+                zone: tz,
+            } => {
+                cron = Some(expression.as_str().to_owned());
+                zone = Some(tz.name());
+                if active && new.enabled {
+                    next_run_at = Schedule::new(expression.clone(), *tz).next_after(now);
+                }
+            }
+            NewTriggerKind::Webhook {
+                signing_mode: mode,
+                replay_window: window,
+            } => {
+                public_id = Some(new_public_id());
+                signing_mode = Some(mode.as_str());
+                replay_window = Some(window.get());
+                secret = Some(generate_token(WEBHOOK_SECRET_PREFIX));
+            }
+            NewTriggerKind::Api => {}
+        }
+        let sealed = secret
+            .as_ref()
+            .map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
+        let row = sqlx::query_as!(
+            TriggerRow,
+            r#"INSERT INTO routine_triggers (id, company_id, routine_id, kind, label, enabled,
+                   cron_expression, timezone, next_run_at, public_id, signing_mode, replay_window_sec,
+                   secret_enc, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+               RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
+                         next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
+                         last_fired_at, last_result, created_at, updated_at"#,
+            id,
+            routine.company_id,
+            routine_id,
+            kind_of(&new.kind).as_str(),
+            new.label.as_str(),
+            new.enabled,
+            cron,
+            zone,
+            next_run_at,
+            public_id,
+            signing_mode,
+            replay_window,
+            sealed,
+            now,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let trigger = row.into_trigger(&self.public_url);
+        NewActivity {
+            company_id: routine.company_id,
+            actor,
+            action: "trigger.created",
+            entity_type: "routine_trigger",
+            entity_id: id,
+            details: json!({ "routineId": routine_id, "kind": trigger.kind() }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        tx.commit().await?;
+        let material = secret.map(|webhook_secret| SecretMaterial {
+            webhook_url: webhook_url(&self.public_url, public_id.as_deref().unwrap_or_default()),
+            webhook_secret,
+        });
+        Ok((trigger, material))
+    }
+
+    /// One trigger with its routine's company and assignee.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or the database failed.
+    pub async fn trigger(&self, id: Uuid) -> StoreResult<TriggerInRoutine> {
+        let row = sqlx::query!(
+            r#"SELECT t.id, t.routine_id, t.kind AS "kind: TriggerKind", t.label, t.enabled,
+                      t.cron_expression, t.timezone, t.next_run_at, t.public_id,
+                      t.signing_mode AS "signing_mode: SigningMode", t.replay_window_sec,
+                      t.last_fired_at, t.last_result, t.created_at, t.updated_at,
+                      r.company_id, r.assignee_agent_id
+               FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+               WHERE t.id = $1"#,
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let trigger = TriggerRow {
+            id: row.id,
+            routine_id: row.routine_id,
+            kind: row.kind,
+            label: row.label,
+            enabled: row.enabled,
+            cron_expression: row.cron_expression,
+            timezone: row.timezone,
+            next_run_at: row.next_run_at,
+            public_id: row.public_id,
+            signing_mode: row.signing_mode,
+            replay_window_sec: row.replay_window_sec,
+            last_fired_at: row.last_fired_at,
+            last_result: row.last_result,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+        .into_trigger(&self.public_url);
+        Ok(TriggerInRoutine {
+            trigger,
+            company_id: row.company_id,
+            assignee_agent_id: row.assignee_agent_id,
+        })
+    }
+
+    /// Applies `changes` to a trigger. Changing the schedule, or enabling it, computes the next
+    /// fire from now.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `routine_archived`; the database failed.
+    pub async fn update_trigger(
+        &self,
+        id: Uuid,
+        changes: TriggerChanges,
+        actor: Actor,
+    ) -> StoreResult<Trigger> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let routine_id = self.lock_trigger_routine(&mut tx, id).await?;
+        let routine = fetch_routine(&mut tx, routine_id, true).await?;
+        if routine.status == RoutineStatus::Archived {
+            return Err(archived());
+        }
+        let current = sqlx::query!(
+            r#"SELECT enabled, cron_expression, timezone FROM routine_triggers WHERE id = $1 FOR UPDATE"#,
+            id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let enabled = changes.enabled.unwrap_or(current.enabled);
+        let cron = changes
+            .cron
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .or(current.cron_expression);
+        let zone = changes
+            .zone
+            .map(|z| z.name().to_owned())
+            .or(current.timezone);
+        let schedule_changed =
+            changes.cron.is_some() || changes.zone.is_some() || changes.enabled.is_some();
+        let next_run_at = match (&cron, &zone) {
+            (Some(cron), Some(zone)) if enabled && routine.status == RoutineStatus::Active => {
+                next_fire(cron, zone, now)
+            }
+            _ => None,
+        };
+        let row = sqlx::query_as!(
+            TriggerRow,
+            r#"UPDATE routine_triggers SET
+                   label = COALESCE($2, label),
+                   enabled = $3,
+                   cron_expression = $4,
+                   timezone = $5,
+                   next_run_at = CASE WHEN $6 THEN $7 ELSE next_run_at END,
+                   signing_mode = COALESCE($8, signing_mode),
+                   replay_window_sec = COALESCE($9, replay_window_sec),
+                   updated_at = $10
+               WHERE id = $1
+               RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
+                         next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
+                         last_fired_at, last_result, created_at, updated_at"#,
+            id,
+            changes.label.as_ref().map(Label::as_str),
+            enabled,
+            cron,
+            zone,
+            schedule_changed,
+            next_run_at,
+            changes.signing_mode.map(SigningMode::as_str),
+            changes.replay_window.map(ReplayWindow::get),
+            now,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let trigger = row.into_trigger(&self.public_url);
+        NewActivity {
+            company_id: routine.company_id,
+            actor,
+            action: "trigger.updated",
+            entity_type: "routine_trigger",
+            entity_id: id,
+            details: json!({
+                "routineId": routine_id,
+                "label": changes.label.as_ref().map(Label::as_str),
+                "enabled": changes.enabled,
+                "cronExpression": changes.cron.as_ref().map(CronExpression::as_str),
+                "timezone": changes.zone.map(TimeZone::name),
+                "signingMode": changes.signing_mode,
+                "replayWindowSec": changes.replay_window.map(ReplayWindow::get),
+            }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        tx.commit().await?;
+        Ok(trigger)
+    }
+
+    /// Deletes a trigger and, with it, its secret. Runs it created keep existing (their trigger
+    /// becomes `null`).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `routine_archived`; the database failed.
+    pub async fn delete_trigger(&self, id: Uuid, actor: Actor) -> StoreResult<()> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let routine_id = self.lock_trigger_routine(&mut tx, id).await?;
+        let routine = fetch_routine(&mut tx, routine_id, true).await?;
+        if routine.status == RoutineStatus::Archived {
+            return Err(archived());
+        }
+        let kind = sqlx::query_scalar!(
+            r#"DELETE FROM routine_triggers WHERE id = $1 RETURNING kind AS "kind: TriggerKind""#,
+            id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        NewActivity {
+            company_id: routine.company_id,
+            actor,
+            action: "trigger.deleted",
+            entity_type: "routine_trigger",
+            entity_id: id,
+            details: json!({ "routineId": routine_id, "kind": kind }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a webhook trigger's secret; the previous one stops working at once.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `routine_archived`; the database failed.
+    pub async fn rotate_trigger_secret(
+        &self,
+        id: Uuid,
+        actor: Actor,
+    ) -> StoreResult<(Trigger, SecretMaterial)> {
+        let now = self.now();
+        let secret = generate_token(WEBHOOK_SECRET_PREFIX);
+        let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
+        let mut tx = self.pool.begin().await?;
+        let routine_id = self.lock_trigger_routine(&mut tx, id).await?;
+        let routine = fetch_routine(&mut tx, routine_id, true).await?;
+        if routine.status == RoutineStatus::Archived {
+            return Err(archived());
+        }
+        let row = sqlx::query_as!(
+            TriggerRow,
+            r#"UPDATE routine_triggers SET secret_enc = $2, updated_at = $3
+               WHERE id = $1 AND kind = 'webhook'
+               RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
+                         next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
+                         last_fired_at, last_result, created_at, updated_at"#,
+            id,
+            sealed,
+            now,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::conflict("not_a_webhook_trigger", "only webhook triggers have a secret"))?;
+        let trigger = row.into_trigger(&self.public_url);
+        NewActivity {
+            company_id: routine.company_id,
+            actor,
+            action: "trigger.secret_rotated",
+            entity_type: "routine_trigger",
+            entity_id: id,
+            details: json!({ "routineId": routine_id }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        tx.commit().await?;
+        let webhook_url = match &trigger.config {
+            TriggerConfig::Webhook { webhook_url, .. } => webhook_url.clone(),
+            _ => String::new(),
+        };
+        Ok((
+            trigger,
+            SecretMaterial {
+                webhook_url,
+                webhook_secret: secret,
+            },
+        ))
+    }
+
+    /// The routine of a trigger; the routine row is locked by the caller next, always before the
+    /// trigger row, so trigger changes and dispatches take locks in one order.
+    async fn lock_trigger_routine(&self, conn: &mut PgConnection, id: Uuid) -> StoreResult<Uuid> {
+        sqlx::query_scalar!("SELECT routine_id FROM routine_triggers WHERE id = $1", id)
+            .fetch_optional(conn)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+fn kind_of(kind: &NewTriggerKind) -> TriggerKind {
+    match kind {
+        NewTriggerKind::Schedule { .. } => TriggerKind::Schedule,
+        NewTriggerKind::Webhook { .. } => TriggerKind::Webhook,
+        NewTriggerKind::Api => TriggerKind::Api,
+    }
+}
