@@ -164,6 +164,9 @@ impl From<StoreError> for ApiError {
             )
             .with_details(json!({ "field": field })),
             StoreError::Conflict { code, message } => Self::conflict(code, message),
+            StoreError::Unprocessable { code, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             StoreError::Database(e) if is_unavailable(&e) => Self::unavailable(e),
             StoreError::Database(e) => Self::internal(e),
         }

@@ -9,6 +9,7 @@ mod observe;
 mod openapi;
 mod routes;
 pub mod state;
+mod trace;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 

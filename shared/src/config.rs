@@ -40,6 +40,8 @@ pub struct Config {
     pub webhook_rate_per_sec: u32,
     /// `NEXUS_WEBHOOK_BURST`: webhook calls per trigger allowed in a burst.
     pub webhook_burst: u32,
+    /// `NEXUS_HEARTBEAT_TIMEOUT_SECS`: heartbeat runs queued or running longer become `timed_out`.
+    pub heartbeat_timeout: Duration,
     /// `NEXUS_DB_MAX_CONNECTIONS`: size of the Postgres connection pool of one process.
     pub db_max_connections: u32,
     /// `NEXUS_DATA_DIR`: local state of the single-process mode (its generated secret key).
@@ -90,6 +92,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_AUTO_MIGRATE",
     "NEXUS_WEBHOOK_RATE_PER_SEC",
     "NEXUS_WEBHOOK_BURST",
+    "NEXUS_HEARTBEAT_TIMEOUT_SECS",
     "NEXUS_DB_MAX_CONNECTIONS",
     "NEXUS_DATA_DIR",
     "NEXUS_LOG",
@@ -201,6 +204,12 @@ impl Config {
             "100",
             |v| int_in_range(v, 1, 1_000_000).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         )?;
+        let heartbeat_timeout = Duration::from_secs(parse_or(
+            "NEXUS_HEARTBEAT_TIMEOUT_SECS",
+            get("NEXUS_HEARTBEAT_TIMEOUT_SECS"),
+            "3600",
+            |v| int_in_range(v, 10, 604_800),
+        )?);
         let db_max_connections = parse_or(
             "NEXUS_DB_MAX_CONNECTIONS",
             get("NEXUS_DB_MAX_CONNECTIONS"),
@@ -241,6 +250,7 @@ impl Config {
             auto_migrate,
             webhook_rate_per_sec,
             webhook_burst,
+            heartbeat_timeout,
             db_max_connections,
             data_dir,
             log,
@@ -361,6 +371,7 @@ mod tests {
             ("NEXUS_REDIS_URL", "localhost:6379"),
             ("NEXUS_PUBLIC_URL", "example.com"),
             ("NEXUS_BOOTSTRAP_BOARD_TOKEN", "short"),
+            ("NEXUS_HEARTBEAT_TIMEOUT_SECS", "5"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

@@ -8,6 +8,7 @@ pub mod db;
 pub mod kv;
 pub mod model;
 pub mod ops;
+pub mod queue;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

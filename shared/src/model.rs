@@ -695,3 +695,80 @@ pub struct Routine {
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
+
+/// An idempotency key: 1–255 characters.
+pub type IdempotencyKey = BoundedText<1, 255>;
+
+text_enum! {
+    /// What created a run.
+    RunSource { Schedule => "schedule", Webhook => "webhook", Manual => "manual", Api => "api" }
+}
+
+text_enum! {
+    /// Status of a run: `received` → `issue_created | coalesced | skipped | failed`;
+    /// `issue_created` → `completed | failed` when its issue is done or cancelled.
+    RunStatus {
+        Received => "received", IssueCreated => "issue_created", Coalesced => "coalesced",
+        Skipped => "skipped", Failed => "failed", Completed => "completed",
+    }
+}
+
+/// The trigger a run came from, as it is now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerRef {
+    /// Id.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: TriggerKind,
+    /// Label.
+    pub label: String,
+}
+
+/// One firing of a routine.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// Id.
+    pub id: Uuid,
+    /// Owning company.
+    pub company_id: Uuid,
+    /// The routine.
+    pub routine_id: Uuid,
+    /// The trigger that fired (`null` for a manual run without one, or once it is deleted).
+    pub trigger_id: Option<Uuid>,
+    /// That trigger's id, kind and label.
+    pub trigger: Option<TriggerRef>,
+    /// What created it.
+    pub source: RunSource,
+    /// Status.
+    pub status: RunStatus,
+    /// Why it was coalesced, skipped or failed: `active_issue`, `missed_schedule`,
+    /// `catch_up_cap`, `agent_not_assignable`, `routine_archived`, `dispatch_failed`,
+    /// `issue_cancelled`.
+    pub reason: Option<String>,
+    /// The nominal fire time of a schedule fire.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// Whether it is a missed schedule fire dispatched late.
+    pub catch_up: bool,
+    /// For a run standing for missed fires: `{count, from, to}`.
+    #[schema(value_type = Option<Object>)]
+    pub missed: Option<serde_json::Value>,
+    /// When it was accepted.
+    pub triggered_at: DateTime<Utc>,
+    /// When it reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The idempotency key it was accepted with.
+    pub idempotency_key: Option<String>,
+    /// The payload (an object).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// The execution issue it created or was coalesced into.
+    pub linked_issue_id: Option<Uuid>,
+    /// The run whose issue it was coalesced into.
+    pub coalesced_into_run_id: Option<Uuid>,
+    /// The heartbeat run it queued.
+    pub heartbeat_run_id: Option<Uuid>,
+    /// A sentence explaining a failure.
+    pub failure_reason: Option<String>,
+}

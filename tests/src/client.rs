@@ -97,6 +97,28 @@ impl<'a> Caller<'a> {
         self.finish(request).await
     }
 
+    /// Sends a JSON body with extra headers.
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut request = self
+            .app
+            .http
+            .request(method, format!("{}{path}", self.app.base))
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.finish(request).await
+    }
+
     /// Sends raw bytes with a content type (or none), for malformed-input tests.
     ///
     /// # Panics
@@ -326,6 +348,23 @@ impl<'a> Caller<'a> {
             None,
         )
         .await
+    }
+
+    /// `POST /api/routines/{routineId}/run`
+    pub async fn run_routine(&self, routine: &str, body: &Value) -> Resp {
+        self.post(&format!("/api/routines/{routine}/run"), body)
+            .await
+    }
+
+    /// `GET /api/routines/{routineId}/runs?{query}`
+    pub async fn list_runs(&self, routine: &str, query: &str) -> Resp {
+        self.get(&format!("/api/routines/{routine}/runs?{query}"))
+            .await
+    }
+
+    /// `GET /api/routine-runs/{runId}`
+    pub async fn get_run(&self, run: &str) -> Resp {
+        self.get(&format!("/api/routine-runs/{run}")).await
     }
 
     /// `GET /healthz`

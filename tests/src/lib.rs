@@ -21,6 +21,13 @@ pub use crate::{
     db::TestDb,
 };
 
+/// An HTTP client for tests (with the process's TLS provider installed).
+#[must_use]
+pub fn http_client() -> reqwest::Client {
+    nexus_worker::install_tls_provider();
+    reqwest::Client::new()
+}
+
 /// Redis URL of the tests.
 #[must_use]
 pub fn redis_url() -> String {
@@ -117,7 +124,7 @@ impl TestApp {
             board_token,
             config,
             db,
-            http: reqwest::Client::new(),
+            http: http_client(),
             server,
         }
     }
@@ -233,6 +240,46 @@ impl TestApp {
             .await
             .expect(201)
             .body
+    }
+}
+
+impl TestApp {
+    /// A worker on this app's store, claiming as `name`.
+    ///
+    /// # Panics
+    /// When the HTTP client cannot be built.
+    #[must_use]
+    pub fn worker(&self, name: &str) -> nexus_worker::Worker {
+        let settings = nexus_worker::Settings {
+            poll_interval: std::time::Duration::from_millis(20),
+            ..nexus_worker::Settings::default()
+        };
+        nexus_worker::Worker::new(self.store.clone(), name.to_owned(), settings).expect("worker")
+    }
+
+    /// Handles due jobs with one worker until none is due; returns how many were handled.
+    ///
+    /// # Panics
+    /// When the database fails.
+    pub async fn drain(&self) -> usize {
+        let worker = self.worker("drain");
+        let mut handled = 0;
+        while worker.run_once().await.expect("worker step") == nexus_worker::Outcome::Worked {
+            handled += 1;
+        }
+        handled
+    }
+
+    /// Counts rows matching a query that returns one `bigint`.
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(bind)
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count query")
     }
 }
 

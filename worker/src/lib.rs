@@ -1,9 +1,11 @@
-//! The worker role: claims queued jobs, applies concurrency policies, creates issues and
-//! heartbeat runs, delivers wake-ups.
+//! The worker role: claims queued jobs from the Postgres queue, dispatches runs under the
+//! routines' concurrency policies (creating issues and heartbeat runs), delivers HTTP wake-ups
+//! to agents, returns expired leases to the queue and times out stale heartbeat runs.
 //!
-//! Present state: the role process starts like every role (configuration, connections,
-//! migrations) and serves `/healthz`, `/readyz` and `/metrics`; its readiness covers Postgres.
-//! The job loop itself is not implemented yet, so this process dispatches nothing today.
+//! The process also serves `/healthz`, `/readyz` (Postgres) and `/metrics` on `NEXUS_LISTEN`.
+
+mod wakeup;
+mod worker;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -12,11 +14,41 @@ use nexus_shared::{
     ops::{Health, OpsServer},
     runtime::Resources,
 };
+use tokio::sync::watch;
+
+pub use crate::worker::{Outcome, Settings, Worker};
 
 /// A started worker process.
 #[derive(Debug)]
 pub struct App {
     ops: OpsServer,
+    worker: Worker,
+}
+
+/// The worker settings the configuration asks for.
+#[must_use]
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        concurrency: config.worker_concurrency.get(),
+        heartbeat_timeout: config.heartbeat_timeout,
+        ..Settings::default()
+    }
+}
+
+/// Installs the process's TLS provider (ring) for outgoing HTTPS; safe to call repeatedly.
+pub fn install_tls_provider() {
+    drop(rustls::crypto::ring::default_provider().install_default());
+}
+
+/// A lease owner name unique to this process.
+#[must_use]
+pub fn owner_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+    format!(
+        "{role}:{host}:{}:{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Builds the worker from configuration (`NEXUS_SECRET_KEY` is required).
@@ -33,11 +65,17 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// Builds the worker on existing resources, serving its operational endpoints on `listen`.
 ///
 /// # Errors
-/// The address cannot be bound.
+/// The address cannot be bound, or the HTTP client cannot be built.
 pub async fn build_with(resources: &Resources, listen: SocketAddr) -> anyhow::Result<App> {
     let health = Health::new(resources.store.clone(), None);
+    let worker = Worker::new(
+        resources.store.clone(),
+        owner_name("worker"),
+        settings(&resources.config),
+    )?;
     Ok(App {
         ops: OpsServer::bind(listen, health).await?,
+        worker,
     })
 }
 
@@ -50,7 +88,8 @@ impl App {
         Ok(self.ops.port()?)
     }
 
-    /// Runs until `shutdown` resolves.
+    /// Runs until `shutdown` resolves: stops claiming, lets jobs in flight finish, then stops
+    /// serving.
     ///
     /// # Errors
     /// The listener failed.
@@ -58,7 +97,21 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.ops.run_until_stopped(shutdown).await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let health = self.ops.health();
+        let worker = tokio::spawn(self.worker.run(stop_rx));
+        let (ops_stop_tx, ops_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let ops = tokio::spawn(
+            self.ops
+                .run_until_stopped(async move { drop(ops_stop_rx.await) }),
+        );
+        shutdown.await;
+        health.begin_shutdown();
+        tracing::info!("worker stopping: no new jobs are claimed; jobs in flight finish");
+        let _ = stop_tx.send(true);
+        drop(worker.await);
+        let _ = ops_stop_tx.send(());
+        ops.await??;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ mod companies;
 mod heartbeats;
 mod issues;
 mod routines;
+mod runs;
 mod triggers;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -24,5 +25,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(heartbeats::router())
         .merge(activity::router())
         .merge(routines::router())
+        .merge(runs::router())
         .merge(triggers::router())
 }

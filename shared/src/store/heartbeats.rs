@@ -7,8 +7,15 @@ use serde_json::json;
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
-use super::{NewActivity, Store, StoreError, StoreResult, new_id};
-use crate::model::{Actor, FinishStatus, HeartbeatContext, HeartbeatRun, HeartbeatStatus, Summary};
+use super::{
+    NewActivity, Store, StoreError, StoreResult,
+    dispatch::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS},
+    new_id,
+};
+use crate::{
+    model::{Actor, FinishStatus, HeartbeatContext, HeartbeatRun, HeartbeatStatus, Summary},
+    queue::{self, JobSpec},
+};
 
 /// A heartbeat run to queue.
 #[derive(Debug)]
@@ -76,8 +83,24 @@ impl NewHeartbeat {
             Json(&self.context) as _,
             now,
         )
-        .fetch_one(conn)
+        .fetch_one(&mut *conn)
         .await?;
+        let http = sqlx::query_scalar!(
+            r#"SELECT wakeup_kind = 'http' AS "http!" FROM agents WHERE id = $1"#,
+            self.agent_id
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if http {
+            let job = JobSpec {
+                kind: DELIVER_WAKEUP,
+                payload: json!({ "heartbeatRunId": row.id }),
+                run_at: now,
+                max_attempts: WAKEUP_MAX_ATTEMPTS,
+                trace_context: None,
+            };
+            queue::enqueue(conn, job, now).await?;
+        }
         Ok(row.into())
     }
 }

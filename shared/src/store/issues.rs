@@ -219,6 +219,25 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
+        // The run that created the issue follows it: done → completed, cancelled → failed.
+        if let (Some(run_id), true) = (issue.origin_run_id, status.is_closed()) {
+            let (run_status, failure) = if status == IssueStatus::Done {
+                ("completed", None)
+            } else {
+                ("failed", Some("the execution issue was cancelled"))
+            };
+            sqlx::query!(
+                "UPDATE routine_runs SET status = $2, reason = CASE WHEN $2 = 'failed' THEN 'issue_cancelled' END,
+                                         failure_reason = $3, completed_at = $4, updated_at = $4
+                 WHERE id = $1 AND status = 'issue_created'",
+                run_id,
+                run_status,
+                failure,
+                now,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         let change = json!({ "from": current.status, "to": status });
         insert_event(
             &mut tx,

@@ -9,9 +9,11 @@ mod activity;
 mod agents;
 mod auth;
 mod catalog;
+mod dispatch;
 mod heartbeats;
 mod issues;
 mod routines;
+mod runs;
 mod triggers;
 
 use std::sync::Arc;
@@ -24,8 +26,10 @@ pub use self::{
     activity::NewActivity,
     agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
     auth::BoardToken,
+    dispatch::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS, WakeupDelivery},
     issues::{IssueFilter, NewIssue},
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
+    runs::{Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun},
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
         WEBHOOK_SECRET_PREFIX, webhook_url,
@@ -51,6 +55,14 @@ pub enum StoreError {
     /// The operation conflicts with the current state.
     #[error("{message}")]
     Conflict {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// Well-formed but semantically refused (an idempotency key reused with another payload).
+    #[error("{message}")]
+    Unprocessable {
         /// Machine-readable code.
         code: &'static str,
         /// Human sentence.

@@ -60,7 +60,7 @@ async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::Join
 #[tokio::test]
 async fn readiness_fails_while_the_database_or_redis_is_unreachable() {
     let app = TestApp::spawn().await;
-    let http = reqwest::Client::new();
+    let http = nexus_tests::http_client();
 
     let (base, server) = api_with("postgres://postgres@127.0.0.1:1/nowhere", &redis_url()).await;
     let resp = http
@@ -129,7 +129,7 @@ async fn readiness_turns_unready_when_shutdown_begins() {
     let health = app.health();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move { drop(stopped.await) }));
-    let http = reqwest::Client::new();
+    let http = nexus_tests::http_client();
     assert_eq!(
         http.get(format!("{base}/readyz"))
             .send()
@@ -200,6 +200,9 @@ async fn the_openapi_document_lists_every_implemented_path() {
         ("patch", "/api/routine-triggers/{triggerId}"),
         ("delete", "/api/routine-triggers/{triggerId}"),
         ("post", "/api/routine-triggers/{triggerId}/rotate-secret"),
+        ("post", "/api/routines/{routineId}/run"),
+        ("get", "/api/routines/{routineId}/runs"),
+        ("get", "/api/routine-runs/{runId}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -220,6 +223,7 @@ async fn the_openapi_document_lists_every_implemented_path() {
                 .replace("{issueId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{routineId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{triggerId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{runId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{id}", &uuid::Uuid::now_v7().to_string());
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let resp = app.caller(None).send(method.clone(), &concrete, None).await;

@@ -1,0 +1,309 @@
+//! Runs: accepting a fire (a `received` run and its dispatch job, in one transaction, with
+//! idempotency in the database) and reading run history.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{NewActivity, Store, StoreError, StoreResult, new_id, routines::fetch_routine};
+use crate::{
+    model::{
+        Actor, IdempotencyKey, RoutineStatus, Run, RunSource, RunStatus, TriggerKind, TriggerRef,
+    },
+    queue::{self, JobSpec},
+};
+
+/// Job kind that dispatches a `received` run.
+pub const DISPATCH_RUN: &str = "dispatch_run";
+/// Attempts of a dispatch job before the run is failed.
+pub const DISPATCH_MAX_ATTEMPTS: i32 = 10;
+
+/// A fire to accept.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// What created it.
+    pub source: RunSource,
+    /// The trigger, when one fired.
+    pub trigger_id: Option<Uuid>,
+    /// Payload (a JSON object).
+    pub payload: serde_json::Map<String, Value>,
+    /// Idempotency key.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Trace context of the request.
+    pub trace_context: Option<Value>,
+}
+
+/// An accepted fire: the run, and whether it was an earlier run returned for a repeated
+/// idempotency key.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The run.
+    pub run: Run,
+    /// `true` when the key had been accepted before and nothing was created.
+    pub replayed: bool,
+}
+
+pub(crate) struct RunRow {
+    pub(crate) id: Uuid,
+    pub(crate) company_id: Uuid,
+    pub(crate) routine_id: Uuid,
+    pub(crate) trigger_id: Option<Uuid>,
+    pub(crate) trigger_kind: Option<TriggerKind>,
+    pub(crate) trigger_label: Option<String>,
+    pub(crate) source: RunSource,
+    pub(crate) status: RunStatus,
+    pub(crate) reason: Option<String>,
+    pub(crate) scheduled_for: Option<DateTime<Utc>>,
+    pub(crate) catch_up: bool,
+    pub(crate) missed: Option<Value>,
+    pub(crate) triggered_at: DateTime<Utc>,
+    pub(crate) completed_at: Option<DateTime<Utc>>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) payload: Value,
+    pub(crate) linked_issue_id: Option<Uuid>,
+    pub(crate) coalesced_into_run_id: Option<Uuid>,
+    pub(crate) heartbeat_run_id: Option<Uuid>,
+    pub(crate) failure_reason: Option<String>,
+}
+
+impl From<RunRow> for Run {
+    fn from(row: RunRow) -> Self {
+        let trigger = match (row.trigger_id, row.trigger_kind) {
+            (Some(id), Some(kind)) => Some(TriggerRef {
+                id,
+                kind,
+                label: row.trigger_label.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        Self {
+            id: row.id,
+            company_id: row.company_id,
+            routine_id: row.routine_id,
+            trigger_id: row.trigger_id,
+            trigger,
+            source: row.source,
+            status: row.status,
+            reason: row.reason,
+            scheduled_for: row.scheduled_for,
+            catch_up: row.catch_up,
+            missed: row.missed,
+            triggered_at: row.triggered_at,
+            completed_at: row.completed_at,
+            idempotency_key: row.idempotency_key,
+            payload: row.payload,
+            linked_issue_id: row.linked_issue_id,
+            coalesced_into_run_id: row.coalesced_into_run_id,
+            heartbeat_run_id: row.heartbeat_run_id,
+            failure_reason: row.failure_reason,
+        }
+    }
+}
+
+/// Reads one run with its trigger's current kind and label.
+pub(crate) async fn fetch_run(conn: &mut PgConnection, id: Uuid) -> StoreResult<Run> {
+    sqlx::query_as!(
+        RunRow,
+        r#"SELECT r.id, r.company_id, r.routine_id, r.trigger_id,
+                  t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
+                  r.source AS "source: RunSource", r.status AS "status: RunStatus", r.reason,
+                  r.scheduled_for, r.catch_up, r.missed, r.triggered_at, r.completed_at,
+                  r.idempotency_key, r.payload, r.linked_issue_id, r.coalesced_into_run_id,
+                  r.heartbeat_run_id, r.failure_reason
+           FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
+           WHERE r.id = $1"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .map(Run::from)
+    .ok_or(StoreError::NotFound)
+}
+
+/// The dispatch job of a run.
+pub(crate) fn dispatch_job(
+    run_id: Uuid,
+    now: DateTime<Utc>,
+    trace_context: Option<Value>,
+) -> JobSpec {
+    JobSpec {
+        kind: DISPATCH_RUN,
+        payload: json!({ "runId": run_id }),
+        run_at: now,
+        max_attempts: DISPATCH_MAX_ATTEMPTS,
+        trace_context,
+    }
+}
+
+impl Store {
+    /// Accepts a manual or api run of a routine: a `received` run and its dispatch job in one
+    /// transaction. A repeated idempotency key returns the original run and creates nothing;
+    /// the same key with another payload is refused.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `routine_archived`,
+    /// `trigger_disabled` or `idempotency_key_reused`; [`StoreError::InvalidReference`]
+    /// `triggerId` for a trigger that is not an api trigger of the routine; the database failed.
+    pub async fn accept_manual_run(
+        &self,
+        routine_id: Uuid,
+        new: NewRun,
+        actor: Actor,
+    ) -> StoreResult<Accepted> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let routine = fetch_routine(&mut tx, routine_id, false).await?;
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = find_by_key(&mut tx, routine_id, key.as_str()).await?
+        {
+            return replay(existing, &new.payload);
+        }
+        if routine.status == RoutineStatus::Archived {
+            return Err(StoreError::conflict(
+                "routine_archived",
+                "the routine is archived; it cannot run",
+            ));
+        }
+        if let Some(trigger_id) = new.trigger_id {
+            let trigger = sqlx::query!(
+                r#"SELECT kind AS "kind: TriggerKind", enabled FROM routine_triggers
+                   WHERE id = $1 AND routine_id = $2"#,
+                trigger_id,
+                routine_id
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            match trigger {
+                Some(t) if t.kind == TriggerKind::Api && t.enabled => {}
+                Some(t) if t.kind == TriggerKind::Api => {
+                    return Err(StoreError::conflict(
+                        "trigger_disabled",
+                        "the api trigger is disabled",
+                    ));
+                }
+                _ => return Err(StoreError::InvalidReference { field: "triggerId" }),
+            }
+        }
+        let id = new_id();
+        let inserted = sqlx::query_scalar!(
+            r#"INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
+                                         triggered_at, idempotency_key, payload, updated_at)
+               VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $6)
+               ON CONFLICT (routine_id, idempotency_key) DO NOTHING
+               RETURNING id"#,
+            id,
+            routine.company_id,
+            routine_id,
+            new.trigger_id,
+            new.source.as_str(),
+            now,
+            new.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+            Value::Object(new.payload.clone()),
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_none() {
+            // A concurrent request with the same key committed first.
+            tx.rollback().await?;
+            let key = new
+                .idempotency_key
+                .as_ref()
+                .map(IdempotencyKey::as_str)
+                .unwrap_or_default();
+            let mut conn = self.pool.acquire().await?;
+            let existing = find_by_key(&mut conn, routine_id, key)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            return replay(existing, &new.payload);
+        }
+        queue::enqueue(&mut tx, dispatch_job(id, now, new.trace_context), now).await?;
+        NewActivity {
+            company_id: routine.company_id,
+            actor,
+            action: "run.accepted",
+            entity_type: "routine_run",
+            entity_id: id,
+            details: json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        let run = fetch_run(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Accepted {
+            run,
+            replayed: false,
+        })
+    }
+
+    /// One run.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or the database failed.
+    pub async fn run(&self, id: Uuid) -> StoreResult<Run> {
+        fetch_run(&mut *self.pool.acquire().await?, id).await
+    }
+
+    /// A routine's runs, newest first, older than `before` when given.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn runs(
+        &self,
+        routine_id: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Run>> {
+        let rows = sqlx::query_as!(
+            RunRow,
+            r#"SELECT r.id, r.company_id, r.routine_id, r.trigger_id,
+                      t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
+                      r.source AS "source: RunSource", r.status AS "status: RunStatus", r.reason,
+                      r.scheduled_for, r.catch_up, r.missed, r.triggered_at, r.completed_at,
+                      r.idempotency_key, r.payload, r.linked_issue_id, r.coalesced_into_run_id,
+                      r.heartbeat_run_id, r.failure_reason
+               FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
+               WHERE r.routine_id = $1 AND ($2::uuid IS NULL OR r.id < $2)
+               ORDER BY r.id DESC
+               LIMIT $3"#,
+            routine_id,
+            before,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Run::from).collect())
+    }
+}
+
+async fn find_by_key(
+    conn: &mut PgConnection,
+    routine_id: Uuid,
+    key: &str,
+) -> StoreResult<Option<Run>> {
+    let id = sqlx::query_scalar!(
+        "SELECT id FROM routine_runs WHERE routine_id = $1 AND idempotency_key = $2",
+        routine_id,
+        key
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match id {
+        Some(id) => Ok(Some(fetch_run(conn, id).await?)),
+        None => Ok(None),
+    }
+}
+
+fn replay(existing: Run, payload: &serde_json::Map<String, Value>) -> StoreResult<Accepted> {
+    if existing.payload.as_object() == Some(payload) {
+        Ok(Accepted {
+            run: existing,
+            replayed: true,
+        })
+    } else {
+        Err(StoreError::Unprocessable {
+            code: "idempotency_key_reused",
+            message: "this idempotency key was already used with a different payload".to_owned(),
+        })
+    }
+}

@@ -1,0 +1,343 @@
+//! The job loop: claim one job, run its handler, record the outcome. [`Worker::run_once`] is
+//! the single step tests drive; [`Worker::run`] wraps it in concurrent loops that wake on
+//! `NOTIFY` and poll as a fallback, plus a maintenance loop (expired leases, heartbeat-run
+//! timeouts).
+
+use std::{sync::Arc, time::Duration};
+
+use nexus_shared::{
+    Store,
+    queue::{Job, JobError, Queue, RetryOutcome, complete_in},
+    store::{DELIVER_WAKEUP, DISPATCH_RUN},
+};
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::wakeup::{self, DeliveryError};
+
+/// Tunables of a worker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Jobs handled at once.
+    pub concurrency: usize,
+    /// Lease of a claimed job.
+    pub lease: Duration,
+    /// Poll interval when no notification arrives.
+    pub poll_interval: Duration,
+    /// Interval of the maintenance pass.
+    pub maintenance_interval: Duration,
+    /// Heartbeat runs queued or running longer than this become `timed_out`.
+    pub heartbeat_timeout: Duration,
+    /// Timeout of one wake-up request.
+    pub wakeup_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            maintenance_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(3600),
+            wakeup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A job was claimed and handled (whatever its result).
+    Worked,
+    /// No job was due.
+    Idle,
+}
+
+/// A worker: claims and handles jobs.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    store: Store,
+    queue: Queue,
+    http: reqwest::Client,
+    settings: Settings,
+}
+
+impl Worker {
+    /// A worker over `store`, claiming as `owner`.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built (no TLS provider).
+    pub fn new(store: Store, owner: String, settings: Settings) -> anyhow::Result<Self> {
+        crate::install_tls_provider();
+        let http = reqwest::Client::builder()
+            .timeout(settings.wakeup_timeout)
+            .connect_timeout(settings.wakeup_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("nexus-routines/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let queue = Queue::new(
+            store.pool().clone(),
+            store.clock().clone(),
+            owner,
+            settings.lease,
+        );
+        Ok(Self {
+            store,
+            queue,
+            http,
+            settings,
+        })
+    }
+
+    /// The queue handle (its owner name identifies this worker's leases).
+    #[must_use]
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Claims one due job and handles it.
+    ///
+    /// # Errors
+    /// The database failed while claiming or recording the outcome.
+    pub async fn run_once(&self) -> anyhow::Result<Outcome> {
+        let Some(job) = self.queue.claim(1).await?.into_iter().next() else {
+            return Ok(Outcome::Idle);
+        };
+        let pickup = (self.store.clock().now() - job.created_at)
+            .as_seconds_f64()
+            .max(0.0);
+        metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone()).record(pickup);
+        let span = tracing::info_span!(
+            "job",
+            kind = %job.kind,
+            job_id = %job.id,
+            attempt = job.attempts,
+            traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
+        );
+        self.process(job).instrument(span).await?;
+        Ok(Outcome::Worked)
+    }
+
+    async fn process(&self, job: Job) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let result = match job.kind.as_str() {
+            DISPATCH_RUN => self.dispatch(&job).await,
+            DELIVER_WAKEUP => self.deliver(&job).await,
+            other => Err(JobError::Fatal(format!("unknown job kind {other:?}"))),
+        };
+        let kind = job.kind.clone();
+        metrics::histogram!("nexus_job_duration_seconds", "kind" => kind.clone())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                metrics::counter!("nexus_jobs_total", "kind" => kind, "outcome" => "succeeded")
+                    .increment(1);
+                tracing::debug!("job done");
+            }
+            Err(error) => {
+                let outcome = self.queue.retry(&job, &error).await?;
+                let label = match outcome {
+                    RetryOutcome::Requeued(at) => {
+                        tracing::warn!(%error, retry_at = %at, "job failed; will retry");
+                        "retried"
+                    }
+                    RetryOutcome::Dead => {
+                        tracing::error!(%error, "job failed for the last time");
+                        self.bury(&job.kind, &job.payload, &error.to_string())
+                            .await?;
+                        "dead"
+                    }
+                    RetryOutcome::LeaseLost => "lease_lost",
+                };
+                metrics::counter!("nexus_jobs_total", "kind" => kind, "outcome" => label)
+                    .increment(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Dispatches a run: its effects and the job's completion commit in one fenced transaction.
+    async fn dispatch(&self, job: &Job) -> Result<(), JobError> {
+        let run_id = id_in(&job.payload, "runId")?;
+        let Some(mut tx) = self.queue.begin_fenced(job).await? else {
+            tracing::warn!("lease lost before dispatch; another worker has the job");
+            return Ok(());
+        };
+        let status = self
+            .store
+            .dispatch_run(&mut tx, run_id)
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        complete_in(&mut tx, job, self.store.clock().now()).await?;
+        tx.commit().await?;
+        if let Some(status) = status {
+            metrics::counter!("nexus_runs_dispatched_total", "status" => status.as_str())
+                .increment(1);
+            tracing::info!(run_id = %run_id, status = %status, "run dispatched");
+        }
+        Ok(())
+    }
+
+    /// Delivers a wake-up: the POST first, then the job's completion. A crash in between
+    /// delivers again; receivers deduplicate by `webhook-id`.
+    async fn deliver(&self, job: &Job) -> Result<(), JobError> {
+        let heartbeat_run_id = id_in(&job.payload, "heartbeatRunId")?;
+        let delivery = self
+            .store
+            .wakeup_delivery(heartbeat_run_id)
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        if let Some(delivery) = delivery {
+            let timestamp = self.store.clock().now().timestamp();
+            wakeup::deliver(&self.http, &delivery, timestamp)
+                .await
+                .map_err(|e| match e {
+                    DeliveryError::BadSecret => JobError::Fatal(e.to_string()),
+                    DeliveryError::NotAcknowledged(_) => JobError::Retry(e.to_string()),
+                })?;
+            tracing::info!(heartbeat_run_id = %heartbeat_run_id, "wake-up delivered");
+        }
+        self.queue.complete(job).await?;
+        Ok(())
+    }
+
+    /// Leaves the record straight after a job's last failure: the run or heartbeat run it was
+    /// for becomes `failed` with the reason.
+    async fn bury(&self, kind: &str, payload: &Value, error: &str) -> anyhow::Result<()> {
+        match kind {
+            DISPATCH_RUN => {
+                if let Ok(run_id) = id_in(payload, "runId") {
+                    let reason = format!("dispatch failed after repeated attempts: {error}");
+                    self.store.fail_undispatched_run(run_id, &reason).await?;
+                }
+            }
+            DELIVER_WAKEUP => {
+                if let Ok(id) = id_in(payload, "heartbeatRunId") {
+                    let reason = format!("the wake-up could not be delivered: {error}");
+                    self.store.fail_undelivered_heartbeat(id, &reason).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One maintenance pass: expired leases back to the queue (their dead jobs buried) and
+    /// overdue heartbeat runs timed out.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn maintain(&self) -> anyhow::Result<()> {
+        let report = self.queue.reap().await?;
+        if report.requeued > 0 {
+            tracing::warn!(
+                jobs = report.requeued,
+                "returned jobs with expired leases to the queue"
+            );
+        }
+        for (kind, payload) in &report.dead {
+            self.bury(kind, payload, "lease expired on the last attempt")
+                .await?;
+        }
+        let timed_out = self
+            .store
+            .time_out_heartbeats(self.settings.heartbeat_timeout)
+            .await?;
+        if timed_out > 0 {
+            metrics::counter!("nexus_heartbeat_runs_timed_out_total").increment(timed_out);
+            tracing::info!(count = timed_out, "heartbeat runs timed out");
+        }
+        Ok(())
+    }
+
+    /// Runs the loops until `stop` turns true: `concurrency` job loops woken by `NOTIFY` (with a
+    /// polling fallback) and the maintenance loop. Jobs in flight when `stop` turns true finish.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(self.store.clone(), Arc::clone(&wake), stop.clone()));
+        let mut tasks = Vec::new();
+        for _ in 0..self.settings.concurrency.max(1) {
+            let worker = self.clone();
+            let wake = Arc::clone(&wake);
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(
+                async move { worker.job_loop(&wake, stop).await },
+            ));
+        }
+        let maintenance = {
+            let worker = self.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = worker.maintain().await {
+                        tracing::warn!(error = format!("{e:#}"), "maintenance pass failed");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(worker.settings.maintenance_interval) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+            })
+        };
+        for task in tasks {
+            drop(task.await);
+        }
+        listener.abort();
+        drop(maintenance.await);
+    }
+
+    async fn job_loop(&self, wake: &Notify, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            match self.run_once().await {
+                Ok(Outcome::Worked) => {}
+                Ok(Outcome::Idle) => {
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "claiming failed; retrying shortly"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Wakes idle job loops on every `NOTIFY` of the jobs channel; reconnects after failures.
+async fn listen(store: Store, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
+            listener.listen(nexus_shared::queue::JOBS_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                wake.notify_waiters();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = listener.await {
+            tracing::warn!(error = %e, "job notifications interrupted; polling until they resume");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn id_in(payload: &Value, key: &str) -> Result<Uuid, JobError> {
+    payload[key]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| JobError::Fatal(format!("job payload has no valid {key}")))
+}
