@@ -1,7 +1,6 @@
 //! `nexus`: the operator CLI and the single-process mode.
 //!
-//! - `nexus` or `nexus serve`: every role in one process (today the API and the worker; the
-//!   scheduler joins through the same entry point).
+//! - `nexus` or `nexus serve`: every role in one process: the API, the scheduler and the worker.
 //! - `nexus migrate`: apply pending migrations and exit.
 //! - `nexus board-token create [--label LABEL]`: print a new board token on the last line.
 

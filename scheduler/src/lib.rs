@@ -1,9 +1,12 @@
-//! The scheduler role: leader-elected, it turns due schedule triggers into runs.
+//! The scheduler role: leader-elected through a Redis lease (see [`leader`]), it turns due
+//! schedule triggers into runs exactly once, applying the catch-up policy to fires missed
+//! during an outage, and sleeps until the next fire instead of polling.
 //!
-//! Present state: the role process starts like every role (configuration, connections,
-//! migrations) and serves `/healthz`, `/readyz` and `/metrics`; its readiness covers Postgres
-//! and Redis, which leadership will use. The leader loop itself is not implemented yet, so this
-//! process fires nothing today.
+//! The process also serves `/healthz`, `/readyz` (Postgres and Redis) and `/metrics` on
+//! `NEXUS_LISTEN`.
+
+pub mod leader;
+mod scheduler;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -12,11 +15,35 @@ use nexus_shared::{
     ops::{Health, OpsServer},
     runtime::Resources,
 };
+use tokio::sync::watch;
+
+pub use crate::{
+    leader::LeaderLock,
+    scheduler::{Scheduler, Settings},
+};
 
 /// A started scheduler process.
 #[derive(Debug)]
 pub struct App {
     ops: OpsServer,
+    scheduler: Scheduler,
+}
+
+/// The scheduler of `resources`, with an instance id unique to this process.
+#[must_use]
+pub fn scheduler(resources: &Resources) -> Scheduler {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+    let id = format!(
+        "scheduler:{host}:{}:{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let lock = LeaderLock::new(resources.redis.clone(), id, resources.config.leader_ttl);
+    let settings = Settings {
+        misfire_grace: resources.config.misfire_grace,
+        ..Settings::default()
+    };
+    Scheduler::new(resources.store.clone(), lock, settings)
 }
 
 /// Builds the scheduler from configuration (`NEXUS_SECRET_KEY` is required).
@@ -38,6 +65,7 @@ pub async fn build_with(resources: &Resources, listen: SocketAddr) -> anyhow::Re
     let health = Health::new(resources.store.clone(), Some(resources.redis.clone()));
     Ok(App {
         ops: OpsServer::bind(listen, health).await?,
+        scheduler: scheduler(resources),
     })
 }
 
@@ -50,7 +78,7 @@ impl App {
         Ok(self.ops.port()?)
     }
 
-    /// Runs until `shutdown` resolves.
+    /// Runs until `shutdown` resolves, then stops firing and releases leadership.
     ///
     /// # Errors
     /// The listener failed.
@@ -58,7 +86,21 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.ops.run_until_stopped(shutdown).await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let health = self.ops.health();
+        let scheduler = tokio::spawn(self.scheduler.run(stop_rx));
+        let (ops_stop_tx, ops_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let ops = tokio::spawn(
+            self.ops
+                .run_until_stopped(async move { drop(ops_stop_rx.await) }),
+        );
+        shutdown.await;
+        health.begin_shutdown();
+        tracing::info!("scheduler stopping: releasing leadership");
+        let _ = stop_tx.send(true);
+        drop(scheduler.await);
+        let _ = ops_stop_tx.send(());
+        ops.await??;
         Ok(())
     }
 }

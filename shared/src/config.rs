@@ -32,6 +32,8 @@ pub struct Config {
     pub bootstrap_board_token: Option<String>,
     /// `NEXUS_MISFIRE_GRACE_SECS`: how late a schedule fire may be handled before it is missed.
     pub misfire_grace: Duration,
+    /// `NEXUS_LEADER_TTL_SECS`: the scheduler leader's lease; a successor takes over within it.
+    pub leader_ttl: Duration,
     /// `NEXUS_WORKER_CONCURRENCY`: jobs one worker process handles at once.
     pub worker_concurrency: NonZeroUsize,
     /// `NEXUS_AUTO_MIGRATE`: run pending migrations at start.
@@ -88,6 +90,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_SECRET_KEY",
     "NEXUS_BOOTSTRAP_BOARD_TOKEN",
     "NEXUS_MISFIRE_GRACE_SECS",
+    "NEXUS_LEADER_TTL_SECS",
     "NEXUS_WORKER_CONCURRENCY",
     "NEXUS_AUTO_MIGRATE",
     "NEXUS_WEBHOOK_RATE_PER_SEC",
@@ -172,6 +175,12 @@ impl Config {
             "60",
             |v| int_in_range(v, 0, 86_400),
         )?);
+        let leader_ttl = Duration::from_secs(parse_or(
+            "NEXUS_LEADER_TTL_SECS",
+            get("NEXUS_LEADER_TTL_SECS"),
+            "15",
+            |v| int_in_range(v, 3, 300),
+        )?);
         let worker_concurrency = parse_or(
             "NEXUS_WORKER_CONCURRENCY",
             get("NEXUS_WORKER_CONCURRENCY"),
@@ -246,6 +255,7 @@ impl Config {
             secret_key,
             bootstrap_board_token,
             misfire_grace,
+            leader_ttl,
             worker_concurrency,
             auto_migrate,
             webhook_rate_per_sec,
@@ -372,6 +382,7 @@ mod tests {
             ("NEXUS_PUBLIC_URL", "example.com"),
             ("NEXUS_BOOTSTRAP_BOARD_TOKEN", "short"),
             ("NEXUS_HEARTBEAT_TIMEOUT_SECS", "5"),
+            ("NEXUS_LEADER_TTL_SECS", "1"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

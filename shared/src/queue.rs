@@ -93,6 +93,23 @@ pub async fn enqueue(
     spec: JobSpec,
     now: DateTime<Utc>,
 ) -> Result<Uuid, sqlx::Error> {
+    let id = enqueue_quietly(conn, spec, now).await?;
+    sqlx::query!("SELECT pg_notify($1, '')", JOBS_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// Enqueues a job without notifying, for callers that enqueue many in one transaction and
+/// notify once.
+///
+/// # Errors
+/// The database failed.
+pub async fn enqueue_quietly(
+    conn: &mut PgConnection,
+    spec: JobSpec,
+    now: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO jobs (id, kind, payload, state, run_at, max_attempts, trace_context, created_at, updated_at)
@@ -107,9 +124,6 @@ pub async fn enqueue(
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query!("SELECT pg_notify($1, '')", JOBS_CHANNEL)
-        .execute(conn)
-        .await?;
     Ok(id)
 }
 

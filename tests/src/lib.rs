@@ -283,6 +283,56 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// A scheduler instance on this app's store and Redis prefix.
+    ///
+    /// # Panics
+    /// When the Redis URL is invalid.
+    #[must_use]
+    pub fn scheduler(&self, id: &str, ttl: std::time::Duration) -> nexus_scheduler::Scheduler {
+        self.scheduler_with(id, ttl, nexus_scheduler::Settings::default())
+    }
+
+    /// A scheduler instance with `settings`.
+    ///
+    /// # Panics
+    /// When the Redis URL is invalid.
+    #[must_use]
+    pub fn scheduler_with(
+        &self,
+        id: &str,
+        ttl: std::time::Duration,
+        settings: nexus_scheduler::Settings,
+    ) -> nexus_scheduler::Scheduler {
+        let redis = nexus_shared::kv::Redis::new(&self.config.redis_url, &self.config.redis_prefix)
+            .expect("redis");
+        let lock = nexus_scheduler::LeaderLock::new(redis, id.to_owned(), ttl);
+        nexus_scheduler::Scheduler::new(self.store.clone(), lock, settings)
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `seconds`.
+///
+/// # Panics
+/// When the deadline passes.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    seconds: u64,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The string at a JSON pointer.
 ///
 /// # Panics

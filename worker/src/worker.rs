@@ -11,7 +11,7 @@ use nexus_shared::{
     store::{DELIVER_WAKEUP, DISPATCH_RUN},
 };
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -32,6 +32,8 @@ pub struct Settings {
     pub heartbeat_timeout: Duration,
     /// Timeout of one wake-up request.
     pub wakeup_timeout: Duration,
+    /// Wake idle loops on `NOTIFY` (turn off only to measure the polling fallback).
+    pub notifications: bool,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             maintenance_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(3600),
             wakeup_timeout: Duration::from_secs(10),
+            notifications: true,
         }
     }
 }
@@ -256,15 +259,21 @@ impl Worker {
     /// Runs the loops until `stop` turns true: `concurrency` job loops woken by `NOTIFY` (with a
     /// polling fallback) and the maintenance loop. Jobs in flight when `stop` turns true finish.
     pub async fn run(self, stop: watch::Receiver<bool>) {
-        let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(self.store.clone(), Arc::clone(&wake), stop.clone()));
+        // A generation counter, not a bare notification: a NOTIFY that arrives while a loop is
+        // busy claiming is still seen when that loop next waits.
+        let (wake, _) = watch::channel(0u64);
+        let wake = Arc::new(wake);
+        let listener = self
+            .settings
+            .notifications
+            .then(|| tokio::spawn(listen(self.store.clone(), Arc::clone(&wake), stop.clone())));
         let mut tasks = Vec::new();
         for _ in 0..self.settings.concurrency.max(1) {
             let worker = self.clone();
-            let wake = Arc::clone(&wake);
+            let wake = wake.subscribe();
             let stop = stop.clone();
             tasks.push(tokio::spawn(
-                async move { worker.job_loop(&wake, stop).await },
+                async move { worker.job_loop(wake, stop).await },
             ));
         }
         let maintenance = {
@@ -285,17 +294,20 @@ impl Worker {
         for task in tasks {
             drop(task.await);
         }
-        listener.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         drop(maintenance.await);
     }
 
-    async fn job_loop(&self, wake: &Notify, mut stop: watch::Receiver<bool>) {
+    async fn job_loop(&self, mut wake: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
+            wake.borrow_and_update();
             match self.run_once().await {
                 Ok(Outcome::Worked) => {}
                 Ok(Outcome::Idle) => {
                     tokio::select! {
-                        () = wake.notified() => {}
+                        _ = wake.changed() => {}
                         () = tokio::time::sleep(self.settings.poll_interval) => {}
                         _ = stop.wait_for(|s| *s) => {}
                     }
@@ -316,14 +328,14 @@ impl Worker {
 }
 
 /// Wakes idle job loops on every `NOTIFY` of the jobs channel; reconnects after failures.
-async fn listen(store: Store, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
+async fn listen(store: Store, wake: Arc<watch::Sender<u64>>, stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         let listener = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
             listener.listen(nexus_shared::queue::JOBS_CHANNEL).await?;
             loop {
                 listener.recv().await?;
-                wake.notify_waiters();
+                wake.send_modify(|generation| *generation = generation.wrapping_add(1));
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

@@ -10,6 +10,7 @@ mod agents;
 mod auth;
 mod catalog;
 mod dispatch;
+mod fires;
 mod heartbeats;
 mod issues;
 mod routines;
@@ -27,6 +28,7 @@ pub use self::{
     agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
     auth::BoardToken,
     dispatch::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS, WakeupDelivery},
+    fires::{Deposed, FireReport, Leadership, TRIGGERS_CHANNEL},
     issues::{IssueFilter, NewIssue},
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
     runs::{Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun},

@@ -8,7 +8,10 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{NewActivity, Store, StoreError, StoreResult, new_id, routines::fetch_routine};
+use super::{
+    NewActivity, Store, StoreError, StoreResult, fires::announce_trigger_change, new_id,
+    routines::fetch_routine,
+};
 use crate::{
     crypto::{generate_token, random_bytes},
     model::{
@@ -283,6 +286,7 @@ impl Store {
         }
         .record(&mut tx, now)
         .await?;
+        announce_trigger_change(&mut tx).await?;
         tx.commit().await?;
         let material = secret.map(|webhook_secret| SecretMaterial {
             webhook_url: webhook_url(&self.public_url, public_id.as_deref().unwrap_or_default()),
@@ -423,6 +427,7 @@ impl Store {
         }
         .record(&mut tx, now)
         .await?;
+        announce_trigger_change(&mut tx).await?;
         tx.commit().await?;
         Ok(trigger)
     }
@@ -456,6 +461,7 @@ impl Store {
         }
         .record(&mut tx, now)
         .await?;
+        announce_trigger_change(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }

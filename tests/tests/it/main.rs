@@ -12,6 +12,7 @@ mod ops;
 mod routine_access;
 mod routines;
 mod runs;
+mod scheduler;
 mod triggers;
 mod validation;
 mod wakeups;

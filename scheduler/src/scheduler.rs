@@ -1,0 +1,282 @@
+//! The scheduler loop: keep leadership, and while leading fire what is due, then sleep until
+//! the earliest `next_run_at` — or until a trigger change is announced, or leadership changes.
+//! There is no fixed polling interval; the longest sleep is a minute, a safety net only.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::TimeDelta;
+use nexus_shared::{
+    Store,
+    store::{FireReport, Leadership, StoreError, TRIGGERS_CHANNEL},
+};
+use tokio::sync::{Notify, watch};
+
+use crate::leader::LeaderLock;
+
+/// Tunables of the scheduler.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A fire handled later than this after its nominal time is missed.
+    pub misfire_grace: Duration,
+    /// Triggers per fire transaction.
+    pub batch: i64,
+    /// Longest sleep between passes.
+    pub max_sleep: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            misfire_grace: Duration::from_secs(60),
+            batch: 500,
+            max_sleep: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Leadership as the fire loop sees it.
+#[derive(Debug, Clone)]
+struct Term {
+    leadership: Leadership,
+    valid_until: Instant,
+}
+
+/// A scheduler instance.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    store: Store,
+    lock: LeaderLock,
+    settings: Settings,
+    term: watch::Sender<Option<Term>>,
+}
+
+impl Scheduler {
+    /// A scheduler over `store`, leading through `lock`.
+    #[must_use]
+    pub fn new(store: Store, lock: LeaderLock, settings: Settings) -> Self {
+        let (term, _) = watch::channel(None);
+        Self {
+            store,
+            lock,
+            settings,
+            term,
+        }
+    }
+
+    /// Whether this instance currently leads.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.term
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| t.valid_until > Instant::now())
+    }
+
+    /// One fire pass as `leadership`: everything due at the clock's now.
+    ///
+    /// # Errors
+    /// Deposed (a newer epoch has written), or the database failed.
+    pub async fn fire_once(&self, leadership: &Leadership) -> Result<FireReport, StoreError> {
+        let grace =
+            TimeDelta::from_std(self.settings.misfire_grace).unwrap_or(TimeDelta::seconds(60));
+        let started = Instant::now();
+        let report = self
+            .store
+            .fire_due(leadership, grace, self.settings.batch)
+            .await?;
+        metrics::histogram!("nexus_scheduler_pass_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("nexus_fires_total", "outcome" => "dispatched")
+            .increment(report.dispatched as u64);
+        metrics::counter!("nexus_fires_total", "outcome" => "missed")
+            .increment(report.missed_fires as u64);
+        for lateness in &report.lateness {
+            metrics::histogram!("nexus_fire_lateness_seconds")
+                .record(lateness.as_seconds_f64().max(0.0));
+        }
+        if report.triggers > 0 {
+            tracing::info!(
+                triggers = report.triggers,
+                dispatched = report.dispatched,
+                missed = report.missed_fires,
+                "fired due schedules"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Runs leadership and firing until `stop` turns true, then releases leadership.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        let changed = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(
+            self.store.clone(),
+            Arc::clone(&changed),
+            stop.clone(),
+        ));
+        let leadership = tokio::spawn(self.clone().lead(stop.clone()));
+        self.fire_loop(&changed, stop).await;
+        drop(leadership.await);
+        listener.abort();
+    }
+
+    async fn fire_loop(&self, changed: &Notify, mut stop: watch::Receiver<bool>) {
+        let mut terms = self.term.subscribe();
+        while !*stop.borrow() {
+            let current = terms.borrow_and_update().clone();
+            let Some(term) = current.filter(|t| t.valid_until > Instant::now()) else {
+                tokio::select! {
+                    _ = terms.changed() => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            };
+            match self.fire_once(&term.leadership).await {
+                Ok(_) => {}
+                Err(StoreError::Conflict {
+                    code: "deposed",
+                    message,
+                }) => {
+                    tracing::warn!(%message, "standing down: another scheduler leads");
+                    self.stand_down();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fire pass failed; retrying shortly");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                    continue;
+                }
+            }
+            let now = self.store.clock().now();
+            let ceiling = now
+                + TimeDelta::from_std(self.settings.max_sleep).unwrap_or(TimeDelta::seconds(60));
+            let next = match self.store.next_fire_at().await {
+                Ok(next) => next.map_or(ceiling, |t| t.min(ceiling)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the next fire time failed");
+                    now + TimeDelta::seconds(1)
+                }
+            };
+            let clock = Arc::clone(self.store.clock());
+            tokio::select! {
+                () = clock.sleep_until(next) => {}
+                () = changed.notified() => {}
+                _ = terms.changed() => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }
+    }
+
+    /// Keeps trying to lead; renews while leading; stands down when renewal fails.
+    async fn lead(self, mut stop: watch::Receiver<bool>) {
+        let interval = self.lock.ttl() / 3;
+        let mut redis_down = false;
+        while !*stop.borrow() {
+            let attempt = Instant::now();
+            let leading = self.term.borrow().is_some();
+            let result = if leading {
+                self.lock.renew().await.map(|held| held.then_some(None))
+            } else {
+                self.lock.try_acquire().await.map(|won| won.map(Some))
+            };
+            match result {
+                Ok(outcome) => {
+                    if redis_down {
+                        tracing::info!("Redis is reachable again");
+                        redis_down = false;
+                    }
+                    match outcome {
+                        Some(None) => self.extend(attempt),
+                        Some(Some(epoch)) => self.take_office(epoch, attempt),
+                        None if leading => {
+                            tracing::warn!(
+                                "leadership lost: the lease is held by another scheduler"
+                            );
+                            self.stand_down();
+                        }
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    if !redis_down {
+                        tracing::warn!(error = %e, "Redis is unreachable: not leading, not firing");
+                        redis_down = true;
+                    }
+                    if leading {
+                        self.stand_down();
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }
+        if self.term.borrow().is_some() {
+            self.stand_down();
+            match self.lock.release().await {
+                Ok(_) => tracing::info!("leadership released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release leadership; it expires with its lease");
+                }
+            }
+        }
+    }
+
+    fn take_office(&self, epoch: i64, attempt: Instant) {
+        let leadership = Leadership {
+            epoch,
+            leader_id: self.lock.id().to_owned(),
+        };
+        tracing::info!(epoch, "became the scheduler leader");
+        metrics::counter!("nexus_scheduler_leadership_changes_total").increment(1);
+        metrics::gauge!("nexus_scheduler_is_leader").set(1.0);
+        self.term.send_replace(Some(Term {
+            leadership,
+            valid_until: attempt + self.lock.ttl(),
+        }));
+    }
+
+    /// Extends the term without waking the fire loop (nothing it acts on has changed).
+    fn extend(&self, attempt: Instant) {
+        self.term.send_if_modified(|term| {
+            if let Some(term) = term {
+                term.valid_until = attempt + self.lock.ttl();
+            }
+            false
+        });
+    }
+
+    fn stand_down(&self) {
+        if self.term.send_replace(None).is_some() {
+            tracing::info!("stood down as scheduler leader");
+            metrics::counter!("nexus_scheduler_leadership_changes_total").increment(1);
+        }
+        metrics::gauge!("nexus_scheduler_is_leader").set(0.0);
+    }
+}
+
+/// Wakes the fire loop on every announced trigger change; reconnects after failures.
+async fn listen(store: Store, changed: Arc<Notify>, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
+            listener.listen(TRIGGERS_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                changed.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = listening.await {
+            tracing::warn!(error = %e, "trigger-change notifications interrupted; relying on the wake-up ceiling");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

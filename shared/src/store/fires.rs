@@ -1,0 +1,422 @@
+//! Schedule fires: turning due schedule triggers into runs, exactly once.
+//!
+//! One transaction per batch: it first moves the one-row `scheduler_epoch` forward to the
+//! caller's epoch — which fails if a newer leader has written, so a deposed leader's batch
+//! rolls back — then takes due triggers (`next_run_at <= now`, `FOR UPDATE SKIP LOCKED`),
+//! inserts their runs and dispatch jobs (unique `(trigger_id, scheduled_for)`), applies the
+//! catch-up policy to fires handled later than the grace period, and advances `next_run_at`
+//! past `now`.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Store, StoreError, StoreResult, new_id, runs::dispatch_job};
+use crate::{
+    model::CatchUpPolicy,
+    queue,
+    schedule::{CronExpression, Schedule, TimeZone},
+};
+
+/// The `NOTIFY` channel announcing trigger changes to the scheduler.
+pub const TRIGGERS_CHANNEL: &str = "nexus_triggers";
+
+/// Most fires enumerated for one trigger in one pass (a year of a per-minute schedule).
+const MAX_ENUMERATED: usize = 600_000;
+
+/// The leader performing a fire pass.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    /// Its fencing token (the epoch from Redis `INCR`).
+    pub epoch: i64,
+    /// Its instance id.
+    pub leader_id: String,
+}
+
+/// What a fire pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FireReport {
+    /// Triggers handled.
+    pub triggers: usize,
+    /// Runs created to be dispatched (on time or caught up).
+    pub dispatched: usize,
+    /// Runs recording missed fires (`skipped`).
+    pub skipped_runs: usize,
+    /// Fires counted as missed in total.
+    pub missed_fires: usize,
+    /// Fire lateness of the on-time fires (handling time minus nominal time).
+    pub lateness: Vec<TimeDelta>,
+}
+
+/// The scheduler was deposed: a newer epoch has written.
+#[derive(Debug, thiserror::Error)]
+#[error("deposed: a newer scheduler epoch ({current}) has written")]
+pub struct Deposed {
+    /// The epoch in the database.
+    pub current: i64,
+}
+
+struct DueTrigger {
+    id: Uuid,
+    company_id: Uuid,
+    routine_id: Uuid,
+    cron: String,
+    zone: String,
+    next_run_at: DateTime<Utc>,
+    catch_up_policy: CatchUpPolicy,
+    catch_up_cap: i32,
+}
+
+/// The fires of one trigger between its `next_run_at` and now.
+struct Fires {
+    on_time: Vec<DateTime<Utc>>,
+    missed_count: usize,
+    /// The oldest missed fire.
+    missed_first: Option<DateTime<Utc>>,
+    /// The most recent missed fires, oldest first, at most `cap` of them.
+    missed_recent: VecDeque<DateTime<Utc>>,
+    /// The newest missed fire that is not in `missed_recent`.
+    older_last: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
+}
+
+fn enumerate(
+    schedule: &Schedule,
+    first: DateTime<Utc>,
+    now: DateTime<Utc>,
+    grace: TimeDelta,
+    cap: usize,
+) -> Fires {
+    let mut fires = Fires {
+        on_time: Vec::new(),
+        missed_count: 0,
+        missed_first: None,
+        missed_recent: VecDeque::new(),
+        older_last: None,
+        next: None,
+    };
+    let mut at = Some(first);
+    let mut seen = 0;
+    while let Some(t) = at {
+        if t > now || seen >= MAX_ENUMERATED {
+            break;
+        }
+        seen += 1;
+        if now - t > grace {
+            fires.missed_count += 1;
+            fires.missed_first.get_or_insert(t);
+            fires.missed_recent.push_back(t);
+            if fires.missed_recent.len() > cap {
+                fires.older_last = fires.missed_recent.pop_front();
+            }
+        } else {
+            fires.on_time.push(t);
+        }
+        at = schedule.next_after(t);
+    }
+    fires.next = if at.is_some_and(|t| t > now) {
+        at
+    } else {
+        schedule.next_after(now)
+    };
+    fires
+}
+
+impl Store {
+    /// Fires every schedule trigger due at the clock's `now`, in batches of `batch` triggers,
+    /// one transaction each, fenced by `leadership`.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] `deposed` when a newer leader has written (nothing of this pass
+    /// after that point is kept); the database failed.
+    pub async fn fire_due(
+        &self,
+        leadership: &Leadership,
+        grace: TimeDelta,
+        batch: i64,
+    ) -> StoreResult<FireReport> {
+        let mut report = FireReport::default();
+        loop {
+            let before = report.triggers;
+            self.fire_batch(leadership, grace, batch, &mut report)
+                .await?;
+            if report.triggers - before < usize::try_from(batch).unwrap_or(usize::MAX) {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn fire_batch(
+        &self,
+        leadership: &Leadership,
+        grace: TimeDelta,
+        batch: i64,
+        report: &mut FireReport,
+    ) -> StoreResult<()> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        fence(&mut tx, leadership, now).await?;
+        let due = sqlx::query_as!(
+            DueTrigger,
+            r#"SELECT t.id, t.company_id, t.routine_id, t.cron_expression AS "cron!", t.timezone AS "zone!",
+                      t.next_run_at AS "next_run_at!",
+                      r.catch_up_policy AS "catch_up_policy: CatchUpPolicy", r.catch_up_cap
+               FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+               WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL AND t.next_run_at <= $1
+                 AND r.status = 'active'
+               ORDER BY t.next_run_at
+               LIMIT $2
+               FOR UPDATE OF t SKIP LOCKED"#,
+            now,
+            batch,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut jobs = 0;
+        for trigger in &due {
+            report.triggers += 1;
+            let schedule = match (
+                CronExpression::parse(&trigger.cron),
+                TimeZone::parse(&trigger.zone),
+            ) {
+                (Ok(cron), Ok(zone)) => Schedule::new(cron, zone),
+                _ => {
+                    tracing::error!(trigger_id = %trigger.id, "stored schedule no longer parses; disabling its next fire");
+                    set_next(&mut tx, trigger.id, None).await?;
+                    continue;
+                }
+            };
+            let cap = usize::try_from(trigger.catch_up_cap).unwrap_or(1).max(1);
+            let fires = enumerate(&schedule, trigger.next_run_at, now, grace, cap);
+            report.missed_fires += fires.missed_count;
+            let mut to_dispatch: Vec<(DateTime<Utc>, bool)> = Vec::new();
+            match trigger.catch_up_policy {
+                CatchUpPolicy::SkipMissed => {
+                    if let (Some(from), Some(to)) =
+                        (fires.missed_first, fires.missed_recent.back().copied())
+                    {
+                        record_missed(
+                            &mut tx,
+                            trigger,
+                            "missed_schedule",
+                            fires.missed_count,
+                            from,
+                            to,
+                            now,
+                        )
+                        .await?;
+                        report.skipped_runs += 1;
+                    }
+                }
+                CatchUpPolicy::EnqueueMissedWithCap => {
+                    let older = fires.missed_count - fires.missed_recent.len();
+                    if let (true, Some(from), Some(to)) =
+                        (older > 0, fires.missed_first, fires.older_last)
+                    {
+                        record_missed(&mut tx, trigger, "catch_up_cap", older, from, to, now)
+                            .await?;
+                        report.skipped_runs += 1;
+                    }
+                    to_dispatch.extend(fires.missed_recent.iter().map(|t| (*t, true)));
+                }
+            }
+            to_dispatch.extend(fires.on_time.iter().map(|t| (*t, false)));
+            for (scheduled_for, catch_up) in to_dispatch {
+                if insert_fire(&mut tx, trigger, scheduled_for, catch_up, now).await? {
+                    jobs += 1;
+                    report.dispatched += 1;
+                    if !catch_up {
+                        report.lateness.push(now - scheduled_for);
+                    }
+                }
+            }
+            set_next(&mut tx, trigger.id, fires.next).await?;
+        }
+        if jobs > 0 {
+            sqlx::query!("SELECT pg_notify($1, '')", queue::JOBS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The earliest `next_run_at` of a schedule trigger that can fire.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT min(next_run_at) FROM routine_triggers
+             WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL"
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+/// Tells a sleeping scheduler that schedule triggers changed (delivered on commit).
+pub(crate) async fn announce_trigger_change(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query!("SELECT pg_notify($1, '')", TRIGGERS_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves the epoch forward to ours, or fails if a newer leader has written.
+async fn fence(
+    conn: &mut PgConnection,
+    leadership: &Leadership,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let moved = sqlx::query_scalar!(
+        "UPDATE scheduler_epoch SET epoch = $1, leader_id = $2, updated_at = $3
+         WHERE id = 1 AND epoch <= $1 RETURNING epoch",
+        leadership.epoch,
+        leadership.leader_id,
+        now,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if moved.is_some() {
+        return Ok(());
+    }
+    let current = sqlx::query_scalar!("SELECT epoch FROM scheduler_epoch WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    Err(StoreError::conflict(
+        "deposed",
+        Deposed { current }.to_string(),
+    ))
+}
+
+async fn set_next(
+    conn: &mut PgConnection,
+    trigger: Uuid,
+    next: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    sqlx::query!(
+        "UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1",
+        trigger,
+        next
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a `received` schedule run and its dispatch job; `false` when the fire already has a
+/// run (the unique key on `(trigger_id, scheduled_for)`).
+async fn insert_fire(
+    conn: &mut PgConnection,
+    trigger: &DueTrigger,
+    scheduled_for: DateTime<Utc>,
+    catch_up: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let id = new_id();
+    let inserted = sqlx::query_scalar!(
+        "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
+                                   catch_up, triggered_at, payload, updated_at)
+         VALUES ($1, $2, $3, $4, 'schedule', 'received', $5, $6, $7, '{}', $7)
+         ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
+         RETURNING id",
+        id,
+        trigger.company_id,
+        trigger.routine_id,
+        trigger.id,
+        scheduled_for,
+        catch_up,
+        now,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_none() {
+        return Ok(false);
+    }
+    let job = dispatch_job(id, now, None);
+    queue::enqueue_quietly(conn, job, now).await?;
+    Ok(true)
+}
+
+/// Records missed fires as one `skipped` run.
+async fn record_missed(
+    conn: &mut PgConnection,
+    trigger: &DueTrigger,
+    reason: &str,
+    count: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let missed: Value = json!({ "count": count, "from": from, "to": to });
+    sqlx::query!(
+        "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
+                                   scheduled_for, missed, triggered_at, completed_at, payload, updated_at)
+         VALUES ($1, $2, $3, $4, 'schedule', 'skipped', $5, $6, $7, $8, $8, '{}', $8)
+         ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
+        new_id(),
+        trigger.company_id,
+        trigger.routine_id,
+        trigger.id,
+        reason,
+        to,
+        missed,
+        now,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE routine_triggers SET last_fired_at = GREATEST(last_fired_at, $2), last_result = 'skipped'
+         WHERE id = $1",
+        trigger.id,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").to_utc()
+    }
+
+    #[test]
+    fn enumeration_splits_on_time_and_missed_fires_and_keeps_the_most_recent() {
+        let schedule = Schedule::new(
+            CronExpression::parse("*/15 * * * *").expect("cron"),
+            TimeZone::UTC,
+        );
+        let fires = enumerate(
+            &schedule,
+            at("2026-11-29T08:00:00Z"),
+            at("2026-11-29T10:00:30Z"),
+            TimeDelta::seconds(60),
+            3,
+        );
+        assert_eq!(fires.on_time, vec![at("2026-11-29T10:00:00Z")]);
+        assert_eq!(fires.missed_count, 8);
+        assert_eq!(fires.missed_first, Some(at("2026-11-29T08:00:00Z")));
+        let recent: Vec<_> = fires.missed_recent.iter().copied().collect();
+        assert_eq!(
+            recent,
+            vec![
+                at("2026-11-29T09:15:00Z"),
+                at("2026-11-29T09:30:00Z"),
+                at("2026-11-29T09:45:00Z")
+            ]
+        );
+        assert_eq!(fires.older_last, Some(at("2026-11-29T09:00:00Z")));
+        assert_eq!(fires.next, Some(at("2026-11-29T10:15:00Z")));
+    }
+}

@@ -1,0 +1,560 @@
+//! The scheduler with a manual clock: fire instants across daylight saving, catch-up after an
+//! outage, pause/resume, an edited trigger picked up while sleeping, exactly-once fires under
+//! overlapping and deposed leaders, and leadership through Redis outages.
+
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use nexus_shared::{Clock as _, ManualClock, clock::SharedClock, store::Leadership};
+use nexus_tests::{Options, Team, TestApp, eventually, str_at};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).expect("time").to_utc()
+}
+
+async fn app_at(start: &str) -> (TestApp, Arc<ManualClock>) {
+    let clock = ManualClock::new(utc(start));
+    let shared: SharedClock = clock.clone();
+    let app = TestApp::spawn_with(Options {
+        clock: Some(shared),
+        ..Default::default()
+    })
+    .await;
+    (app, clock)
+}
+
+fn leader(epoch: i64) -> Leadership {
+    Leadership {
+        epoch,
+        leader_id: format!("test-{epoch}"),
+    }
+}
+
+async fn schedule(
+    app: &TestApp,
+    team: &Team,
+    routine_extra: Value,
+    trigger: Value,
+) -> (String, String) {
+    let routine = app.seed_routine(team, &routine_extra).await;
+    let mut body = json!({ "kind": "schedule" });
+    body.as_object_mut()
+        .expect("object")
+        .extend(trigger.as_object().expect("object").clone());
+    let trigger = str_at(&app.seed_trigger(&routine, &body).await, "/trigger/id");
+    (routine, trigger)
+}
+
+/// `(scheduledFor, status, reason, catchUp, missed)` of a routine's runs, oldest first.
+async fn runs(app: &TestApp, routine: &str) -> Vec<(String, String, Option<String>, bool, Value)> {
+    let body = app
+        .board()
+        .list_runs(routine, "limit=200")
+        .await
+        .expect(200)
+        .body;
+    let mut runs: Vec<_> = body["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["scheduledFor"].as_str().unwrap_or_default().to_owned(),
+                str_at(r, "/status"),
+                r["reason"].as_str().map(str::to_owned),
+                r["catchUp"].as_bool().unwrap_or_default(),
+                r["missed"].clone(),
+            )
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+    runs
+}
+
+async fn next_run_at(app: &TestApp, trigger: &str) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT next_run_at FROM routine_triggers WHERE id = $1::uuid")
+        .bind(trigger)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("trigger")
+}
+
+#[tokio::test]
+async fn fires_land_on_the_right_instants_across_daylight_saving() {
+    let (app, clock) = app_at("2026-03-27T12:00:00Z").await;
+    let team = app.seed_team().await;
+    let (amsterdam, amsterdam_trigger) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "30 2 * * *", "timezone": "Europe/Amsterdam" }),
+    )
+    .await;
+    let (new_york, _) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "*/30 1-3 * * *", "timezone": "America/New_York" }),
+    )
+    .await;
+    let scheduler = app.scheduler("s1", Duration::from_secs(10));
+    let leadership = leader(1);
+    // Step through three days, firing at every next_run_at, as a punctual scheduler would.
+    let end = utc("2026-03-30T12:00:00Z");
+    for _ in 0..100 {
+        let Some(next) = app.store.next_fire_at().await.expect("next") else {
+            break;
+        };
+        if next > end {
+            break;
+        }
+        clock.set(next);
+        scheduler.fire_once(&leadership).await.expect("fire");
+    }
+    let fired: Vec<String> = runs(&app, &amsterdam)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            "2026-03-28T01:30:00Z",
+            "2026-03-29T01:00:00Z",
+            "2026-03-30T00:30:00Z"
+        ]
+    );
+    assert_eq!(
+        next_run_at(&app, &amsterdam_trigger).await,
+        Some(utc("2026-03-31T00:30:00Z"))
+    );
+    // New York (before its own change on March 8: EDT, UTC-4) at 01:00, 01:30, ..., 03:30 local.
+    let fired: Vec<String> = runs(&app, &new_york)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(fired.len(), 6 * 3, "{fired:?}");
+    assert_eq!(fired[0], "2026-03-28T05:00:00Z");
+    assert!(
+        runs(&app, &new_york)
+            .await
+            .iter()
+            .all(|r| r.1 == "received" && !r.3)
+    );
+
+    // Fall back in Amsterdam: 02:30 happens twice on 2026-10-25 and fires once, at the first.
+    clock.set(utc("2026-10-24T12:00:00Z"));
+    app.board()
+        .update_routine(&amsterdam, &json!({ "status": "paused" }))
+        .await
+        .expect(200);
+    app.board()
+        .update_routine(&amsterdam, &json!({ "status": "active" }))
+        .await
+        .expect(200);
+    for _ in 0..10 {
+        let next = next_run_at(&app, &amsterdam_trigger)
+            .await
+            .expect("scheduled");
+        if next > utc("2026-10-26T12:00:00Z") {
+            break;
+        }
+        clock.set(next);
+        scheduler.fire_once(&leadership).await.expect("fire");
+    }
+    let autumn: Vec<String> = runs(&app, &amsterdam)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .filter(|t| t.starts_with("2026-10"))
+        .collect();
+    assert_eq!(autumn, ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+}
+
+#[tokio::test]
+async fn skip_missed_records_the_outage_in_one_skipped_run() {
+    let (app, clock) = app_at("2026-11-29T07:59:00Z").await;
+    let team = app.seed_team().await;
+    let (routine, trigger) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "*/15 * * * *" }),
+    )
+    .await;
+    assert_eq!(
+        next_run_at(&app, &trigger).await,
+        Some(utc("2026-11-29T08:00:00Z"))
+    );
+    // The scheduler was down from 08:00 until 10:00:30.
+    clock.set(utc("2026-11-29T10:00:30Z"));
+    let report = app
+        .scheduler("s1", Duration::from_secs(10))
+        .fire_once(&leader(1))
+        .await
+        .expect("fire");
+    assert_eq!(
+        (report.dispatched, report.skipped_runs, report.missed_fires),
+        (1, 1, 8)
+    );
+    let got = runs(&app, &routine).await;
+    assert_eq!(got.len(), 2);
+    let skipped = &got[0];
+    assert_eq!(
+        (skipped.0.as_str(), skipped.1.as_str(), skipped.2.as_deref()),
+        ("2026-11-29T09:45:00Z", "skipped", Some("missed_schedule"))
+    );
+    assert_eq!(
+        skipped.4,
+        json!({ "count": 8, "from": "2026-11-29T08:00:00Z", "to": "2026-11-29T09:45:00Z" })
+    );
+    assert_eq!(
+        (got[1].0.as_str(), got[1].1.as_str(), got[1].3),
+        ("2026-11-29T10:00:00Z", "received", false)
+    );
+    assert_eq!(
+        next_run_at(&app, &trigger).await,
+        Some(utc("2026-11-29T10:15:00Z"))
+    );
+    // The missed fires were not dispatched: one job, for the on-time fire.
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE kind = $1", "dispatch_run")
+            .await,
+        1
+    );
+    let trigger_body = app.board().get_routine(&routine).await.expect(200).body;
+    assert_eq!(trigger_body["triggers"][0]["lastResult"], "skipped");
+}
+
+#[tokio::test]
+async fn enqueue_missed_with_cap_dispatches_the_most_recent_fires_in_order() {
+    let (app, clock) = app_at("2026-11-29T07:59:00Z").await;
+    let team = app.seed_team().await;
+    let (routine, _) = schedule(
+        &app,
+        &team,
+        json!({ "catchUpPolicy": "enqueue_missed_with_cap", "catchUpCap": 3, "concurrencyPolicy": "always_enqueue" }),
+        json!({ "cronExpression": "*/15 * * * *" }),
+    )
+    .await;
+    clock.set(utc("2026-11-29T10:00:30Z"));
+    let report = app
+        .scheduler("s1", Duration::from_secs(10))
+        .fire_once(&leader(1))
+        .await
+        .expect("fire");
+    assert_eq!((report.dispatched, report.skipped_runs), (4, 1));
+    let got = runs(&app, &routine).await;
+    let summary: Vec<(&str, &str, bool)> = got
+        .iter()
+        .map(|r| (r.0.as_str(), r.1.as_str(), r.3))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("2026-11-29T09:00:00Z", "skipped", false),
+            ("2026-11-29T09:15:00Z", "received", true),
+            ("2026-11-29T09:30:00Z", "received", true),
+            ("2026-11-29T09:45:00Z", "received", true),
+            ("2026-11-29T10:00:00Z", "received", false),
+        ]
+    );
+    assert_eq!(got[0].2.as_deref(), Some("catch_up_cap"));
+    assert_eq!(
+        got[0].4,
+        json!({ "count": 5, "from": "2026-11-29T08:00:00Z", "to": "2026-11-29T09:00:00Z" })
+    );
+    // The caught-up fires are dispatched in time order, each under the concurrency policy.
+    assert_eq!(app.drain().await, 4);
+    let issues = app
+        .board()
+        .list_issues(&team.company, &format!("routineId={routine}"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(issues["issues"].as_array().map(Vec::len), Some(4));
+    let job_order: Vec<String> = sqlx::query_scalar(
+        "SELECT r.scheduled_for::text FROM jobs j JOIN routine_runs r ON r.id = (j.payload->>'runId')::uuid ORDER BY j.id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("jobs");
+    let mut sorted = job_order.clone();
+    sorted.sort();
+    assert_eq!(job_order, sorted);
+}
+
+#[tokio::test]
+async fn no_catch_up_for_time_spent_paused_or_disabled() {
+    let (app, clock) = app_at("2026-11-29T08:05:00Z").await;
+    let team = app.seed_team().await;
+    let (routine, trigger) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "*/15 * * * *" }),
+    )
+    .await;
+    let scheduler = app.scheduler("s1", Duration::from_secs(10));
+    app.board()
+        .update_routine(&routine, &json!({ "status": "paused" }))
+        .await
+        .expect(200);
+    clock.set(utc("2026-11-29T10:05:00Z"));
+    scheduler.fire_once(&leader(1)).await.expect("fire");
+    app.board()
+        .update_routine(&routine, &json!({ "status": "active" }))
+        .await
+        .expect(200);
+    assert_eq!(
+        next_run_at(&app, &trigger).await,
+        Some(utc("2026-11-29T10:15:00Z"))
+    );
+    app.board()
+        .update_trigger(&trigger, &json!({ "enabled": false }))
+        .await
+        .expect(200);
+    clock.set(utc("2026-11-29T12:05:00Z"));
+    scheduler.fire_once(&leader(1)).await.expect("fire");
+    app.board()
+        .update_trigger(&trigger, &json!({ "enabled": true }))
+        .await
+        .expect(200);
+    clock.set(utc("2026-11-29T12:15:00Z"));
+    let report = scheduler.fire_once(&leader(1)).await.expect("fire");
+    assert_eq!(
+        (report.dispatched, report.missed_fires, report.skipped_runs),
+        (1, 0, 0)
+    );
+    let got = runs(&app, &routine).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "2026-11-29T12:15:00Z");
+}
+
+/// Runs the scheduler's own loop in the background until the returned sender says stop.
+fn run_loop(
+    scheduler: nexus_scheduler::Scheduler,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = watch::channel(false);
+    (stop, tokio::spawn(scheduler.run(stopped)))
+}
+
+#[tokio::test]
+async fn a_trigger_edited_while_the_scheduler_sleeps_fires_at_its_new_time() {
+    let (app, clock) = app_at("2026-11-29T09:00:00Z").await;
+    let team = app.seed_team().await;
+    let (routine, trigger) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "0 12 * * *" }),
+    )
+    .await;
+    // No safety-net wake-up: only the trigger-change announcement can move the loop's sleep.
+    let settings = nexus_scheduler::Settings {
+        max_sleep: Duration::from_secs(86_400 * 7),
+        ..Default::default()
+    };
+    let scheduler = app.scheduler_with("looping", Duration::from_secs(3), settings);
+    let (stop, task) = run_loop(scheduler.clone());
+    eventually(10, "leadership", || async {
+        scheduler.is_leader().then_some(())
+    })
+    .await;
+    // Nothing is due, so the loop sleeps until 12:00 — until the edit is announced.
+    app.board()
+        .update_trigger(&trigger, &json!({ "cronExpression": "30 9 * * *" }))
+        .await
+        .expect(200);
+    clock.set(utc("2026-11-29T09:30:00Z"));
+    let fired = eventually(10, "the 09:30 fire", || async {
+        let got = runs(&app, &routine).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(fired[0].0, "2026-11-29T09:30:00Z");
+    clock.set(utc("2026-11-29T12:00:30Z"));
+    clock.set(utc("2026-11-30T09:30:00Z"));
+    let fired = eventually(10, "the next day's fire", || async {
+        let got = runs(&app, &routine).await;
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(
+        fired[1].0, "2026-11-30T09:30:00Z",
+        "no fire at the old 12:00"
+    );
+    let _ = stop.send(true);
+    task.await.expect("loop ends");
+    assert!(!scheduler.is_leader());
+}
+
+#[tokio::test]
+async fn overlapping_and_deposed_leaders_fire_every_fire_exactly_once() {
+    let (app, clock) = app_at("2026-11-29T09:00:30Z").await;
+    let team = app.seed_team().await;
+    let mut triggers = Vec::new();
+    for _ in 0..20 {
+        triggers.push(
+            schedule(
+                &app,
+                &team,
+                json!({ "concurrencyPolicy": "always_enqueue" }),
+                json!({ "cronExpression": "* * * * *" }),
+            )
+            .await
+            .1,
+        );
+    }
+    let a = app.scheduler("a", Duration::from_secs(10));
+    let b = app.scheduler("b", Duration::from_secs(10));
+    let c = app.scheduler("c", Duration::from_secs(10));
+    let mut deposed = 0;
+    for minute in 1..=30 {
+        clock.set(utc("2026-11-29T09:00:00Z") + TimeDelta::minutes(minute) + TimeDelta::seconds(2));
+        // A keeps running with epoch 1 after B (epoch 2) took over; from minute 15, C (epoch 3)
+        // takes over from B, which also keeps running.
+        let newest = if minute < 15 { 2 } else { 3 };
+        let (one, two) = (leader(1), leader(2));
+        let (ra, rb, rc) = tokio::join!(a.fire_once(&one), b.fire_once(&two), async {
+            if newest == 3 {
+                c.fire_once(&leader(3)).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },);
+        for result in [ra.map(|_| ()), rb.map(|_| ()), rc.map(|_| ())] {
+            if let Err(e) = result {
+                assert!(e.to_string().contains("deposed"), "{e}");
+                deposed += 1;
+            }
+        }
+    }
+    assert!(deposed >= 30, "stale leaders were refused ({deposed})");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT trigger_id::text, scheduled_for::text FROM routine_runs")
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("runs");
+    assert_eq!(rows.len(), 20 * 30, "one run per trigger and minute");
+    for trigger in &triggers {
+        let minutes: BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| &r.0 == trigger)
+            .map(|r| r.1.as_str())
+            .collect();
+        assert_eq!(minutes.len(), 30, "no gaps and no duplicates for {trigger}");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE kind = $1", "dispatch_run")
+            .await,
+        600
+    );
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM scheduler_epoch")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("epoch");
+    assert_eq!(epoch, 3);
+    let _ = clock.now();
+}
+
+/// A TCP proxy to the real Redis that can be cut, to simulate a Redis outage for one test.
+struct Proxy {
+    url: String,
+    open: watch::Sender<bool>,
+}
+
+async fn redis_proxy() -> Proxy {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let url = format!("redis://{}", listener.local_addr().expect("addr"));
+    let target = nexus_tests::redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (open, opened) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let mut opened = opened.clone();
+            if !*opened.borrow() {
+                continue; // dropped: connection refused in effect
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = opened.wait_for(|open| !*open) => {}
+                }
+            });
+        }
+    });
+    Proxy { url, open }
+}
+
+#[tokio::test]
+async fn without_redis_nobody_leads_or_fires_and_fires_resume_with_catch_up_when_it_returns() {
+    let proxy = redis_proxy().await;
+    let clock = ManualClock::new(utc("2026-11-29T08:59:00Z"));
+    let shared: SharedClock = clock.clone();
+    let app = TestApp::spawn_with(Options {
+        clock: Some(shared),
+        ..Default::default()
+    })
+    .await;
+    let team = app.seed_team().await;
+    let (routine, _) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "*/15 * * * *" }),
+    )
+    .await;
+    let redis = nexus_shared::kv::Redis::new(&proxy.url, &app.config.redis_prefix).expect("redis");
+    let lock =
+        nexus_scheduler::LeaderLock::new(redis, "cut-off".to_owned(), Duration::from_secs(3));
+    let scheduler = nexus_scheduler::Scheduler::new(
+        app.store.clone(),
+        lock,
+        nexus_scheduler::Settings::default(),
+    );
+    let (stop, task) = run_loop(scheduler.clone());
+
+    clock.set(utc("2026-11-29T10:00:10Z"));
+    // The loop keeps trying (every second) and stays a follower: nothing fires.
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        eventually(5, "a leadership attempt", || async {
+            (started.elapsed() > Duration::from_millis(1100)).then_some(())
+        })
+        .await;
+        assert!(!scheduler.is_leader());
+    }
+    assert!(runs(&app, &routine).await.is_empty());
+    assert!(!task.is_finished(), "no crash");
+
+    let _ = proxy.open.send(true);
+    eventually(10, "leadership after Redis returns", || async {
+        scheduler.is_leader().then_some(())
+    })
+    .await;
+    let got = eventually(10, "the catch-up", || async {
+        let got = runs(&app, &routine).await;
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(got[0].2.as_deref(), Some("missed_schedule"));
+    assert_eq!(got[0].4["count"], 4);
+    assert_eq!(got[1].0, "2026-11-29T10:00:00Z");
+    let _ = stop.send(true);
+    task.await.expect("loop ends");
+}
