@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! cargo run --release -p nexus-bench -- pickup [--runs N]
+//! cargo run --release -p nexus-bench -- burst [--routines R] [--boundaries B] [--workers N]
 //! ```
 
+mod burst;
 mod machine;
 mod pickup;
 
@@ -23,8 +25,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", machine::describe());
     match args.first().map(String::as_str) {
         Some("pickup") => pickup::run(flag("--runs", 200)?).await,
+        Some("burst") => burst::run(flag("--routines", 1_000)?, flag("--boundaries", 2)?, flag("--workers", 8)?).await,
         _ => {
-            eprintln!("usage: bench pickup [--runs N]");
+            eprintln!("usage: bench pickup [--runs N] | burst [--routines R] [--boundaries B] [--workers N]");
             std::process::exit(2);
         }
     }

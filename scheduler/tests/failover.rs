@@ -1,0 +1,156 @@
+//! Two real `nexus-scheduler` processes on one Postgres and Redis: the leader is killed
+//! (SIGKILL), the other takes over within the lease TTL, and the next fires happen exactly once.
+
+use std::{
+    collections::BTreeSet,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
+use nexus_shared::{
+    Store, SystemClock,
+    crypto::SecretKey,
+    db,
+    model::{Actor, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Label, Priority, RoutineStatus, Title},
+    schedule::{CronExpression, TimeZone},
+    store::{NewRoutine, NewTrigger, NewTriggerKind, WakeupSpec},
+};
+use nexus_tests::{TestDb, eventually, redis_url};
+
+const TTL_SECS: u64 = 3;
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
+fn spawn(db: &TestDb, prefix: &str, key: &SecretKey) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_nexus-scheduler"))
+        .env_clear()
+        .env("NEXUS_DATABASE_URL", &db.url)
+        .env("NEXUS_REDIS_URL", redis_url())
+        .env("NEXUS_REDIS_PREFIX", prefix)
+        .env("NEXUS_SECRET_KEY", key.to_base64())
+        .env("NEXUS_LISTEN", "127.0.0.1:0")
+        .env("NEXUS_LEADER_TTL_SECS", TTL_SECS.to_string())
+        .env("NEXUS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nexus-scheduler starts");
+    Process(child)
+}
+
+async fn leader_value(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Option<String> {
+    redis::cmd("GET").arg(format!("{prefix}:scheduler:leader")).query_async(redis).await.ok().flatten()
+}
+
+/// The process id inside a leader value `scheduler:<host>:<pid>:<nonce>`.
+fn pid_of(value: &str) -> u32 {
+    value.split(':').nth(2).and_then(|p| p.parse().ok()).expect("leader value names a pid")
+}
+
+async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
+    let store = Store::new(db::pool(&db.url, 2).expect("pool"), Arc::new(SystemClock), key);
+    let title = |s: &str| Title::parse(s.to_owned()).expect("title");
+    let company = store.create_company(title("Acme"), Actor::System).await.expect("company");
+    let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, Actor::System).await.expect("agent");
+    let project = store.create_project(company.id, title("Ops"), Actor::System).await.expect("project");
+    let routine = store
+        .create_routine(
+            company.id,
+            NewRoutine {
+                title: title("Minutely"),
+                description: Description::default(),
+                assignee_agent_id: agent.agent.id,
+                project_id: project.id,
+                goal_id: None,
+                parent_issue_id: None,
+                priority: Priority::Medium,
+                status: RoutineStatus::Active,
+                concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue,
+                catch_up_policy: CatchUpPolicy::SkipMissed,
+                catch_up_cap: DEFAULT_CATCH_UP_CAP,
+            },
+            Actor::System,
+        )
+        .await
+        .expect("routine");
+    let trigger = NewTrigger {
+        kind: NewTriggerKind::Schedule { cron: CronExpression::parse("* * * * *").expect("cron"), zone: TimeZone::UTC },
+        label: Label::default(),
+        enabled: true,
+    };
+    store.create_trigger(routine.id, trigger, Actor::System).await.expect("trigger").0.id
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_within_the_lease_and_fires_stay_exactly_once() {
+    let db = TestDb::create().await;
+    let key = SecretKey::generate();
+    let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());
+    let trigger = seed_minutely_routine(&db, &key).await;
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let redis = client.get_multiplexed_async_connection().await.expect("redis");
+
+    let mut processes = vec![spawn(&db, &prefix, &key), spawn(&db, &prefix, &key)];
+    let first = eventually(20, "a leader", || {
+        let mut redis = redis.clone();
+        let prefix = prefix.clone();
+        async move { leader_value(&mut redis, &prefix).await }
+    })
+    .await;
+    let leader_index = processes.iter().position(|p| p.0.id() == pid_of(&first)).expect("leader is one of ours");
+    let killed_at = Instant::now();
+    let killed_wall = Utc::now();
+    let mut leader = processes.remove(leader_index);
+    leader.0.kill().expect("SIGKILL");
+    drop(leader.0.wait());
+
+    let second = eventually(20, "a new leader", || {
+        let mut redis = redis.clone();
+        let (prefix, first) = (prefix.clone(), first.clone());
+        async move { leader_value(&mut redis, &prefix).await.filter(|v| *v != first) }
+    })
+    .await;
+    let takeover = killed_at.elapsed();
+    assert_eq!(pid_of(&second), processes[0].0.id());
+    assert!(takeover <= Duration::from_secs(TTL_SECS + 2), "took over after {takeover:?}");
+
+    // The next two minute boundaries after the kill fire exactly once each, with no gap since
+    // the first fire of the run.
+    let boundary = killed_wall.duration_trunc(TimeDelta::minutes(1)).expect("truncate") + TimeDelta::minutes(1);
+    let wanted = boundary + TimeDelta::minutes(1);
+    let fires: Vec<DateTime<Utc>> = eventually(150, "two fires after the kill", || {
+        let pool = db.pool.clone();
+        async move {
+            let fires: Vec<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT scheduled_for FROM routine_runs WHERE trigger_id = $1 AND status = 'received' ORDER BY scheduled_for",
+            )
+            .bind(trigger)
+            .fetch_all(&pool)
+            .await
+            .expect("runs");
+            fires.contains(&wanted).then_some(fires)
+        }
+    })
+    .await;
+    let distinct: BTreeSet<_> = fires.iter().collect();
+    assert_eq!(distinct.len(), fires.len(), "no fire twice");
+    assert!(fires.contains(&boundary) && fires.contains(&wanted));
+    let first_fire = *fires.first().expect("fires");
+    let minutes = (wanted - first_fire).num_minutes() + 1;
+    assert_eq!(i64::try_from(fires.len()).ok(), Some(minutes), "no gap: {fires:?}");
+    let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM routine_runs WHERE status = 'skipped'")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(skipped, 0, "the takeover was within the misfire grace: nothing was missed");
+}
