@@ -112,8 +112,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             token = token.token,
         );
     }
+    let worker = nexus_worker::Worker::new(
+        resources.store.clone(),
+        nexus_worker::owner_name("worker"),
+        nexus_worker::settings(&resources.config),
+    )?;
+    let scheduler = nexus_scheduler::scheduler(&resources);
     let app = nexus_api::build_with(resources, listen)
         .await
         .context("starting the API")?;
-    app.run_until_stopped(shutdown_signal()).await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(worker.run(stopped.clone()));
+    let scheduler = tokio::spawn(scheduler.run(stopped));
+    app.run_until_stopped(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await?;
+    worker.await.context("the worker stopped abnormally")?;
+    scheduler
+        .await
+        .context("the scheduler stopped abnormally")?;
+    Ok(())
 }

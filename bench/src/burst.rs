@@ -19,16 +19,24 @@ pub(crate) async fn run(routines: usize, boundaries: usize, workers: usize) -> a
     let key = SecretKey::generate();
     let store = Store::new(db::pool(&database.url, 20)?, Arc::new(SystemClock), &key);
     let first = seed(&database, routines).await?;
-    println!("minute burst (one process): {routines} routines `* * * * *`, {boundaries} boundaries, worker concurrency {workers}");
+    println!(
+        "minute burst (one process): {routines} routines `* * * * *`, {boundaries} boundaries, worker concurrency {workers}"
+    );
     println!("first boundary {first}\n");
 
-    let redis = Redis::new(&redis_url(), &format!("nexus-bench:{}", uuid::Uuid::new_v4().simple()))?;
+    let redis = Redis::new(
+        &redis_url(),
+        &format!("nexus-bench:{}", uuid::Uuid::new_v4().simple()),
+    )?;
     let scheduler = Scheduler::new(
         store.clone(),
         LeaderLock::new(redis, "bench-scheduler".to_owned(), Duration::from_secs(15)),
         nexus_scheduler::Settings::default(),
     );
-    let worker_settings = nexus_worker::Settings { concurrency: workers, ..Default::default() };
+    let worker_settings = nexus_worker::Settings {
+        concurrency: workers,
+        ..Default::default()
+    };
     let worker = Worker::new(store.clone(), "bench-worker".to_owned(), worker_settings)?;
     let (stop, stopped) = watch::channel(false);
     let scheduler_task = tokio::spawn(scheduler.run(stopped.clone()));
@@ -39,7 +47,9 @@ pub(crate) async fn run(routines: usize, boundaries: usize, workers: usize) -> a
     let expected = i64::try_from(routines * boundaries).unwrap_or(i64::MAX);
     let give_up = last + TimeDelta::seconds(60);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM heartbeat_runs").fetch_one(&database.pool).await?;
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM heartbeat_runs")
+            .fetch_one(&database.pool)
+            .await?;
         if done >= expected || Utc::now() > give_up {
             break;
         }
@@ -51,7 +61,14 @@ pub(crate) async fn run(routines: usize, boundaries: usize, workers: usize) -> a
 
     println!(
         "{:<22} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34}",
-        "boundary", "expected", "runs", "hb runs", "dupes", "missing", "run lateness p50/p99/max s", "heartbeat lateness p50/95/99/max s"
+        "boundary",
+        "expected",
+        "runs",
+        "hb runs",
+        "dupes",
+        "missing",
+        "run lateness p50/p99/max s",
+        "heartbeat lateness p50/95/99/max s"
     );
     for n in 0..boundaries {
         let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));

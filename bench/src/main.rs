@@ -25,9 +25,18 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", machine::describe());
     match args.first().map(String::as_str) {
         Some("pickup") => pickup::run(flag("--runs", 200)?).await,
-        Some("burst") => burst::run(flag("--routines", 1_000)?, flag("--boundaries", 2)?, flag("--workers", 8)?).await,
+        Some("burst") => {
+            burst::run(
+                flag("--routines", 1_000)?,
+                flag("--boundaries", 2)?,
+                flag("--workers", 8)?,
+            )
+            .await
+        }
         _ => {
-            eprintln!("usage: bench pickup [--runs N] | burst [--routines R] [--boundaries B] [--workers N]");
+            eprintln!(
+                "usage: bench pickup [--runs N] | burst [--routines R] [--boundaries B] [--workers N]"
+            );
             std::process::exit(2);
         }
     }

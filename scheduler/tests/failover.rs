@@ -13,7 +13,10 @@ use nexus_shared::{
     Store, SystemClock,
     crypto::SecretKey,
     db,
-    model::{Actor, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Label, Priority, RoutineStatus, Title},
+    model::{
+        Actor, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Label,
+        Priority, RoutineStatus, Title,
+    },
     schedule::{CronExpression, TimeZone},
     store::{NewRoutine, NewTrigger, NewTriggerKind, WakeupSpec},
 };
@@ -48,21 +51,46 @@ fn spawn(db: &TestDb, prefix: &str, key: &SecretKey) -> Process {
     Process(child)
 }
 
-async fn leader_value(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Option<String> {
-    redis::cmd("GET").arg(format!("{prefix}:scheduler:leader")).query_async(redis).await.ok().flatten()
+async fn leader_value(
+    redis: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Option<String> {
+    redis::cmd("GET")
+        .arg(format!("{prefix}:scheduler:leader"))
+        .query_async(redis)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The process id inside a leader value `scheduler:<host>:<pid>:<nonce>`.
 fn pid_of(value: &str) -> u32 {
-    value.split(':').nth(2).and_then(|p| p.parse().ok()).expect("leader value names a pid")
+    value
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .expect("leader value names a pid")
 }
 
 async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
-    let store = Store::new(db::pool(&db.url, 2).expect("pool"), Arc::new(SystemClock), key);
+    let store = Store::new(
+        db::pool(&db.url, 2).expect("pool"),
+        Arc::new(SystemClock),
+        key,
+    );
     let title = |s: &str| Title::parse(s.to_owned()).expect("title");
-    let company = store.create_company(title("Acme"), Actor::System).await.expect("company");
-    let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, Actor::System).await.expect("agent");
-    let project = store.create_project(company.id, title("Ops"), Actor::System).await.expect("project");
+    let company = store
+        .create_company(title("Acme"), Actor::System)
+        .await
+        .expect("company");
+    let agent = store
+        .create_agent(company.id, title("Ada"), WakeupSpec::Poll, Actor::System)
+        .await
+        .expect("agent");
+    let project = store
+        .create_project(company.id, title("Ops"), Actor::System)
+        .await
+        .expect("project");
     let routine = store
         .create_routine(
             company.id,
@@ -84,11 +112,19 @@ async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
         .await
         .expect("routine");
     let trigger = NewTrigger {
-        kind: NewTriggerKind::Schedule { cron: CronExpression::parse("* * * * *").expect("cron"), zone: TimeZone::UTC },
+        kind: NewTriggerKind::Schedule {
+            cron: CronExpression::parse("* * * * *").expect("cron"),
+            zone: TimeZone::UTC,
+        },
         label: Label::default(),
         enabled: true,
     };
-    store.create_trigger(routine.id, trigger, Actor::System).await.expect("trigger").0.id
+    store
+        .create_trigger(routine.id, trigger, Actor::System)
+        .await
+        .expect("trigger")
+        .0
+        .id
 }
 
 #[tokio::test]
@@ -98,7 +134,10 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_fires_stay_exactly_onc
     let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());
     let trigger = seed_minutely_routine(&db, &key).await;
     let client = redis::Client::open(redis_url()).expect("redis url");
-    let redis = client.get_multiplexed_async_connection().await.expect("redis");
+    let redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
 
     let mut processes = vec![spawn(&db, &prefix, &key), spawn(&db, &prefix, &key)];
     let first = eventually(20, "a leader", || {
@@ -107,7 +146,10 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_fires_stay_exactly_onc
         async move { leader_value(&mut redis, &prefix).await }
     })
     .await;
-    let leader_index = processes.iter().position(|p| p.0.id() == pid_of(&first)).expect("leader is one of ours");
+    let leader_index = processes
+        .iter()
+        .position(|p| p.0.id() == pid_of(&first))
+        .expect("leader is one of ours");
     let killed_at = Instant::now();
     let killed_wall = Utc::now();
     let mut leader = processes.remove(leader_index);
@@ -117,16 +159,26 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_fires_stay_exactly_onc
     let second = eventually(20, "a new leader", || {
         let mut redis = redis.clone();
         let (prefix, first) = (prefix.clone(), first.clone());
-        async move { leader_value(&mut redis, &prefix).await.filter(|v| *v != first) }
+        async move {
+            leader_value(&mut redis, &prefix)
+                .await
+                .filter(|v| *v != first)
+        }
     })
     .await;
     let takeover = killed_at.elapsed();
     assert_eq!(pid_of(&second), processes[0].0.id());
-    assert!(takeover <= Duration::from_secs(TTL_SECS + 2), "took over after {takeover:?}");
+    assert!(
+        takeover <= Duration::from_secs(TTL_SECS + 2),
+        "took over after {takeover:?}"
+    );
 
     // The next two minute boundaries after the kill fire exactly once each, with no gap since
     // the first fire of the run.
-    let boundary = killed_wall.duration_trunc(TimeDelta::minutes(1)).expect("truncate") + TimeDelta::minutes(1);
+    let boundary = killed_wall
+        .duration_trunc(TimeDelta::minutes(1))
+        .expect("truncate")
+        + TimeDelta::minutes(1);
     let wanted = boundary + TimeDelta::minutes(1);
     let fires: Vec<DateTime<Utc>> = eventually(150, "two fires after the kill", || {
         let pool = db.pool.clone();
@@ -147,10 +199,18 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_fires_stay_exactly_onc
     assert!(fires.contains(&boundary) && fires.contains(&wanted));
     let first_fire = *fires.first().expect("fires");
     let minutes = (wanted - first_fire).num_minutes() + 1;
-    assert_eq!(i64::try_from(fires.len()).ok(), Some(minutes), "no gap: {fires:?}");
-    let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM routine_runs WHERE status = 'skipped'")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
-    assert_eq!(skipped, 0, "the takeover was within the misfire grace: nothing was missed");
+    assert_eq!(
+        i64::try_from(fires.len()).ok(),
+        Some(minutes),
+        "no gap: {fires:?}"
+    );
+    let skipped: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM routine_runs WHERE status = 'skipped'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        skipped, 0,
+        "the takeover was within the misfire grace: nothing was missed"
+    );
 }

@@ -83,3 +83,133 @@ async fn migrate_applies_the_schema_and_unknown_commands_fail() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("Usage:"));
 }
+
+/// `nexus serve` runs every role: a manual run through its API is dispatched by its worker, and
+/// a schedule fires through its scheduler (the trigger is due at once).
+#[tokio::test]
+async fn serve_runs_the_api_the_worker_and_the_scheduler_in_one_process() {
+    let db = TestDb::create().await;
+    let key = SecretKey::generate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let token = "serve-test-board-token-0123456789";
+    let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .arg("serve")
+        .env_clear()
+        .env("NEXUS_DATABASE_URL", &db.url)
+        .env("NEXUS_REDIS_URL", nexus_tests::redis_url())
+        .env("NEXUS_REDIS_PREFIX", &prefix)
+        .env("NEXUS_SECRET_KEY", key.to_base64())
+        .env("NEXUS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NEXUS_BOOTSTRAP_BOARD_TOKEN", token)
+        .env("NEXUS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("nexus serve starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = nexus_tests::http_client();
+    let post = |path: String, body: serde_json::Value| {
+        let request = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            request
+                .send()
+                .await
+                .expect("answer")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    nexus_tests::eventually(20, "the API", || {
+        let http = http.clone();
+        let url = format!("{base}/readyz");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let company = post(
+        "/api/companies".to_owned(),
+        serde_json::json!({ "name": "Acme" }),
+    )
+    .await;
+    let company = company["id"].as_str().expect("company").to_owned();
+    let agent = post(
+        format!("/api/companies/{company}/agents"),
+        serde_json::json!({ "name": "Ada" }),
+    )
+    .await;
+    let project = post(
+        format!("/api/companies/{company}/projects"),
+        serde_json::json!({ "name": "Ops" }),
+    )
+    .await;
+    let routine = post(
+        format!("/api/companies/{company}/routines"),
+        serde_json::json!({ "title": "t", "assigneeAgentId": agent["agent"]["id"], "projectId": project["id"],
+                            "concurrencyPolicy": "always_enqueue" }),
+    )
+    .await;
+    let routine = routine["id"].as_str().expect("routine").to_owned();
+    let run = post(
+        format!("/api/routines/{routine}/run"),
+        serde_json::json!({}),
+    )
+    .await;
+    let run = run["id"].as_str().expect("run").to_owned();
+    nexus_tests::eventually(20, "the worker's dispatch", || {
+        let request = http
+            .get(format!("{base}/api/routine-runs/{run}"))
+            .bearer_auth(token);
+        async move {
+            let body: serde_json::Value = request.send().await.ok()?.json().await.ok()?;
+            (body["status"] == "issue_created").then_some(())
+        }
+    })
+    .await;
+    // A schedule whose first fire is due now: make the stored next fire the current minute.
+    post(
+        format!("/api/routines/{routine}/triggers"),
+        serde_json::json!({ "kind": "schedule", "cronExpression": "* * * * *" }),
+    )
+    .await;
+    sqlx::query("UPDATE routine_triggers SET next_run_at = date_trunc('minute', now())")
+        .execute(&db.pool)
+        .await
+        .expect("make the trigger due");
+    sqlx::query("SELECT pg_notify('nexus_triggers', '')")
+        .execute(&db.pool)
+        .await
+        .expect("announce");
+    nexus_tests::eventually(30, "the scheduler's fire", || {
+        let pool = db.pool.clone();
+        async move {
+            let fired: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM routine_runs WHERE source = 'schedule'")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+            (fired >= 1).then_some(())
+        }
+    })
+    .await;
+    // SIGTERM: a clean stop.
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+}
