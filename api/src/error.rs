@@ -38,6 +38,8 @@ pub struct ApiError {
     details: Option<serde_json::Value>,
     /// The internal cause of a 5xx: logged, never sent.
     cause: Option<anyhow::Error>,
+    /// Extra response headers (`Retry-After`).
+    headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
 }
 
 impl ApiError {
@@ -49,7 +51,19 @@ impl ApiError {
             message: message.into(),
             details: None,
             cause: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    #[must_use]
+    pub fn with_header(
+        mut self,
+        name: axum::http::HeaderName,
+        value: axum::http::HeaderValue,
+    ) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// Adds structured details.
@@ -123,6 +137,10 @@ impl ApiError {
                 "unavailable",
                 "the service is temporarily unavailable; retry later",
             )
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            )
         }
     }
 
@@ -149,7 +167,9 @@ impl IntoResponse for ApiError {
             code: self.code.to_owned(),
             details: self.details,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().extend(self.headers);
+        response
     }
 }
 

@@ -58,6 +58,8 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         store: resources.store,
         redis: resources.redis,
         public_url: resources.config.public_url,
+        webhook_rate: resources.config.webhook_rate_per_sec,
+        webhook_burst: resources.config.webhook_burst,
     };
     let router = router(state, health.clone());
     Ok(App {

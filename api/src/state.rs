@@ -11,4 +11,8 @@ pub struct AppState {
     pub redis: Redis,
     /// Base of webhook URLs.
     pub public_url: String,
+    /// Sustained webhook calls per trigger and second.
+    pub webhook_rate: u32,
+    /// Webhook burst per trigger.
+    pub webhook_burst: u32,
 }

@@ -15,7 +15,6 @@ use nexus_shared::{
     ops::{Health, OpsServer},
     runtime::Resources,
 };
-use tokio::sync::watch;
 
 pub use crate::{
     leader::LeaderLock,
@@ -86,21 +85,19 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let health = self.ops.health();
-        let scheduler = tokio::spawn(self.scheduler.run(stop_rx));
-        let (ops_stop_tx, ops_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let ops = tokio::spawn(
-            self.ops
-                .run_until_stopped(async move { drop(ops_stop_rx.await) }),
-        );
-        shutdown.await;
-        health.begin_shutdown();
-        tracing::info!("scheduler stopping: releasing leadership");
-        let _ = stop_tx.send(true);
-        drop(scheduler.await);
-        let _ = ops_stop_tx.send(());
-        ops.await??;
+        let scheduler = self.scheduler;
+        self.ops
+            .run_role(
+                |stop| async move {
+                    scheduler.run(stop).await;
+                    tracing::info!("scheduler stopped");
+                },
+                async move {
+                    shutdown.await;
+                    tracing::info!("scheduler stopping: releasing leadership");
+                },
+            )
+            .await?;
         Ok(())
     }
 }

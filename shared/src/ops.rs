@@ -182,3 +182,35 @@ impl OpsServer {
         serve(self.listener, router, self.health, shutdown).await
     }
 }
+
+impl OpsServer {
+    /// Runs a role's background work beside the operational endpoints until `shutdown`
+    /// resolves: `/readyz` turns unready first, then the role is told to stop (through the
+    /// `watch` it was given) and awaited — so work in flight finishes — and the listener closes
+    /// last.
+    ///
+    /// # Errors
+    /// The listener failed.
+    pub async fn run_role<F>(
+        self,
+        role: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> F,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let health = self.health();
+        let work = tokio::spawn(role(stopped));
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let listener = tokio::spawn(self.run_until_stopped(async move { drop(closed.await) }));
+        shutdown.await;
+        health.begin_shutdown();
+        let _ = stop.send(true);
+        if let Err(e) = work.await {
+            tracing::error!(error = %e, "the role's work ended abnormally");
+        }
+        let _ = close.send(());
+        listener.await.map_err(std::io::Error::other)?
+    }
+}

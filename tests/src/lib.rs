@@ -56,6 +56,8 @@ pub struct TestApp {
     pub config: Config,
     /// The database.
     pub db: TestDb,
+    /// The secret key the API runs with.
+    pub key: SecretKey,
     http: reqwest::Client,
     server: JoinHandle<()>,
 }
@@ -124,9 +126,32 @@ impl TestApp {
             board_token,
             config,
             db,
+            key,
             http: http_client(),
             server,
         }
+    }
+
+    /// Another API replica on the same database, Redis prefix and key; returns its base URL.
+    /// It runs until the test's runtime ends.
+    ///
+    /// # Panics
+    /// When it cannot start.
+    pub async fn spawn_replica(&self) -> String {
+        let resources =
+            Resources::connect(self.config.clone(), &self.key, self.store.clock().clone())
+                .await
+                .expect("connect");
+        let app = nexus_api::build_with(resources, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(async move {
+            app.run_until_stopped(std::future::pending())
+                .await
+                .expect("replica runs");
+        });
+        base
     }
 
     /// Calls as the board.

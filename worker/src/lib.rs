@@ -14,7 +14,6 @@ use nexus_shared::{
     ops::{Health, OpsServer},
     runtime::Resources,
 };
-use tokio::sync::watch;
 
 pub use crate::worker::{Outcome, Settings, Worker};
 
@@ -97,21 +96,21 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let health = self.ops.health();
-        let worker = tokio::spawn(self.worker.run(stop_rx));
-        let (ops_stop_tx, ops_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let ops = tokio::spawn(
-            self.ops
-                .run_until_stopped(async move { drop(ops_stop_rx.await) }),
-        );
-        shutdown.await;
-        health.begin_shutdown();
-        tracing::info!("worker stopping: no new jobs are claimed; jobs in flight finish");
-        let _ = stop_tx.send(true);
-        drop(worker.await);
-        let _ = ops_stop_tx.send(());
-        ops.await??;
+        let worker = self.worker;
+        self.ops
+            .run_role(
+                |stop| async move {
+                    worker.run(stop).await;
+                    tracing::info!("worker stopped");
+                },
+                async move {
+                    shutdown.await;
+                    tracing::info!(
+                        "worker stopping: no new jobs are claimed; jobs in flight finish"
+                    );
+                },
+            )
+            .await?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ mod issues;
 mod routines;
 mod runs;
 mod triggers;
+mod webhooks;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -27,4 +28,5 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(routines::router())
         .merge(runs::router())
         .merge(triggers::router())
+        .merge(webhooks::router())
 }

@@ -31,7 +31,7 @@ pub use self::{
     fires::{Deposed, FireReport, Leadership, TRIGGERS_CHANNEL},
     issues::{IssueFilter, NewIssue},
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
-    runs::{Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun},
+    runs::{Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, WebhookTrigger},
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
         WEBHOOK_SECRET_PREFIX, webhook_url,

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::{NewActivity, Store, StoreError, StoreResult, new_id, routines::fetch_routine};
 use crate::{
     model::{
-        Actor, IdempotencyKey, RoutineStatus, Run, RunSource, RunStatus, TriggerKind, TriggerRef,
+        Actor, IdempotencyKey, RoutineStatus, Run, RunSource, RunStatus, SigningMode, TriggerKind,
+        TriggerRef,
     },
     queue::{self, JobSpec},
 };
@@ -32,6 +33,32 @@ pub struct NewRun {
     pub idempotency_key: Option<IdempotencyKey>,
     /// Trace context of the request.
     pub trace_context: Option<Value>,
+}
+
+/// A webhook trigger as its public endpoint needs it.
+#[derive(Clone)]
+pub struct WebhookTrigger {
+    /// The trigger's id.
+    pub id: Uuid,
+    /// Its routine.
+    pub routine_id: Uuid,
+    /// Its company.
+    pub company_id: Uuid,
+    /// How calls authenticate.
+    pub signing_mode: SigningMode,
+    /// Accepted clock skew and how long signatures are remembered.
+    pub replay_window_sec: i32,
+    /// The secret, as shown to the user.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTrigger")
+            .field("id", &self.id)
+            .field("signing_mode", &self.signing_mode)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An accepted fire: the run, and whether it was an earlier run returned for a repeated
@@ -185,6 +212,65 @@ impl Store {
                 _ => return Err(StoreError::InvalidReference { field: "triggerId" }),
             }
         }
+        self.insert_received(tx, routine.company_id, routine_id, new, actor, now)
+            .await
+    }
+
+    /// Accepts a webhook call of `trigger`: the trigger must be enabled and its routine active;
+    /// then like a manual run (idempotency by key, run and job in one transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] `not_active`; [`StoreError::Unprocessable`]
+    /// `idempotency_key_reused`; the database failed.
+    pub async fn accept_webhook_run(
+        &self,
+        trigger: &WebhookTrigger,
+        new: NewRun,
+    ) -> StoreResult<Accepted> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let state = sqlx::query!(
+            r#"SELECT t.enabled, r.status AS "status: RoutineStatus"
+               FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+               WHERE t.id = $1 FOR SHARE OF t"#,
+            trigger.id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        if !state.enabled || state.status != RoutineStatus::Active {
+            return Err(StoreError::conflict(
+                "not_active",
+                "the trigger is disabled or its routine is paused or archived",
+            ));
+        }
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = find_by_key(&mut tx, trigger.routine_id, key.as_str()).await?
+        {
+            return replay(existing, &new.payload);
+        }
+        self.insert_received(
+            tx,
+            trigger.company_id,
+            trigger.routine_id,
+            new,
+            Actor::System,
+            now,
+        )
+        .await
+    }
+
+    /// Inserts a `received` run and its dispatch job, and commits; a concurrent request that
+    /// committed the same idempotency key first wins and its run is returned.
+    async fn insert_received(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        company_id: Uuid,
+        routine_id: Uuid,
+        new: NewRun,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Accepted> {
         let id = new_id();
         let inserted = sqlx::query_scalar!(
             r#"INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
@@ -193,7 +279,7 @@ impl Store {
                ON CONFLICT (routine_id, idempotency_key) DO NOTHING
                RETURNING id"#,
             id,
-            routine.company_id,
+            company_id,
             routine_id,
             new.trigger_id,
             new.source.as_str(),
@@ -219,7 +305,7 @@ impl Store {
         }
         queue::enqueue(&mut tx, dispatch_job(id, now, new.trace_context), now).await?;
         NewActivity {
-            company_id: routine.company_id,
+            company_id,
             actor,
             action: "run.accepted",
             entity_type: "routine_run",
@@ -234,6 +320,37 @@ impl Store {
             run,
             replayed: false,
         })
+    }
+
+    /// The webhook trigger with public id `public_id`, with its decrypted secret.
+    ///
+    /// # Errors
+    /// The database failed, or the stored secret cannot be decrypted.
+    pub async fn webhook_trigger(&self, public_id: &str) -> StoreResult<Option<WebhookTrigger>> {
+        let row = sqlx::query!(
+            r#"SELECT t.id, t.routine_id, t.company_id, t.signing_mode AS "signing_mode!: SigningMode",
+                      t.replay_window_sec AS "replay_window_sec!", t.secret_enc AS "secret_enc!"
+               FROM routine_triggers t
+               WHERE t.public_id = $1 AND t.kind = 'webhook'"#,
+            public_id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let secret = self
+            .secrets
+            .open(row.id.as_bytes(), &row.secret_enc)
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+        let secret = String::from_utf8(secret)
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+        Ok(Some(WebhookTrigger {
+            id: row.id,
+            routine_id: row.routine_id,
+            company_id: row.company_id,
+            signing_mode: row.signing_mode,
+            replay_window_sec: row.replay_window_sec,
+            secret,
+        }))
     }
 
     /// One run.

@@ -16,3 +16,4 @@ mod scheduler;
 mod triggers;
 mod validation;
 mod wakeups;
+mod webhooks;

@@ -203,6 +203,7 @@ async fn the_openapi_document_lists_every_implemented_path() {
         ("post", "/api/routines/{routineId}/run"),
         ("get", "/api/routines/{routineId}/runs"),
         ("get", "/api/routine-runs/{runId}"),
+        ("post", "/api/routine-triggers/public/{publicId}/fire"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -224,6 +225,7 @@ async fn the_openapi_document_lists_every_implemented_path() {
                 .replace("{routineId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{triggerId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{runId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{publicId}", "unknown")
                 .replace("{id}", &uuid::Uuid::now_v7().to_string());
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let resp = app.caller(None).send(method.clone(), &concrete, None).await;

@@ -1,0 +1,278 @@
+//! The public webhook endpoint: `POST /api/routine-triggers/public/{publicId}/fire`.
+//!
+//! It faces the internet, so every byte is hostile. Checks run in the contract's order, the
+//! first failing one answering: body size (413, enforced while reading), unknown trigger (404),
+//! rate limit (429), credentials (401, one body whatever the cause), replayed signature (409),
+//! body format (415, 400), trigger and routine state (409), then idempotency. Secrets and
+//! signatures are compared in constant time and never logged.
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use hmac::{KeyInit as _, Mac as _};
+use nexus_shared::{
+    kv::RateDecision,
+    model::{IdempotencyKey, RunSource, SigningMode},
+    store::{NewRun, WebhookTrigger},
+};
+use serde_json::Value;
+use subtle::ConstantTimeEq as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    error::{ApiError, ApiPath, ErrorBody, field},
+    routes::runs::accepted_response,
+    state::AppState,
+    trace,
+};
+
+/// The largest accepted webhook body.
+pub(crate) const MAX_WEBHOOK_BODY: usize = 256 * 1024;
+
+/// A `publicId` longer than this cannot exist.
+const MAX_PUBLIC_ID: usize = 64;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(fire))
+}
+
+/// Fire a webhook trigger. Authenticated by the trigger's secret, not by an API token:
+/// `Authorization: Bearer <secret>` (`bearer` mode), or `X-Paperclip-Timestamp` and
+/// `X-Paperclip-Signature` (`hmac_sha256` mode: hex HMAC-SHA256 of `{timestamp}.{body}` keyed
+/// with the secret). The body is empty or a JSON object, at most 256 KiB; an `Idempotency-Key`
+/// header returns the original run on a retry.
+#[utoipa::path(post, path = "/api/routine-triggers/public/{publicId}/fire", tag = "webhooks",
+    params(("publicId" = String, Path)), security(()),
+    request_body(content = Object, content_type = "application/json", description = "Empty, or a JSON object: the run's payload"),
+    responses((status = 202, body = nexus_shared::model::Run), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+async fn fire(
+    State(state): State<AppState>,
+    ApiPath(public_id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = match handle(&state, &public_id, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    metrics::counter!("nexus_webhook_responses_total", "status" => response.status().as_u16().to_string())
+        .increment(1);
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    public_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(headers, body).await?;
+    let trigger = if public_id.len() <= MAX_PUBLIC_ID {
+        state.store.webhook_trigger(public_id).await?
+    } else {
+        None
+    };
+    let trigger = trigger.ok_or_else(|| ApiError::not_found("webhook"))?;
+    let bucket = format!("ratelimit:{}", trigger.id);
+    match state
+        .redis
+        .take_token(&bucket, state.webhook_rate, state.webhook_burst)
+        .await
+    {
+        Ok(RateDecision::Allowed) => {}
+        Ok(RateDecision::Limited { retry_after_ms }) => return Err(rate_limited(retry_after_ms)),
+        Err(e) => return Err(ApiError::unavailable(e)),
+    }
+    let now_ms = state.store.clock().now().timestamp_millis();
+    let signature = authenticate(&trigger, headers, &bytes, now_ms).ok_or_else(bad_credentials)?;
+    let replay_key = signature.map(|s| format!("replay:{}:{}", trigger.id, hex::encode(s)));
+    if let Some(key) = &replay_key {
+        let window =
+            std::time::Duration::from_secs(u64::try_from(trigger.replay_window_sec).unwrap_or(300));
+        match state.redis.remember(key, window).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ApiError::conflict(
+                    "replayed",
+                    "this signature was already accepted; sign a new request",
+                ));
+            }
+            Err(e) => return Err(ApiError::unavailable(e)),
+        }
+    }
+    let payload = parse_payload(headers, &bytes)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let value = value.to_str().map_err(|_| {
+                ApiError::invalid_field("Idempotency-Key", "must be printable text")
+            })?;
+            Some(field(
+                "Idempotency-Key",
+                IdempotencyKey::parse(value.to_owned()),
+            )?)
+        }
+    };
+    let new = NewRun {
+        source: RunSource::Webhook,
+        trigger_id: Some(trigger.id),
+        payload,
+        idempotency_key,
+        trace_context: Some(trace::context_from(headers)),
+    };
+    match state.store.accept_webhook_run(&trigger, new).await {
+        Ok(accepted) => Ok(accepted_response(accepted.run, accepted.replayed)),
+        Err(error) => {
+            let error = ApiError::from(error);
+            if error.status().is_server_error()
+                && let Some(key) = &replay_key
+            {
+                // Nothing was accepted: let the sender's retry of the same request through.
+                drop(state.redis.forget(key).await);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Reads at most [`MAX_WEBHOOK_BODY`] bytes; a larger body is refused without reading it all.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is over 256 KiB",
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, MAX_WEBHOOK_BODY);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::bad_request(
+            "invalid_body",
+            "the body could not be read",
+        )),
+    }
+}
+
+/// Checks the call's credentials. `Some(None)` for a valid bearer call, `Some(Some(mac))` for
+/// a valid signed call (the MAC, remembered against replays), `None` otherwise.
+fn authenticate(
+    trigger: &WebhookTrigger,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_ms: i64,
+) -> Option<Option<Vec<u8>>> {
+    match trigger.signing_mode {
+        SigningMode::Bearer => {
+            let presented = headers
+                .get(header::AUTHORIZATION)?
+                .as_bytes()
+                .strip_prefix(b"Bearer ")?;
+            bool::from(presented.ct_eq(trigger.secret.as_bytes())).then_some(None)
+        }
+        SigningMode::HmacSha256 => {
+            let timestamp = headers.get("x-paperclip-timestamp")?.to_str().ok()?;
+            if timestamp.is_empty()
+                || timestamp.len() > 20
+                || !timestamp.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            let value: i64 = timestamp.parse().ok()?;
+            let sent_ms = if value > 1_000_000_000_000 {
+                value
+            } else {
+                value.checked_mul(1000)?
+            };
+            let window_ms = i64::from(trigger.replay_window_sec) * 1000;
+            if now_ms.checked_sub(sent_ms)?.abs() > window_ms {
+                return None;
+            }
+            let signature = headers.get("x-paperclip-signature")?.to_str().ok()?;
+            let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
+            if signature.len() != 64 {
+                return None;
+            }
+            let signature = hex::decode(signature).ok()?;
+            let mut mac =
+                hmac::Hmac::<sha2::Sha256>::new_from_slice(trigger.secret.as_bytes()).ok()?;
+            mac.update(timestamp.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            mac.verify_slice(&signature).ok()?;
+            Some(Some(signature))
+        }
+    }
+}
+
+/// The payload: `{}` for an empty body, else a JSON object; JSON only when the content type
+/// is `application/json` (any parameters) or absent.
+fn parse_payload(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON (content type application/json) or empty",
+            ));
+        }
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn bad_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "invalid or missing webhook credentials",
+    )
+}
+
+fn rate_limited(retry_after_ms: u64) -> ApiError {
+    let seconds = retry_after_ms.div_ceil(1000).max(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many calls for this webhook; retry later",
+    )
+    .with_details(serde_json::json!({ "retryAfterSec": seconds }))
+    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+}
