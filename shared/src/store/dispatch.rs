@@ -360,12 +360,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let secret = self
-            .secrets
-            .open(heartbeat_run.agent_id.as_bytes(), &sealed)
-            .map_err(|e| super::StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
-        let secret = String::from_utf8(secret)
-            .map_err(|e| super::StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+        let secret = self.open_secret(heartbeat_run.agent_id, &sealed)?;
         Ok(Some(WakeupDelivery {
             url,
             secret,

@@ -171,6 +171,18 @@ impl Store {
             .is_ok()
     }
 
+    /// Decrypts a secret sealed for the row `owner`.
+    fn open_secret(&self, owner: Uuid, sealed: &[u8]) -> StoreResult<String> {
+        let undecodable = |e: Box<dyn std::error::Error + Send + Sync>| {
+            StoreError::Database(sqlx::Error::Decode(e))
+        };
+        let bytes = self
+            .secrets
+            .open(owner.as_bytes(), sealed)
+            .map_err(|e| undecodable(Box::new(e)))?;
+        String::from_utf8(bytes).map_err(|e| undecodable(Box::new(e)))
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

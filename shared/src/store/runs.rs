@@ -337,12 +337,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let secret = self
-            .secrets
-            .open(row.id.as_bytes(), &row.secret_enc)
-            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
-        let secret = String::from_utf8(secret)
-            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+        let secret = self.open_secret(row.id, &row.secret_enc)?;
         Ok(Some(WebhookTrigger {
             id: row.id,
             routine_id: row.routine_id,

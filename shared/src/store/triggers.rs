@@ -9,8 +9,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    NewActivity, Store, StoreError, StoreResult, fires::announce_trigger_change, new_id,
-    routines::fetch_routine,
+    NewActivity, Store, StoreError, StoreResult,
+    fires::announce_trigger_change,
+    new_id,
+    routines::{RoutineRow, fetch_routine},
 };
 use crate::{
     crypto::{generate_token, random_bytes},
@@ -190,6 +192,27 @@ pub(crate) async fn reschedule_routine_triggers(
     Ok(())
 }
 
+/// The routine of a trigger, locked for update (the routine row first, always before the
+/// trigger row, so trigger changes and dispatches take locks in one order); refused when the
+/// routine is archived.
+async fn changeable_routine_of(
+    conn: &mut PgConnection,
+    trigger_id: Uuid,
+) -> StoreResult<RoutineRow> {
+    let routine_id = sqlx::query_scalar!(
+        "SELECT routine_id FROM routine_triggers WHERE id = $1",
+        trigger_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let routine = fetch_routine(conn, routine_id, true).await?;
+    if routine.status == RoutineStatus::Archived {
+        return Err(archived());
+    }
+    Ok(routine)
+}
+
 fn archived() -> StoreError {
     StoreError::conflict(
         "routine_archived",
@@ -351,11 +374,8 @@ impl Store {
     ) -> StoreResult<Trigger> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let routine_id = self.lock_trigger_routine(&mut tx, id).await?;
-        let routine = fetch_routine(&mut tx, routine_id, true).await?;
-        if routine.status == RoutineStatus::Archived {
-            return Err(archived());
-        }
+        let routine = changeable_routine_of(&mut tx, id).await?;
+        let routine_id = routine.id;
         let current = sqlx::query!(
             r#"SELECT enabled, cron_expression, timezone FROM routine_triggers WHERE id = $1 FOR UPDATE"#,
             id
@@ -440,11 +460,8 @@ impl Store {
     pub async fn delete_trigger(&self, id: Uuid, actor: Actor) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let routine_id = self.lock_trigger_routine(&mut tx, id).await?;
-        let routine = fetch_routine(&mut tx, routine_id, true).await?;
-        if routine.status == RoutineStatus::Archived {
-            return Err(archived());
-        }
+        let routine = changeable_routine_of(&mut tx, id).await?;
+        let routine_id = routine.id;
         let kind = sqlx::query_scalar!(
             r#"DELETE FROM routine_triggers WHERE id = $1 RETURNING kind AS "kind: TriggerKind""#,
             id
@@ -479,11 +496,8 @@ impl Store {
         let secret = generate_token(WEBHOOK_SECRET_PREFIX);
         let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let mut tx = self.pool.begin().await?;
-        let routine_id = self.lock_trigger_routine(&mut tx, id).await?;
-        let routine = fetch_routine(&mut tx, routine_id, true).await?;
-        if routine.status == RoutineStatus::Archived {
-            return Err(archived());
-        }
+        let routine = changeable_routine_of(&mut tx, id).await?;
+        let routine_id = routine.id;
         let row = sqlx::query_as!(
             TriggerRow,
             r#"UPDATE routine_triggers SET secret_enc = $2, updated_at = $3
@@ -521,15 +535,6 @@ impl Store {
                 webhook_secret: secret,
             },
         ))
-    }
-
-    /// The routine of a trigger; the routine row is locked by the caller next, always before the
-    /// trigger row, so trigger changes and dispatches take locks in one order.
-    async fn lock_trigger_routine(&self, conn: &mut PgConnection, id: Uuid) -> StoreResult<Uuid> {
-        sqlx::query_scalar!("SELECT routine_id FROM routine_triggers WHERE id = $1", id)
-            .fetch_optional(conn)
-            .await?
-            .ok_or(StoreError::NotFound)
     }
 }
 

@@ -4,6 +4,7 @@ mod access;
 mod activity;
 mod agents;
 mod auth;
+mod deploy;
 mod dispatch;
 mod heartbeats;
 mod issues;

@@ -1,0 +1,169 @@
+//! SIGTERM during a burst: a real `nexus-worker` process stops claiming, finishes what it holds
+//! and exits cleanly; nothing accepted is lost and no job is left `running`.
+
+use std::{
+    process::{Command, Stdio},
+    sync::Arc,
+};
+
+use nexus_shared::{
+    Store, SystemClock,
+    crypto::SecretKey,
+    db,
+    model::{
+        Actor, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Priority,
+        RoutineStatus, RunSource, Title,
+    },
+    store::{NewRoutine, NewRun, WakeupSpec},
+};
+use nexus_tests::{TestDb, eventually, redis_url};
+
+const RUNS: i64 = 400;
+
+async fn count(db: &TestDb, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn sigterm_during_a_burst_loses_nothing_and_leaves_no_job_running() {
+    let db = TestDb::create().await;
+    let key = SecretKey::generate();
+    let store = Store::new(
+        db::pool(&db.url, 4).expect("pool"),
+        Arc::new(SystemClock),
+        &key,
+    );
+    let title = |s: &str| Title::parse(s.to_owned()).expect("title");
+    let company = store
+        .create_company(title("Acme"), Actor::System)
+        .await
+        .expect("company");
+    let agent = store
+        .create_agent(company.id, title("Ada"), WakeupSpec::Poll, Actor::System)
+        .await
+        .expect("agent");
+    let project = store
+        .create_project(company.id, title("Ops"), Actor::System)
+        .await
+        .expect("project");
+    let routine = store
+        .create_routine(
+            company.id,
+            NewRoutine {
+                title: title("Burst"),
+                description: Description::default(),
+                assignee_agent_id: agent.agent.id,
+                project_id: project.id,
+                goal_id: None,
+                parent_issue_id: None,
+                priority: Priority::Medium,
+                status: RoutineStatus::Active,
+                concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue,
+                catch_up_policy: CatchUpPolicy::SkipMissed,
+                catch_up_cap: DEFAULT_CATCH_UP_CAP,
+            },
+            Actor::System,
+        )
+        .await
+        .expect("routine");
+    for _ in 0..RUNS {
+        let run = NewRun {
+            source: RunSource::Manual,
+            trigger_id: None,
+            payload: serde_json::Map::new(),
+            idempotency_key: None,
+            trace_context: None,
+        };
+        store
+            .accept_manual_run(routine.id, run, Actor::System)
+            .await
+            .expect("run");
+    }
+
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_nexus-worker"))
+        .env_clear()
+        .env("NEXUS_DATABASE_URL", &db.url)
+        .env("NEXUS_REDIS_URL", redis_url())
+        .env("NEXUS_SECRET_KEY", key.to_base64())
+        .env("NEXUS_LISTEN", "127.0.0.1:0")
+        .env("NEXUS_WORKER_CONCURRENCY", "8")
+        .env("NEXUS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nexus-worker starts");
+    // Stop it in the middle of the burst.
+    eventually(60, "the burst to start", || async {
+        (count(
+            &db,
+            "SELECT count(*) FROM routine_runs WHERE status <> 'received'",
+        )
+        .await
+            >= 20)
+            .then_some(())
+    })
+    .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = worker.wait().expect("worker exits");
+    assert!(exit.success(), "clean exit: {exit:?}");
+
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM jobs WHERE state = 'running'").await,
+        0,
+        "no job left running"
+    );
+    let dispatched = count(
+        &db,
+        "SELECT count(*) FROM routine_runs WHERE status = 'issue_created'",
+    )
+    .await;
+    let waiting = count(
+        &db,
+        "SELECT count(*) FROM routine_runs WHERE status = 'received'",
+    )
+    .await;
+    assert_eq!(
+        dispatched + waiting,
+        RUNS,
+        "every run is dispatched or still waiting"
+    );
+    assert!(
+        waiting > 0,
+        "the worker was stopped mid-burst ({dispatched} dispatched)"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM jobs WHERE state = 'queued'").await,
+        waiting,
+        "every waiting run keeps its job"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM issues").await,
+        dispatched,
+        "one issue per dispatched run"
+    );
+
+    // Another worker finishes the rest, each exactly once.
+    let settings = nexus_worker::Settings::default();
+    let rest =
+        nexus_worker::Worker::new(store.clone(), "after".to_owned(), settings).expect("worker");
+    while rest.run_once().await.expect("step") == nexus_worker::Outcome::Worked {}
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM routine_runs WHERE status = 'issue_created'"
+        )
+        .await,
+        RUNS
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM issues").await, RUNS);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM jobs WHERE state <> 'succeeded'").await,
+        0
+    );
+}
