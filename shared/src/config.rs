@@ -36,6 +36,8 @@ pub struct Config {
     pub leader_ttl: Duration,
     /// `NEXUS_WORKER_CONCURRENCY`: jobs one worker process handles at once.
     pub worker_concurrency: NonZeroUsize,
+    /// `NEXUS_JOB_LEASE_SECS`: how long a worker holds a claimed job before another may take it.
+    pub job_lease: Duration,
     /// `NEXUS_AUTO_MIGRATE`: run pending migrations at start.
     pub auto_migrate: bool,
     /// `NEXUS_WEBHOOK_RATE_PER_SEC`: sustained webhook calls per trigger and second.
@@ -92,6 +94,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_MISFIRE_GRACE_SECS",
     "NEXUS_LEADER_TTL_SECS",
     "NEXUS_WORKER_CONCURRENCY",
+    "NEXUS_JOB_LEASE_SECS",
     "NEXUS_AUTO_MIGRATE",
     "NEXUS_WEBHOOK_RATE_PER_SEC",
     "NEXUS_WEBHOOK_BURST",
@@ -191,6 +194,12 @@ impl Config {
                 })
             },
         )?;
+        let job_lease = Duration::from_secs(parse_or(
+            "NEXUS_JOB_LEASE_SECS",
+            get("NEXUS_JOB_LEASE_SECS"),
+            "30",
+            |v| int_in_range(v, 5, 3600),
+        )?);
         let auto_migrate = parse_or(
             "NEXUS_AUTO_MIGRATE",
             get("NEXUS_AUTO_MIGRATE"),
@@ -257,6 +266,7 @@ impl Config {
             misfire_grace,
             leader_ttl,
             worker_concurrency,
+            job_lease,
             auto_migrate,
             webhook_rate_per_sec,
             webhook_burst,
@@ -383,6 +393,7 @@ mod tests {
             ("NEXUS_BOOTSTRAP_BOARD_TOKEN", "short"),
             ("NEXUS_HEARTBEAT_TIMEOUT_SECS", "5"),
             ("NEXUS_LEADER_TTL_SECS", "1"),
+            ("NEXUS_JOB_LEASE_SECS", "1"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

@@ -7,6 +7,7 @@
 
 mod client;
 mod db;
+mod proxy;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 pub use crate::{
     client::{Caller, Resp},
     db::TestDb,
+    proxy::RedisProxy,
 };
 
 /// An HTTP client for tests (with the process's TLS provider installed).

@@ -30,6 +30,7 @@ pub fn settings(config: &Config) -> Settings {
     Settings {
         concurrency: config.worker_concurrency.get(),
         heartbeat_timeout: config.heartbeat_timeout,
+        lease: config.job_lease,
         ..Settings::default()
     }
 }

@@ -2,7 +2,7 @@
 //! outage, pause/resume, an edited trigger picked up while sleeping, exactly-once fires under
 //! overlapping and deposed leaders, and leadership through Redis outages.
 
-use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use nexus_shared::{Clock as _, ManualClock, clock::SharedClock, store::Leadership};
@@ -461,49 +461,9 @@ async fn overlapping_and_deposed_leaders_fire_every_fire_exactly_once() {
     let _ = clock.now();
 }
 
-/// A TCP proxy to the real Redis that can be cut, to simulate a Redis outage for one test.
-struct Proxy {
-    url: String,
-    open: watch::Sender<bool>,
-}
-
-async fn redis_proxy() -> Proxy {
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
-    let url = format!("redis://{}", listener.local_addr().expect("addr"));
-    let target = nexus_tests::redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let (open, opened) = watch::channel(false);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            let mut opened = opened.clone();
-            if !*opened.borrow() {
-                continue; // dropped: connection refused in effect
-            }
-            let target = target.clone();
-            tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = opened.wait_for(|open| !*open) => {}
-                }
-            });
-        }
-    });
-    Proxy { url, open }
-}
-
 #[tokio::test]
 async fn without_redis_nobody_leads_or_fires_and_fires_resume_with_catch_up_when_it_returns() {
-    let proxy = redis_proxy().await;
+    let proxy = nexus_tests::RedisProxy::start(false).await;
     let clock = ManualClock::new(utc("2026-11-29T08:59:00Z"));
     let shared: SharedClock = clock.clone();
     let app = TestApp::spawn_with(Options {
@@ -542,7 +502,7 @@ async fn without_redis_nobody_leads_or_fires_and_fires_resume_with_catch_up_when
     assert!(runs(&app, &routine).await.is_empty());
     assert!(!task.is_finished(), "no crash");
 
-    let _ = proxy.open.send(true);
+    proxy.set_open(true);
     eventually(10, "leadership after Redis returns", || async {
         scheduler.is_leader().then_some(())
     })
