@@ -347,6 +347,48 @@ impl Queue {
     }
 }
 
+/// Queue depth of one kind and state.
+#[derive(Debug, Clone)]
+pub struct QueueDepth {
+    /// Job kind.
+    pub kind: String,
+    /// `queued` or `running`.
+    pub state: String,
+    /// How many.
+    pub count: i64,
+    /// Seconds since the oldest due one became due (queued) or was claimed (running).
+    pub oldest_age_secs: f64,
+}
+
+impl Queue {
+    /// Depth and age of the queue by kind and state (`queued` jobs that are due, and `running`).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn depth(&self) -> Result<Vec<QueueDepth>, sqlx::Error> {
+        let now = self.clock.now();
+        let rows = sqlx::query!(
+            r#"SELECT kind, state, count(*) AS "count!",
+                      EXTRACT(EPOCH FROM ($1 - min(CASE WHEN state = 'running' THEN updated_at ELSE run_at END)))::float8 AS "age!"
+               FROM jobs
+               WHERE (state = 'queued' AND run_at <= $1) OR state = 'running'
+               GROUP BY kind, state"#,
+            now,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| QueueDepth {
+                kind: r.kind,
+                state: r.state,
+                count: r.count,
+                oldest_age_secs: r.age.max(0.0),
+            })
+            .collect())
+    }
+}
+
 /// What a reaping pass did.
 #[derive(Debug, Default)]
 pub struct ReapReport {

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use nexus_shared::{
     Store,
+    model::RunStatus,
     queue::{Job, JobError, Queue, RetryOutcome, complete_in},
     store::{DELIVER_WAKEUP, DISPATCH_RUN},
 };
@@ -106,7 +107,10 @@ impl Worker {
     /// # Errors
     /// The database failed while claiming or recording the outcome.
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let Some(job) = self.queue.claim(1).await?.into_iter().next() else {
+        let claiming = std::time::Instant::now();
+        let claimed = self.queue.claim(1).await?;
+        metrics::histogram!("nexus_job_claim_seconds").record(claiming.elapsed().as_secs_f64());
+        let Some(job) = claimed.into_iter().next() else {
             return Ok(Outcome::Idle);
         };
         let pickup = (self.store.clock().now() - job.created_at)
@@ -179,6 +183,9 @@ impl Worker {
         if let Some(status) = status {
             metrics::counter!("nexus_runs_dispatched_total", "status" => status.as_str())
                 .increment(1);
+            if matches!(status, RunStatus::IssueCreated | RunStatus::Coalesced) {
+                metrics::counter!("nexus_heartbeat_runs_total", "status" => "queued").increment(1);
+            }
             tracing::info!(run_id = %run_id, status = %status, "run dispatched");
         }
         Ok(())
@@ -220,7 +227,10 @@ impl Worker {
             DELIVER_WAKEUP => {
                 if let Ok(id) = id_in(payload, "heartbeatRunId") {
                     let reason = format!("the wake-up could not be delivered: {error}");
-                    self.store.fail_undelivered_heartbeat(id, &reason).await?;
+                    if self.store.fail_undelivered_heartbeat(id, &reason).await? {
+                        metrics::counter!("nexus_heartbeat_runs_total", "status" => "failed")
+                            .increment(1);
+                    }
                 }
             }
             _ => {}
@@ -250,8 +260,22 @@ impl Worker {
             .time_out_heartbeats(self.settings.heartbeat_timeout)
             .await?;
         if timed_out > 0 {
-            metrics::counter!("nexus_heartbeat_runs_timed_out_total").increment(timed_out);
+            metrics::counter!("nexus_heartbeat_runs_total", "status" => "timed_out")
+                .increment(timed_out);
             tracing::info!(count = timed_out, "heartbeat runs timed out");
+        }
+        // Gauges of every kind and state, zero when absent, so drained queues read 0.
+        let depth = self.queue.depth().await?;
+        for kind in [DISPATCH_RUN, DELIVER_WAKEUP] {
+            for state in ["queued", "running"] {
+                let row = depth.iter().find(|d| d.kind == kind && d.state == state);
+                let labels = [("kind", kind.to_owned()), ("state", state.to_owned())];
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("nexus_queue_depth", &labels)
+                    .set(row.map_or(0.0, |d| d.count as f64));
+                metrics::gauge!("nexus_queue_oldest_age_seconds", &labels)
+                    .set(row.map_or(0.0, |d| d.oldest_age_secs));
+            }
         }
         Ok(())
     }

@@ -59,7 +59,9 @@ async fn claim(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<HeartbeatRun>, ApiError> {
     owned(auth, &state, id, "claim").await?;
-    Ok(Json(state.store.claim_heartbeat_run(id, auth.0).await?))
+    let run = state.store.claim_heartbeat_run(id, auth.0).await?;
+    metrics::counter!("nexus_heartbeat_runs_total", "status" => "running").increment(1);
+    Ok(Json(run))
 }
 
 /// Finish a running heartbeat run (its agent): `running → succeeded | failed`; 409 otherwise.
@@ -80,10 +82,10 @@ async fn finish(
         .summary
         .map(|s| field("summary", Summary::parse(s)))
         .transpose()?;
-    Ok(Json(
-        state
-            .store
-            .finish_heartbeat_run(id, body.status, summary, auth.0)
-            .await?,
-    ))
+    let run = state
+        .store
+        .finish_heartbeat_run(id, body.status, summary, auth.0)
+        .await?;
+    metrics::counter!("nexus_heartbeat_runs_total", "status" => run.status.as_str()).increment(1);
+    Ok(Json(run))
 }

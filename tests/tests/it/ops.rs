@@ -29,6 +29,38 @@ async fn health_readiness_and_metrics_answer() {
     );
 }
 
+#[tokio::test]
+async fn queue_and_heartbeat_metrics_are_exported() {
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &serde_json::json!({})).await;
+    app.board()
+        .run_routine(&routine, &serde_json::json!({}))
+        .await
+        .expect(202);
+    let worker = app.worker("metrics");
+    worker.maintain().await.expect("maintain");
+    let before = app.caller(None).metrics().await.text;
+    assert!(
+        before.contains("nexus_queue_depth{kind=\"dispatch_run\",state=\"queued\"}"),
+        "{before}"
+    );
+    assert!(
+        before.contains("nexus_queue_oldest_age_seconds{kind=\"dispatch_run\",state=\"queued\"}")
+    );
+    app.drain().await;
+    let after = app.caller(None).metrics().await.text;
+    for name in [
+        "nexus_job_claim_seconds",
+        "nexus_job_pickup_seconds",
+        "nexus_jobs_total",
+        "nexus_runs_dispatched_total",
+    ] {
+        assert!(after.contains(name), "{name} missing");
+    }
+    assert!(after.contains("nexus_heartbeat_runs_total{status=\"queued\"}"));
+}
+
 /// Starts an API whose database or Redis is a closed port.
 async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::JoinHandle<()>) {
     let vars = [
