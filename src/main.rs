@@ -67,7 +67,13 @@ async fn main() -> anyhow::Result<()> {
         _ => {}
     }
     let config = Config::from_env().map_err(|e| anyhow::anyhow!(e))?;
-    telemetry::init_logging(&config);
+    let telemetry = telemetry::init(&config, "nexus");
+    let result = run(command, config).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {

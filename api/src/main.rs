@@ -5,7 +5,9 @@ use nexus_shared::{Config, runtime::shutdown_signal, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().map_err(|e| anyhow::anyhow!(e))?;
-    telemetry::init_logging(&config);
+    let telemetry = telemetry::init(&config, "nexus-api");
     let app = nexus_api::build(config).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    let result = app.run_until_stopped(shutdown_signal()).await;
+    telemetry.shutdown();
+    result
 }

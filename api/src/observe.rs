@@ -14,6 +14,7 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let span = tracing::info_span!("http_request", method = %method, route = %route);
+    nexus_shared::telemetry::continue_request_trace(&span, request.headers());
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
     let elapsed = start.elapsed().as_secs_f64();

@@ -4,8 +4,13 @@
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-/// The request's `traceparent` when it is well-formed, else a new one; as stored with a job.
+/// The trace context to store with a job: the request span's when spans are exported (it
+/// continues the request's `traceparent`), else the request's `traceparent` when well-formed,
+/// else a new one.
 pub(crate) fn context_from(headers: &HeaderMap) -> Value {
+    if let Some(current) = nexus_shared::telemetry::current_trace_context() {
+        return current;
+    }
     let incoming = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())

@@ -83,10 +83,9 @@ impl Scheduler {
         let grace =
             TimeDelta::from_std(self.settings.misfire_grace).unwrap_or(TimeDelta::seconds(60));
         let started = Instant::now();
-        let report = self
-            .store
-            .fire_due(leadership, grace, self.settings.batch)
-            .await?;
+        let span = tracing::info_span!("fire_pass", epoch = leadership.epoch);
+        let pass = self.store.fire_due(leadership, grace, self.settings.batch);
+        let report = tracing::Instrument::instrument(pass, span).await?;
         metrics::histogram!("nexus_scheduler_pass_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("nexus_fires_total", "outcome" => "dispatched")
             .increment(report.dispatched as u64);

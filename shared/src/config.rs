@@ -58,6 +58,8 @@ pub struct Config {
     pub otel_endpoint: Option<String>,
     /// `OTEL_SERVICE_NAME`.
     pub otel_service_name: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otel_protocol: OtlpProtocol,
 }
 
 /// Output format of log lines.
@@ -67,6 +69,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Wire format of exported spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf` (the default).
+    HttpProtobuf,
+    /// `http/json`.
+    HttpJson,
 }
 
 /// A configuration variable with an unusable value.
@@ -105,6 +116,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_LOG_FORMAT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_SERVICE_NAME",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
 ];
 
 /// Shortest accepted `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
@@ -247,6 +259,16 @@ impl Config {
                 _ => Err("text or json".to_owned()),
             },
         )?;
+        let otel_protocol = parse_or(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            get("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            "http/protobuf",
+            |v| match v {
+                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+                "http/json" => Ok(OtlpProtocol::HttpJson),
+                _ => Err("http/protobuf or http/json (gRPC export is not built in)".to_owned()),
+            },
+        )?;
         let otel_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
         if let Some(endpoint) = &otel_endpoint {
             check_url_scheme(
@@ -277,6 +299,7 @@ impl Config {
             log_format,
             otel_endpoint,
             otel_service_name: get("OTEL_SERVICE_NAME"),
+            otel_protocol,
         })
     }
 
@@ -394,6 +417,8 @@ mod tests {
             ("NEXUS_HEARTBEAT_TIMEOUT_SECS", "5"),
             ("NEXUS_LEADER_TTL_SECS", "1"),
             ("NEXUS_JOB_LEASE_SECS", "1"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

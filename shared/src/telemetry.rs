@@ -1,39 +1,196 @@
-//! Logging and metrics set-up shared by every binary.
+//! Logging, tracing export and metrics set-up shared by every binary.
+//!
+//! Logs go to standard error (text or JSON). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans
+//! are also exported over OTLP/HTTP (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` by default,
+//! or `http/json`) with W3C trace-context propagation; when it is not set nothing is exported
+//! and nothing about tracing is logged.
 
-use std::{io::IsTerminal as _, sync::OnceLock};
+use std::{collections::HashMap, io::IsTerminal as _, sync::OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use opentelemetry::{
+    propagation::{Extractor, Injector, TextMapPropagator as _},
+    trace::TracerProvider as _,
+};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets, fmt, prelude::*};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, OtlpProtocol};
 
-/// Installs the global tracing subscriber described by the configuration (`NEXUS_LOG`,
-/// `NEXUS_LOG_FORMAT`). Calling it again does nothing.
-pub fn init_logging(config: &Config) {
+/// Installs the process's TLS provider (ring) for outgoing HTTPS; safe to call repeatedly.
+pub fn install_tls_provider() {
+    drop(rustls::crypto::ring::default_provider().install_default());
+}
+
+/// The installed telemetry; [`Telemetry::shutdown`] flushes spans not yet exported.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is still buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            drop(provider.shutdown());
+        }
+    }
+}
+
+/// Installs logging (`NEXUS_LOG`, `NEXUS_LOG_FORMAT`) and, when configured, span export under
+/// the service name `OTEL_SERVICE_NAME` (default `role`). Calling it again does nothing.
+pub fn init(config: &Config, role: &str) -> Telemetry {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
         eprintln!("invalid NEXUS_LOG {:?} ({e}); using \"info\"", config.log);
         EnvFilter::new("info")
     });
-    let registry = tracing_subscriber::registry().with(filter);
     // Logs go to standard error: standard output is for what commands print (a board token).
-    let result = match config.log_format {
-        LogFormat::Text => registry
-            .with(
-                fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal()),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+    let logs = match config.log_format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
+    .with_filter(filter);
+    let provider = config.otel_endpoint.as_deref().and_then(|endpoint| {
+        let service = config
+            .otel_service_name
+            .clone()
+            .unwrap_or_else(|| role.to_owned());
+        match tracer_provider(endpoint, config.otel_protocol, service) {
+            Ok(provider) => Some(provider),
+            Err(e) => {
+                eprintln!("OpenTelemetry export is off: {e}");
+                None
+            }
+        }
+    });
+    // Exported spans do not depend on the log level: Nexus's own spans at info and above.
+    let installed = match &provider {
+        Some(provider) => {
+            let ours = Targets::new().with_targets(
+                [
+                    "nexus",
+                    "nexus_api",
+                    "nexus_scheduler",
+                    "nexus_worker",
+                    "nexus_shared",
+                ]
+                .map(|t| (t, tracing::Level::INFO)),
+            );
+            let spans = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("nexus-routines"))
+                .with_filter(ours);
+            tracing_subscriber::registry()
+                .with(logs)
+                .with(spans)
+                .try_init()
+        }
+        None => tracing_subscriber::registry().with(logs).try_init(),
     };
-    drop(result);
+    if installed.is_ok() && provider.is_some() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    Telemetry { provider }
+}
+
+fn tracer_provider(
+    endpoint: &str,
+    protocol: OtlpProtocol,
+    service: String,
+) -> anyhow::Result<SdkTracerProvider> {
+    install_tls_provider();
+    let protocol = match protocol {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+    };
+    let exporter = {
+        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+        let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        // The blocking HTTP client is built on its own thread: it runs a runtime of its own.
+        std::thread::spawn(move || {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .with_endpoint(url)
+                .with_http_client(reqwest::blocking::Client::new())
+                .build()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("building the OTLP exporter panicked"))??
+    };
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
+}
+
+struct Carrier(HashMap<String, String>);
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+impl Extractor for Carrier {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// Makes `span` a child of the trace named by a request's `traceparent` header.
+pub fn continue_request_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    drop(span.set_parent(parent));
+}
+
+/// The current span's W3C trace context (`{"traceparent": …}`), when spans are exported.
+#[must_use]
+pub fn current_trace_context() -> Option<serde_json::Value> {
+    let mut carrier = Carrier(HashMap::new());
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+    let traceparent = carrier.0.remove("traceparent")?;
+    // An invalid (all-zero) context means spans are not being exported.
+    (!traceparent.contains("-00000000000000000000000000000000-"))
+        .then(|| serde_json::json!({ "traceparent": traceparent }))
+}
+
+/// Makes `span` a child of the trace stored with a job.
+pub fn continue_job_trace(span: &tracing::Span, trace_context: Option<&serde_json::Value>) {
+    let Some(traceparent) = trace_context.and_then(|t| t["traceparent"].as_str()) else {
+        return;
+    };
+    let carrier = Carrier(HashMap::from([(
+        "traceparent".to_owned(),
+        traceparent.to_owned(),
+    )]));
+    drop(span.set_parent(TraceContextPropagator::new().extract(&carrier)));
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -35,10 +35,7 @@ pub fn settings(config: &Config) -> Settings {
     }
 }
 
-/// Installs the process's TLS provider (ring) for outgoing HTTPS; safe to call repeatedly.
-pub fn install_tls_provider() {
-    drop(rustls::crypto::ring::default_provider().install_default());
-}
+pub use nexus_shared::telemetry::install_tls_provider;
 
 /// A lease owner name unique to this process.
 #[must_use]

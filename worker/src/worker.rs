@@ -75,7 +75,7 @@ impl Worker {
     /// # Errors
     /// The HTTP client cannot be built (no TLS provider).
     pub fn new(store: Store, owner: String, settings: Settings) -> anyhow::Result<Self> {
-        crate::install_tls_provider();
+        nexus_shared::telemetry::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.wakeup_timeout)
             .connect_timeout(settings.wakeup_timeout)
@@ -108,7 +108,11 @@ impl Worker {
     /// The database failed while claiming or recording the outcome.
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
         let claiming = std::time::Instant::now();
-        let claimed = self.queue.claim(1).await?;
+        let claimed = self
+            .queue
+            .claim(1)
+            .instrument(tracing::debug_span!("claim"))
+            .await?;
         metrics::histogram!("nexus_job_claim_seconds").record(claiming.elapsed().as_secs_f64());
         let Some(job) = claimed.into_iter().next() else {
             return Ok(Outcome::Idle);
@@ -124,6 +128,7 @@ impl Worker {
             attempt = job.attempts,
             traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
         );
+        nexus_shared::telemetry::continue_job_trace(&span, job.trace_context.as_ref());
         self.process(job).instrument(span).await?;
         Ok(Outcome::Worked)
     }
