@@ -13,12 +13,9 @@ use nexus_shared::{
     Store, SystemClock,
     crypto::SecretKey,
     db,
-    model::{
-        Actor, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Label,
-        Priority, RoutineStatus, Title,
-    },
+    model::{Actor, Label},
     schedule::{CronExpression, TimeZone},
-    store::{NewRoutine, NewTrigger, NewTriggerKind, WakeupSpec},
+    store::{NewTrigger, NewTriggerKind},
 };
 use nexus_tests::{TestDb, eventually, redis_url};
 
@@ -78,39 +75,7 @@ async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
         Arc::new(SystemClock),
         key,
     );
-    let title = |s: &str| Title::parse(s.to_owned()).expect("title");
-    let company = store
-        .create_company(title("Acme"), Actor::System)
-        .await
-        .expect("company");
-    let agent = store
-        .create_agent(company.id, title("Ada"), WakeupSpec::Poll, Actor::System)
-        .await
-        .expect("agent");
-    let project = store
-        .create_project(company.id, title("Ops"), Actor::System)
-        .await
-        .expect("project");
-    let routine = store
-        .create_routine(
-            company.id,
-            NewRoutine {
-                title: title("Minutely"),
-                description: Description::default(),
-                assignee_agent_id: agent.agent.id,
-                project_id: project.id,
-                goal_id: None,
-                parent_issue_id: None,
-                priority: Priority::Medium,
-                status: RoutineStatus::Active,
-                concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue,
-                catch_up_policy: CatchUpPolicy::SkipMissed,
-                catch_up_cap: DEFAULT_CATCH_UP_CAP,
-            },
-            Actor::System,
-        )
-        .await
-        .expect("routine");
+    let routine = nexus_tests::seed_store_routine(&store, "Minutely").await;
     let trigger = NewTrigger {
         kind: NewTriggerKind::Schedule {
             cron: CronExpression::parse("* * * * *").expect("cron"),
@@ -120,7 +85,7 @@ async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
         enabled: true,
     };
     store
-        .create_trigger(routine.id, trigger, Actor::System)
+        .create_trigger(routine, trigger, Actor::System)
         .await
         .expect("trigger")
         .0

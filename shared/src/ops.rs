@@ -79,6 +79,10 @@ pub async fn serve(
         .await
 }
 
+/// How long a role waits for its work in flight after a shutdown signal before exiting anyway
+/// (below Kubernetes' default 30 s grace period).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
+
 /// The router of the three operational endpoints.
 pub fn router(health: Health) -> Router {
     Router::new()
@@ -207,8 +211,13 @@ impl OpsServer {
         shutdown.await;
         health.begin_shutdown();
         let _ = stop.send(true);
-        if let Err(e) = work.await {
-            tracing::error!(error = %e, "the role's work ended abnormally");
+        match tokio::time::timeout(SHUTDOWN_DEADLINE, work).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the role's work ended abnormally"),
+            Err(_) => tracing::warn!(
+                deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
+                "work in flight did not finish before the shutdown deadline; its leases will expire"
+            ),
         }
         let _ = close.send(());
         listener.await.map_err(std::io::Error::other)?

@@ -372,3 +372,49 @@ pub fn str_at(value: &Value, pointer: &str) -> String {
         .unwrap_or_else(|| panic!("no string at {pointer} in {value}"))
         .to_owned()
 }
+
+/// A company, an agent, a project and an `always_enqueue` routine written through `store`
+/// directly (for tests that drive processes rather than a [`TestApp`]); returns the routine's id.
+///
+/// # Panics
+/// When the store refuses.
+pub async fn seed_store_routine(store: &Store, title: &str) -> uuid::Uuid {
+    use nexus_shared::{
+        model::{
+            Actor, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Priority,
+            RoutineStatus, Title,
+        },
+        store::{NewRoutine, WakeupSpec},
+    };
+    let text = |s: &str| Title::parse(s.to_owned()).expect("title");
+    let company = store
+        .create_company(text("Acme"), Actor::System)
+        .await
+        .expect("company");
+    let agent = store
+        .create_agent(company.id, text("Ada"), WakeupSpec::Poll, Actor::System)
+        .await
+        .expect("agent");
+    let project = store
+        .create_project(company.id, text("Ops"), Actor::System)
+        .await
+        .expect("project");
+    let routine = NewRoutine {
+        title: text(title),
+        description: Description::default(),
+        assignee_agent_id: agent.agent.id,
+        project_id: project.id,
+        goal_id: None,
+        parent_issue_id: None,
+        priority: Priority::Medium,
+        status: RoutineStatus::Active,
+        concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue,
+        catch_up_policy: CatchUpPolicy::SkipMissed,
+        catch_up_cap: DEFAULT_CATCH_UP_CAP,
+    };
+    store
+        .create_routine(company.id, routine, Actor::System)
+        .await
+        .expect("routine")
+        .id
+}

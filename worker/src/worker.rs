@@ -126,6 +126,7 @@ impl Worker {
             kind = %job.kind,
             job_id = %job.id,
             attempt = job.attempts,
+            claim_ms = claiming.elapsed().as_secs_f64() * 1000.0,
             traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
         );
         nexus_shared::telemetry::continue_job_trace(&span, job.trace_context.as_ref());

@@ -10,11 +10,8 @@ use nexus_shared::{
     Store, SystemClock,
     crypto::SecretKey,
     db,
-    model::{
-        Actor, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Priority,
-        RoutineStatus, RunSource, Title,
-    },
-    store::{NewRoutine, NewRun, WakeupSpec},
+    model::{Actor, RunSource},
+    store::NewRun,
 };
 use nexus_tests::{TestDb, eventually, redis_url};
 
@@ -36,39 +33,7 @@ async fn sigterm_during_a_burst_loses_nothing_and_leaves_no_job_running() {
         Arc::new(SystemClock),
         &key,
     );
-    let title = |s: &str| Title::parse(s.to_owned()).expect("title");
-    let company = store
-        .create_company(title("Acme"), Actor::System)
-        .await
-        .expect("company");
-    let agent = store
-        .create_agent(company.id, title("Ada"), WakeupSpec::Poll, Actor::System)
-        .await
-        .expect("agent");
-    let project = store
-        .create_project(company.id, title("Ops"), Actor::System)
-        .await
-        .expect("project");
-    let routine = store
-        .create_routine(
-            company.id,
-            NewRoutine {
-                title: title("Burst"),
-                description: Description::default(),
-                assignee_agent_id: agent.agent.id,
-                project_id: project.id,
-                goal_id: None,
-                parent_issue_id: None,
-                priority: Priority::Medium,
-                status: RoutineStatus::Active,
-                concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue,
-                catch_up_policy: CatchUpPolicy::SkipMissed,
-                catch_up_cap: DEFAULT_CATCH_UP_CAP,
-            },
-            Actor::System,
-        )
-        .await
-        .expect("routine");
+    let routine = nexus_tests::seed_store_routine(&store, "Burst").await;
     for _ in 0..RUNS {
         let run = NewRun {
             source: RunSource::Manual,
@@ -78,7 +43,7 @@ async fn sigterm_during_a_burst_loses_nothing_and_leaves_no_job_running() {
             trace_context: None,
         };
         store
-            .accept_manual_run(routine.id, run, Actor::System)
+            .accept_manual_run(routine, run, Actor::System)
             .await
             .expect("run");
     }
