@@ -15,7 +15,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit, routing::get};
-use nexus_shared::{Config, SystemClock, ops::Health, runtime::Resources};
+use nexus_shared::{Config, ops::Health, runtime::Resources};
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
@@ -37,8 +37,7 @@ pub struct App {
 /// # Errors
 /// Missing secret key, unreachable database during migrations, or the address is taken.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let key = config.require_secret_key()?.clone();
-    let resources = Resources::connect(config, &key, Arc::new(SystemClock)).await?;
+    let resources = Resources::for_role(config).await?;
     let listen = resources.config.listen;
     build_with(resources, listen).await
 }

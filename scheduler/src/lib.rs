@@ -8,10 +8,10 @@
 pub mod leader;
 mod scheduler;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr};
 
 use nexus_shared::{
-    Config, SystemClock,
+    Config,
     ops::{Health, OpsServer},
     runtime::Resources,
 };
@@ -50,8 +50,7 @@ pub fn scheduler(resources: &Resources) -> Scheduler {
 /// # Errors
 /// Missing secret key, unreachable database during migrations, or the address is taken.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let key = config.require_secret_key()?.clone();
-    let resources = Resources::connect(config, &key, Arc::new(SystemClock)).await?;
+    let resources = Resources::for_role(config).await?;
     let listen = resources.config.listen;
     build_with(&resources, listen).await
 }

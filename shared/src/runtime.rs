@@ -47,6 +47,18 @@ impl Resources {
     }
 }
 
+impl Resources {
+    /// The resources of a separate role binary: `NEXUS_SECRET_KEY` is required (every replica
+    /// must share it) and time is the system clock.
+    ///
+    /// # Errors
+    /// Missing secret key, an invalid URL, or Postgres is unreachable while migrations must run.
+    pub async fn for_role(config: Config) -> anyhow::Result<Self> {
+        let key = config.require_secret_key()?.clone();
+        Self::connect(config, &key, std::sync::Arc::new(crate::SystemClock)).await
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let interrupt = async {

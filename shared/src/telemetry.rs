@@ -94,9 +94,7 @@ pub fn init(config: &Config, role: &str) -> Telemetry {
         }
         None => tracing_subscriber::registry().with(logs).try_init(),
     };
-    if installed.is_ok() && provider.is_some() {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    }
+    drop(installed);
     Telemetry { provider }
 }
 

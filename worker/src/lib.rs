@@ -7,10 +7,10 @@
 mod wakeup;
 mod worker;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr};
 
 use nexus_shared::{
-    Config, SystemClock,
+    Config,
     ops::{Health, OpsServer},
     runtime::Resources,
 };
@@ -53,8 +53,7 @@ pub fn owner_name(role: &str) -> String {
 /// # Errors
 /// Missing secret key, unreachable database during migrations, or the address is taken.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let key = config.require_secret_key()?.clone();
-    let resources = Resources::connect(config, &key, Arc::new(SystemClock)).await?;
+    let resources = Resources::for_role(config).await?;
     let listen = resources.config.listen;
     build_with(&resources, listen).await
 }

@@ -61,13 +61,8 @@ async fn queue_and_heartbeat_metrics_are_exported() {
     assert!(after.contains("nexus_heartbeat_runs_total{status=\"queued\"}"));
 }
 
-/// Starts an API whose database or Redis is a closed port.
-async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::JoinHandle<()>) {
-    let vars = [
-        ("NEXUS_DATABASE_URL", database_url.to_owned()),
-        ("NEXUS_REDIS_URL", redis.to_owned()),
-        ("NEXUS_AUTO_MIGRATE", "false".to_owned()),
-    ];
+/// An API (not yet running) configured by `vars`, on port 0; and its base URL.
+async fn api_on(vars: &[(&str, String)]) -> (nexus_api::App, String) {
     let config = Config::from_lookup(|name| {
         vars.iter()
             .find(|(k, _)| *k == name)
@@ -81,6 +76,17 @@ async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::Join
         .await
         .expect("bind");
     let base = format!("http://127.0.0.1:{}", app.port());
+    (app, base)
+}
+
+/// Starts an API whose database or Redis is a closed port.
+async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let (app, base) = api_on(&[
+        ("NEXUS_DATABASE_URL", database_url.to_owned()),
+        ("NEXUS_REDIS_URL", redis.to_owned()),
+        ("NEXUS_AUTO_MIGRATE", "false".to_owned()),
+    ])
+    .await;
     let server = tokio::spawn(async move {
         app.run_until_stopped(std::future::pending())
             .await
@@ -141,23 +147,11 @@ async fn readiness_fails_while_the_database_or_redis_is_unreachable() {
 #[tokio::test]
 async fn readiness_turns_unready_when_shutdown_begins() {
     let db = nexus_tests::TestDb::create().await;
-    let vars = [
+    let (app, base) = api_on(&[
         ("NEXUS_DATABASE_URL", db.url.clone()),
         ("NEXUS_REDIS_URL", redis_url()),
-    ];
-    let config = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    })
-    .expect("valid configuration");
-    let resources = Resources::connect(config, &SecretKey::generate(), Arc::new(SystemClock))
-        .await
-        .expect("connect");
-    let app = nexus_api::build_with(resources, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    ])
+    .await;
     let health = app.health();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move { drop(stopped.await) }));
