@@ -2,13 +2,27 @@
 //! fresh database, bounded in count and time, printing a table and the machine they ran on.
 //!
 //! ```text
-//! cargo run --release -p nexus-bench -- pickup [--runs N]
-//! cargo run --release -p nexus-bench -- burst [--routines R] [--boundaries B] [--workers N]
+//! bench pickup  [--runs N]
+//! bench burst   [--routines R] [--boundaries B] [--workers N] [--batch N]
+//!               [--mode in-process|serve|split] [--processes P]
+//! bench ingest  [--concurrency 16,64] [--seconds S]
+//! bench latency [--rates 10,200] [--seconds S]
+//! bench scale   [--routines 10000,1000000] [--due N]
+//! bench queue   [--jobs N] [--loops N]
 //! ```
+//!
+//! Build with `cargo build --release --workspace`: the process scenarios start the role
+//! binaries found next to this one.
 
 mod burst;
+mod cluster;
+mod fleet;
+mod ingest;
+mod latency;
 mod machine;
 mod pickup;
+mod queue;
+mod scale;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,20 +36,57 @@ async fn main() -> anyhow::Result<()> {
             None => Ok(default),
         }
     };
+    let text = |name: &str, default: &str| -> anyhow::Result<String> {
+        match args.iter().position(|a| a == name) {
+            Some(i) => Ok(args
+                .get(i + 1)
+                .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?
+                .clone()),
+            None => Ok(default.to_owned()),
+        }
+    };
+    let list = |name: &str, default: &str| -> anyhow::Result<Vec<usize>> {
+        text(name, default)?
+            .split(',')
+            .map(|n| Ok(n.trim().parse()?))
+            .collect()
+    };
+    nexus_shared::telemetry::install_tls_provider();
     println!("{}", machine::describe());
     match args.first().map(String::as_str) {
         Some("pickup") => pickup::run(flag("--runs", 200)?).await,
         Some("burst") => {
-            burst::run(
-                flag("--routines", 1_000)?,
-                flag("--boundaries", 2)?,
-                flag("--workers", 8)?,
+            burst::run(burst::Shape {
+                routines: flag("--routines", 1_000)?,
+                boundaries: flag("--boundaries", 2)?,
+                workers: flag("--workers", 8)?,
+                processes: flag("--processes", 2)?,
+                batch: flag("--batch", 100)?,
+                mode: text("--mode", "in-process")?.parse()?,
+            })
+            .await
+        }
+        Some("ingest") => {
+            ingest::run(
+                &list("--concurrency", "16,64")?,
+                u64::try_from(flag("--seconds", 10)?)?,
             )
             .await
         }
+        Some("latency") => {
+            latency::run(
+                &list("--rates", "10,200")?,
+                u64::try_from(flag("--seconds", 10)?)?,
+            )
+            .await
+        }
+        Some("scale") => {
+            scale::run(&list("--routines", "10000,1000000")?, flag("--due", 1_000)?).await
+        }
+        Some("queue") => queue::run(flag("--jobs", 50_000)?, flag("--loops", 8)?).await,
         _ => {
             eprintln!(
-                "usage: bench pickup [--runs N] | burst [--routines R] [--boundaries B] [--workers N]"
+                "usage: bench pickup|burst|ingest|latency|scale|queue [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }

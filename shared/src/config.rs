@@ -36,6 +36,9 @@ pub struct Config {
     pub leader_ttl: Duration,
     /// `NEXUS_WORKER_CONCURRENCY`: jobs one worker process handles at once.
     pub worker_concurrency: NonZeroUsize,
+    /// `NEXUS_WORKER_BATCH`: most dispatch jobs one worker loop claims and dispatches in one
+    /// transaction.
+    pub worker_batch: NonZeroUsize,
     /// `NEXUS_JOB_LEASE_SECS`: how long a worker holds a claimed job before another may take it.
     pub job_lease: Duration,
     /// `NEXUS_AUTO_MIGRATE`: run pending migrations at start.
@@ -105,6 +108,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_MISFIRE_GRACE_SECS",
     "NEXUS_LEADER_TTL_SECS",
     "NEXUS_WORKER_CONCURRENCY",
+    "NEXUS_WORKER_BATCH",
     "NEXUS_JOB_LEASE_SECS",
     "NEXUS_AUTO_MIGRATE",
     "NEXUS_WEBHOOK_RATE_PER_SEC",
@@ -206,6 +210,16 @@ impl Config {
                 })
             },
         )?;
+        let worker_batch = parse_or(
+            "NEXUS_WORKER_BATCH",
+            get("NEXUS_WORKER_BATCH"),
+            "100",
+            |v| {
+                int_in_range(v, 1, 1000).map(|n| {
+                    NonZeroUsize::new(usize::try_from(n).unwrap_or(1)).unwrap_or(NonZeroUsize::MIN)
+                })
+            },
+        )?;
         let job_lease = Duration::from_secs(parse_or(
             "NEXUS_JOB_LEASE_SECS",
             get("NEXUS_JOB_LEASE_SECS"),
@@ -288,6 +302,7 @@ impl Config {
             misfire_grace,
             leader_ttl,
             worker_concurrency,
+            worker_batch,
             job_lease,
             auto_migrate,
             webhook_rate_per_sec,
@@ -405,6 +420,7 @@ mod tests {
             ("NEXUS_LISTEN", "not-an-address"),
             ("NEXUS_MISFIRE_GRACE_SECS", "-1"),
             ("NEXUS_WORKER_CONCURRENCY", "0"),
+            ("NEXUS_WORKER_BATCH", "1001"),
             ("NEXUS_AUTO_MIGRATE", "yes"),
             ("NEXUS_WEBHOOK_RATE_PER_SEC", "fast"),
             ("NEXUS_WEBHOOK_BURST", "0"),

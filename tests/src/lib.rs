@@ -277,8 +277,18 @@ impl TestApp {
     /// When the HTTP client cannot be built.
     #[must_use]
     pub fn worker(&self, name: &str) -> nexus_worker::Worker {
+        self.worker_batching(name, nexus_worker::Settings::default().batch)
+    }
+
+    /// A worker claiming up to `batch` jobs per step.
+    ///
+    /// # Panics
+    /// When the HTTP client cannot be built.
+    #[must_use]
+    pub fn worker_batching(&self, name: &str, batch: usize) -> nexus_worker::Worker {
         let settings = nexus_worker::Settings {
             poll_interval: std::time::Duration::from_millis(20),
+            batch,
             ..nexus_worker::Settings::default()
         };
         nexus_worker::Worker::new(self.store.clone(), name.to_owned(), settings).expect("worker")
@@ -291,8 +301,10 @@ impl TestApp {
     pub async fn drain(&self) -> usize {
         let worker = self.worker("drain");
         let mut handled = 0;
-        while worker.run_once().await.expect("worker step") == nexus_worker::Outcome::Worked {
-            handled += 1;
+        while let nexus_worker::Outcome::Worked(jobs) =
+            worker.run_once().await.expect("worker step")
+        {
+            handled += jobs;
         }
         handled
     }

@@ -29,6 +29,7 @@ pub struct App {
 pub fn settings(config: &Config) -> Settings {
     Settings {
         concurrency: config.worker_concurrency.get(),
+        batch: config.worker_batch.get(),
         heartbeat_timeout: config.heartbeat_timeout,
         lease: config.job_lease,
         ..Settings::default()

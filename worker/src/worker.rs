@@ -23,6 +23,8 @@ use crate::wakeup::{self, DeliveryError};
 pub struct Settings {
     /// Jobs handled at once.
     pub concurrency: usize,
+    /// Most jobs one loop claims at once; dispatch jobs among them are dispatched together.
+    pub batch: usize,
     /// Lease of a claimed job.
     pub lease: Duration,
     /// Poll interval when no notification arrives.
@@ -41,6 +43,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            batch: 100,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             maintenance_interval: Duration::from_secs(5),
@@ -54,8 +57,8 @@ impl Default for Settings {
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A job was claimed and handled (whatever its result).
-    Worked,
+    /// Jobs were claimed and handled (whatever their results): how many.
+    Worked(usize),
     /// No job was due.
     Idle,
 }
@@ -102,36 +105,110 @@ impl Worker {
         &self.queue
     }
 
-    /// Claims one due job and handles it.
+    /// Claims due jobs (up to the batch size) and handles them: dispatch jobs together in one
+    /// transaction when there are several, others one by one.
     ///
     /// # Errors
     /// The database failed while claiming or recording the outcome.
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
         let claiming = std::time::Instant::now();
+        let limit = i64::try_from(self.settings.batch.max(1)).unwrap_or(1);
         let claimed = self
             .queue
-            .claim(1)
+            .claim(limit)
             .instrument(tracing::debug_span!("claim"))
             .await?;
-        metrics::histogram!("nexus_job_claim_seconds").record(claiming.elapsed().as_secs_f64());
-        let Some(job) = claimed.into_iter().next() else {
+        let claim_seconds = claiming.elapsed().as_secs_f64();
+        metrics::histogram!("nexus_job_claim_seconds").record(claim_seconds);
+        if claimed.is_empty() {
             return Ok(Outcome::Idle);
+        }
+        for job in &claimed {
+            let pickup = (self.store.clock().now() - job.created_at)
+                .as_seconds_f64()
+                .max(0.0);
+            metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone())
+                .record(pickup);
+        }
+        let handled = claimed.len();
+        let (dispatches, others): (Vec<Job>, Vec<Job>) =
+            claimed.into_iter().partition(|j| j.kind == DISPATCH_RUN);
+        let singles = if dispatches.len() > 1 {
+            self.dispatch_batch(dispatches).await?
+        } else {
+            dispatches
         };
-        let pickup = (self.store.clock().now() - job.created_at)
-            .as_seconds_f64()
-            .max(0.0);
-        metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone()).record(pickup);
-        let span = tracing::info_span!(
-            "job",
-            kind = %job.kind,
-            job_id = %job.id,
-            attempt = job.attempts,
-            claim_ms = claiming.elapsed().as_secs_f64() * 1000.0,
-            traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
-        );
-        nexus_shared::telemetry::continue_job_trace(&span, job.trace_context.as_ref());
-        self.process(job).instrument(span).await?;
-        Ok(Outcome::Worked)
+        for job in singles.into_iter().chain(others) {
+            let span = tracing::info_span!(
+                "job",
+                kind = %job.kind,
+                job_id = %job.id,
+                attempt = job.attempts,
+                claim_ms = claim_seconds * 1000.0,
+                traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
+            );
+            nexus_shared::telemetry::continue_job_trace(&span, job.trace_context.as_ref());
+            self.process(job).instrument(span).await?;
+        }
+        Ok(Outcome::Worked(handled))
+    }
+
+    /// Dispatches several runs in one fenced transaction. When the batch fails, nothing of it
+    /// is kept and its jobs are returned to be handled one by one, so one bad run cannot hold
+    /// back the others (and retries and failures are per job).
+    async fn dispatch_batch(&self, jobs: Vec<Job>) -> anyhow::Result<Vec<Job>> {
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("dispatch_batch", jobs = jobs.len());
+        let attempt = async {
+            let (mut tx, held) = self.queue.begin_fenced_all(&jobs).await?;
+            let held: Vec<&Job> = jobs.iter().filter(|j| held.contains(&j.id)).collect();
+            if held.len() < jobs.len() {
+                tracing::warn!(
+                    lost = jobs.len() - held.len(),
+                    "leases lost before dispatch; other workers have those jobs"
+                );
+            }
+            let mut run_ids = Vec::with_capacity(held.len());
+            for job in &held {
+                run_ids.push(id_in(&job.payload, "runId").map_err(|e| anyhow::anyhow!(e))?);
+            }
+            let outcomes = self.store.dispatch_runs(&mut tx, &run_ids).await?;
+            complete_in(&mut tx, &held, self.store.clock().now()).await?;
+            tx.commit().await?;
+            anyhow::Ok((held.len(), outcomes))
+        }
+        .instrument(span)
+        .await;
+        match attempt {
+            Ok((completed, outcomes)) => {
+                let seconds = started.elapsed().as_secs_f64();
+                #[allow(clippy::cast_precision_loss)]
+                let each = seconds / completed.max(1) as f64;
+                for _ in 0..completed {
+                    metrics::histogram!("nexus_job_duration_seconds", "kind" => DISPATCH_RUN)
+                        .record(each);
+                }
+                metrics::counter!("nexus_jobs_total", "kind" => DISPATCH_RUN, "outcome" => "succeeded")
+                    .increment(completed as u64);
+                for (_, status) in &outcomes {
+                    record_dispatched(*status);
+                }
+                tracing::info!(
+                    jobs = completed,
+                    runs = outcomes.len(),
+                    "runs dispatched in a batch"
+                );
+                Ok(Vec::new())
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    jobs = jobs.len(),
+                    "batch dispatch failed; dispatching its jobs one by one"
+                );
+                Ok(jobs)
+            }
+        }
     }
 
     async fn process(&self, job: Job) -> anyhow::Result<()> {
@@ -184,14 +261,10 @@ impl Worker {
             .dispatch_run(&mut tx, run_id)
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?;
-        complete_in(&mut tx, job, self.store.clock().now()).await?;
+        complete_in(&mut tx, &[job], self.store.clock().now()).await?;
         tx.commit().await?;
         if let Some(status) = status {
-            metrics::counter!("nexus_runs_dispatched_total", "status" => status.as_str())
-                .increment(1);
-            if matches!(status, RunStatus::IssueCreated | RunStatus::Coalesced) {
-                metrics::counter!("nexus_heartbeat_runs_total", "status" => "queued").increment(1);
-            }
+            record_dispatched(status);
             tracing::info!(run_id = %run_id, status = %status, "run dispatched");
         }
         Ok(())
@@ -334,7 +407,7 @@ impl Worker {
         while !*stop.borrow() {
             wake.borrow_and_update();
             match self.run_once().await {
-                Ok(Outcome::Worked) => {}
+                Ok(Outcome::Worked(_)) => {}
                 Ok(Outcome::Idle) => {
                     tokio::select! {
                         _ = wake.changed() => {}
@@ -374,6 +447,13 @@ async fn listen(store: Store, wake: Arc<watch::Sender<u64>>, stop: watch::Receiv
             tracing::warn!(error = %e, "job notifications interrupted; polling until they resume");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+fn record_dispatched(status: RunStatus) {
+    metrics::counter!("nexus_runs_dispatched_total", "status" => status.as_str()).increment(1);
+    if matches!(status, RunStatus::IssueCreated | RunStatus::Coalesced) {
+        metrics::counter!("nexus_heartbeat_runs_total", "status" => "queued").increment(1);
     }
 }
 

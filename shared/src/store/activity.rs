@@ -31,24 +31,61 @@ impl NewActivity<'_> {
         conn: &mut PgConnection,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query!(
-            "INSERT INTO activity_log
-                 (id, company_id, actor_type, actor_id, action, entity_type, entity_id, details, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            new_id(),
-            self.company_id,
-            self.actor.actor_type().as_str(),
-            self.actor.actor_id(),
-            self.action,
-            self.entity_type,
-            self.entity_id,
-            self.details,
-            at,
-        )
-        .execute(conn)
-        .await?;
-        Ok(())
+        record_all(conn, vec![self], at).await
     }
+}
+
+/// Writes many entries in one statement (inside the mutations' transaction).
+pub(crate) async fn record_all(
+    conn: &mut PgConnection,
+    entries: Vec<NewActivity<'_>>,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let n = entries.len();
+    let (mut ids, mut companies, mut actor_types, mut actor_ids) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut actions, mut entity_types, mut entity_ids, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for entry in entries {
+        ids.push(new_id());
+        companies.push(entry.company_id);
+        actor_types.push(entry.actor.actor_type().as_str().to_owned());
+        actor_ids.push(entry.actor.actor_id());
+        actions.push(entry.action.to_owned());
+        entity_types.push(entry.entity_type.to_owned());
+        entity_ids.push(entry.entity_id);
+        details.push(entry.details);
+    }
+    sqlx::query!(
+        "INSERT INTO activity_log
+             (id, company_id, actor_type, actor_id, action, entity_type, entity_id, details, created_at)
+         SELECT id, company_id, actor_type, actor_id, action, entity_type, entity_id, details, $9
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[])
+              AS a(id, company_id, actor_type, actor_id, action, entity_type, entity_id, details)",
+        &ids,
+        &companies,
+        &actor_types,
+        &actor_ids as &[Option<Uuid>],
+        &actions,
+        &entity_types,
+        &entity_ids,
+        &details,
+        at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 impl Store {

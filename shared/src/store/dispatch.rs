@@ -3,8 +3,11 @@
 //! wake-up job, the trigger's last result and the audit entry commit together with the job's
 //! completion — or not at all.
 //!
-//! Lock order: the routine row, then the run row. Concurrent dispatches of one routine
-//! serialise on the routine lock; different routines proceed in parallel.
+//! Lock order: the routine rows, then the run rows. Concurrent dispatches of one routine
+//! serialise on the routine lock; different routines proceed in parallel. A batch of runs is
+//! dispatched with one statement per table (see [`Store::dispatch_runs`]).
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -13,14 +16,15 @@ use uuid::Uuid;
 
 use super::{
     NewActivity, Store, StoreResult,
-    heartbeats::NewHeartbeat,
+    activity::record_all,
+    heartbeats::{NewHeartbeat, insert_heartbeats},
     new_id,
-    routines::{RoutineRow, fetch_routine},
+    routines::RoutineRow,
 };
 use crate::{
     model::{
-        Actor, AgentStatus, ConcurrencyPolicy, HeartbeatContext, HeartbeatRun, HeartbeatStatus,
-        IssueEventType, RoutineStatus, RunSource, RunStatus,
+        Actor, AgentStatus, CatchUpPolicy, ConcurrencyPolicy, HeartbeatContext, HeartbeatRun,
+        HeartbeatStatus, IssueEventType, Priority, RoutineStatus, RunSource, RunStatus,
     },
     schedule::TimeZone,
 };
@@ -43,13 +47,23 @@ pub struct WakeupDelivery {
 
 struct PendingRun {
     id: Uuid,
-    status: RunStatus,
+    routine_id: Uuid,
     source: RunSource,
     trigger_id: Option<Uuid>,
     timezone: Option<String>,
     scheduled_for: Option<DateTime<Utc>>,
     triggered_at: DateTime<Utc>,
     payload: Value,
+}
+
+/// A routine's open execution issue, as the concurrency policy sees it.
+#[derive(Clone)]
+struct OpenIssue {
+    id: Uuid,
+    origin_run_id: Option<Uuid>,
+    assignee_agent_id: Option<Uuid>,
+    title: String,
+    description: String,
 }
 
 /// How a run ended its dispatch.
@@ -59,7 +73,8 @@ struct Outcome {
     failure_reason: Option<String>,
     linked_issue_id: Option<Uuid>,
     coalesced_into_run_id: Option<Uuid>,
-    heartbeat_run_id: Option<Uuid>,
+    /// Index into the batch's new heartbeat runs.
+    heartbeat: Option<usize>,
 }
 
 impl Outcome {
@@ -70,9 +85,43 @@ impl Outcome {
             failure_reason: None,
             linked_issue_id: None,
             coalesced_into_run_id: None,
-            heartbeat_run_id: None,
+            heartbeat: None,
         }
     }
+}
+
+/// An execution issue to insert.
+struct NewIssue {
+    id: Uuid,
+    company_id: Uuid,
+    title: String,
+    description: String,
+    project_id: Uuid,
+    goal_id: Option<Uuid>,
+    parent_issue_id: Option<Uuid>,
+    assignee_agent_id: Uuid,
+    priority: Priority,
+    routine_id: Uuid,
+    origin_run_id: Uuid,
+}
+
+/// Everything a batch of dispatches decided, written with one statement per table.
+#[derive(Default)]
+struct Plan {
+    issues: Vec<NewIssue>,
+    /// Issue events: (company, issue, type, data).
+    events: Vec<(Uuid, Uuid, IssueEventType, Value)>,
+    heartbeats: Vec<NewHeartbeat>,
+    outcomes: Vec<(Uuid, Outcome)>,
+}
+
+/// What the decisions read, loaded once per batch and kept current as the batch decides.
+struct Situation {
+    agents: HashMap<Uuid, AgentStatus>,
+    /// The oldest open execution issue of each routine (for the policies that look at it).
+    open: HashMap<Uuid, OpenIssue>,
+    /// (issue, agent) pairs with a queued or running heartbeat run.
+    awake: HashSet<(Uuid, Uuid)>,
 }
 
 impl Store {
@@ -86,231 +135,71 @@ impl Store {
         conn: &mut PgConnection,
         run_id: Uuid,
     ) -> StoreResult<Option<RunStatus>> {
+        let outcomes = self.dispatch_runs(conn, &[run_id]).await?;
+        Ok(outcomes.into_iter().next().map(|(_, status)| status))
+    }
+
+    /// Dispatches runs, in the given order, on `conn` (the caller's transaction), with the same
+    /// effect as dispatching them one after another: a later run of a routine sees the issue an
+    /// earlier one opened. Reads and writes are one statement per table for the whole batch.
+    /// Returns the outcome of each run that was still `received` (others are left alone).
+    ///
+    /// Locks: the routines' rows (in id order), then the runs' rows (in id order), then the
+    /// agents' rows (shared). The routine lock is `FOR NO KEY UPDATE`: it serialises dispatches
+    /// of a routine but not the inserts that merely reference the routine (a fire pass or an
+    /// API request accepting its next run takes `FOR KEY SHARE` through the foreign key). With
+    /// `FOR UPDATE`, a fire pass holding a trigger and inserting a run of the same routine, and
+    /// a dispatch holding the routine and recording the trigger's last result, deadlock.
+    ///
+    /// # Errors
+    /// The database failed; the caller rolls back and retries.
+    pub async fn dispatch_runs(
+        &self,
+        conn: &mut PgConnection,
+        run_ids: &[Uuid],
+    ) -> StoreResult<Vec<(Uuid, RunStatus)>> {
         let now = self.now();
-        let Some(routine_id) =
-            sqlx::query_scalar!("SELECT routine_id FROM routine_runs WHERE id = $1", run_id)
-                .fetch_optional(&mut *conn)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let routine = fetch_routine(conn, routine_id, true).await?;
-        let run = sqlx::query_as!(
+        let routine_ids = sqlx::query_scalar!(
+            "SELECT DISTINCT routine_id FROM routine_runs WHERE id = ANY($1)",
+            run_ids
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        if routine_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let routines: HashMap<Uuid, RoutineRow> = lock_routines(conn, &routine_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let mut runs = sqlx::query_as!(
             PendingRun,
-            r#"SELECT r.id, r.status AS "status: RunStatus", r.source AS "source: RunSource", r.trigger_id,
-                      t.timezone AS "timezone?", r.scheduled_for, r.triggered_at, r.payload
+            r#"SELECT r.id, r.routine_id, r.source AS "source: RunSource",
+                      r.trigger_id, t.timezone AS "timezone?", r.scheduled_for, r.triggered_at, r.payload
                FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
-               WHERE r.id = $1 FOR UPDATE OF r"#,
-            run_id
+               WHERE r.id = ANY($1) AND r.status = 'received'
+               ORDER BY r.id
+               FOR UPDATE OF r"#,
+            run_ids
         )
-        .fetch_one(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
-        if run.status != RunStatus::Received {
-            return Ok(None);
+        let position: HashMap<Uuid, usize> =
+            run_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        runs.sort_by_key(|run| position.get(&run.id).copied());
+        runs.retain(|run| routines.contains_key(&run.routine_id));
+        if runs.is_empty() {
+            return Ok(Vec::new());
         }
-        let outcome = self.decide(conn, &routine, &run, now).await?;
-        sqlx::query!(
-            "UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4, linked_issue_id = $5,
-                    coalesced_into_run_id = $6, heartbeat_run_id = $7,
-                    completed_at = CASE WHEN $2::text = 'issue_created' THEN NULL ELSE $8::timestamptz END,
-                    updated_at = $8
-             WHERE id = $1",
-            run.id,
-            outcome.status.as_str(),
-            outcome.reason,
-            outcome.failure_reason,
-            outcome.linked_issue_id,
-            outcome.coalesced_into_run_id,
-            outcome.heartbeat_run_id,
-            now,
-        )
-        .execute(&mut *conn)
-        .await?;
-        if let Some(trigger_id) = run.trigger_id {
-            sqlx::query!(
-                "UPDATE routine_triggers SET last_fired_at = GREATEST(last_fired_at, $2), last_result = $3
-                 WHERE id = $1",
-                trigger_id,
-                run.triggered_at,
-                outcome.status.as_str(),
-            )
-            .execute(&mut *conn)
-            .await?;
+        let mut situation = situation(conn, &routines).await?;
+        let mut plan = Plan::default();
+        for run in &runs {
+            let routine = &routines[&run.routine_id];
+            let outcome = decide(&mut situation, &mut plan, routine, run);
+            plan.outcomes.push((run.id, outcome));
         }
-        sqlx::query!(
-            "UPDATE routines SET last_triggered_at = GREATEST(last_triggered_at, $2) WHERE id = $1",
-            routine.id,
-            run.triggered_at,
-        )
-        .execute(&mut *conn)
-        .await?;
-        NewActivity {
-            company_id: routine.company_id,
-            actor: Actor::System,
-            action: "run.dispatched",
-            entity_type: "routine_run",
-            entity_id: run.id,
-            details: json!({
-                "routineId": routine.id,
-                "status": outcome.status,
-                "reason": outcome.reason,
-                "issueId": outcome.linked_issue_id,
-                "heartbeatRunId": outcome.heartbeat_run_id,
-            }),
-        }
-        .record(conn, now)
-        .await?;
-        Ok(Some(outcome.status))
-    }
-
-    async fn decide(
-        &self,
-        conn: &mut PgConnection,
-        routine: &RoutineRow,
-        run: &PendingRun,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Outcome> {
-        if routine.status == RoutineStatus::Archived {
-            return Ok(Outcome::ended(RunStatus::Skipped, "routine_archived"));
-        }
-        let agent_status = sqlx::query_scalar!(
-            r#"SELECT status AS "status: AgentStatus" FROM agents WHERE id = $1 FOR SHARE"#,
-            routine.assignee_agent_id
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        if agent_status == AgentStatus::Terminated {
-            return Ok(Outcome {
-                failure_reason: Some("the routine's assignee agent is terminated".to_owned()),
-                ..Outcome::ended(RunStatus::Failed, "agent_not_assignable")
-            });
-        }
-        let open = sqlx::query!(
-            "SELECT id, origin_run_id, assignee_agent_id, title, description FROM issues
-             WHERE routine_id = $1 AND status NOT IN ('done', 'cancelled')
-             ORDER BY created_at, id LIMIT 1",
-            routine.id
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        let policy = routine.concurrency_policy;
-        match open {
-            Some(issue) if policy == ConcurrencyPolicy::SkipIfActive => Ok(Outcome {
-                linked_issue_id: Some(issue.id),
-                coalesced_into_run_id: issue.origin_run_id,
-                ..Outcome::ended(RunStatus::Skipped, "active_issue")
-            }),
-            Some(issue) if policy == ConcurrencyPolicy::CoalesceIfActive => {
-                sqlx::query!(
-                    "INSERT INTO issue_events (id, company_id, issue_id, type, actor_type, actor_id, data, created_at)
-                     VALUES ($1, $2, $3, $4, 'system', NULL, $5, $6)",
-                    new_id(),
-                    routine.company_id,
-                    issue.id,
-                    IssueEventType::FireCoalesced.as_str(),
-                    json!({ "runId": run.id, "payload": run.payload, "source": run.source }),
-                    now,
-                )
-                .execute(&mut *conn)
-                .await?;
-                let waker = issue.assignee_agent_id.unwrap_or(routine.assignee_agent_id);
-                let awake = sqlx::query_scalar!(
-                    r#"SELECT EXISTS (SELECT 1 FROM heartbeat_runs
-                                      WHERE issue_id = $1 AND agent_id = $2
-                                        AND status IN ('queued', 'running')) AS "awake!""#,
-                    issue.id,
-                    waker,
-                )
-                .fetch_one(&mut *conn)
-                .await?;
-                let heartbeat_run_id = if awake {
-                    None
-                } else {
-                    let context = context(routine, run, issue.title, issue.description);
-                    let heartbeat = NewHeartbeat {
-                        company_id: routine.company_id,
-                        agent_id: waker,
-                        issue_id: issue.id,
-                        routine_run_id: Some(run.id),
-                        context,
-                    };
-                    Some(heartbeat.insert(conn, now).await?.id)
-                };
-                Ok(Outcome {
-                    linked_issue_id: Some(issue.id),
-                    coalesced_into_run_id: issue.origin_run_id,
-                    heartbeat_run_id,
-                    ..Outcome::ended(RunStatus::Coalesced, "active_issue")
-                })
-            }
-            _ => self.create_execution_issue(conn, routine, run, now).await,
-        }
-    }
-
-    async fn create_execution_issue(
-        &self,
-        conn: &mut PgConnection,
-        routine: &RoutineRow,
-        run: &PendingRun,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Outcome> {
-        let date = fire_date(run);
-        let title = render(&routine.title, &date, &run.payload, 200);
-        let title = if title.trim().is_empty() {
-            routine.title.clone()
-        } else {
-            title
-        };
-        let description = render(&routine.description, &date, &run.payload, 10_000);
-        let issue_id = new_id();
-        sqlx::query!(
-            "INSERT INTO issues (id, company_id, title, description, project_id, goal_id, parent_issue_id,
-                                 assignee_agent_id, priority, status, routine_id, origin_run_id,
-                                 created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'todo', $10, $11, $12, $12)",
-            issue_id,
-            routine.company_id,
-            title,
-            description,
-            routine.project_id,
-            routine.goal_id,
-            routine.parent_issue_id,
-            routine.assignee_agent_id,
-            routine.priority.as_str(),
-            routine.id,
-            run.id,
-            now,
-        )
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query!(
-            "INSERT INTO issue_events (id, company_id, issue_id, type, actor_type, actor_id, data, created_at)
-             VALUES ($1, $2, $3, 'created', 'system', NULL, $4, $5)",
-            new_id(),
-            routine.company_id,
-            issue_id,
-            json!({ "runId": run.id, "routineId": routine.id }),
-            now,
-        )
-        .execute(&mut *conn)
-        .await?;
-        let heartbeat = NewHeartbeat {
-            company_id: routine.company_id,
-            agent_id: routine.assignee_agent_id,
-            issue_id,
-            routine_run_id: Some(run.id),
-            context: context(routine, run, title, description),
-        }
-        .insert(conn, now)
-        .await?;
-        Ok(Outcome {
-            status: RunStatus::IssueCreated,
-            reason: None,
-            failure_reason: None,
-            linked_issue_id: Some(issue_id),
-            coalesced_into_run_id: None,
-            heartbeat_run_id: Some(heartbeat.id),
-        })
+        write(conn, &routines, &runs, plan, now).await
     }
 
     /// Fails a run whose dispatch could not be completed (its job is dead), if it is still
@@ -410,6 +299,435 @@ impl Store {
         .await?;
         Ok(updated.rows_affected())
     }
+}
+
+async fn lock_routines(conn: &mut PgConnection, ids: &[Uuid]) -> StoreResult<Vec<RoutineRow>> {
+    Ok(sqlx::query_as!(
+        RoutineRow,
+        r#"SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+                  parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
+                  concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
+                  catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
+                  last_triggered_at, created_at, updated_at
+           FROM routines WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Reads what the batch's decisions depend on: the assignees' status (held shared until
+/// commit, so an agent is not terminated under a dispatch), the open issues of routines whose
+/// policy looks at them, and which of those issues have an agent awake on them.
+async fn situation(
+    conn: &mut PgConnection,
+    routines: &HashMap<Uuid, RoutineRow>,
+) -> StoreResult<Situation> {
+    let watching: Vec<Uuid> = routines
+        .values()
+        .filter(|r| r.concurrency_policy != ConcurrencyPolicy::AlwaysEnqueue)
+        .map(|r| r.id)
+        .collect();
+    let mut open = HashMap::new();
+    if !watching.is_empty() {
+        let rows = sqlx::query!(
+            "SELECT DISTINCT ON (routine_id) routine_id AS \"routine_id!\", id, origin_run_id,
+                    assignee_agent_id, title, description
+             FROM issues
+             WHERE routine_id = ANY($1) AND status NOT IN ('done', 'cancelled')
+             ORDER BY routine_id, created_at, id",
+            &watching
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            open.insert(
+                row.routine_id,
+                OpenIssue {
+                    id: row.id,
+                    origin_run_id: row.origin_run_id,
+                    assignee_agent_id: row.assignee_agent_id,
+                    title: row.title,
+                    description: row.description,
+                },
+            );
+        }
+    }
+    let issue_ids: Vec<Uuid> = open.values().map(|i| i.id).collect();
+    let awake = if issue_ids.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query!(
+            "SELECT issue_id, agent_id FROM heartbeat_runs
+             WHERE issue_id = ANY($1) AND status IN ('queued', 'running')",
+            &issue_ids
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.issue_id, r.agent_id))
+        .collect()
+    };
+    let mut agent_ids: Vec<Uuid> = routines.values().map(|r| r.assignee_agent_id).collect();
+    agent_ids.sort_unstable();
+    agent_ids.dedup();
+    let agents = sqlx::query!(
+        r#"SELECT id, status AS "status: AgentStatus" FROM agents
+           WHERE id = ANY($1) ORDER BY id FOR SHARE"#,
+        &agent_ids
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.status))
+    .collect();
+    Ok(Situation {
+        agents,
+        open,
+        awake,
+    })
+}
+
+/// The concurrency policy applied to one run; what it creates goes into `plan`, and
+/// `situation` is updated so later runs of the batch see it.
+fn decide(
+    situation: &mut Situation,
+    plan: &mut Plan,
+    routine: &RoutineRow,
+    run: &PendingRun,
+) -> Outcome {
+    if routine.status == RoutineStatus::Archived {
+        return Outcome::ended(RunStatus::Skipped, "routine_archived");
+    }
+    if situation
+        .agents
+        .get(&routine.assignee_agent_id)
+        .is_none_or(|status| *status == AgentStatus::Terminated)
+    {
+        return Outcome {
+            failure_reason: Some("the routine's assignee agent is terminated".to_owned()),
+            ..Outcome::ended(RunStatus::Failed, "agent_not_assignable")
+        };
+    }
+    let open = situation.open.get(&routine.id).cloned();
+    match (routine.concurrency_policy, open) {
+        (ConcurrencyPolicy::SkipIfActive, Some(issue)) => Outcome {
+            linked_issue_id: Some(issue.id),
+            coalesced_into_run_id: issue.origin_run_id,
+            ..Outcome::ended(RunStatus::Skipped, "active_issue")
+        },
+        (ConcurrencyPolicy::CoalesceIfActive, Some(issue)) => {
+            plan.events.push((
+                routine.company_id,
+                issue.id,
+                IssueEventType::FireCoalesced,
+                json!({ "runId": run.id, "payload": run.payload, "source": run.source }),
+            ));
+            let waker = issue.assignee_agent_id.unwrap_or(routine.assignee_agent_id);
+            let heartbeat = situation.awake.insert((issue.id, waker)).then(|| {
+                plan.heartbeats.push(NewHeartbeat {
+                    company_id: routine.company_id,
+                    agent_id: waker,
+                    issue_id: issue.id,
+                    routine_run_id: Some(run.id),
+                    context: context(routine, run, issue.title, issue.description),
+                });
+                plan.heartbeats.len() - 1
+            });
+            Outcome {
+                linked_issue_id: Some(issue.id),
+                coalesced_into_run_id: issue.origin_run_id,
+                heartbeat,
+                ..Outcome::ended(RunStatus::Coalesced, "active_issue")
+            }
+        }
+        _ => create_execution_issue(situation, plan, routine, run),
+    }
+}
+
+fn create_execution_issue(
+    situation: &mut Situation,
+    plan: &mut Plan,
+    routine: &RoutineRow,
+    run: &PendingRun,
+) -> Outcome {
+    let date = fire_date(run);
+    let title = render(&routine.title, &date, &run.payload, 200);
+    let title = if title.trim().is_empty() {
+        routine.title.clone()
+    } else {
+        title
+    };
+    let description = render(&routine.description, &date, &run.payload, 10_000);
+    let issue_id = new_id();
+    situation
+        .open
+        .entry(routine.id)
+        .or_insert_with(|| OpenIssue {
+            id: issue_id,
+            origin_run_id: Some(run.id),
+            assignee_agent_id: Some(routine.assignee_agent_id),
+            title: title.clone(),
+            description: description.clone(),
+        });
+    situation
+        .awake
+        .insert((issue_id, routine.assignee_agent_id));
+    plan.events.push((
+        routine.company_id,
+        issue_id,
+        IssueEventType::Created,
+        json!({ "runId": run.id, "routineId": routine.id }),
+    ));
+    plan.heartbeats.push(NewHeartbeat {
+        company_id: routine.company_id,
+        agent_id: routine.assignee_agent_id,
+        issue_id,
+        routine_run_id: Some(run.id),
+        context: context(routine, run, title.clone(), description.clone()),
+    });
+    plan.issues.push(NewIssue {
+        id: issue_id,
+        company_id: routine.company_id,
+        title,
+        description,
+        project_id: routine.project_id,
+        goal_id: routine.goal_id,
+        parent_issue_id: routine.parent_issue_id,
+        assignee_agent_id: routine.assignee_agent_id,
+        priority: routine.priority,
+        routine_id: routine.id,
+        origin_run_id: run.id,
+    });
+    Outcome {
+        status: RunStatus::IssueCreated,
+        reason: None,
+        failure_reason: None,
+        linked_issue_id: Some(issue_id),
+        coalesced_into_run_id: None,
+        heartbeat: Some(plan.heartbeats.len() - 1),
+    }
+}
+
+/// Writes a batch's plan: issues, their events, heartbeat runs (and wake-up jobs), the runs'
+/// outcomes, the triggers' and routines' last fire, and the audit entries.
+async fn write(
+    conn: &mut PgConnection,
+    routines: &HashMap<Uuid, RoutineRow>,
+    runs: &[PendingRun],
+    plan: Plan,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<(Uuid, RunStatus)>> {
+    let Plan {
+        issues,
+        events,
+        heartbeats,
+        outcomes,
+    } = plan;
+    insert_issues(conn, issues, now).await?;
+    if !events.is_empty() {
+        let ids: Vec<Uuid> = events.iter().map(|_| new_id()).collect();
+        let companies: Vec<Uuid> = events.iter().map(|e| e.0).collect();
+        let issue_ids: Vec<Uuid> = events.iter().map(|e| e.1).collect();
+        let types: Vec<String> = events.iter().map(|e| e.2.as_str().to_owned()).collect();
+        let data: Vec<Value> = events.into_iter().map(|e| e.3).collect();
+        sqlx::query!(
+            "INSERT INTO issue_events (id, company_id, issue_id, type, actor_type, actor_id, data, created_at)
+             SELECT id, company_id, issue_id, type, 'system', NULL, data, $6
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[])
+                  AS e(id, company_id, issue_id, type, data)",
+            &ids,
+            &companies,
+            &issue_ids,
+            &types,
+            &data,
+            now,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    let heartbeat_ids: Vec<Uuid> = insert_heartbeats(conn, heartbeats, now)
+        .await?
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+
+    let n = outcomes.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    let mut failures = Vec::with_capacity(n);
+    let mut linked = Vec::with_capacity(n);
+    let mut coalesced = Vec::with_capacity(n);
+    let mut heartbeat_of = Vec::with_capacity(n);
+    for (id, outcome) in &outcomes {
+        ids.push(*id);
+        statuses.push(outcome.status.as_str().to_owned());
+        reasons.push(outcome.reason.map(str::to_owned));
+        failures.push(outcome.failure_reason.clone());
+        linked.push(outcome.linked_issue_id);
+        coalesced.push(outcome.coalesced_into_run_id);
+        heartbeat_of.push(
+            outcome
+                .heartbeat
+                .and_then(|i| heartbeat_ids.get(i).copied()),
+        );
+    }
+    sqlx::query!(
+        "UPDATE routine_runs r
+         SET status = o.status, reason = o.reason, failure_reason = o.failure_reason,
+             linked_issue_id = o.linked, coalesced_into_run_id = o.coalesced,
+             heartbeat_run_id = o.heartbeat,
+             completed_at = CASE WHEN o.status = 'issue_created' THEN NULL ELSE $8::timestamptz END,
+             updated_at = $8
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[])
+              AS o(id, status, reason, failure_reason, linked, coalesced, heartbeat)
+         WHERE r.id = o.id",
+        &ids,
+        &statuses,
+        &reasons as &[Option<String>],
+        &failures as &[Option<String>],
+        &linked as &[Option<Uuid>],
+        &coalesced as &[Option<Uuid>],
+        &heartbeat_of as &[Option<Uuid>],
+        now,
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    // The last fire of each trigger and routine: runs are in dispatch order, so the last
+    // outcome seen for a trigger is its last result.
+    let mut triggers: HashMap<Uuid, (DateTime<Utc>, &'static str)> = HashMap::new();
+    let mut routine_last: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    for (run, (_, outcome)) in runs.iter().zip(&outcomes) {
+        if let Some(trigger_id) = run.trigger_id {
+            let entry = triggers
+                .entry(trigger_id)
+                .or_insert((run.triggered_at, outcome.status.as_str()));
+            *entry = (entry.0.max(run.triggered_at), outcome.status.as_str());
+        }
+        let last = routine_last
+            .entry(run.routine_id)
+            .or_insert(run.triggered_at);
+        *last = (*last).max(run.triggered_at);
+    }
+    if !triggers.is_empty() {
+        let mut ids = Vec::with_capacity(triggers.len());
+        let mut fired = Vec::with_capacity(triggers.len());
+        let mut results = Vec::with_capacity(triggers.len());
+        for (id, (at, result)) in triggers {
+            ids.push(id);
+            fired.push(at);
+            results.push(result.to_owned());
+        }
+        sqlx::query!(
+            "UPDATE routine_triggers t
+             SET last_fired_at = GREATEST(t.last_fired_at, l.fired), last_result = l.result
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS l(id, fired, result)
+             WHERE t.id = l.id",
+            &ids,
+            &fired,
+            &results,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    let (routine_ids, fired): (Vec<Uuid>, Vec<DateTime<Utc>>) = routine_last.into_iter().unzip();
+    sqlx::query!(
+        "UPDATE routines r SET last_triggered_at = GREATEST(r.last_triggered_at, l.fired)
+         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS l(id, fired)
+         WHERE r.id = l.id",
+        &routine_ids,
+        &fired,
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    let entries = runs
+        .iter()
+        .zip(&outcomes)
+        .zip(&heartbeat_of)
+        .map(|((run, (_, outcome)), heartbeat_run_id)| NewActivity {
+            company_id: routines[&run.routine_id].company_id,
+            actor: Actor::System,
+            action: "run.dispatched",
+            entity_type: "routine_run",
+            entity_id: run.id,
+            details: json!({
+                "routineId": run.routine_id,
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "issueId": outcome.linked_issue_id,
+                "heartbeatRunId": heartbeat_run_id,
+            }),
+        })
+        .collect();
+    record_all(conn, entries, now).await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|(id, outcome)| (id, outcome.status))
+        .collect())
+}
+
+async fn insert_issues(
+    conn: &mut PgConnection,
+    issues: Vec<NewIssue>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    if issues.is_empty() {
+        return Ok(());
+    }
+    let n = issues.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut companies = Vec::with_capacity(n);
+    let mut titles = Vec::with_capacity(n);
+    let mut descriptions = Vec::with_capacity(n);
+    let mut projects = Vec::with_capacity(n);
+    let mut goals = Vec::with_capacity(n);
+    let mut parents = Vec::with_capacity(n);
+    let mut assignees = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut routine_ids = Vec::with_capacity(n);
+    let mut origins = Vec::with_capacity(n);
+    for issue in issues {
+        ids.push(issue.id);
+        companies.push(issue.company_id);
+        titles.push(issue.title);
+        descriptions.push(issue.description);
+        projects.push(issue.project_id);
+        goals.push(issue.goal_id);
+        parents.push(issue.parent_issue_id);
+        assignees.push(issue.assignee_agent_id);
+        priorities.push(issue.priority.as_str().to_owned());
+        routine_ids.push(issue.routine_id);
+        origins.push(issue.origin_run_id);
+    }
+    sqlx::query!(
+        "INSERT INTO issues (id, company_id, title, description, project_id, goal_id, parent_issue_id,
+                             assignee_agent_id, priority, status, routine_id, origin_run_id,
+                             created_at, updated_at)
+         SELECT id, company_id, title, description, project_id, goal_id, parent_issue_id,
+                assignee_agent_id, priority, 'todo', routine_id, origin_run_id, $12, $12
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[],
+                     $8::uuid[], $9::text[], $10::uuid[], $11::uuid[])
+              AS i(id, company_id, title, description, project_id, goal_id, parent_issue_id,
+                   assignee_agent_id, priority, routine_id, origin_run_id)",
+        &ids,
+        &companies,
+        &titles,
+        &descriptions,
+        &projects,
+        &goals as &[Option<Uuid>],
+        &parents as &[Option<Uuid>],
+        &assignees,
+        &priorities,
+        &routine_ids,
+        &origins,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn context(

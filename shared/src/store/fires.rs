@@ -1,13 +1,16 @@
 //! Schedule fires: turning due schedule triggers into runs, exactly once.
 //!
-//! One transaction per batch: it first moves the one-row `scheduler_epoch` forward to the
-//! caller's epoch — which fails if a newer leader has written, so a deposed leader's batch
-//! rolls back — then takes due triggers (`next_run_at <= now`, `FOR UPDATE SKIP LOCKED`),
-//! inserts their runs and dispatch jobs (unique `(trigger_id, scheduled_for)`), applies the
-//! catch-up policy to fires handled later than the grace period, and advances `next_run_at`
-//! past `now`.
+//! One transaction per batch: it takes due triggers (`next_run_at <= now`, `FOR UPDATE SKIP
+//! LOCKED`), inserts their runs and dispatch jobs (unique `(trigger_id, scheduled_for)`, one
+//! statement each for the whole batch), applies the catch-up policy to fires handled later
+//! than the grace period, and advances `next_run_at` past `now`. Before all that it checks the
+//! one-row `scheduler_epoch` against the caller's epoch (moving it forward at the start of a
+//! term), which fails if a newer leader has written, so a deposed leader's batch rolls back.
+//! When a batch comes back full, the next ones run two at a time.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+
+use futures_util::future::try_join_all;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -26,6 +29,9 @@ pub const TRIGGERS_CHANNEL: &str = "nexus_triggers";
 
 /// Most fires enumerated for one trigger in one pass (a year of a per-minute schedule).
 const MAX_ENUMERATED: usize = 600_000;
+
+/// Batches a fire pass runs side by side once the first batch came back full.
+const CONCURRENT_BATCHES: usize = 2;
 
 /// The leader performing a fire pass.
 #[derive(Debug, Clone)]
@@ -49,6 +55,16 @@ pub struct FireReport {
     pub missed_fires: usize,
     /// Fire lateness of the on-time fires (handling time minus nominal time).
     pub lateness: Vec<TimeDelta>,
+}
+
+impl FireReport {
+    fn merge(&mut self, other: Self) {
+        self.triggers += other.triggers;
+        self.dispatched += other.dispatched;
+        self.skipped_runs += other.skipped_runs;
+        self.missed_fires += other.missed_fires;
+        self.lateness.extend(other.lateness);
+    }
 }
 
 /// The scheduler was deposed: a newer epoch has written.
@@ -138,24 +154,30 @@ impl Store {
         grace: TimeDelta,
         batch: i64,
     ) -> StoreResult<FireReport> {
-        let mut report = FireReport::default();
-        loop {
-            let before = report.triggers;
-            self.fire_batch(leadership, grace, batch, &mut report)
-                .await?;
-            if report.triggers - before < usize::try_from(batch).unwrap_or(usize::MAX) {
-                return Ok(report);
+        let full = usize::try_from(batch).unwrap_or(usize::MAX);
+        let mut report = self.fire_batch(leadership, grace, batch).await?;
+        let mut more = report.triggers >= full;
+        // A burst: the next batches run side by side (SKIP LOCKED gives each its own triggers).
+        while more {
+            let batches =
+                (0..CONCURRENT_BATCHES).map(|_| self.fire_batch(leadership, grace, batch));
+            more = false;
+            for part in try_join_all(batches).await? {
+                more |= part.triggers >= full;
+                report.merge(part);
             }
         }
+        Ok(report)
     }
 
+    /// One batch in one transaction, fenced first (see [`fence`]).
     async fn fire_batch(
         &self,
         leadership: &Leadership,
         grace: TimeDelta,
         batch: i64,
-        report: &mut FireReport,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<FireReport> {
+        let mut report = FireReport::default();
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         fence(&mut tx, leadership, now).await?;
@@ -176,75 +198,95 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         if due.is_empty() {
-            return Ok(());
+            tx.commit().await?;
+            return Ok(report);
         }
-        let mut jobs = 0;
+        let mut fires = NewFires::default();
+        let mut schedules: HashMap<(&str, &str), Option<Schedule>> = HashMap::new();
+        let mut next: Vec<(Uuid, Option<DateTime<Utc>>)> = Vec::with_capacity(due.len());
         for trigger in &due {
             report.triggers += 1;
-            let schedule = match (
-                CronExpression::parse(&trigger.cron),
-                TimeZone::parse(&trigger.zone),
-            ) {
-                (Ok(cron), Ok(zone)) => Schedule::new(cron, zone),
-                _ => {
+            let schedule = schedules
+                .entry((&trigger.cron, &trigger.zone))
+                .or_insert_with(|| {
+                    match (
+                        CronExpression::parse(&trigger.cron),
+                        TimeZone::parse(&trigger.zone),
+                    ) {
+                        (Ok(cron), Ok(zone)) => Some(Schedule::new(cron, zone)),
+                        _ => None,
+                    }
+                });
+            let schedule = match schedule {
+                Some(schedule) => &*schedule,
+                None => {
                     tracing::error!(trigger_id = %trigger.id, "stored schedule no longer parses; disabling its next fire");
-                    set_next(&mut tx, trigger.id, None).await?;
+                    next.push((trigger.id, None));
                     continue;
                 }
             };
             let cap = usize::try_from(trigger.catch_up_cap).unwrap_or(1).max(1);
-            let fires = enumerate(&schedule, trigger.next_run_at, now, grace, cap);
-            report.missed_fires += fires.missed_count;
-            let mut to_dispatch: Vec<(DateTime<Utc>, bool)> = Vec::new();
+            let enumerated = enumerate(schedule, trigger.next_run_at, now, grace, cap);
+            report.missed_fires += enumerated.missed_count;
             match trigger.catch_up_policy {
                 CatchUpPolicy::SkipMissed => {
-                    if let (Some(from), Some(to)) =
-                        (fires.missed_first, fires.missed_recent.back().copied())
-                    {
-                        record_missed(
-                            &mut tx,
-                            trigger,
-                            "missed_schedule",
-                            fires.missed_count,
-                            from,
-                            to,
-                            now,
-                        )
-                        .await?;
+                    if let (Some(from), Some(to)) = (
+                        enumerated.missed_first,
+                        enumerated.missed_recent.back().copied(),
+                    ) {
+                        let count = enumerated.missed_count;
+                        record_missed(&mut tx, trigger, "missed_schedule", count, from, to, now)
+                            .await?;
                         report.skipped_runs += 1;
                     }
                 }
                 CatchUpPolicy::EnqueueMissedWithCap => {
-                    let older = fires.missed_count - fires.missed_recent.len();
+                    let older = enumerated.missed_count - enumerated.missed_recent.len();
                     if let (true, Some(from), Some(to)) =
-                        (older > 0, fires.missed_first, fires.older_last)
+                        (older > 0, enumerated.missed_first, enumerated.older_last)
                     {
                         record_missed(&mut tx, trigger, "catch_up_cap", older, from, to, now)
                             .await?;
                         report.skipped_runs += 1;
                     }
-                    to_dispatch.extend(fires.missed_recent.iter().map(|t| (*t, true)));
-                }
-            }
-            to_dispatch.extend(fires.on_time.iter().map(|t| (*t, false)));
-            for (scheduled_for, catch_up) in to_dispatch {
-                if insert_fire(&mut tx, trigger, scheduled_for, catch_up, now).await? {
-                    jobs += 1;
-                    report.dispatched += 1;
-                    if !catch_up {
-                        report.lateness.push(now - scheduled_for);
+                    for at in &enumerated.missed_recent {
+                        fires.push(trigger, *at, true);
                     }
                 }
             }
-            set_next(&mut tx, trigger.id, fires.next).await?;
+            for at in &enumerated.on_time {
+                fires.push(trigger, *at, false);
+            }
+            next.push((trigger.id, enumerated.next));
         }
-        if jobs > 0 {
-            sqlx::query!("SELECT pg_notify($1, '')", queue::JOBS_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+        let inserted = fires.insert(&mut tx, now).await?;
+        report.dispatched += inserted.len();
+        report.lateness.extend(
+            inserted
+                .iter()
+                .filter(|(_, _, catch_up)| !catch_up)
+                .map(|(_, scheduled_for, _)| now - *scheduled_for),
+        );
+        let jobs: Vec<_> = inserted
+            .iter()
+            .map(|(id, _, _)| dispatch_job(*id, now, None))
+            .collect();
+        if !jobs.is_empty() {
+            queue::enqueue_all_quietly(&mut tx, jobs, now).await?;
+            queue::notify(&mut tx).await?;
         }
+        let (ids, nexts): (Vec<Uuid>, Vec<Option<DateTime<Utc>>>) = next.into_iter().unzip();
+        sqlx::query!(
+            "UPDATE routine_triggers t SET next_run_at = n.next
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS n(id, next)
+             WHERE t.id = n.id",
+            &ids,
+            &nexts as &[Option<DateTime<Utc>>],
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(report)
     }
 
     /// The earliest `next_run_at` of a schedule trigger that can fire.
@@ -269,80 +311,107 @@ pub(crate) async fn announce_trigger_change(conn: &mut PgConnection) -> StoreRes
     Ok(())
 }
 
-/// Moves the epoch forward to ours, or fails if a newer leader has written.
+/// Fences a fire transaction, before it touches any trigger: fails if a newer leader has
+/// written, so a deposed leader neither fires nor holds triggers that the current leader's pass
+/// would then skip. The first batch of a term moves the epoch row forward to ours (an
+/// exclusive lock until it commits); later batches hold it shared, so batches of the current
+/// leader run side by side while a newer leader's first write waits for them to commit.
 async fn fence(
     conn: &mut PgConnection,
     leadership: &Leadership,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let moved = sqlx::query_scalar!(
-        "UPDATE scheduler_epoch SET epoch = $1, leader_id = $2, updated_at = $3
-         WHERE id = 1 AND epoch <= $1 RETURNING epoch",
-        leadership.epoch,
-        leadership.leader_id,
-        now,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if moved.is_some() {
-        return Ok(());
-    }
-    let current = sqlx::query_scalar!("SELECT epoch FROM scheduler_epoch WHERE id = 1")
+    let seen = sqlx::query_scalar!("SELECT epoch FROM scheduler_epoch WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?;
+    let current = if seen < leadership.epoch {
+        let moved = sqlx::query_scalar!(
+            "UPDATE scheduler_epoch SET epoch = $1, leader_id = $2, updated_at = $3
+             WHERE id = 1 AND epoch <= $1 RETURNING epoch",
+            leadership.epoch,
+            leadership.leader_id,
+            now,
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if moved.is_some() {
+            return Ok(());
+        }
+        sqlx::query_scalar!("SELECT epoch FROM scheduler_epoch WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        sqlx::query_scalar!("SELECT epoch FROM scheduler_epoch WHERE id = 1 FOR SHARE")
+            .fetch_one(&mut *conn)
+            .await?
+    };
+    if current == leadership.epoch {
+        return Ok(());
+    }
     Err(StoreError::conflict(
         "deposed",
         Deposed { current }.to_string(),
     ))
 }
 
-async fn set_next(
-    conn: &mut PgConnection,
-    trigger: Uuid,
-    next: Option<DateTime<Utc>>,
-) -> StoreResult<()> {
-    sqlx::query!(
-        "UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1",
-        trigger,
-        next
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The runs a fire pass creates, one row per fire, inserted in one statement.
+#[derive(Default)]
+struct NewFires {
+    companies: Vec<Uuid>,
+    routines: Vec<Uuid>,
+    triggers: Vec<Uuid>,
+    scheduled_for: Vec<DateTime<Utc>>,
+    catch_up: Vec<bool>,
 }
 
-/// Inserts a `received` schedule run and its dispatch job; `false` when the fire already has a
-/// run (the unique key on `(trigger_id, scheduled_for)`).
-async fn insert_fire(
-    conn: &mut PgConnection,
-    trigger: &DueTrigger,
-    scheduled_for: DateTime<Utc>,
-    catch_up: bool,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let id = new_id();
-    let inserted = sqlx::query_scalar!(
-        "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
-                                   catch_up, triggered_at, payload, updated_at)
-         VALUES ($1, $2, $3, $4, 'schedule', 'received', $5, $6, $7, '{}', $7)
-         ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
-         RETURNING id",
-        id,
-        trigger.company_id,
-        trigger.routine_id,
-        trigger.id,
-        scheduled_for,
-        catch_up,
-        now,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if inserted.is_none() {
-        return Ok(false);
+impl NewFires {
+    fn push(&mut self, trigger: &DueTrigger, scheduled_for: DateTime<Utc>, catch_up: bool) {
+        self.companies.push(trigger.company_id);
+        self.routines.push(trigger.routine_id);
+        self.triggers.push(trigger.id);
+        self.scheduled_for.push(scheduled_for);
+        self.catch_up.push(catch_up);
     }
-    let job = dispatch_job(id, now, None);
-    queue::enqueue_quietly(conn, job, now).await?;
-    Ok(true)
+
+    /// Inserts `received` schedule runs; a fire that already has a run (the unique key on
+    /// `(trigger_id, scheduled_for)`) is left out. Returns the new runs' id, nominal time
+    /// and catch-up flag.
+    async fn insert(
+        self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<(Uuid, DateTime<Utc>, bool)>> {
+        if self.triggers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = self.triggers.iter().map(|_| new_id()).collect();
+        let rows = sqlx::query!(
+            r#"INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
+                                        catch_up, triggered_at, payload, updated_at)
+               SELECT id, company_id, routine_id, trigger_id, 'schedule', 'received', scheduled_for,
+                      catch_up, $7, '{}', $7
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bool[])
+                    AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up)
+               ORDER BY id
+               ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
+               RETURNING id, scheduled_for AS "scheduled_for!", catch_up"#,
+            &ids,
+            &self.companies,
+            &self.routines,
+            &self.triggers,
+            &self.scheduled_for,
+            &self.catch_up,
+            now,
+        )
+        .fetch_all(conn)
+        .await?;
+        let mut rows: Vec<_> = rows
+            .into_iter()
+            .map(|r| (r.id, r.scheduled_for, r.catch_up))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        Ok(rows)
+    }
 }
 
 /// Records missed fires as one `skipped` run.

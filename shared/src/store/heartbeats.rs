@@ -66,43 +66,88 @@ impl NewHeartbeat {
         conn: &mut PgConnection,
         now: DateTime<Utc>,
     ) -> StoreResult<HeartbeatRun> {
-        let row = sqlx::query_as!(
-            HeartbeatRow,
-            r#"INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id, status,
-                                           context, created_at)
-               VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7)
-               RETURNING id, company_id, agent_id, issue_id, routine_run_id,
-                         status AS "status: HeartbeatStatus",
-                         context AS "context: Json<HeartbeatContext>",
-                         created_at, started_at, finished_at, summary"#,
-            new_id(),
-            self.company_id,
-            self.agent_id,
-            self.issue_id,
-            self.routine_run_id,
-            Json(&self.context) as _,
-            now,
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        let http = sqlx::query_scalar!(
-            r#"SELECT wakeup_kind = 'http' AS "http!" FROM agents WHERE id = $1"#,
-            self.agent_id
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        if http {
-            let job = JobSpec {
-                kind: DELIVER_WAKEUP,
-                payload: json!({ "heartbeatRunId": row.id }),
-                run_at: now,
-                max_attempts: WAKEUP_MAX_ATTEMPTS,
-                trace_context: None,
-            };
-            queue::enqueue(conn, job, now).await?;
-        }
-        Ok(row.into())
+        let mut runs = insert_heartbeats(conn, vec![self], now).await?;
+        runs.pop().ok_or(StoreError::NotFound)
     }
+}
+
+/// Inserts heartbeat runs, `queued`, in one statement inside the caller's transaction, and
+/// enqueues a wake-up delivery for each whose agent is woken over HTTP (workers are notified
+/// on commit). Returns the runs in input order.
+pub(crate) async fn insert_heartbeats(
+    conn: &mut PgConnection,
+    new: Vec<NewHeartbeat>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<HeartbeatRun>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = new.len();
+    let (mut ids, mut companies, mut agents, mut issues, mut origins, mut contexts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for heartbeat in new {
+        ids.push(new_id());
+        companies.push(heartbeat.company_id);
+        agents.push(heartbeat.agent_id);
+        issues.push(heartbeat.issue_id);
+        origins.push(heartbeat.routine_run_id);
+        contexts.push(
+            serde_json::to_value(&heartbeat.context)
+                .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?,
+        );
+    }
+    let rows = sqlx::query_as!(
+        HeartbeatRow,
+        r#"INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id, status,
+                                       context, created_at)
+           SELECT id, company_id, agent_id, issue_id, routine_run_id, 'queued', context, $7
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::jsonb[])
+                AS h(id, company_id, agent_id, issue_id, routine_run_id, context)
+           RETURNING id, company_id, agent_id, issue_id, routine_run_id,
+                     status AS "status: HeartbeatStatus",
+                     context AS "context: Json<HeartbeatContext>",
+                     created_at, started_at, finished_at, summary"#,
+        &ids,
+        &companies,
+        &agents,
+        &issues,
+        &origins as &[Option<Uuid>],
+        &contexts,
+        now,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let http: Vec<Uuid> = sqlx::query_scalar!(
+        "SELECT id FROM agents WHERE id = ANY($1) AND wakeup_kind = 'http'",
+        &agents
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, HeartbeatRun> =
+        rows.into_iter().map(|r| (r.id, r.into())).collect();
+    let runs: Vec<HeartbeatRun> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+    let deliveries: Vec<JobSpec> = runs
+        .iter()
+        .filter(|run| http.contains(&run.agent_id))
+        .map(|run| JobSpec {
+            kind: DELIVER_WAKEUP,
+            payload: json!({ "heartbeatRunId": run.id }),
+            run_at: now,
+            max_attempts: WAKEUP_MAX_ATTEMPTS,
+            trace_context: None,
+        })
+        .collect();
+    if !deliveries.is_empty() {
+        queue::enqueue_all_quietly(conn, deliveries, now).await?;
+        queue::notify(conn).await?;
+    }
+    Ok(runs)
 }
 
 impl Store {

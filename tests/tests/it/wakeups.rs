@@ -115,7 +115,7 @@ async fn http_agent_with_a_run(app: &TestApp, url: &str) -> (String, String, Str
     let worker = app.worker("dispatcher");
     assert_eq!(
         worker.run_once().await.expect("dispatch"),
-        nexus_worker::Outcome::Worked
+        nexus_worker::Outcome::Worked(1)
     );
     let heartbeat = str_at(
         &app.board().get_run(&run).await.expect(200).body,
@@ -142,7 +142,7 @@ async fn a_wakeup_is_signed_and_a_500_is_retried_after_a_backoff() {
 
     assert_eq!(
         worker.run_once().await.expect("attempt 1"),
-        nexus_worker::Outcome::Worked
+        nexus_worker::Outcome::Worked(1)
     );
     assert_eq!(
         receiver
@@ -160,7 +160,7 @@ async fn a_wakeup_is_signed_and_a_500_is_retried_after_a_backoff() {
     clock.advance(TimeDelta::seconds(2));
     assert_eq!(
         worker.run_once().await.expect("attempt 2"),
-        nexus_worker::Outcome::Worked
+        nexus_worker::Outcome::Worked(1)
     );
 
     let seen = receiver
@@ -222,7 +222,7 @@ async fn a_wakeup_that_never_succeeds_ends_dead_and_fails_the_heartbeat_run() {
     let worker = app.worker("deliverer");
     let mut attempts = 0;
     for _ in 0..50 {
-        if worker.run_once().await.expect("step") == nexus_worker::Outcome::Worked {
+        if worker.run_once().await.expect("step") == nexus_worker::Outcome::Worked(1) {
             attempts += 1;
         }
         clock.advance(TimeDelta::hours(2));

@@ -1,0 +1,227 @@
+//! Webhook ingestion: HMAC-signed fires, every one distinct (fresh timestamp and body, so the
+//! replay memory is written each time), to one `nexus-api` and to two (round robin in the
+//! client), at fixed concurrency for a fixed time. In the same run, the Postgres ceiling for
+//! comparable work: `pgbench` inserting one row per transaction at the same concurrency.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hmac::{KeyInit as _, Mac as _};
+use serde_json::{Value, json};
+
+use crate::{
+    cluster::{BOARD, Cluster},
+    machine::percentile,
+};
+
+pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result<()> {
+    let seconds = seconds.clamp(2, 60);
+    let mut cluster = Cluster::new().await;
+    let env = [
+        ("NEXUS_WEBHOOK_RATE_PER_SEC", "1000000".to_owned()),
+        ("NEXUS_WEBHOOK_BURST", "1000000".to_owned()),
+        ("NEXUS_DB_MAX_CONNECTIONS", "32".to_owned()),
+    ];
+    let first = cluster.start("nexus-api 1", "nexus-api", &[], &env).await?;
+    let second = cluster.start("nexus-api 2", "nexus-api", &[], &env).await?;
+    let (path, secret) = webhook(&first).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL)",
+    )
+    .execute(&cluster.db.pool)
+    .await?;
+    println!(
+        "webhook ingestion: HMAC-signed fires, each distinct, {seconds} s per row; no worker runs (ingestion only)"
+    );
+    println!(
+        "Postgres ceiling: pgbench, one single-row INSERT + COMMIT per transaction, same concurrency\n"
+    );
+    println!(
+        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8}",
+        "concurrency", "apis", "accepted/s", "p50 ms", "p99 ms", "errors", "pg ceiling/s", "ratio"
+    );
+    for &concurrency in concurrencies {
+        let ceiling = pgbench(&cluster, concurrency, seconds)?;
+        for apis in [vec![first.clone()], vec![first.clone(), second.clone()]] {
+            let result = fire(&apis, &path, &secret, concurrency, seconds).await;
+            println!(
+                "{concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}%",
+                apis.len(),
+                result.rate,
+                result.p50,
+                result.p99,
+                result.errors,
+                100.0 * result.rate / ceiling
+            );
+        }
+    }
+    let accepted: i64 = sqlx::query_scalar("SELECT count(*) FROM routine_runs")
+        .fetch_one(&cluster.db.pool)
+        .await?;
+    println!("\nruns in the database: {accepted} (one per accepted fire)");
+    cluster.print_memory();
+    Ok(())
+}
+
+/// Creates a company, agent, project, routine and an HMAC webhook trigger through the API;
+/// returns the fire path and the secret.
+async fn webhook(api: &str) -> anyhow::Result<(String, String)> {
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("{api}{path}"))
+                .bearer_auth(BOARD)
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "POST {path}: {}",
+                response.status()
+            );
+            anyhow::Ok(response.json::<Value>().await?)
+        }
+    };
+    let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
+    let company = id(&post("/api/companies".into(), json!({ "name": "bench" })).await?);
+    let agent = post(
+        format!("/api/companies/{company}/agents"),
+        json!({ "name": "bench" }),
+    )
+    .await?;
+    let agent = agent["agent"]["id"]
+        .as_str()
+        .map_or_else(|| id(&agent), str::to_owned);
+    let project = id(&post(
+        format!("/api/companies/{company}/projects"),
+        json!({ "name": "bench" }),
+    )
+    .await?);
+    let routine = id(&post(
+        format!("/api/companies/{company}/routines"),
+        json!({ "title": "ingest", "assigneeAgentId": agent, "projectId": project, "concurrencyPolicy": "always_enqueue" }),
+    )
+    .await?);
+    let trigger = post(
+        format!("/api/routines/{routine}/triggers"),
+        json!({ "kind": "webhook", "signingMode": "hmac_sha256", "replayWindowSec": 300 }),
+    )
+    .await?;
+    let url = trigger["secretMaterial"]["webhookUrl"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no webhook URL: {trigger}"))?;
+    let path = format!("/api/{}", url.split("/api/").nth(1).unwrap_or_default());
+    let secret = trigger["secretMaterial"]["webhookSecret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((path, secret))
+}
+
+struct Fired {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    errors: usize,
+}
+
+async fn fire(
+    apis: &[String],
+    path: &str,
+    secret: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> Fired {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap_or_default();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, counter, errors) = (http.clone(), Arc::clone(&counter), Arc::clone(&errors));
+        let (apis, path, secret) = (apis.to_vec(), path.to_owned(), secret.to_owned());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let body = format!("{{\"n\":{n}}}");
+                let timestamp = chrono::Utc::now().timestamp_millis().to_string();
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+                    .expect("any key length");
+                mac.update(timestamp.as_bytes());
+                mac.update(b".");
+                mac.update(body.as_bytes());
+                let signature = hex::encode(mac.finalize().into_bytes());
+                let sent = Instant::now();
+                let response = http
+                    .post(format!("{}{path}", apis[n % apis.len()]))
+                    .header("content-type", "application/json")
+                    .header("x-paperclip-timestamp", &timestamp)
+                    .header("x-paperclip-signature", format!("sha256={signature}"))
+                    .body(body)
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    let mut latencies: Vec<f64> = tasks.join_all().await.into_iter().flatten().collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    #[allow(clippy::cast_precision_loss)]
+    Fired {
+        rate: latencies.len() as f64 / elapsed,
+        p50: percentile(&latencies, 50.0),
+        p99: percentile(&latencies, 99.0),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// Transactions per second of `pgbench` inserting one row per transaction.
+fn pgbench(cluster: &Cluster, concurrency: usize, seconds: u64) -> anyhow::Result<f64> {
+    let script = std::env::temp_dir().join(format!("nexus-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        "INSERT INTO bench_ceiling (payload, created_at) VALUES ('{\"n\": 1}', now());\n",
+    )?;
+    let output = std::process::Command::new("pgbench")
+        .arg("--no-vacuum")
+        .args(["--client", &concurrency.to_string()])
+        .args(["--jobs", "2"])
+        .args(["--time", &seconds.to_string()])
+        .arg("--file")
+        .arg(&script)
+        .arg(&cluster.db.url)
+        .output();
+    drop(std::fs::remove_file(&script));
+    let output = output.map_err(|e| anyhow::anyhow!("pgbench is needed for the ceiling: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "pgbench gave no tps: {text}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
