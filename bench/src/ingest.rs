@@ -27,14 +27,19 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
         ("NEXUS_WEBHOOK_BURST", "1000000".to_owned()),
         ("NEXUS_DB_MAX_CONNECTIONS", "32".to_owned()),
     ];
-    let first = cluster.start("nexus-api 1", "nexus-api", &[], &env).await?;
-    let second = cluster.start("nexus-api 2", "nexus-api", &[], &env).await?;
-    let (path, secret) = webhook(&first).await?;
     sqlx::raw_sql(
         "CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL)",
     )
     .execute(&cluster.db.pool)
     .await?;
+    // The ceilings first, while nothing else holds connections (pgbench opens one per client).
+    let mut ceilings = Vec::new();
+    for &concurrency in concurrencies {
+        ceilings.push(pgbench(&cluster, concurrency, seconds)?);
+    }
+    let first = cluster.start("nexus-api 1", "nexus-api", &[], &env).await?;
+    let second = cluster.start("nexus-api 2", "nexus-api", &[], &env).await?;
+    let (path, secret) = webhook(&first).await?;
     println!(
         "webhook ingestion: HMAC-signed fires, each distinct, {seconds} s per row; no worker runs (ingestion only)"
     );
@@ -45,8 +50,7 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
         "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8}",
         "concurrency", "apis", "accepted/s", "p50 ms", "p99 ms", "errors", "pg ceiling/s", "ratio"
     );
-    for &concurrency in concurrencies {
-        let ceiling = pgbench(&cluster, concurrency, seconds)?;
+    for (&concurrency, &ceiling) in concurrencies.iter().zip(&ceilings) {
         for apis in [vec![first.clone()], vec![first.clone(), second.clone()]] {
             let result = fire(&apis, &path, &secret, concurrency, seconds).await;
             println!(

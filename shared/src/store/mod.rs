@@ -163,6 +163,15 @@ impl Store {
         &self.secrets
     }
 
+    /// Wakes idle workers: jobs were committed.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub(crate) async fn announce_jobs(&self) -> StoreResult<()> {
+        crate::queue::notify(&mut *self.pool.acquire().await?).await?;
+        Ok(())
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query_scalar!("SELECT 1 AS one")

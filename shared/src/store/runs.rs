@@ -6,13 +6,13 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{NewActivity, Store, StoreError, StoreResult, new_id, routines::fetch_routine};
+use super::{Store, StoreError, StoreResult, new_id, routines::fetch_routine};
 use crate::{
     model::{
         Actor, IdempotencyKey, RoutineStatus, Run, RunSource, RunStatus, SigningMode, TriggerKind,
         TriggerRef,
     },
-    queue::{self, JobSpec},
+    queue::JobSpec,
 };
 
 /// Job kind that dispatches a `received` run.
@@ -271,14 +271,37 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> StoreResult<Accepted> {
-        let id = new_id();
-        let inserted = sqlx::query_scalar!(
-            r#"INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
-                                         triggered_at, idempotency_key, payload, updated_at)
-               VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $6)
-               ON CONFLICT (routine_id, idempotency_key) DO NOTHING
-               RETURNING id"#,
-            id,
+        // One statement (one round trip) for the run, its dispatch job and its audit entry,
+        // returning the run as the API shows it: this is the ingestion hot path. The job and
+        // entry are the ones `queue::enqueue_quietly` and `NewActivity::record` would write.
+        let details =
+            json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id });
+        let inserted = sqlx::query_as!(
+            RunRow,
+            r#"WITH run AS (
+                   INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
+                                             triggered_at, idempotency_key, payload, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $6)
+                   ON CONFLICT (routine_id, idempotency_key) DO NOTHING
+                   RETURNING *),
+               job AS (
+                   INSERT INTO jobs (id, kind, payload, state, run_at, max_attempts, trace_context,
+                                     created_at, updated_at)
+                   SELECT $9, $10, jsonb_build_object('runId', run.id), 'queued', $6, $11, $12, $6, $6
+                   FROM run),
+               entry AS (
+                   INSERT INTO activity_log (id, company_id, actor_type, actor_id, action, entity_type,
+                                             entity_id, details, created_at)
+                   SELECT $13, run.company_id, $14, $15, 'run.accepted', 'routine_run', run.id, $16, $6
+                   FROM run)
+               SELECT r.id, r.company_id, r.routine_id, r.trigger_id,
+                      t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
+                      r.source AS "source: RunSource", r.status AS "status: RunStatus", r.reason,
+                      r.scheduled_for, r.catch_up, r.missed, r.triggered_at, r.completed_at,
+                      r.idempotency_key, r.payload, r.linked_issue_id, r.coalesced_into_run_id,
+                      r.heartbeat_run_id, r.failure_reason
+               FROM run r LEFT JOIN routine_triggers t ON t.id = r.trigger_id"#,
+            new_id(),
             company_id,
             routine_id,
             new.trigger_id,
@@ -286,10 +309,18 @@ impl Store {
             now,
             new.idempotency_key.as_ref().map(IdempotencyKey::as_str),
             Value::Object(new.payload.clone()),
+            Uuid::now_v7(),
+            DISPATCH_RUN,
+            DISPATCH_MAX_ATTEMPTS,
+            new.trace_context,
+            new_id(),
+            actor.actor_type().as_str(),
+            actor.actor_id(),
+            details,
         )
         .fetch_optional(&mut *tx)
         .await?;
-        if inserted.is_none() {
+        let Some(run) = inserted else {
             // A concurrent request with the same key committed first.
             tx.rollback().await?;
             let key = new
@@ -302,20 +333,16 @@ impl Store {
                 .await?
                 .ok_or(StoreError::NotFound)?;
             return replay(existing, &new.payload);
-        }
-        queue::enqueue(&mut tx, dispatch_job(id, now, new.trace_context), now).await?;
-        NewActivity {
-            company_id,
-            actor,
-            action: "run.accepted",
-            entity_type: "routine_run",
-            entity_id: id,
-            details: json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id }),
-        }
-        .record(&mut tx, now)
-        .await?;
-        let run = fetch_run(&mut tx, id).await?;
+        };
+        let run = Run::from(run);
         tx.commit().await?;
+        // Workers are woken after the commit, not by a NOTIFY inside the transaction: Postgres
+        // serialises the commits of notifying transactions (including their WAL flush), which
+        // capped concurrent ingestion at a tenth of what the database can commit. Should this
+        // process die right here, the workers' polling picks the job up within a second.
+        if let Err(error) = self.announce_jobs().await {
+            tracing::warn!(%error, "could not notify workers; they will poll the job");
+        }
         Ok(Accepted {
             run,
             replayed: false,
