@@ -212,7 +212,7 @@ impl Store {
                 _ => return Err(StoreError::InvalidReference { field: "triggerId" }),
             }
         }
-        self.insert_received(tx, routine.company_id, routine_id, new, actor, now)
+        self.finish_received(tx, routine.company_id, routine_id, new, actor, now)
             .await
     }
 
@@ -228,7 +228,25 @@ impl Store {
         new: NewRun,
     ) -> StoreResult<Accepted> {
         let now = self.now();
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        // The common case is one statement: the trigger checked (and held) and the run, its
+        // job and its audit entry written, committed on its own.
+        let (company_id, routine_id) = (trigger.company_id, trigger.routine_id);
+        if let Some(run) = insert_received(
+            &mut conn,
+            Some(trigger.id),
+            (company_id, routine_id),
+            &new,
+            Actor::System,
+            now,
+        )
+        .await?
+        {
+            drop(conn);
+            return Ok(self.accepted(run).await);
+        }
+        // Nothing was written: find out why, holding the trigger.
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let state = sqlx::query!(
             r#"SELECT t.enabled, r.status AS "status: RoutineStatus"
                FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
@@ -245,24 +263,42 @@ impl Store {
             ));
         }
         if let Some(key) = &new.idempotency_key
-            && let Some(existing) = find_by_key(&mut tx, trigger.routine_id, key.as_str()).await?
+            && let Some(existing) = find_by_key(&mut tx, routine_id, key.as_str()).await?
         {
             return replay(existing, &new.payload);
         }
-        self.insert_received(
-            tx,
-            trigger.company_id,
-            trigger.routine_id,
-            new,
+        // The trigger was re-enabled in between: accept under the lock.
+        let inserted = insert_received(
+            &mut tx,
+            None,
+            (company_id, routine_id),
+            &new,
             Actor::System,
             now,
         )
-        .await
+        .await?;
+        let run = inserted.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(self.accepted(run).await)
     }
 
-    /// Inserts a `received` run and its dispatch job, and commits; a concurrent request that
-    /// committed the same idempotency key first wins and its run is returned.
-    async fn insert_received(
+    /// An accepted run: workers are woken after the commit, not by a `NOTIFY` inside the
+    /// transaction, because Postgres serialises the commits of notifying transactions. Should
+    /// this process die right before, the workers' polling picks the job up within a second.
+    async fn accepted(&self, run: Run) -> Accepted {
+        if let Err(error) = self.announce_jobs().await {
+            tracing::warn!(%error, "could not notify workers; they will poll the job");
+        }
+        Accepted {
+            run,
+            replayed: false,
+        }
+    }
+
+    /// Inserts a `received` run, its dispatch job and audit entry in `tx`, and commits; a
+    /// concurrent request that committed the same idempotency key first wins and its run is
+    /// returned.
+    async fn finish_received(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
         company_id: Uuid,
@@ -271,55 +307,8 @@ impl Store {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> StoreResult<Accepted> {
-        // One statement (one round trip) for the run, its dispatch job and its audit entry,
-        // returning the run as the API shows it: this is the ingestion hot path. The job and
-        // entry are the ones `queue::enqueue_quietly` and `NewActivity::record` would write.
-        let details =
-            json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id });
-        let inserted = sqlx::query_as!(
-            RunRow,
-            r#"WITH run AS (
-                   INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
-                                             triggered_at, idempotency_key, payload, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $6)
-                   ON CONFLICT (routine_id, idempotency_key) DO NOTHING
-                   RETURNING *),
-               job AS (
-                   INSERT INTO jobs (id, kind, payload, state, run_at, max_attempts, trace_context,
-                                     created_at, updated_at)
-                   SELECT $9, $10, jsonb_build_object('runId', run.id), 'queued', $6, $11, $12, $6, $6
-                   FROM run),
-               entry AS (
-                   INSERT INTO activity_log (id, company_id, actor_type, actor_id, action, entity_type,
-                                             entity_id, details, created_at)
-                   SELECT $13, run.company_id, $14, $15, 'run.accepted', 'routine_run', run.id, $16, $6
-                   FROM run)
-               SELECT r.id, r.company_id, r.routine_id, r.trigger_id,
-                      t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
-                      r.source AS "source: RunSource", r.status AS "status: RunStatus", r.reason,
-                      r.scheduled_for, r.catch_up, r.missed, r.triggered_at, r.completed_at,
-                      r.idempotency_key, r.payload, r.linked_issue_id, r.coalesced_into_run_id,
-                      r.heartbeat_run_id, r.failure_reason
-               FROM run r LEFT JOIN routine_triggers t ON t.id = r.trigger_id"#,
-            new_id(),
-            company_id,
-            routine_id,
-            new.trigger_id,
-            new.source.as_str(),
-            now,
-            new.idempotency_key.as_ref().map(IdempotencyKey::as_str),
-            Value::Object(new.payload.clone()),
-            Uuid::now_v7(),
-            DISPATCH_RUN,
-            DISPATCH_MAX_ATTEMPTS,
-            new.trace_context,
-            new_id(),
-            actor.actor_type().as_str(),
-            actor.actor_id(),
-            details,
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
+        let inserted =
+            insert_received(&mut tx, None, (company_id, routine_id), &new, actor, now).await?;
         let Some(run) = inserted else {
             // A concurrent request with the same key committed first.
             tx.rollback().await?;
@@ -334,19 +323,8 @@ impl Store {
                 .ok_or(StoreError::NotFound)?;
             return replay(existing, &new.payload);
         };
-        let run = Run::from(run);
         tx.commit().await?;
-        // Workers are woken after the commit, not by a NOTIFY inside the transaction: Postgres
-        // serialises the commits of notifying transactions (including their WAL flush), which
-        // capped concurrent ingestion at a tenth of what the database can commit. Should this
-        // process die right here, the workers' polling picks the job up within a second.
-        if let Err(error) = self.announce_jobs().await {
-            tracing::warn!(%error, "could not notify workers; they will poll the job");
-        }
-        Ok(Accepted {
-            run,
-            replayed: false,
-        })
+        Ok(self.accepted(run).await)
     }
 
     /// The webhook trigger with public id `public_id`, with its decrypted secret.
@@ -413,6 +391,76 @@ impl Store {
         .await?;
         Ok(rows.into_iter().map(Run::from).collect())
     }
+}
+
+/// Writes a `received` run, its dispatch job and its audit entry in one statement (the
+/// ingestion hot path: one round trip), returning the run as the API shows it. `None` when
+/// nothing was written: the idempotency key was taken, or `guard` — a webhook trigger, held
+/// `FOR SHARE` — is not enabled with an active routine.
+async fn insert_received(
+    conn: &mut PgConnection,
+    guard: Option<Uuid>,
+    (company_id, routine_id): (Uuid, Uuid),
+    new: &NewRun,
+    actor: Actor,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<Run>> {
+    // One statement (one round trip) for the run, its dispatch job and its audit entry,
+    // returning the run as the API shows it: this is the ingestion hot path. The job and
+    // entry are the ones `queue::enqueue_quietly` and `NewActivity::record` would write.
+    let details =
+        json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id });
+    let inserted = sqlx::query_as!(
+        RunRow,
+        r#"WITH guard AS (
+               SELECT FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+               WHERE t.id = $17 AND t.enabled AND r.status = 'active'
+               FOR SHARE OF t),
+           run AS (
+               INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
+                                         triggered_at, idempotency_key, payload, updated_at)
+               SELECT $1, $2, $3, $4, $5, 'received', $6, $7, $8, $6
+               WHERE $17::uuid IS NULL OR EXISTS (SELECT FROM guard)
+               ON CONFLICT (routine_id, idempotency_key) DO NOTHING
+               RETURNING *),
+           job AS (
+               INSERT INTO jobs (id, kind, payload, state, run_at, max_attempts, trace_context,
+                                 created_at, updated_at)
+               SELECT $9, $10, jsonb_build_object('runId', run.id), 'queued', $6, $11, $12, $6, $6
+               FROM run),
+           entry AS (
+               INSERT INTO activity_log (id, company_id, actor_type, actor_id, action, entity_type,
+                                         entity_id, details, created_at)
+               SELECT $13, run.company_id, $14, $15, 'run.accepted', 'routine_run', run.id, $16, $6
+               FROM run)
+           SELECT r.id, r.company_id, r.routine_id, r.trigger_id,
+                  t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
+                  r.source AS "source: RunSource", r.status AS "status: RunStatus", r.reason,
+                  r.scheduled_for, r.catch_up, r.missed, r.triggered_at, r.completed_at,
+                  r.idempotency_key, r.payload, r.linked_issue_id, r.coalesced_into_run_id,
+                  r.heartbeat_run_id, r.failure_reason
+           FROM run r LEFT JOIN routine_triggers t ON t.id = r.trigger_id"#,
+        new_id(),
+        company_id,
+        routine_id,
+        new.trigger_id,
+        new.source.as_str(),
+        now,
+        new.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+        Value::Object(new.payload.clone()),
+        Uuid::now_v7(),
+        DISPATCH_RUN,
+        DISPATCH_MAX_ATTEMPTS,
+        new.trace_context.clone(),
+        new_id(),
+        actor.actor_type().as_str(),
+        actor.actor_id(),
+        details,
+        guard,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(inserted.map(Run::from))
 }
 
 async fn find_by_key(
