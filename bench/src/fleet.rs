@@ -13,6 +13,10 @@ pub(crate) enum Cron {
     DailyTomorrow,
 }
 
+/// The company the seeded routines belong to (the history has another).
+pub(crate) const COMPANY: uuid::Uuid =
+    uuid::Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001);
+
 /// One company, agent and project, and `routines` `always_enqueue` routines with one schedule
 /// trigger each.
 pub(crate) async fn seed(database: &TestDb, routines: usize, cron: Cron) -> anyhow::Result<()> {

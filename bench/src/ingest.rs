@@ -50,9 +50,11 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
         "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8}",
         "concurrency", "apis", "accepted/s", "p50 ms", "p99 ms", "errors", "pg ceiling/s", "ratio"
     );
+    let mut accepted_total = 0;
     for (&concurrency, &ceiling) in concurrencies.iter().zip(&ceilings) {
         for apis in [vec![first.clone()], vec![first.clone(), second.clone()]] {
             let result = fire(&apis, &path, &secret, concurrency, seconds).await;
+            accepted_total += result.accepted;
             println!(
                 "{concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}%",
                 apis.len(),
@@ -64,10 +66,14 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
             );
         }
     }
-    let accepted: i64 = sqlx::query_scalar("SELECT count(*) FROM routine_runs")
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM routine_runs")
         .fetch_one(&cluster.db.pool)
         .await?;
-    println!("\nruns in the database: {accepted} (one per accepted fire)");
+    println!("\nfires answered 202: {accepted_total}; runs in the database: {runs}");
+    anyhow::ensure!(
+        usize::try_from(runs)? == accepted_total,
+        "every accepted fire must have exactly one run"
+    );
     cluster.print_memory();
     Ok(())
 }
@@ -130,6 +136,7 @@ async fn webhook(api: &str) -> anyhow::Result<(String, String)> {
 }
 
 struct Fired {
+    accepted: usize,
     rate: f64,
     p50: f64,
     p99: f64,
@@ -193,6 +200,7 @@ async fn fire(
     latencies.sort_by(f64::total_cmp);
     #[allow(clippy::cast_precision_loss)]
     Fired {
+        accepted: latencies.len(),
         rate: latencies.len() as f64 / elapsed,
         p50: percentile(&latencies, 50.0),
         p99: percentile(&latencies, 99.0),
