@@ -15,7 +15,7 @@ use nexus_shared::{
 };
 use nexus_tests::{TestDb, eventually, redis_url};
 
-const RUNS: i64 = 400;
+const RUNS: i64 = 1_000;
 
 async fn count(db: &TestDb, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
@@ -55,6 +55,9 @@ async fn sigterm_during_a_burst_loses_nothing_and_leaves_no_job_running() {
         .env("NEXUS_SECRET_KEY", key.to_base64())
         .env("NEXUS_LISTEN", "127.0.0.1:0")
         .env("NEXUS_WORKER_CONCURRENCY", "8")
+        // Small batches, so the burst lasts long enough to be interrupted (and batches are in
+        // flight when the signal comes).
+        .env("NEXUS_WORKER_BATCH", "2")
         .env("NEXUS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
