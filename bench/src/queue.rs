@@ -53,7 +53,6 @@ pub(crate) async fn run(jobs: usize, loops: usize) -> anyhow::Result<()> {
                         return anyhow::Ok(done);
                     }
                     let (mut tx, held) = queue.begin_fenced_all(&claimed).await?;
-                    let held: Vec<_> = claimed.iter().filter(|j| held.contains(&j.id)).collect();
                     complete_in(&mut tx, &held, queue.clock().now()).await?;
                     tx.commit().await?;
                     done += held.len();

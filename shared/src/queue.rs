@@ -93,22 +93,8 @@ pub async fn enqueue(
     spec: JobSpec,
     now: DateTime<Utc>,
 ) -> Result<Uuid, sqlx::Error> {
-    let id = enqueue_quietly(conn, spec, now).await?;
-    notify(conn).await?;
-    Ok(id)
-}
-
-/// Enqueues a job without notifying, for callers that enqueue many in one transaction and
-/// notify once.
-///
-/// # Errors
-/// The database failed.
-pub async fn enqueue_quietly(
-    conn: &mut PgConnection,
-    spec: JobSpec,
-    now: DateTime<Utc>,
-) -> Result<Uuid, sqlx::Error> {
     let ids = enqueue_all_quietly(conn, vec![spec], now).await?;
+    notify(conn).await?;
     Ok(ids[0])
 }
 
@@ -312,14 +298,14 @@ impl Queue {
     }
 
     /// Opens a transaction holding the rows of those `jobs` whose lease this worker still
-    /// holds, and returns their ids (locked in id order, so concurrent callers cannot deadlock).
+    /// holds (locked in id order, so concurrent callers cannot deadlock), and returns them.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn begin_fenced_all(
+    pub async fn begin_fenced_all<'j>(
         &self,
-        jobs: &[Job],
-    ) -> Result<(Transaction<'static, Postgres>, Vec<Uuid>), sqlx::Error> {
+        jobs: &'j [Job],
+    ) -> Result<(Transaction<'static, Postgres>, Vec<&'j Job>), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| j.attempts).collect();
@@ -336,7 +322,8 @@ impl Queue {
         )
         .fetch_all(&mut *tx)
         .await?;
-        Ok((tx, held))
+        let held: std::collections::HashSet<Uuid> = held.into_iter().collect();
+        Ok((tx, jobs.iter().filter(|j| held.contains(&j.id)).collect()))
     }
 
     /// Completes a job whose effects happened outside the database (an HTTP delivery).

@@ -123,10 +123,9 @@ impl Worker {
         if claimed.is_empty() {
             return Ok(Outcome::Idle);
         }
+        let now = self.store.clock().now();
         for job in &claimed {
-            let pickup = (self.store.clock().now() - job.created_at)
-                .as_seconds_f64()
-                .max(0.0);
+            let pickup = (now - job.created_at).as_seconds_f64().max(0.0);
             metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone())
                 .record(pickup);
         }
@@ -161,7 +160,6 @@ impl Worker {
         let span = tracing::info_span!("dispatch_batch", jobs = jobs.len());
         let attempt = async {
             let (mut tx, held) = self.queue.begin_fenced_all(&jobs).await?;
-            let held: Vec<&Job> = jobs.iter().filter(|j| held.contains(&j.id)).collect();
             if held.len() < jobs.len() {
                 tracing::warn!(
                     lost = jobs.len() - held.len(),

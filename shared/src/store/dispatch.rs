@@ -19,12 +19,12 @@ use super::{
     activity::record_all,
     heartbeats::{NewHeartbeat, insert_heartbeats},
     new_id,
-    routines::RoutineRow,
+    routines::{RoutineRow, fetch_routines},
 };
 use crate::{
     model::{
-        Actor, AgentStatus, CatchUpPolicy, ConcurrencyPolicy, HeartbeatContext, HeartbeatRun,
-        HeartbeatStatus, IssueEventType, Priority, RoutineStatus, RunSource, RunStatus,
+        Actor, AgentStatus, ConcurrencyPolicy, HeartbeatContext, HeartbeatRun, HeartbeatStatus,
+        IssueEventType, Priority, RoutineStatus, RunSource, RunStatus,
     },
     schedule::TimeZone,
 };
@@ -144,12 +144,8 @@ impl Store {
     /// earlier one opened. Reads and writes are one statement per table for the whole batch.
     /// Returns the outcome of each run that was still `received` (others are left alone).
     ///
-    /// Locks: the routines' rows (in id order), then the runs' rows (in id order), then the
-    /// agents' rows (shared). The routine lock is `FOR NO KEY UPDATE`: it serialises dispatches
-    /// of a routine but not the inserts that merely reference the routine (a fire pass or an
-    /// API request accepting its next run takes `FOR KEY SHARE` through the foreign key). With
-    /// `FOR UPDATE`, a fire pass holding a trigger and inserting a run of the same routine, and
-    /// a dispatch holding the routine and recording the trigger's last result, deadlock.
+    /// Locks: the routines' rows (in id order, `FOR NO KEY UPDATE`, see
+    /// [`fetch_routines`]), then the runs' rows (in id order), then the agents' rows (shared).
     ///
     /// # Errors
     /// The database failed; the caller rolls back and retries.
@@ -168,7 +164,7 @@ impl Store {
         if routine_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let routines: HashMap<Uuid, RoutineRow> = lock_routines(conn, &routine_ids)
+        let routines: HashMap<Uuid, RoutineRow> = fetch_routines(conn, &routine_ids, true)
             .await?
             .into_iter()
             .map(|r| (r.id, r))
@@ -299,21 +295,6 @@ impl Store {
         .await?;
         Ok(updated.rows_affected())
     }
-}
-
-async fn lock_routines(conn: &mut PgConnection, ids: &[Uuid]) -> StoreResult<Vec<RoutineRow>> {
-    Ok(sqlx::query_as!(
-        RoutineRow,
-        r#"SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id,
-                  parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
-                  concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
-                  catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
-                  last_triggered_at, created_at, updated_at
-           FROM routines WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"#,
-        ids
-    )
-    .fetch_all(conn)
-    .await?)
 }
 
 /// Reads what the batch's decisions depend on: the assignees' status (held shared until

@@ -136,13 +136,30 @@ impl RoutineRow {
     }
 }
 
-/// Reads one routine row, optionally locking it for update.
+/// Reads one routine row, optionally locking it (see [`fetch_routines`]).
 pub(crate) async fn fetch_routine(
     conn: &mut PgConnection,
     id: Uuid,
     lock: bool,
 ) -> StoreResult<RoutineRow> {
-    let row = if lock {
+    fetch_routines(conn, &[id], lock)
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)
+}
+
+/// Reads routine rows in id order, optionally locking them, in that order, `FOR NO KEY
+/// UPDATE`: enough for every change a routine gets (its key never changes), and — unlike
+/// `FOR UPDATE` — not in conflict with the `FOR KEY SHARE` that inserting a row referencing
+/// the routine takes. With `FOR UPDATE`, a fire pass holding a trigger and inserting a run of
+/// the routine, and a dispatch holding the routine and recording the trigger's last result,
+/// deadlock.
+pub(crate) async fn fetch_routines(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    lock: bool,
+) -> StoreResult<Vec<RoutineRow>> {
+    let rows = if lock {
         sqlx::query_as!(
             RoutineRow,
             r#"SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id,
@@ -150,10 +167,10 @@ pub(crate) async fn fetch_routine(
                       concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
                       catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
                       last_triggered_at, created_at, updated_at
-               FROM routines WHERE id = $1 FOR UPDATE"#,
-            id
+               FROM routines WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"#,
+            ids
         )
-        .fetch_optional(conn)
+        .fetch_all(conn)
         .await?
     } else {
         sqlx::query_as!(
@@ -163,13 +180,13 @@ pub(crate) async fn fetch_routine(
                       concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
                       catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
                       last_triggered_at, created_at, updated_at
-               FROM routines WHERE id = $1"#,
-            id
+               FROM routines WHERE id = ANY($1) ORDER BY id"#,
+            ids
         )
-        .fetch_optional(conn)
+        .fetch_all(conn)
         .await?
     };
-    row.ok_or(StoreError::NotFound)
+    Ok(rows)
 }
 
 impl Store {

@@ -407,7 +407,7 @@ async fn insert_received(
 ) -> StoreResult<Option<Run>> {
     // One statement (one round trip) for the run, its dispatch job and its audit entry,
     // returning the run as the API shows it: this is the ingestion hot path. The job and
-    // entry are the ones `queue::enqueue_quietly` and `NewActivity::record` would write.
+    // entry are the ones `queue::enqueue_all_quietly` and `activity::record_all` would write.
     let details =
         json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id });
     let inserted = sqlx::query_as!(
