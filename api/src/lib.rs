@@ -32,12 +32,13 @@ pub struct App {
 }
 
 /// Builds the API from configuration: connects (running migrations unless disabled) and binds
-/// `NEXUS_LISTEN`. The separate `nexus-api` binary requires `NEXUS_SECRET_KEY`.
+/// `NEXUS_LISTEN`. The separate `nexus-api` binary requires `NEXUS_SECRET_KEY` and
+/// `NEXUS_REDIS_URL`.
 ///
 /// # Errors
 /// Missing secret key, unreachable database during migrations, or the address is taken.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let resources = Resources::for_role(config).await?;
+    let resources = Resources::for_role(config, true).await?;
     let listen = resources.config.listen;
     build_with(resources, listen).await
 }
@@ -52,10 +53,13 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let health = Health::new(resources.store.clone(), Some(resources.redis.clone()));
+    let health = Health::new(
+        resources.store.clone(),
+        Some(resources.coordination.clone()),
+    );
     let state = AppState {
         store: resources.store,
-        redis: resources.redis,
+        coordination: resources.coordination,
         public_url: resources.config.public_url,
         webhook_rate: resources.config.webhook_rate_per_sec,
         webhook_burst: resources.config.webhook_burst,

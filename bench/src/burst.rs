@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use nexus_scheduler::{LeaderLock, Scheduler};
-use nexus_shared::{Store, SystemClock, crypto::SecretKey, db, kv::Redis};
+use nexus_shared::{Store, SystemClock, coord::Coordination, crypto::SecretKey, db, kv::Redis};
 use nexus_tests::{TestDb, redis_url};
 
 use crate::{cluster::Cluster, fleet::Cron};
@@ -92,7 +92,11 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
             let redis = Redis::new(&redis_url(), cluster.prefix())?;
             let scheduler = Scheduler::new(
                 store.clone(),
-                LeaderLock::new(redis, "bench-scheduler".to_owned(), Duration::from_secs(15)),
+                LeaderLock::new(
+                    Coordination::Redis(redis),
+                    "bench-scheduler".to_owned(),
+                    Duration::from_secs(15),
+                ),
                 nexus_scheduler::Settings::default(),
             );
             let worker_settings = nexus_worker::Settings {

@@ -1,9 +1,10 @@
-//! Leadership: a lease in Redis with a term.
+//! Leadership: a lease in Redis with a term (or in this process, in the single-process mode
+//! without Redis: see [`nexus_shared::coord`]).
 //!
 //! States of one scheduler instance:
 //! - **Follower**: tries `SET <prefix>:scheduler:leader <id> NX PX <ttl>` every `ttl / 3`.
 //! - **Leader(epoch, valid_until)**: won the key; `INCR <prefix>:scheduler:epoch` gave it a new
-//!   epoch, its fencing token. It renews every `ttl / 3` with a compare-and-expire script (only
+//!   epoch, its fencing token (raised above the epoch in Postgres when Redis lost its counter). It renews every `ttl / 3` with a compare-and-expire script (only
 //!   if the key still holds its id). `valid_until` is `ttl` after the start of the last
 //!   successful acquire or renewal, measured on this machine's monotonic clock.
 //! - A leader whose renewal fails (the key is someone else's, Redis errors or times out) stands
@@ -16,7 +17,19 @@
 
 use std::time::Duration;
 
-use nexus_shared::kv::Redis;
+use nexus_shared::coord::Coordination;
+
+/// Takes the next epoch, never at or below `ARGV[1]`, the last epoch that wrote to Postgres: a
+/// Redis that lost its data (restarted without persistence) would otherwise hand out epochs
+/// the database fences off, and no leader could fire until the counter caught up.
+const NEXT_EPOCH: &str = r"
+local epoch = redis.call('incr', KEYS[1])
+local floor = tonumber(ARGV[1])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('set', KEYS[1], epoch)
+end
+return epoch";
 
 const RENEW: &str = r"
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -30,10 +43,10 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
-/// The Redis side of leadership.
+/// The lease side of leadership.
 #[derive(Debug, Clone)]
 pub struct LeaderLock {
-    redis: Redis,
+    coordination: Coordination,
     id: String,
     ttl: Duration,
 }
@@ -41,8 +54,12 @@ pub struct LeaderLock {
 impl LeaderLock {
     /// A lock for the instance `id` with leases of `ttl`.
     #[must_use]
-    pub fn new(redis: Redis, id: String, ttl: Duration) -> Self {
-        Self { redis, id, ttl }
+    pub fn new(coordination: Coordination, id: String, ttl: Duration) -> Self {
+        Self {
+            coordination,
+            id,
+            ttl,
+        }
     }
 
     /// This instance's id.
@@ -61,14 +78,19 @@ impl LeaderLock {
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Tries to become leader; on success returns the new epoch.
+    /// Tries to become leader; on success returns the new epoch, above `floor` (the epoch in
+    /// the database).
     ///
     /// # Errors
     /// Redis is unreachable.
-    pub async fn try_acquire(&self) -> redis::RedisResult<Option<i64>> {
-        let mut conn = self.redis.connection();
+    pub async fn try_acquire(&self, floor: i64) -> redis::RedisResult<Option<i64>> {
+        let redis = match &self.coordination {
+            Coordination::Redis(redis) => redis,
+            Coordination::Local(local) => return Ok(local.try_lead(&self.id, self.ttl, floor)),
+        };
+        let mut conn = redis.connection();
         let won: Option<String> = redis::cmd("SET")
-            .arg(self.redis.key("scheduler:leader"))
+            .arg(redis.key("scheduler:leader"))
             .arg(&self.id)
             .arg("NX")
             .arg("PX")
@@ -78,9 +100,10 @@ impl LeaderLock {
         if won.is_none() {
             return Ok(None);
         }
-        let epoch: i64 = redis::cmd("INCR")
-            .arg(self.redis.key("scheduler:epoch"))
-            .query_async(&mut conn)
+        let epoch: i64 = redis::Script::new(NEXT_EPOCH)
+            .key(redis.key("scheduler:epoch"))
+            .arg(floor)
+            .invoke_async(&mut conn)
             .await?;
         Ok(Some(epoch))
     }
@@ -90,9 +113,13 @@ impl LeaderLock {
     /// # Errors
     /// Redis is unreachable.
     pub async fn renew(&self) -> redis::RedisResult<bool> {
-        let mut conn = self.redis.connection();
+        let redis = match &self.coordination {
+            Coordination::Redis(redis) => redis,
+            Coordination::Local(local) => return Ok(local.renew_lead(&self.id, self.ttl)),
+        };
+        let mut conn = redis.connection();
         let renewed: i64 = redis::Script::new(RENEW)
-            .key(self.redis.key("scheduler:leader"))
+            .key(redis.key("scheduler:leader"))
             .arg(&self.id)
             .arg(self.ttl_ms())
             .invoke_async(&mut conn)
@@ -105,9 +132,13 @@ impl LeaderLock {
     /// # Errors
     /// Redis is unreachable.
     pub async fn release(&self) -> redis::RedisResult<bool> {
-        let mut conn = self.redis.connection();
+        let redis = match &self.coordination {
+            Coordination::Redis(redis) => redis,
+            Coordination::Local(local) => return Ok(local.release_lead(&self.id)),
+        };
+        let mut conn = redis.connection();
         let released: i64 = redis::Script::new(RELEASE)
-            .key(self.redis.key("scheduler:leader"))
+            .key(redis.key("scheduler:leader"))
             .arg(&self.id)
             .invoke_async(&mut conn)
             .await?;

@@ -37,7 +37,11 @@ pub fn scheduler(resources: &Resources) -> Scheduler {
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let lock = LeaderLock::new(resources.redis.clone(), id, resources.config.leader_ttl);
+    let lock = LeaderLock::new(
+        resources.coordination.clone(),
+        id,
+        resources.config.leader_ttl,
+    );
     let settings = Settings {
         misfire_grace: resources.config.misfire_grace,
         ..Settings::default()
@@ -45,12 +49,13 @@ pub fn scheduler(resources: &Resources) -> Scheduler {
     Scheduler::new(resources.store.clone(), lock, settings)
 }
 
-/// Builds the scheduler from configuration (`NEXUS_SECRET_KEY` is required).
+/// Builds the scheduler from configuration (`NEXUS_SECRET_KEY` and `NEXUS_REDIS_URL` are
+/// required).
 ///
 /// # Errors
 /// Missing secret key, unreachable database during migrations, or the address is taken.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let resources = Resources::for_role(config).await?;
+    let resources = Resources::for_role(config, true).await?;
     let listen = resources.config.listen;
     build_with(&resources, listen).await
 }
@@ -60,7 +65,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// # Errors
 /// The address cannot be bound.
 pub async fn build_with(resources: &Resources, listen: SocketAddr) -> anyhow::Result<App> {
-    let health = Health::new(resources.store.clone(), Some(resources.redis.clone()));
+    let health = Health::new(
+        resources.store.clone(),
+        Some(resources.coordination.clone()),
+    );
     Ok(App {
         ops: OpsServer::bind(listen, health).await?,
         scheduler: scheduler(resources),

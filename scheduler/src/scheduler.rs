@@ -181,7 +181,19 @@ impl Scheduler {
             let result = if leading {
                 self.lock.renew().await.map(|held| held.then_some(None))
             } else {
-                self.lock.try_acquire().await.map(|won| won.map(Some))
+                // Without the database's epoch a new term could not fire anyway.
+                let floor = match self.store.scheduler_epoch().await {
+                    Ok(floor) => floor,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the scheduler epoch failed; not leading yet");
+                        tokio::select! {
+                            () = tokio::time::sleep(interval) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
+                        continue;
+                    }
+                };
+                self.lock.try_acquire(floor).await.map(|won| won.map(Some))
             };
             match result {
                 Ok(outcome) => {

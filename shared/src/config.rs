@@ -9,16 +9,15 @@ use crate::crypto::SecretKey;
 
 /// Default Postgres URL: the local server, database `nexus` (created on first start by `nexus`).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nexus";
-/// Default Redis URL.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The whole configuration of a Nexus process.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `NEXUS_DATABASE_URL`, falling back to `DATABASE_URL`.
     pub database_url: String,
-    /// `NEXUS_REDIS_URL`.
-    pub redis_url: String,
+    /// `NEXUS_REDIS_URL`; `None` when unset. The role binaries require it; `nexus serve` without
+    /// it keeps rate limits, replay memory and leadership in process (see [`crate::coord`]).
+    pub redis_url: Option<String>,
     /// `NEXUS_REDIS_PREFIX`: prefix of every Redis key, so deployments can share one Redis.
     pub redis_prefix: String,
     /// `NEXUS_LISTEN`: address of the HTTP listener (the API, or the operational endpoints).
@@ -150,8 +149,10 @@ impl Config {
             &database_url,
             &["postgres://", "postgresql://"],
         )?;
-        let redis_url = get("NEXUS_REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
-        check_url_scheme("NEXUS_REDIS_URL", &redis_url, &["redis://", "rediss://"])?;
+        let redis_url = get("NEXUS_REDIS_URL");
+        if let Some(url) = &redis_url {
+            check_url_scheme("NEXUS_REDIS_URL", url, &["redis://", "rediss://"])?;
+        }
         let redis_prefix = get("NEXUS_REDIS_PREFIX").unwrap_or_else(|| "nexus".to_owned());
         let listen = parse_or("NEXUS_LISTEN", get("NEXUS_LISTEN"), "127.0.0.1:8080", |v| {
             v.parse::<SocketAddr>()
@@ -332,6 +333,21 @@ impl Config {
                 .to_owned(),
         })
     }
+
+    /// The configured Redis URL; the role binaries cannot work without one, because replicas
+    /// share leadership, replay memory and rate limits through it.
+    ///
+    /// # Errors
+    /// `NEXUS_REDIS_URL` is unset.
+    pub fn require_redis_url(&self) -> Result<&str, ConfigError> {
+        self.redis_url.as_deref().ok_or_else(|| ConfigError {
+            var: "NEXUS_REDIS_URL",
+            value: String::new(),
+            expected: "a URL starting with redis:// or rediss://; required by the separate role \
+                       binaries (`nexus serve` runs without Redis)"
+                .to_owned(),
+        })
+    }
 }
 
 fn parse_or<T>(
@@ -400,6 +416,11 @@ mod tests {
         assert!(config.auto_migrate);
         assert!(config.secret_key.is_none());
         assert!(config.require_secret_key().is_err());
+        assert!(config.redis_url.is_none());
+        assert_eq!(
+            config.require_redis_url().expect_err("unset").var,
+            "NEXUS_REDIS_URL"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Everything the Nexus roles (api, scheduler, worker) share: configuration, domain types,
-//! the Postgres store, cryptography, the clock, Redis access and telemetry.
+//! the Postgres store, cryptography, the clock, coordination (Redis or in process) and telemetry.
 
 pub mod clock;
 pub mod config;
+pub mod coord;
 pub mod crypto;
 pub mod db;
 pub mod kv;

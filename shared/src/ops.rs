@@ -19,23 +19,24 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{kv::Redis, store::Store, telemetry};
+use crate::{coord::Coordination, store::Store, telemetry};
 
 /// What readiness depends on.
 #[derive(Clone, Debug)]
 pub struct Health {
     store: Store,
-    redis: Option<Redis>,
+    coordination: Option<Coordination>,
     shutting_down: Arc<AtomicBool>,
 }
 
 impl Health {
-    /// Readiness of a role using `store` and, when given, `redis`.
+    /// Readiness of a role using `store` and, when given, `coordination` (only Redis can be
+    /// unreachable).
     #[must_use]
-    pub fn new(store: Store, redis: Option<Redis>) -> Self {
+    pub fn new(store: Store, coordination: Option<Coordination>) -> Self {
         Self {
             store,
-            redis,
+            coordination,
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -106,9 +107,9 @@ pub async fn readyz(State(health): State<Health>) -> Response {
         tokio::time::timeout(TIMEOUT, health.store.ping()).await,
         Ok(true)
     );
-    let redis = match &health.redis {
-        Some(redis) => Some(redis.ping(TIMEOUT).await),
-        None => None,
+    let redis = match &health.coordination {
+        Some(shared @ Coordination::Redis(_)) => Some(shared.ping(TIMEOUT).await),
+        _ => None,
     };
     if !shutting_down && database && redis != Some(false) {
         return (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response();

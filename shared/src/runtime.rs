@@ -3,7 +3,9 @@
 
 use anyhow::Context as _;
 
-use crate::{Config, Store, clock::SharedClock, crypto::SecretKey, db, kv::Redis};
+use crate::{
+    Config, Store, clock::SharedClock, coord::Coordination, crypto::SecretKey, db, kv::Redis,
+};
 
 /// The connections and services a role runs on.
 #[derive(Clone, Debug)]
@@ -12,12 +14,12 @@ pub struct Resources {
     pub config: Config,
     /// The store.
     pub store: Store,
-    /// Redis.
-    pub redis: Redis,
+    /// Rate limits, replay memory and leadership: Redis, or this process without a Redis URL.
+    pub coordination: Coordination,
 }
 
 impl Resources {
-    /// Connects to Postgres and Redis, runs pending migrations (unless `NEXUS_AUTO_MIGRATE` is
+    /// Connects to Postgres and (when configured) Redis, runs pending migrations (unless `NEXUS_AUTO_MIGRATE` is
     /// `false`) and registers `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
     ///
     /// # Errors
@@ -38,23 +40,31 @@ impl Resources {
                 .await
                 .context("registering NEXUS_BOOTSTRAP_BOARD_TOKEN")?;
         }
-        let redis = Redis::new(&config.redis_url, &config.redis_prefix)?;
+        let coordination = match &config.redis_url {
+            Some(url) => Coordination::Redis(Redis::new(url, &config.redis_prefix)?),
+            None => Coordination::local(store.clock().clone()),
+        };
         Ok(Self {
             config,
             store,
-            redis,
+            coordination,
         })
     }
 }
 
 impl Resources {
     /// The resources of a separate role binary: `NEXUS_SECRET_KEY` is required (every replica
-    /// must share it) and time is the system clock.
+    /// must share it), and so is `NEXUS_REDIS_URL` for the roles that coordinate through it
+    /// (`needs_redis`: the API and the scheduler); time is the system clock.
     ///
     /// # Errors
-    /// Missing secret key, an invalid URL, or Postgres is unreachable while migrations must run.
-    pub async fn for_role(config: Config) -> anyhow::Result<Self> {
+    /// Missing secret key or Redis URL, an invalid URL, or Postgres is unreachable while
+    /// migrations must run.
+    pub async fn for_role(config: Config, needs_redis: bool) -> anyhow::Result<Self> {
         let key = config.require_secret_key()?.clone();
+        if needs_redis {
+            config.require_redis_url()?;
+        }
         Self::connect(config, &key, std::sync::Arc::new(crate::SystemClock)).await
     }
 }

@@ -85,7 +85,8 @@ async fn migrate_applies_the_schema_and_unknown_commands_fail() {
 }
 
 /// `nexus serve` runs every role: a manual run through its API is dispatched by its worker, and
-/// a schedule fires through its scheduler (the trigger is due at once).
+/// a schedule fires through its scheduler (the trigger is due at once). No Redis URL is set:
+/// leadership, rate limits and replay memory are kept in the process.
 #[tokio::test]
 async fn serve_runs_the_api_the_worker_and_the_scheduler_in_one_process() {
     let db = TestDb::create().await;
@@ -96,13 +97,10 @@ async fn serve_runs_the_api_the_worker_and_the_scheduler_in_one_process() {
         .expect("addr")
         .port();
     let token = "serve-test-board-token-0123456789";
-    let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());
     let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
         .arg("serve")
         .env_clear()
         .env("NEXUS_DATABASE_URL", &db.url)
-        .env("NEXUS_REDIS_URL", nexus_tests::redis_url())
-        .env("NEXUS_REDIS_PREFIX", &prefix)
         .env("NEXUS_SECRET_KEY", key.to_base64())
         .env("NEXUS_LISTEN", format!("127.0.0.1:{port}"))
         .env("NEXUS_BOOTSTRAP_BOARD_TOKEN", token)

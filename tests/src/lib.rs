@@ -12,7 +12,8 @@ mod proxy;
 use std::{net::SocketAddr, sync::Arc};
 
 use nexus_shared::{
-    Config, Store, SystemClock, clock::SharedClock, crypto::SecretKey, runtime::Resources,
+    Config, Store, SystemClock, clock::SharedClock, coord::Coordination, crypto::SecretKey,
+    runtime::Resources,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -60,6 +61,8 @@ pub struct TestApp {
     pub db: TestDb,
     /// The secret key the API runs with.
     pub key: SecretKey,
+    /// The API's coordination (Redis under the test's prefix, or in process).
+    pub coordination: Coordination,
     http: reqwest::Client,
     server: JoinHandle<()>,
 }
@@ -108,6 +111,7 @@ impl TestApp {
             .await
             .expect("connect to the test database");
         let store = resources.store.clone();
+        let coordination = resources.coordination.clone();
         let app = nexus_api::build_with(resources, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind the API");
@@ -129,6 +133,7 @@ impl TestApp {
             config,
             db,
             key,
+            coordination,
             http: http_client(),
             server,
         }
@@ -343,9 +348,7 @@ impl TestApp {
         ttl: std::time::Duration,
         settings: nexus_scheduler::Settings,
     ) -> nexus_scheduler::Scheduler {
-        let redis = nexus_shared::kv::Redis::new(&self.config.redis_url, &self.config.redis_prefix)
-            .expect("redis");
-        let lock = nexus_scheduler::LeaderLock::new(redis, id.to_owned(), ttl);
+        let lock = nexus_scheduler::LeaderLock::new(self.coordination.clone(), id.to_owned(), ttl);
         nexus_scheduler::Scheduler::new(self.store.clone(), lock, settings)
     }
 }

@@ -54,7 +54,7 @@ pub fn owner_name(role: &str) -> String {
 /// # Errors
 /// Missing secret key, unreachable database during migrations, or the address is taken.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let resources = Resources::for_role(config).await?;
+    let resources = Resources::for_role(config, false).await?;
     let listen = resources.config.listen;
     build_with(&resources, listen).await
 }

@@ -82,7 +82,7 @@ async fn handle(
     let trigger = trigger.ok_or_else(|| ApiError::not_found("webhook"))?;
     let bucket = format!("ratelimit:{}", trigger.id);
     match state
-        .redis
+        .coordination
         .take_token(&bucket, state.webhook_rate, state.webhook_burst)
         .await
     {
@@ -96,7 +96,7 @@ async fn handle(
     if let Some(key) = &replay_key {
         let window =
             std::time::Duration::from_secs(u64::try_from(trigger.replay_window_sec).unwrap_or(300));
-        match state.redis.remember(key, window).await {
+        match state.coordination.remember(key, window).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(ApiError::conflict(
@@ -135,7 +135,7 @@ async fn handle(
                 && let Some(key) = &replay_key
             {
                 // Nothing was accepted: let the sender's retry of the same request through.
-                drop(state.redis.forget(key).await);
+                drop(state.coordination.forget(key).await);
             }
             Err(error)
         }

@@ -289,6 +289,18 @@ impl Store {
         Ok(report)
     }
 
+    /// The epoch of the last scheduler leader that fired (0 before any).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn scheduler_epoch(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar!("SELECT epoch FROM scheduler_epoch WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// The earliest `next_run_at` of a schedule trigger that can fire.
     ///
     /// # Errors

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use nexus_shared::{Config, SystemClock, crypto::SecretKey, runtime::Resources};
-use nexus_tests::{TestApp, redis_url};
+use nexus_tests::{TestApp, TestDb, redis_url};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -284,4 +284,29 @@ async fn the_openapi_document_lists_every_implemented_path() {
             "schema {name} is referenced but not defined"
         );
     }
+}
+
+/// The API and scheduler replicas share replay memory, rate limits and leadership through
+/// Redis, so their binaries refuse to start without it; the worker does not use Redis.
+#[tokio::test]
+async fn the_api_and_scheduler_roles_refuse_to_start_without_a_redis_url() {
+    let db = TestDb::create().await;
+    let config = Config::from_lookup(|name| match name {
+        "NEXUS_DATABASE_URL" => Some(db.url.clone()),
+        "NEXUS_SECRET_KEY" => Some(SecretKey::generate().to_base64()),
+        "NEXUS_LISTEN" => Some("127.0.0.1:0".to_owned()),
+        _ => None,
+    })
+    .expect("valid configuration");
+    let api = nexus_api::build(config.clone())
+        .await
+        .expect_err("no Redis");
+    assert!(format!("{api:#}").contains("NEXUS_REDIS_URL"), "{api:#}");
+    let scheduler = nexus_scheduler::build(config.clone())
+        .await
+        .expect_err("no Redis");
+    assert!(format!("{scheduler:#}").contains("NEXUS_REDIS_URL"));
+    nexus_worker::build(config)
+        .await
+        .expect("the worker needs no Redis");
 }

@@ -480,8 +480,11 @@ async fn without_redis_nobody_leads_or_fires_and_fires_resume_with_catch_up_when
     )
     .await;
     let redis = nexus_shared::kv::Redis::new(&proxy.url, &app.config.redis_prefix).expect("redis");
-    let lock =
-        nexus_scheduler::LeaderLock::new(redis, "cut-off".to_owned(), Duration::from_secs(3));
+    let lock = nexus_scheduler::LeaderLock::new(
+        nexus_shared::coord::Coordination::Redis(redis),
+        "cut-off".to_owned(),
+        Duration::from_secs(3),
+    );
     let scheduler = nexus_scheduler::Scheduler::new(
         app.store.clone(),
         lock,
@@ -517,4 +520,116 @@ async fn without_redis_nobody_leads_or_fires_and_fires_resume_with_catch_up_when
     assert_eq!(got[1].0, "2026-11-29T10:00:00Z");
     let _ = stop.send(true);
     task.await.expect("loop ends");
+}
+
+/// Fires until `routine` has `n` runs, advancing the clock a minute at a time.
+async fn fire_minutes(app: &TestApp, clock: &ManualClock, routine: &str, start: &str, n: usize) {
+    let before = runs(app, routine).await.len();
+    for minute in 1..=n {
+        let at = utc(start) + TimeDelta::minutes(i64::try_from(minute).expect("small"));
+        clock.set(at + TimeDelta::seconds(1));
+        eventually(10, "the fire of the minute", || async {
+            (runs(app, routine).await.len() >= before + minute).then_some(())
+        })
+        .await;
+    }
+}
+
+async fn epoch(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT epoch FROM scheduler_epoch")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("epoch")
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_epoch_counter_still_elects_a_leader_that_fires() {
+    let (app, clock) = app_at("2026-11-29T09:00:30Z").await;
+    let team = app.seed_team().await;
+    let (routine, _) = schedule(
+        &app,
+        &team,
+        json!({ "concurrencyPolicy": "always_enqueue" }),
+        json!({ "cronExpression": "* * * * *" }),
+    )
+    .await;
+    // An earlier leader wrote with epoch 50; this Redis prefix has never counted (as after a
+    // Redis restart without persistence).
+    sqlx::query("UPDATE scheduler_epoch SET epoch = 50")
+        .execute(&app.db.pool)
+        .await
+        .expect("epoch");
+    let scheduler = app.scheduler("after-restart", Duration::from_secs(10));
+    let (stop, task) = run_loop(scheduler.clone());
+    fire_minutes(&app, &clock, &routine, "2026-11-29T09:00:00Z", 2).await;
+    assert!(scheduler.is_leader());
+    assert_eq!(epoch(&app).await, 51);
+    stop.send(true).expect("stop");
+    task.await.expect("stopped");
+    let statuses: Vec<String> = runs(&app, &routine)
+        .await
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn without_a_redis_url_the_process_elects_one_leader_in_memory_and_fires_once() {
+    let clock = ManualClock::new(utc("2026-11-29T09:00:30Z"));
+    let shared: SharedClock = clock.clone();
+    let app = TestApp::spawn_with(Options {
+        clock: Some(shared),
+        env: vec![("NEXUS_REDIS_URL", String::new())],
+    })
+    .await;
+    assert!(!app.coordination.is_shared());
+    let team = app.seed_team().await;
+    let (routine, _) = schedule(
+        &app,
+        &team,
+        json!({ "concurrencyPolicy": "always_enqueue" }),
+        json!({ "cronExpression": "* * * * *" }),
+    )
+    .await;
+    sqlx::query("UPDATE scheduler_epoch SET epoch = 7")
+        .execute(&app.db.pool)
+        .await
+        .expect("epoch");
+    // Two schedulers on the process's coordination: one lease, so one leader.
+    let a = app.scheduler("a", Duration::from_secs(10));
+    let b = app.scheduler("b", Duration::from_secs(10));
+    let (stop_a, task_a) = run_loop(a.clone());
+    let (stop_b, task_b) = run_loop(b.clone());
+    fire_minutes(&app, &clock, &routine, "2026-11-29T09:00:00Z", 3).await;
+    assert!(a.is_leader() != b.is_leader(), "exactly one leads");
+    assert_eq!(
+        epoch(&app).await,
+        8,
+        "the term continues the database's epochs"
+    );
+    // Releasing on shutdown lets the other take over with the next epoch.
+    let (stop_leader, task_leader, follower) = if a.is_leader() {
+        (stop_a, task_a, (stop_b, task_b, b))
+    } else {
+        (stop_b, task_b, (stop_a, task_a, a))
+    };
+    stop_leader.send(true).expect("stop");
+    task_leader.await.expect("stopped");
+    let (stop_follower, task_follower, follower) = follower;
+    eventually(10, "the follower taking over", || async {
+        follower.is_leader().then_some(())
+    })
+    .await;
+    fire_minutes(&app, &clock, &routine, "2026-11-29T09:03:00Z", 1).await;
+    assert_eq!(epoch(&app).await, 9);
+    stop_follower.send(true).expect("stop");
+    task_follower.await.expect("stopped");
+    let fired: BTreeSet<String> = runs(&app, &routine)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(fired.len(), 4, "one run per minute: {fired:?}");
+    assert_eq!(runs(&app, &routine).await.len(), 4, "no duplicate");
 }

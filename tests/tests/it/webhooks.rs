@@ -676,3 +676,41 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
     );
     runtime.block_on(async move { drop(app) });
 }
+
+/// `nexus serve` without `NEXUS_REDIS_URL`: replays and rate limits are kept in the process.
+#[tokio::test]
+async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![
+            ("NEXUS_REDIS_URL", String::new()),
+            ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
+            ("NEXUS_WEBHOOK_BURST", "3".to_owned()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    assert!(!app.coordination.is_shared());
+    let ready = app.caller(None).readyz().await.expect(200).body;
+    assert_eq!(ready["status"], "ready");
+    let team = app.seed_team().await;
+    let hook = hook(&app, &team, "hmac_sha256").await;
+    let url = on(&app, &hook.url);
+    let body = br#"{"deploy":"v2"}"#.to_vec();
+    let headers = signed(&hook.secret, now_secs(), &body);
+    assert_eq!(send(&url, &headers, body.clone()).await.status, 202);
+    let replay = send(&url, &headers, body.clone()).await;
+    assert_eq!(
+        (replay.status, replay.body["code"].as_str()),
+        (409, Some("replayed"))
+    );
+    let fresh = signed(&hook.secret, now_secs() - 1, &body);
+    assert_eq!(send(&url, &fresh, body.clone()).await.status, 202);
+    // Three tokens were taken (the replay's too); the fourth call is limited.
+    let limited = send(&url, &signed(&hook.secret, now_secs() - 2, &body), body).await;
+    assert_eq!(
+        (limited.status, limited.body["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(run_count(&app, &hook.routine).await, 2);
+}

@@ -1,0 +1,363 @@
+//! Coordination between the processes of a deployment: per-trigger rate limits, the memory of
+//! accepted webhook signatures (replay protection) and the scheduler's leader lease.
+//!
+//! With `NEXUS_REDIS_URL` set, all three live in Redis and every replica shares them
+//! ([`Coordination::Redis`]). Without it — the single-process mode, `nexus serve` — they live in
+//! this process ([`Coordination::Local`]): one process is the whole deployment, so there is
+//! nothing to share. The separate role binaries always require Redis.
+//!
+//! What the local mode gives up: the replay memory and the rate-limit buckets start empty after
+//! a restart (a signed request captured in the replay window before a restart can be replayed
+//! once after it; the request's timestamp must still be inside the window), and two
+//! `nexus serve` processes on one database would each lead — Postgres fencing still prevents a
+//! double fire, but they would depose each other in turn. Run one.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    clock::SharedClock,
+    kv::{RateDecision, Redis},
+};
+
+/// Entries a local map holds before it sweeps out the ones that no longer matter.
+const SWEEP_AT: usize = 4096;
+
+/// Where coordination state lives (cheap to clone).
+#[derive(Clone, Debug)]
+pub enum Coordination {
+    /// Shared through Redis by every replica.
+    Redis(Redis),
+    /// Kept in this process (single-process mode).
+    Local(Arc<Local>),
+}
+
+impl Coordination {
+    /// In-process coordination reading time from `clock`.
+    #[must_use]
+    pub fn local(clock: SharedClock) -> Self {
+        Self::Local(Arc::new(Local::new(clock)))
+    }
+
+    /// Whether state is shared through Redis.
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Redis(_))
+    }
+
+    /// Whether the coordination store answers within `timeout` (always, in process).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        match self {
+            Self::Redis(redis) => redis.ping(timeout).await,
+            Self::Local(_) => true,
+        }
+    }
+
+    /// Takes one token from the bucket `name` (`rate` per second, at most `burst` stored).
+    ///
+    /// # Errors
+    /// Redis is unreachable.
+    pub async fn take_token(
+        &self,
+        name: &str,
+        rate: u32,
+        burst: u32,
+    ) -> redis::RedisResult<RateDecision> {
+        match self {
+            Self::Redis(redis) => redis.take_token(name, rate, burst).await,
+            Self::Local(local) => Ok(local.take_token(name, rate, burst)),
+        }
+    }
+
+    /// Remembers `name` for `ttl` unless it is already remembered; `true` when it was new.
+    ///
+    /// # Errors
+    /// Redis is unreachable.
+    pub async fn remember(&self, name: &str, ttl: Duration) -> redis::RedisResult<bool> {
+        match self {
+            Self::Redis(redis) => redis.remember(name, ttl).await,
+            Self::Local(local) => Ok(local.remember(name, ttl)),
+        }
+    }
+
+    /// Forgets `name`.
+    ///
+    /// # Errors
+    /// Redis is unreachable.
+    pub async fn forget(&self, name: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Redis(redis) => redis.forget(name).await,
+            Self::Local(local) => {
+                local.forget(name);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Coordination state of a single process.
+#[derive(Debug)]
+pub struct Local {
+    clock: SharedClock,
+    buckets: Mutex<Sweeping<Bucket>>,
+    remembered: Mutex<Sweeping<i64>>,
+    lease: Mutex<Lease>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at_ms: i64,
+    /// When the bucket is full again and can be forgotten.
+    full_at_ms: i64,
+}
+
+/// A map swept of stale entries whenever it has doubled since the last sweep.
+#[derive(Debug)]
+struct Sweeping<T> {
+    entries: HashMap<String, T>,
+    sweep_at: usize,
+}
+
+impl<T> Sweeping<T> {
+    fn new() -> Self {
+        Self {
+            entries: HashMap::new(),
+            sweep_at: SWEEP_AT,
+        }
+    }
+
+    fn insert(&mut self, key: String, value: T, stale: impl Fn(&T) -> bool) {
+        self.entries.insert(key, value);
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, v| !stale(v));
+            self.sweep_at = (self.entries.len() * 2).max(SWEEP_AT);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Lease {
+    holder: Option<(String, Instant)>,
+    epoch: i64,
+}
+
+impl Local {
+    fn new(clock: SharedClock) -> Self {
+        Self {
+            clock,
+            buckets: Mutex::new(Sweeping::new()),
+            remembered: Mutex::new(Sweeping::new()),
+            lease: Mutex::new(Lease {
+                holder: None,
+                epoch: 0,
+            }),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// The token bucket of [`Coordination::take_token`], on this process's clock.
+    fn take_token(&self, name: &str, rate: u32, burst: u32) -> RateDecision {
+        let rate = f64::from(rate.max(1));
+        let burst = f64::from(burst.max(1));
+        let now = self.now_ms();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = buckets.entries.get(name).copied().unwrap_or(Bucket {
+            tokens: burst,
+            at_ms: now,
+            full_at_ms: now,
+        });
+        #[allow(clippy::cast_precision_loss)]
+        let elapsed = (now - bucket.at_ms).max(0) as f64;
+        let mut tokens = (bucket.tokens + elapsed * rate / 1000.0).min(burst);
+        let decision = if tokens >= 1.0 {
+            tokens -= 1.0;
+            RateDecision::Allowed
+        } else {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let wait = ((1.0 - tokens) * 1000.0 / rate).ceil() as u64;
+            RateDecision::Limited {
+                retry_after_ms: wait.max(1),
+            }
+        };
+        #[allow(clippy::cast_possible_truncation)]
+        let full_at_ms = now + ((burst - tokens) * 1000.0 / rate).ceil() as i64;
+        let bucket = Bucket {
+            tokens,
+            at_ms: now,
+            full_at_ms,
+        };
+        buckets.insert(name.to_owned(), bucket, |b| b.full_at_ms <= now);
+        decision
+    }
+
+    fn remember(&self, name: &str, ttl: Duration) -> bool {
+        let now = self.now_ms();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if remembered.entries.get(name).is_some_and(|&t| t > now) {
+            return false;
+        }
+        remembered.insert(name.to_owned(), until, |&t| t <= now);
+        true
+    }
+
+    fn forget(&self, name: &str) {
+        self.remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entries
+            .remove(name);
+    }
+
+    /// Takes the lease for `id` unless another holder's is still valid; a new term gets the
+    /// next epoch above both the last one given and `floor` (the last epoch that wrote).
+    pub fn try_lead(&self, id: &str, ttl: Duration, floor: i64) -> Option<i64> {
+        let now = Instant::now();
+        let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        match &lease.holder {
+            Some((holder, until)) if holder != id && *until > now => None,
+            _ => {
+                lease.epoch = lease.epoch.max(floor) + 1;
+                lease.holder = Some((id.to_owned(), now + ttl));
+                Some(lease.epoch)
+            }
+        }
+    }
+
+    /// Extends `id`'s lease if it still holds a valid one.
+    pub fn renew_lead(&self, id: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut lease.holder {
+            Some((holder, until)) if holder == id && *until > now => {
+                *until = now + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives `id`'s lease up.
+    pub fn release_lead(&self, id: &str) -> bool {
+        let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        if lease
+            .holder
+            .as_ref()
+            .is_some_and(|(holder, _)| holder == id)
+        {
+            lease.holder = None;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, TimeZone as _, Utc};
+
+    use super::*;
+    use crate::ManualClock;
+
+    fn local() -> (Arc<ManualClock>, Local) {
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).single().expect("a time"));
+        let local = Local::new(clock.clone());
+        (clock, local)
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_the_rate() {
+        let (clock, local) = local();
+        for _ in 0..3 {
+            assert_eq!(local.take_token("t", 2, 3), RateDecision::Allowed);
+        }
+        assert_eq!(
+            local.take_token("t", 2, 3),
+            RateDecision::Limited {
+                retry_after_ms: 500
+            }
+        );
+        // Another bucket is independent.
+        assert_eq!(local.take_token("u", 2, 3), RateDecision::Allowed);
+        clock.advance(TimeDelta::milliseconds(499));
+        assert!(matches!(
+            local.take_token("t", 2, 3),
+            RateDecision::Limited { .. }
+        ));
+        clock.advance(TimeDelta::milliseconds(2));
+        assert_eq!(local.take_token("t", 2, 3), RateDecision::Allowed);
+        // A long pause refills to the burst, not beyond.
+        clock.advance(TimeDelta::hours(1));
+        for _ in 0..3 {
+            assert_eq!(local.take_token("t", 2, 3), RateDecision::Allowed);
+        }
+        assert!(matches!(
+            local.take_token("t", 2, 3),
+            RateDecision::Limited { .. }
+        ));
+    }
+
+    #[test]
+    fn remembered_names_are_refused_until_they_expire_or_are_forgotten() {
+        let (clock, local) = local();
+        assert!(local.remember("sig", Duration::from_secs(300)));
+        assert!(!local.remember("sig", Duration::from_secs(300)));
+        clock.advance(TimeDelta::seconds(299));
+        assert!(!local.remember("sig", Duration::from_secs(300)));
+        clock.advance(TimeDelta::seconds(1));
+        assert!(local.remember("sig", Duration::from_secs(300)));
+        local.forget("sig");
+        assert!(local.remember("sig", Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn sweeping_drops_only_stale_entries() {
+        let (clock, local) = local();
+        assert!(local.remember("kept", Duration::from_secs(3600)));
+        for i in 0..SWEEP_AT {
+            assert!(local.remember(&format!("short-{i}"), Duration::from_secs(1)));
+        }
+        clock.advance(TimeDelta::seconds(2));
+        for i in 0..SWEEP_AT {
+            assert!(local.remember(&format!("new-{i}"), Duration::from_secs(60)));
+        }
+        let remembered = local.remembered.lock().expect("not poisoned");
+        assert!(
+            remembered.entries.len() < 2 * SWEEP_AT,
+            "stale entries swept"
+        );
+        drop(remembered);
+        assert!(!local.remember("kept", Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn the_lease_has_one_holder_and_each_term_a_higher_epoch() {
+        let (_, local) = local();
+        let ttl = Duration::from_secs(60);
+        assert_eq!(local.try_lead("a", ttl, 41), Some(42));
+        assert_eq!(local.try_lead("b", ttl, 41), None);
+        assert!(local.renew_lead("a", ttl));
+        assert!(!local.renew_lead("b", ttl));
+        assert!(!local.release_lead("b"));
+        assert!(local.release_lead("a"));
+        assert!(!local.renew_lead("a", ttl));
+        assert_eq!(local.try_lead("b", ttl, 42), Some(43));
+        // An expired lease can be taken over.
+        assert_eq!(local.try_lead("c", Duration::ZERO, 43), None);
+        assert!(local.release_lead("b"));
+        assert_eq!(local.try_lead("c", Duration::ZERO, 0), Some(44));
+        // A floor above the last epoch given wins.
+        assert_eq!(local.try_lead("a", ttl, 100), Some(101));
+    }
+}
