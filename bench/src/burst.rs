@@ -84,7 +84,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     match shape.mode {
         Mode::InProcess => {
             let key = SecretKey::generate();
-            let store = Store::new(
+            let store = Store::postgres(
                 db::pool(&cluster.db.url, u32::try_from(workers + 6)?)?,
                 Arc::new(SystemClock),
                 &key,

@@ -50,7 +50,7 @@ struct Stats {
 async fn measure(runs: usize, notifications: bool) -> anyhow::Result<Stats> {
     let database = TestDb::create().await;
     let key = SecretKey::generate();
-    let store = Store::new(db::pool(&database.url, 10)?, Arc::new(SystemClock), &key);
+    let store = Store::postgres(db::pool(&database.url, 10)?, Arc::new(SystemClock), &key);
     let routine = seed(&database).await?;
     let settings = Settings {
         concurrency: 1,

@@ -7,10 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nexus_shared::{
-    SystemClock, db,
-    queue::{Queue, complete_in},
-};
+use nexus_shared::{Store, SystemClock, crypto::SecretKey, db, queue::Queue};
 use nexus_tests::TestDb;
 
 pub(crate) async fn run(jobs: usize, loops: usize) -> anyhow::Result<()> {
@@ -35,16 +32,15 @@ pub(crate) async fn run(jobs: usize, loops: usize) -> anyhow::Result<()> {
         .execute(&database.pool)
         .await?;
         sqlx::query("ANALYZE jobs").execute(&database.pool).await?;
-        let pool = db::pool(&database.url, u32::try_from(loops)?)?;
+        let store = Store::postgres(
+            db::pool(&database.url, u32::try_from(loops)?)?,
+            Arc::new(SystemClock),
+            &SecretKey::generate(),
+        );
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..loops {
-            let queue = Queue::new(
-                pool.clone(),
-                Arc::new(SystemClock),
-                format!("bench-{n}"),
-                Duration::from_secs(60),
-            );
+            let queue = Queue::new(store.clone(), format!("bench-{n}"), Duration::from_secs(60));
             tasks.spawn(async move {
                 let mut done = 0;
                 loop {
@@ -52,10 +48,7 @@ pub(crate) async fn run(jobs: usize, loops: usize) -> anyhow::Result<()> {
                     if claimed.is_empty() {
                         return anyhow::Ok(done);
                     }
-                    let (mut tx, held) = queue.begin_fenced_all(&claimed).await?;
-                    complete_in(&mut tx, &held, queue.clock().now()).await?;
-                    tx.commit().await?;
-                    done += held.len();
+                    done += queue.complete_all(&claimed).await?.len();
                 }
             });
         }

@@ -80,7 +80,7 @@ async fn measure(routines: usize, due: usize) -> anyhow::Result<Row> {
         "{routines} routines seeded in {:.1} s",
         seeding.elapsed().as_secs_f64()
     );
-    let store = Store::new(
+    let store = Store::postgres(
         db::pool(&cluster.db.url, 4)?,
         Arc::new(SystemClock),
         &SecretKey::generate(),

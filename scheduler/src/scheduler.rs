@@ -10,7 +10,7 @@ use std::{
 use chrono::TimeDelta;
 use nexus_shared::{
     Store,
-    store::{FireReport, Leadership, StoreError, TRIGGERS_CHANNEL},
+    store::{FireReport, Leadership, StoreError, Topic},
 };
 use tokio::sync::{Notify, watch};
 
@@ -276,14 +276,13 @@ impl Scheduler {
 async fn listen(store: Store, changed: Arc<Notify>, stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         let listening = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
-            listener.listen(TRIGGERS_CHANNEL).await?;
+            let mut announcements = store.subscribe(Topic::Triggers).await?;
             loop {
-                listener.recv().await?;
+                announcements.recv().await?;
                 changed.notify_one();
             }
             #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
+            Ok::<(), StoreError>(())
         };
         if let Err(e) = listening.await {
             tracing::warn!(error = %e, "trigger-change notifications interrupted; relying on the wake-up ceiling");

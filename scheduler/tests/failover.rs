@@ -70,7 +70,7 @@ fn pid_of(value: &str) -> u32 {
 }
 
 async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
-    let store = Store::new(
+    let store = Store::postgres(
         db::pool(&db.url, 2).expect("pool"),
         Arc::new(SystemClock),
         key,

@@ -271,7 +271,11 @@ mod tests {
     use crate::ManualClock;
 
     fn local() -> (Arc<ManualClock>, Local) {
-        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).single().expect("a time"));
+        let clock = ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0)
+                .single()
+                .expect("a time"),
+        );
         let local = Local::new(clock.clone());
         (clock, local)
     }

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 
 use crate::{
     Config, Store, clock::SharedClock, coord::Coordination, crypto::SecretKey, db, kv::Redis,
+    store::PgStore,
 };
 
 /// The connections and services a role runs on.
@@ -33,7 +34,7 @@ impl Resources {
         if config.auto_migrate {
             db::migrate(&pool).await?;
         }
-        let store = Store::new(pool, clock, key).with_public_url(&config.public_url);
+        let store = Store::from(PgStore::new(pool, clock, key).with_public_url(&config.public_url));
         if let Some(token) = &config.bootstrap_board_token {
             store
                 .ensure_board_token(token, "bootstrap")

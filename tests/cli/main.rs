@@ -33,7 +33,7 @@ async fn board_token_create_prints_a_working_token_on_the_last_line() {
     let token = stdout.lines().last().expect("a line").trim().to_owned();
     assert!(token.starts_with("nxb_"), "{stdout}");
 
-    let store = Store::new(
+    let store = Store::postgres(
         db::pool(&db.url, 2).expect("pool"),
         std::sync::Arc::new(SystemClock),
         &key,

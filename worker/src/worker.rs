@@ -8,8 +8,8 @@ use std::{sync::Arc, time::Duration};
 use nexus_shared::{
     Store,
     model::RunStatus,
-    queue::{Job, JobError, Queue, RetryOutcome, complete_in},
-    store::{DELIVER_WAKEUP, DISPATCH_RUN},
+    queue::{Job, JobError, Queue, RetryOutcome},
+    store::{DELIVER_WAKEUP, DISPATCH_RUN, Topic},
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -85,12 +85,7 @@ impl Worker {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("nexus-routines/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let queue = Queue::new(
-            store.pool().clone(),
-            store.clock().clone(),
-            owner,
-            settings.lease,
-        );
+        let queue = Queue::new(store.clone(), owner, settings.lease);
         Ok(Self {
             store,
             queue,
@@ -159,21 +154,14 @@ impl Worker {
         let started = std::time::Instant::now();
         let span = tracing::info_span!("dispatch_batch", jobs = jobs.len());
         let attempt = async {
-            let (mut tx, held) = self.queue.begin_fenced_all(&jobs).await?;
-            if held.len() < jobs.len() {
+            let dispatched = self.queue.dispatch(&jobs).await?;
+            if dispatched.held.len() < jobs.len() {
                 tracing::warn!(
-                    lost = jobs.len() - held.len(),
+                    lost = jobs.len() - dispatched.held.len(),
                     "leases lost before dispatch; other workers have those jobs"
                 );
             }
-            let mut run_ids = Vec::with_capacity(held.len());
-            for job in &held {
-                run_ids.push(id_in(&job.payload, "runId").map_err(|e| anyhow::anyhow!(e))?);
-            }
-            let outcomes = self.store.dispatch_runs(&mut tx, &run_ids).await?;
-            complete_in(&mut tx, &held, self.store.clock().now()).await?;
-            tx.commit().await?;
-            anyhow::Ok((held.len(), outcomes))
+            anyhow::Ok((dispatched.held.len(), dispatched.outcomes))
         }
         .instrument(span)
         .await;
@@ -250,18 +238,12 @@ impl Worker {
     /// Dispatches a run: its effects and the job's completion commit in one fenced transaction.
     async fn dispatch(&self, job: &Job) -> Result<(), JobError> {
         let run_id = id_in(&job.payload, "runId")?;
-        let Some(mut tx) = self.queue.begin_fenced(job).await? else {
+        let dispatched = self.queue.dispatch(std::slice::from_ref(job)).await?;
+        if dispatched.held.is_empty() {
             tracing::warn!("lease lost before dispatch; another worker has the job");
             return Ok(());
-        };
-        let status = self
-            .store
-            .dispatch_run(&mut tx, run_id)
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        complete_in(&mut tx, &[job], self.store.clock().now()).await?;
-        tx.commit().await?;
-        if let Some(status) = status {
+        }
+        if let Some((_, status)) = dispatched.outcomes.first().copied() {
             record_dispatched(status);
             tracing::info!(run_id = %run_id, status = %status, "run dispatched");
         }
@@ -432,14 +414,13 @@ impl Worker {
 async fn listen(store: Store, wake: Arc<watch::Sender<u64>>, stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         let listener = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(store.pool()).await?;
-            listener.listen(nexus_shared::queue::JOBS_CHANNEL).await?;
+            let mut announcements = store.subscribe(Topic::Jobs).await?;
             loop {
-                listener.recv().await?;
+                announcements.recv().await?;
                 wake.send_modify(|generation| *generation = generation.wrapping_add(1));
             }
             #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
+            Ok::<(), nexus_shared::store::StoreError>(())
         };
         if let Err(e) = listener.await {
             tracing::warn!(error = %e, "job notifications interrupted; polling until they resume");

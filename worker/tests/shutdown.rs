@@ -28,7 +28,7 @@ async fn count(db: &TestDb, sql: &'static str) -> i64 {
 async fn sigterm_during_a_burst_loses_nothing_and_leaves_no_job_running() {
     let db = TestDb::create().await;
     let key = SecretKey::generate();
-    let store = Store::new(
+    let store = Store::postgres(
         db::pool(&db.url, 4).expect("pool"),
         Arc::new(SystemClock),
         &key,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Store, StoreResult, new_id};
+use super::{PgStore, StoreResult, new_id};
 use crate::model::{ActivityEntry, Actor, ActorType};
 
 /// One mutation to record.
@@ -88,7 +88,7 @@ pub(crate) async fn record_all(
     Ok(())
 }
 
-impl Store {
+impl PgStore {
     /// The newest `limit` entries of a company's log, newest first.
     ///
     /// # Errors

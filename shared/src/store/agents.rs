@@ -5,7 +5,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{NewActivity, Store, StoreError, StoreResult, company_exists, new_id};
+use super::{NewActivity, PgStore, StoreError, StoreResult, company_exists, new_id};
 use crate::{
     crypto::{AGENT_KEY_PREFIX, generate_standard_webhooks_secret, generate_token},
     model::{Actor, Agent, AgentStatus, Title, Wakeup, WakeupUrl},
@@ -87,7 +87,7 @@ impl From<AgentRow> for Agent {
     }
 }
 
-impl Store {
+impl PgStore {
     /// Creates an agent with a first API key.
     ///
     /// # Errors

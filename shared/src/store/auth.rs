@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreResult, new_id};
+use super::{PgStore, StoreResult, new_id};
 use crate::{
     crypto::{AGENT_KEY_PREFIX, BOARD_TOKEN_PREFIX, generate_token},
     model::Actor,
@@ -18,7 +18,7 @@ pub struct BoardToken {
     pub token: String,
 }
 
-impl Store {
+impl PgStore {
     /// The actor a bearer token stands for: a live board token, or an unrevoked key of an agent
     /// that is not terminated. `None` for anything else.
     ///

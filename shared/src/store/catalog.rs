@@ -3,10 +3,10 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{NewActivity, Store, StoreError, StoreResult, company_exists, new_id};
+use super::{NewActivity, PgStore, StoreError, StoreResult, company_exists, new_id};
 use crate::model::{Actor, Company, Goal, Project, Title};
 
-impl Store {
+impl PgStore {
     /// Creates a company.
     ///
     /// # Errors

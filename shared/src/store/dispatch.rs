@@ -5,7 +5,7 @@
 //!
 //! Lock order: the routine rows, then the run rows. Concurrent dispatches of one routine
 //! serialise on the routine lock; different routines proceed in parallel. A batch of runs is
-//! dispatched with one statement per table (see [`Store::dispatch_runs`]).
+//! dispatched with one statement per table (see [`PgStore::dispatch_runs`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    NewActivity, Store, StoreResult,
+    NewActivity, PgStore, StoreResult,
     activity::record_all,
     heartbeats::{NewHeartbeat, insert_heartbeats},
     new_id,
@@ -124,21 +124,7 @@ struct Situation {
     awake: HashSet<(Uuid, Uuid)>,
 }
 
-impl Store {
-    /// Dispatches a run on `conn` (the caller's transaction). A run that is no longer
-    /// `received` is left alone (`None`): dispatching twice has the effect of once.
-    ///
-    /// # Errors
-    /// The database failed; the caller rolls back and retries.
-    pub async fn dispatch_run(
-        &self,
-        conn: &mut PgConnection,
-        run_id: Uuid,
-    ) -> StoreResult<Option<RunStatus>> {
-        let outcomes = self.dispatch_runs(conn, &[run_id]).await?;
-        Ok(outcomes.into_iter().next().map(|(_, status)| status))
-    }
-
+impl PgStore {
     /// Dispatches runs, in the given order, on `conn` (the caller's transaction), with the same
     /// effect as dispatching them one after another: a later run of a routine sees the issue an
     /// earlier one opened. Reads and writes are one statement per table for the whole batch.
@@ -149,7 +135,7 @@ impl Store {
     ///
     /// # Errors
     /// The database failed; the caller rolls back and retries.
-    pub async fn dispatch_runs(
+    pub(crate) async fn dispatch_runs(
         &self,
         conn: &mut PgConnection,
         run_ids: &[Uuid],

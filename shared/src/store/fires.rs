@@ -17,10 +17,9 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, new_id, runs::dispatch_job};
+use super::{PgStore, StoreError, StoreResult, new_id, runs::dispatch_job};
 use crate::{
     model::CatchUpPolicy,
-    queue,
     schedule::{CronExpression, Schedule, TimeZone},
 };
 
@@ -141,7 +140,7 @@ fn enumerate(
     fires
 }
 
-impl Store {
+impl PgStore {
     /// Fires every schedule trigger due at the clock's `now`, in batches of `batch` triggers,
     /// one transaction each, fenced by `leadership`.
     ///
@@ -272,8 +271,8 @@ impl Store {
             .map(|(id, _, _)| dispatch_job(*id, now, None))
             .collect();
         if !jobs.is_empty() {
-            queue::enqueue_all_quietly(&mut tx, jobs, now).await?;
-            queue::notify(&mut tx).await?;
+            super::jobs::enqueue_all_quietly(&mut tx, jobs, now).await?;
+            super::jobs::notify(&mut tx).await?;
         }
         let (ids, nexts): (Vec<Uuid>, Vec<Option<DateTime<Utc>>>) = next.into_iter().unzip();
         sqlx::query!(

@@ -8,13 +8,13 @@ use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
 use super::{
-    NewActivity, Store, StoreError, StoreResult,
+    NewActivity, PgStore, StoreError, StoreResult,
     dispatch::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS},
     new_id,
 };
 use crate::{
     model::{Actor, FinishStatus, HeartbeatContext, HeartbeatRun, HeartbeatStatus, Summary},
-    queue::{self, JobSpec},
+    queue::JobSpec,
 };
 
 /// A heartbeat run to queue.
@@ -144,13 +144,13 @@ pub(crate) async fn insert_heartbeats(
         })
         .collect();
     if !deliveries.is_empty() {
-        queue::enqueue_all_quietly(conn, deliveries, now).await?;
-        queue::notify(conn).await?;
+        super::jobs::enqueue_all_quietly(conn, deliveries, now).await?;
+        super::jobs::notify(conn).await?;
     }
     Ok(runs)
 }
 
-impl Store {
+impl PgStore {
     /// One heartbeat run.
     ///
     /// # Errors

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    NewActivity, Store, StoreError, StoreResult, company_exists, heartbeats::NewHeartbeat, new_id,
+    NewActivity, PgStore, StoreError, StoreResult, company_exists, heartbeats::NewHeartbeat, new_id,
 };
 use crate::model::{
     Actor, ActorType, AgentStatus, Description, HeartbeatContext, Issue, IssueEvent,
@@ -47,7 +47,7 @@ pub struct IssueFilter {
     pub limit: i64,
 }
 
-impl Store {
+impl PgStore {
     /// Creates an issue. An issue with an assignee also queues a heartbeat run that wakes the
     /// assignee (context source `assignment`).
     ///

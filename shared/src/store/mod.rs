@@ -1,5 +1,7 @@
-//! The Postgres store: every domain operation the roles perform, each one transaction, each
-//! mutation recorded in the company's activity log in the same transaction.
+//! Storage: the [`Storage`] trait every backend implements, the [`Store`] handle the roles
+//! hold, and the Postgres backend ([`PgStore`]): every domain operation the roles perform,
+//! each one transaction, each mutation recorded in the company's activity log in the same
+//! transaction. The area modules hold each area's request types and its Postgres statements.
 //!
 //! Invariants live in the schema (composite foreign keys scoped by company, unique keys for
 //! fires and idempotency, checked enumerations); this module turns their violations into
@@ -13,8 +15,10 @@ mod dispatch;
 mod fires;
 mod heartbeats;
 mod issues;
+mod jobs;
 mod routines;
 mod runs;
+mod storage;
 mod triggers;
 
 use std::sync::Arc;
@@ -30,8 +34,10 @@ pub use self::{
     dispatch::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS, WakeupDelivery},
     fires::{Deposed, FireReport, Leadership, TRIGGERS_CHANNEL},
     issues::{IssueFilter, NewIssue},
+    jobs::JOBS_CHANNEL,
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
     runs::{Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, WebhookTrigger},
+    storage::{Dispatched, Storage, Store, Subscription, Topic},
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
         WEBHOOK_SECRET_PREFIX, webhook_url,
@@ -115,9 +121,9 @@ fn reference_field(constraint: &str) -> Option<&'static str> {
 /// Result type of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Handle to the Postgres store (cheap to clone).
+/// The Postgres backend (cheap to clone).
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct PgStore {
     pool: PgPool,
     clock: SharedClock,
     hasher: Arc<TokenHasher>,
@@ -125,7 +131,7 @@ pub struct Store {
     public_url: Arc<str>,
 }
 
-impl Store {
+impl PgStore {
     /// A store over `pool`, reading time from `clock` and keys derived from `key`.
     #[must_use]
     pub fn new(pool: PgPool, clock: SharedClock, key: &SecretKey) -> Self {
@@ -168,7 +174,7 @@ impl Store {
     /// # Errors
     /// The database failed.
     pub(crate) async fn announce_jobs(&self) -> StoreResult<()> {
-        crate::queue::notify(&mut *self.pool.acquire().await?).await?;
+        jobs::notify(&mut *self.pool.acquire().await?).await?;
         Ok(())
     }
 

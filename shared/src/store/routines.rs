@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    NewActivity, Store, StoreError, StoreResult, company_exists,
+    NewActivity, PgStore, StoreError, StoreResult, company_exists,
     issues::ensure_assignable,
     new_id,
     triggers::{TriggerRow, reschedule_routine_triggers},
@@ -189,7 +189,7 @@ pub(crate) async fn fetch_routines(
     Ok(rows)
 }
 
-impl Store {
+impl PgStore {
     /// Creates a routine (without triggers; they are added separately).
     ///
     /// # Errors

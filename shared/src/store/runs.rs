@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, new_id, routines::fetch_routine};
+use super::{PgStore, StoreError, StoreResult, new_id, routines::fetch_routine};
 use crate::{
     model::{
         Actor, IdempotencyKey, RoutineStatus, Run, RunSource, RunStatus, SigningMode, TriggerKind,
@@ -163,7 +163,7 @@ pub(crate) fn dispatch_job(
     }
 }
 
-impl Store {
+impl PgStore {
     /// Accepts a manual or api run of a routine: a `received` run and its dispatch job in one
     /// transaction. A repeated idempotency key returns the original run and creates nothing;
     /// the same key with another payload is refused.
@@ -407,7 +407,7 @@ async fn insert_received(
 ) -> StoreResult<Option<Run>> {
     // One statement (one round trip) for the run, its dispatch job and its audit entry,
     // returning the run as the API shows it: this is the ingestion hot path. The job and
-    // entry are the ones `queue::enqueue_all_quietly` and `activity::record_all` would write.
+    // entry are the ones `jobs::enqueue_all_quietly` and `activity::record_all` would write.
     let details =
         json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id });
     let inserted = sqlx::query_as!(

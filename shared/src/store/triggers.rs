@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    NewActivity, Store, StoreError, StoreResult,
+    NewActivity, PgStore, StoreError, StoreResult,
     fires::announce_trigger_change,
     new_id,
     routines::{RoutineRow, fetch_routine},
@@ -225,7 +225,7 @@ fn new_public_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>())
 }
 
-impl Store {
+impl PgStore {
     /// Adds a trigger to a routine. A webhook trigger gets a random public id and a secret,
     /// returned here once.
     ///

@@ -588,11 +588,8 @@ async fn a_worker_that_dies_holding_a_lease_loses_the_job_to_another_and_the_eff
 
     // The stale holder can no longer write anything about the job.
     assert!(
-        dead.queue()
-            .begin_fenced(&claimed[0])
-            .await
-            .expect("fence")
-            .is_none()
+        !dead.queue().complete(&claimed[0]).await.expect("fence"),
+        "a lost lease completes nothing"
     );
     let outcome = dead
         .queue()

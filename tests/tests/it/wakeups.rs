@@ -14,7 +14,7 @@ use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
     Clock as _, ManualClock,
     clock::SharedClock,
-    queue::{self, JobError, JobSpec, Queue, RetryOutcome},
+    queue::{JobError, JobSpec, Queue, RetryOutcome},
 };
 use nexus_tests::{Options, TestApp, str_at};
 use serde_json::{Value, json};
@@ -262,7 +262,6 @@ async fn a_failing_job_backs_off_and_ends_dead() {
         ..Default::default()
     })
     .await;
-    let mut conn = app.db.pool.acquire().await.expect("conn");
     let spec = JobSpec {
         kind: "example",
         payload: json!({}),
@@ -270,12 +269,9 @@ async fn a_failing_job_backs_off_and_ends_dead() {
         max_attempts: 3,
         trace_context: None,
     };
-    let id = queue::enqueue(&mut conn, spec, clock.now())
-        .await
-        .expect("enqueue");
+    let id = app.store.enqueue_job(spec).await.expect("enqueue");
     let queue = Queue::new(
-        app.db.pool.clone(),
-        shared,
+        app.store.clone(),
         "tester".to_owned(),
         std::time::Duration::from_secs(30),
     );
@@ -336,9 +332,7 @@ async fn a_failing_job_backs_off_and_ends_dead() {
         max_attempts: 5,
         trace_context: None,
     };
-    queue::enqueue(&mut conn, spec, clock.now())
-        .await
-        .expect("enqueue");
+    app.store.enqueue_job(spec).await.expect("enqueue");
     let job = queue.claim(1).await.expect("claim").pop().expect("due");
     assert_eq!(
         queue

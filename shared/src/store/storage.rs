@@ -1,0 +1,461 @@
+//! The storage trait: every domain operation the api, scheduler and worker perform, and the
+//! [`Store`] handle they hold. A backend implements each operation as an inherent method of
+//! the same name and signature; [`storage!`] declares the trait once and forwards it to those
+//! methods, so a backend that lacks an operation or spells it differently does not compile.
+//!
+//! Semantics every backend keeps (checked by the conformance suite, `tests/tests/it`, which
+//! runs against every backend): one transaction per operation; every mutation recorded in the
+//! company's activity log in that transaction; unique fire keys and idempotency keys enforced
+//! by the database; a dispatch and its job's completion committed together.
+
+use std::{fmt, ops::Deref, sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use super::{
+    Accepted, AgentChanges, BoardToken, CreatedAgent, FireReport, IssueFilter, IssuedKey,
+    Leadership, NewIssue, NewRoutine, NewRun, NewTrigger, PgStore, RoutineChanges, RoutineFilter,
+    SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine, UpdatedAgent, WakeupDelivery,
+    WakeupSpec, WebhookTrigger,
+};
+use crate::{
+    clock::SharedClock,
+    crypto::SecretKey,
+    model::{
+        ActivityEntry, Actor, Agent, Company, FinishStatus, Goal, HeartbeatRun, HeartbeatStatus,
+        Issue, IssueStatus, IssueWithEvents, Project, Routine, Run, RunStatus, Summary, Title,
+        Trigger,
+    },
+    queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome},
+};
+
+/// What [`Storage::subscribe`] listens to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// Jobs were enqueued: idle workers should claim.
+    Jobs,
+    /// Schedule triggers changed: a sleeping scheduler should recompute its next fire.
+    Triggers,
+}
+
+/// A stream of announcements on one [`Topic`]. Announcements carry no data and may be
+/// coalesced; they only shorten a wait that a poll would also end.
+#[async_trait::async_trait]
+pub trait Subscription: Send {
+    /// Resolves at the next announcement.
+    ///
+    /// # Errors
+    /// The connection carrying announcements failed; subscribe again.
+    async fn recv(&mut self) -> StoreResult<()>;
+}
+
+/// The result of [`Storage::dispatch_jobs`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    /// The jobs whose lease the caller still held: dispatched and completed.
+    pub held: Vec<Uuid>,
+    /// The outcome of each run that was still `received` (others were left alone).
+    pub outcomes: Vec<(Uuid, RunStatus)>,
+}
+
+/// Declares [`Storage`] from a list of async operations and implements it for each backend by
+/// forwarding every operation to the backend's inherent method of the same name.
+macro_rules! storage {
+    (backends: [$($backend:ty),+] operations: $operations:tt) => {
+        storage!(@trait $operations);
+        $(storage!(@forward $backend, $operations);)+
+    };
+    (@trait {
+        $(
+            $(#[$meta:meta])*
+            async fn $name:ident(&self $(, $arg:ident : $ty:ty)* $(,)?) -> $ret:ty;
+        )*
+    }) => {
+        /// Every domain operation of a storage backend. Hold it through [`Store`].
+        #[async_trait::async_trait]
+        pub trait Storage: Send + Sync + fmt::Debug {
+            /// The clock every operation reads time from.
+            fn clock(&self) -> &SharedClock;
+
+            $(
+                $(#[$meta])*
+                async fn $name(&self $(, $arg: $ty)*) -> $ret;
+            )*
+        }
+    };
+    (@forward $backend:ty, {
+        $(
+            $(#[$meta:meta])*
+            async fn $name:ident(&self $(, $arg:ident : $ty:ty)* $(,)?) -> $ret:ty;
+        )*
+    }) => {
+        #[async_trait::async_trait]
+        impl Storage for $backend {
+            fn clock(&self) -> &SharedClock {
+                <$backend>::clock(self)
+            }
+
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    <$backend>::$name(self $(, $arg)*).await
+                }
+            )*
+        }
+    };
+}
+
+storage! {
+    backends: [PgStore]
+    operations: {
+
+    /// Whether the database answers.
+    async fn ping(&self) -> bool;
+
+    // --- Operators and tokens ---
+
+    /// The actor a bearer token (board token or agent key) stands for, if any.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn authenticate(&self, token: &str) -> StoreResult<Option<Actor>>;
+    /// Creates a board token; the token itself is returned only here.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn create_board_token(&self, label: &str) -> StoreResult<BoardToken>;
+    /// Accepts `token` as a board token from now on (idempotent).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn ensure_board_token(&self, token: &str, label: &str) -> StoreResult<()>;
+    /// Whether any board token exists.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn has_board_token(&self) -> StoreResult<bool>;
+
+    // --- Companies, projects, goals, the activity log ---
+
+    /// Creates a company.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn create_company(&self, name: Title, actor: Actor) -> StoreResult<Company>;
+    /// Every company.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn companies(&self) -> StoreResult<Vec<Company>>;
+    /// One company.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn company(&self, id: Uuid) -> StoreResult<Company>;
+    /// Creates a project.
+    ///
+    /// # Errors
+    /// `NotFound` (company); the database failed.
+    async fn create_project(&self, company_id: Uuid, name: Title, actor: Actor) -> StoreResult<Project>;
+    /// A company's projects.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn projects(&self, company_id: Uuid) -> StoreResult<Vec<Project>>;
+    /// Creates a goal.
+    ///
+    /// # Errors
+    /// `NotFound` (company); the database failed.
+    async fn create_goal(&self, company_id: Uuid, title: Title, actor: Actor) -> StoreResult<Goal>;
+    /// A company's goals.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn goals(&self, company_id: Uuid) -> StoreResult<Vec<Goal>>;
+    /// A company's most recent activity entries, newest first.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn activity(&self, company_id: Uuid, limit: i64) -> StoreResult<Vec<ActivityEntry>>;
+
+    // --- Agents ---
+
+    /// Creates an agent and its first API key.
+    ///
+    /// # Errors
+    /// `NotFound` (company); the database failed.
+    async fn create_agent(&self, company_id: Uuid, name: Title, wakeup: WakeupSpec, actor: Actor) -> StoreResult<CreatedAgent>;
+    /// A company's agents.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn agents(&self, company_id: Uuid) -> StoreResult<Vec<Agent>>;
+    /// One agent.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn agent(&self, id: Uuid) -> StoreResult<Agent>;
+    /// Changes an agent (name, status, wake-up).
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict`; the database failed.
+    async fn update_agent(&self, id: Uuid, changes: AgentChanges, actor: Actor) -> StoreResult<UpdatedAgent>;
+    /// Issues another API key for an agent.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict` (terminated); the database failed.
+    async fn issue_agent_key(&self, agent_id: Uuid, actor: Actor) -> StoreResult<IssuedKey>;
+    /// Revokes one of an agent's keys.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn revoke_agent_key(&self, agent_id: Uuid, key_id: Uuid, actor: Actor) -> StoreResult<()>;
+
+    // --- Issues and heartbeat runs ---
+
+    /// Creates an issue (waking its assignee).
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidReference`, `Conflict`; the database failed.
+    async fn create_issue(&self, company_id: Uuid, new: NewIssue, actor: Actor) -> StoreResult<Issue>;
+    /// One issue.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn issue(&self, id: Uuid) -> StoreResult<Issue>;
+    /// One issue with its history.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn issue_with_events(&self, id: Uuid) -> StoreResult<IssueWithEvents>;
+    /// A company's issues matching `filter`.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn issues(&self, company_id: Uuid, filter: IssueFilter) -> StoreResult<Vec<Issue>>;
+    /// Moves an issue to `status` (and the routine run it belongs to along with it).
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict`; the database failed.
+    async fn set_issue_status(&self, id: Uuid, status: IssueStatus, actor: Actor) -> StoreResult<Issue>;
+    /// One heartbeat run.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn heartbeat_run(&self, id: Uuid) -> StoreResult<HeartbeatRun>;
+    /// An agent's heartbeat runs, newest first.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn agent_heartbeat_runs(&self, agent_id: Uuid, status: Option<HeartbeatStatus>, limit: i64) -> StoreResult<Vec<HeartbeatRun>>;
+    /// An agent claims a queued heartbeat run.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict`; the database failed.
+    async fn claim_heartbeat_run(&self, id: Uuid, actor: Actor) -> StoreResult<HeartbeatRun>;
+    /// An agent finishes its running heartbeat run.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict`; the database failed.
+    async fn finish_heartbeat_run(&self, id: Uuid, status: FinishStatus, summary: Option<Summary>, actor: Actor) -> StoreResult<HeartbeatRun>;
+
+    // --- Routines and triggers ---
+
+    /// Creates a routine.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidReference`, `Conflict`; the database failed.
+    async fn create_routine(&self, company_id: Uuid, new: NewRoutine, actor: Actor) -> StoreResult<Routine>;
+    /// One routine with its triggers.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn routine(&self, id: Uuid) -> StoreResult<Routine>;
+    /// A company's routines matching `filter`.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn routines(&self, company_id: Uuid, filter: RoutineFilter) -> StoreResult<Vec<Routine>>;
+    /// Changes a routine (pausing or resuming reschedules its triggers).
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidReference`, `Conflict`; the database failed.
+    async fn update_routine(&self, id: Uuid, changes: RoutineChanges, actor: Actor) -> StoreResult<Routine>;
+    /// Adds a trigger to a routine; a webhook trigger's secret is returned only here.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict`; the database failed.
+    async fn create_trigger(&self, routine_id: Uuid, new: NewTrigger, actor: Actor) -> StoreResult<(Trigger, Option<SecretMaterial>)>;
+    /// One trigger with its routine's company and agent.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn trigger(&self, id: Uuid) -> StoreResult<TriggerInRoutine>;
+    /// Changes a trigger.
+    ///
+    /// # Errors
+    /// `NotFound`, `Unprocessable`; the database failed.
+    async fn update_trigger(&self, id: Uuid, changes: TriggerChanges, actor: Actor) -> StoreResult<Trigger>;
+    /// Deletes a trigger (its runs keep their history).
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn delete_trigger(&self, id: Uuid, actor: Actor) -> StoreResult<()>;
+    /// Replaces a webhook trigger's secret; the new one is returned only here.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict` (not a webhook); the database failed.
+    async fn rotate_trigger_secret(&self, id: Uuid, actor: Actor) -> StoreResult<(Trigger, SecretMaterial)>;
+
+    // --- Runs ---
+
+    /// Accepts a manual or api run (with its dispatch job), or returns the run an idempotency
+    /// key already created.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict`, `Unprocessable`; the database failed.
+    async fn accept_manual_run(&self, routine_id: Uuid, new: NewRun, actor: Actor) -> StoreResult<Accepted>;
+    /// Accepts a webhook run for an authenticated trigger.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict`, `Unprocessable`; the database failed.
+    async fn accept_webhook_run(&self, trigger: &WebhookTrigger, new: NewRun) -> StoreResult<Accepted>;
+    /// The webhook trigger with this public id, with its secret opened.
+    ///
+    /// # Errors
+    /// The database failed, or a stored secret cannot be opened.
+    async fn webhook_trigger(&self, public_id: &str) -> StoreResult<Option<WebhookTrigger>>;
+    /// One run.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn run(&self, id: Uuid) -> StoreResult<Run>;
+    /// A routine's runs, newest first, before the run `before`.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn runs(&self, routine_id: Uuid, before: Option<Uuid>, limit: i64) -> StoreResult<Vec<Run>>;
+
+    // --- The scheduler ---
+
+    /// Fires every schedule trigger due at the clock's now, in batches, fenced by
+    /// `leadership`.
+    ///
+    /// # Errors
+    /// `Conflict` `deposed` when a newer leader has written; the database failed.
+    async fn fire_due(&self, leadership: &Leadership, grace: TimeDelta, batch: i64) -> StoreResult<FireReport>;
+    /// The epoch of the last scheduler leader that fired (0 before any).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn scheduler_epoch(&self) -> StoreResult<i64>;
+    /// The earliest `next_run_at` of a schedule trigger that can fire.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+
+    // --- The queue and the worker ---
+
+    /// Enqueues a job and announces it to workers.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn enqueue_job(&self, spec: JobSpec) -> StoreResult<Uuid>;
+    /// Claims up to `limit` due jobs for `owner`, leased for `lease`, oldest due first.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn claim_jobs(&self, owner: &str, lease: Duration, limit: i64) -> StoreResult<Vec<Job>>;
+    /// Marks the jobs whose lease their owner still holds `succeeded`; returns their ids.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn complete_jobs(&self, jobs: &[Job]) -> StoreResult<Vec<Uuid>>;
+    /// Records a failed attempt: back to the queue after a backoff, or `dead`.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn retry_job(&self, job: &Job, error: &JobError) -> StoreResult<RetryOutcome>;
+    /// Returns jobs with expired leases to the queue (or makes them `dead`).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn reap_jobs(&self) -> StoreResult<ReapReport>;
+    /// Depth and age of the queue by kind and state.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn queue_depth(&self) -> StoreResult<Vec<QueueDepth>>;
+    /// Dispatches the runs of `dispatch_run` jobs, in order, with the same effect as one after
+    /// another, and completes the jobs in the same transaction — only those whose lease their
+    /// owner still holds. A run that is no longer `received` is left alone.
+    ///
+    /// # Errors
+    /// A payload without a run id; the database failed (nothing was written).
+    async fn dispatch_jobs(&self, jobs: &[Job]) -> StoreResult<Dispatched>;
+    /// Fails a run whose dispatch job is dead, if it is still `received`.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn fail_undispatched_run(&self, run_id: Uuid, failure: &str) -> StoreResult<bool>;
+    /// What delivering a heartbeat run's HTTP wake-up needs, if it is still queued.
+    ///
+    /// # Errors
+    /// The database failed, or the stored secret cannot be opened.
+    async fn wakeup_delivery(&self, heartbeat_run_id: Uuid) -> StoreResult<Option<WakeupDelivery>>;
+    /// Fails a queued heartbeat run whose wake-up could not be delivered.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn fail_undelivered_heartbeat(&self, heartbeat_run_id: Uuid, failure: &str) -> StoreResult<bool>;
+    /// Times out heartbeat runs queued or running longer than `timeout`; returns how many.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn time_out_heartbeats(&self, timeout: Duration) -> StoreResult<u64>;
+    /// Listens to announcements on `topic`.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn subscribe(&self, topic: Topic) -> StoreResult<Box<dyn Subscription>>;
+    }
+}
+
+/// The handle every role holds: a storage backend behind [`Storage`] (cheap to clone).
+#[derive(Clone)]
+pub struct Store(Arc<dyn Storage>);
+
+impl Store {
+    /// A handle on `backend`.
+    #[must_use]
+    pub fn new(backend: impl Storage + 'static) -> Self {
+        Self(Arc::new(backend))
+    }
+
+    /// A handle on the Postgres backend over `pool` (webhook URLs on the default public URL).
+    #[must_use]
+    pub fn postgres(pool: sqlx::PgPool, clock: SharedClock, key: &SecretKey) -> Self {
+        Self::new(PgStore::new(pool, clock, key))
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn Storage;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<PgStore> for Store {
+    fn from(backend: PgStore) -> Self {
+        Self::new(backend)
+    }
+}
