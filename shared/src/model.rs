@@ -57,6 +57,21 @@ macro_rules! text_enum {
                 Ok(<&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?.parse()?)
             }
         }
+
+        impl sqlx::Type<sqlx::Sqlite> for $name {
+            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+                <&str as sqlx::Type<sqlx::Sqlite>>::type_info()
+            }
+            fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
+            fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?.parse()?)
+            }
+        }
     };
 }
 
@@ -284,7 +299,7 @@ pub enum Wakeup {
 }
 
 /// A company: the tenant every other resource belongs to.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Company {
     /// Id.
@@ -314,7 +329,7 @@ pub struct Agent {
 }
 
 /// A project of a company.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
     /// Id.
@@ -328,7 +343,7 @@ pub struct Project {
 }
 
 /// A goal of a company.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Goal {
     /// Id.
@@ -455,7 +470,7 @@ pub struct HeartbeatRun {
 }
 
 /// An entry of a company's audit log.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityEntry {
     /// Id.

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::{Connection as _, PgConnection, PgPool};
 
 /// The Postgres server URL of the tests (any database on it).
-fn admin_url() -> String {
+pub(crate) fn admin_url() -> String {
     std::env::var("NEXUS_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }

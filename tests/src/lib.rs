@@ -5,6 +5,7 @@
 //! default `postgres://postgres@127.0.0.1:5432/postgres`) and `NEXUS_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`).
 
+pub mod backends;
 mod client;
 mod db;
 mod proxy;

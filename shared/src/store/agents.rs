@@ -60,14 +60,15 @@ pub struct IssuedKey {
     pub api_key: String,
 }
 
-struct AgentRow {
-    id: Uuid,
-    company_id: Uuid,
-    name: String,
-    status: AgentStatus,
-    wakeup_kind: String,
-    wakeup_url: Option<String>,
-    created_at: DateTime<Utc>,
+#[derive(sqlx::FromRow)]
+pub(super) struct AgentRow {
+    pub(super) id: Uuid,
+    pub(super) company_id: Uuid,
+    pub(super) name: String,
+    pub(super) status: AgentStatus,
+    pub(super) wakeup_kind: String,
+    pub(super) wakeup_url: Option<String>,
+    pub(super) created_at: DateTime<Utc>,
 }
 
 impl From<AgentRow> for Agent {
@@ -319,18 +320,25 @@ impl PgStore {
     ) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
+        // Whether this call revoked the key is decided by the row lock, not by comparing
+        // timestamps (two revocations can carry the same clock reading).
         let key = sqlx::query!(
-            "UPDATE agent_keys SET revoked_at = COALESCE(revoked_at, $3)
-             WHERE id = $1 AND agent_id = $2
-             RETURNING company_id, revoked_at = $3 AS newly_revoked",
+            "SELECT company_id, revoked_at IS NULL AS \"active!\" FROM agent_keys
+             WHERE id = $1 AND agent_id = $2 FOR UPDATE",
             key_id,
             agent_id,
-            now,
         )
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        if key.newly_revoked == Some(true) {
+        if key.active {
+            sqlx::query!(
+                "UPDATE agent_keys SET revoked_at = $2 WHERE id = $1",
+                key_id,
+                now
+            )
+            .execute(&mut *tx)
+            .await?;
             NewActivity {
                 company_id: key.company_id,
                 actor,

@@ -18,6 +18,7 @@ mod issues;
 mod jobs;
 mod routines;
 mod runs;
+pub mod sqlite;
 mod storage;
 mod triggers;
 

@@ -93,6 +93,7 @@ pub struct RoutineFilter {
 }
 
 /// A routine row without its triggers.
+#[derive(sqlx::FromRow)]
 pub(crate) struct RoutineRow {
     pub(crate) id: Uuid,
     pub(crate) company_id: Uuid,
@@ -113,7 +114,7 @@ pub(crate) struct RoutineRow {
 }
 
 impl RoutineRow {
-    fn with_triggers(self, triggers: Vec<Trigger>) -> Routine {
+    pub(super) fn with_triggers(self, triggers: Vec<Trigger>) -> Routine {
         Routine {
             id: self.id,
             company_id: self.company_id,
@@ -429,7 +430,7 @@ impl PgStore {
 }
 
 /// The fields a change altered, `{field: {from, to}}`.
-fn routine_change_details(before: &RoutineRow, after: &RoutineRow) -> serde_json::Value {
+pub(super) fn routine_change_details(before: &RoutineRow, after: &RoutineRow) -> serde_json::Value {
     let mut changed = serde_json::Map::new();
     let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
         if from != to {

@@ -95,6 +95,7 @@ pub struct TriggerInRoutine {
 }
 
 /// A stored trigger row.
+#[derive(sqlx::FromRow)]
 pub(crate) struct TriggerRow {
     pub(crate) id: Uuid,
     pub(crate) routine_id: Uuid,
@@ -213,14 +214,14 @@ async fn changeable_routine_of(
     Ok(routine)
 }
 
-fn archived() -> StoreError {
+pub(super) fn archived() -> StoreError {
     StoreError::conflict(
         "routine_archived",
         "the routine is archived; its triggers cannot be changed",
     )
 }
 
-fn new_public_id() -> String {
+pub(super) fn new_public_id() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>())
 }
@@ -538,7 +539,7 @@ impl PgStore {
     }
 }
 
-fn kind_of(kind: &NewTriggerKind) -> TriggerKind {
+pub(super) fn kind_of(kind: &NewTriggerKind) -> TriggerKind {
     match kind {
         NewTriggerKind::Schedule { .. } => TriggerKind::Schedule,
         NewTriggerKind::Webhook { .. } => TriggerKind::Webhook,

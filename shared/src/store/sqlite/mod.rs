@@ -1,0 +1,183 @@
+//! The embedded backend: SQLite in WAL mode, in one file of the data directory, for the
+//! single-node mode (`nexus serve` without a database URL).
+//!
+//! One process owns the file, and every operation runs on one connection, so transactions are
+//! serialised: where the Postgres backend locks rows (`FOR UPDATE`, `SKIP LOCKED`), this one
+//! needs no locks, and the unique keys (one run per schedule fire, one per idempotency key) are
+//! enforced by the same constraints. Announcements to the scheduler and workers are in-process
+//! channels. Decisions (concurrency policies, catch-up, rendering) are the Postgres backend's
+//! own functions; only the statements differ.
+//!
+//! Statements are checked by the conformance suite rather than at compile time: sqlx checks
+//! queries against one database per crate, and that database is Postgres.
+
+mod catalog;
+mod routines;
+
+use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    SqliteConnection, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::{NewActivity, StoreError, StoreResult, Subscription, Topic, new_id};
+use crate::{
+    clock::SharedClock,
+    crypto::{SecretBox, SecretKey, TokenHasher},
+};
+
+/// The migrations of `migrations-sqlite/`, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations-sqlite");
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "nexus.db";
+
+/// The SQLite backend (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    clock: SharedClock,
+    hasher: Arc<TokenHasher>,
+    secrets: Arc<SecretBox>,
+    public_url: Arc<str>,
+    jobs: broadcast::Sender<()>,
+    triggers: broadcast::Sender<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database in `data_dir` and applies pending
+    /// migrations.
+    ///
+    /// # Errors
+    /// The directory or the file cannot be created or opened, or a migration failed.
+    pub async fn open(
+        data_dir: &Path,
+        clock: SharedClock,
+        key: &SecretKey,
+        public_url: &str,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join(DATABASE_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        // One connection: transactions are serialised in the process, so none ever waits on
+        // SQLite's file lock or fails to upgrade a read to a write.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening {}", data_dir.join(DATABASE_FILE).display()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("running the embedded database's migrations")?;
+        let (jobs, _) = broadcast::channel(16);
+        let (triggers, _) = broadcast::channel(16);
+        Ok(Self {
+            pool,
+            clock,
+            hasher: Arc::new(TokenHasher::new(key)),
+            secrets: Arc::new(SecretBox::new(key)),
+            public_url: Arc::from(public_url.trim_end_matches('/')),
+            jobs,
+            triggers,
+        })
+    }
+
+    /// The clock.
+    #[must_use]
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Listens to in-process announcements on `topic`.
+    ///
+    /// # Errors
+    /// Never; the signature is the trait's.
+    #[allow(clippy::unused_async)]
+    pub async fn subscribe(&self, topic: Topic) -> StoreResult<Box<dyn Subscription>> {
+        let sender = match topic {
+            Topic::Jobs => &self.jobs,
+            Topic::Triggers => &self.triggers,
+        };
+        Ok(Box::new(Announcements(sender.subscribe())))
+    }
+
+    /// Wakes a sleeping scheduler (call after the commit that changed schedule triggers).
+    fn announce_triggers(&self) {
+        drop(self.triggers.send(()));
+    }
+}
+
+struct Announcements(broadcast::Receiver<()>);
+
+#[async_trait::async_trait]
+impl Subscription for Announcements {
+    async fn recv(&mut self) -> StoreResult<()> {
+        match self.0.recv().await {
+            // Missed announcements are one announcement.
+            Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+            Err(broadcast::error::RecvError::Closed) => {
+                Err(StoreError::Database(sqlx::Error::PoolClosed))
+            }
+        }
+    }
+}
+
+/// Whether a company exists.
+async fn company_exists(conn: &mut SqliteConnection, company_id: Uuid) -> StoreResult<bool> {
+    Ok(
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM companies WHERE id = ?1)")
+            .bind(company_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Writes audit entries in the caller's transaction.
+async fn record(
+    conn: &mut SqliteConnection,
+    entries: Vec<NewActivity<'_>>,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    for entry in entries {
+        sqlx::query(
+            "INSERT INTO activity_log
+                 (id, company_id, actor_type, actor_id, action, entity_type, entity_id, details, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(new_id())
+        .bind(entry.company_id)
+        .bind(entry.actor.actor_type().as_str())
+        .bind(entry.actor.actor_id())
+        .bind(entry.action)
+        .bind(entry.entity_type)
+        .bind(entry.entity_id)
+        .bind(&entry.details)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
