@@ -77,8 +77,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            db::create_database_if_missing(&config.database_url).await?;
-            db::migrate(&db::pool(&config.database_url, 1)?).await?;
+            if let Some(url) = &config.database_url {
+                db::create_database_if_missing(url).await?;
+                db::migrate(&db::pool(url, 1)?).await?;
+            } else {
+                // Opening the embedded database applies its migrations.
+                connect(config).await?;
+            }
             println!("migrations applied");
             Ok(())
         }
@@ -99,8 +104,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 /// Connects with the configured key, or the data directory's key in single-process use.
 async fn connect(config: Config) -> anyhow::Result<Resources> {
     let key = key::resolve(&config)?;
-    if config.auto_migrate {
-        db::create_database_if_missing(&config.database_url).await?;
+    if let (Some(url), true) = (&config.database_url, config.auto_migrate) {
+        db::create_database_if_missing(url).await?;
     }
     Resources::connect(config, &key, Arc::new(SystemClock)).await
 }

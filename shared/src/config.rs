@@ -7,14 +7,13 @@ use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use crate::crypto::SecretKey;
 
-/// Default Postgres URL: the local server, database `nexus` (created on first start by `nexus`).
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nexus";
-
 /// The whole configuration of a Nexus process.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `NEXUS_DATABASE_URL`, falling back to `DATABASE_URL`.
-    pub database_url: String,
+    /// `NEXUS_DATABASE_URL`, falling back to `DATABASE_URL`; `None` when neither is set. The
+    /// role binaries require it; `nexus serve` without it keeps its data in an embedded SQLite
+    /// database in `NEXUS_DATA_DIR`.
+    pub database_url: Option<String>,
     /// `NEXUS_REDIS_URL`; `None` when unset. The role binaries require it; `nexus serve` without
     /// it keeps rate limits, replay memory and leadership in process (see [`crate::coord`]).
     pub redis_url: Option<String>,
@@ -141,14 +140,10 @@ impl Config {
     /// The first variable whose value cannot be used.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let database_url = get("NEXUS_DATABASE_URL")
-            .or_else(|| get("DATABASE_URL"))
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        check_url_scheme(
-            "NEXUS_DATABASE_URL",
-            &database_url,
-            &["postgres://", "postgresql://"],
-        )?;
+        let database_url = get("NEXUS_DATABASE_URL").or_else(|| get("DATABASE_URL"));
+        if let Some(url) = &database_url {
+            check_url_scheme("NEXUS_DATABASE_URL", url, &["postgres://", "postgresql://"])?;
+        }
         let redis_url = get("NEXUS_REDIS_URL");
         if let Some(url) = &redis_url {
             check_url_scheme("NEXUS_REDIS_URL", url, &["redis://", "rediss://"])?;
@@ -334,6 +329,21 @@ impl Config {
         })
     }
 
+    /// The configured Postgres URL; the role binaries cannot work without one, because their
+    /// replicas share the database.
+    ///
+    /// # Errors
+    /// Neither `NEXUS_DATABASE_URL` nor `DATABASE_URL` is set.
+    pub fn require_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url.as_deref().ok_or_else(|| ConfigError {
+            var: "NEXUS_DATABASE_URL",
+            value: String::new(),
+            expected: "a URL starting with postgres:// or postgresql://; required by the separate \
+                       role binaries (`nexus serve` without it uses an embedded database)"
+                .to_owned(),
+        })
+    }
+
     /// The configured Redis URL; the role binaries cannot work without one, because replicas
     /// share leadership, replay memory and rate limits through it.
     ///
@@ -405,7 +415,11 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let config = config(&[]).expect("defaults are valid");
-        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.database_url, None);
+        assert_eq!(
+            config.require_database_url().expect_err("unset").var,
+            "NEXUS_DATABASE_URL"
+        );
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.public_url, "http://127.0.0.1:8080");
         assert_eq!(config.misfire_grace, Duration::from_secs(60));
@@ -426,9 +440,9 @@ mod tests {
     #[test]
     fn database_url_falls_back_to_database_url() {
         let config = config(&[("DATABASE_URL", "postgres://x@db/y")]).expect("valid");
-        assert_eq!(config.database_url, "postgres://x@db/y");
+        assert_eq!(config.database_url.as_deref(), Some("postgres://x@db/y"));
         let config = config_pair("postgres://a@b/c", "postgres://x@db/y");
-        assert_eq!(config.database_url, "postgres://a@b/c");
+        assert_eq!(config.database_url.as_deref(), Some("postgres://a@b/c"));
     }
 
     fn config_pair(nexus: &str, fallback: &str) -> Config {

@@ -357,7 +357,7 @@ pub struct Goal {
 }
 
 /// A unit of work, created by hand or by a routine run.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Issue {
     /// Id.
@@ -391,7 +391,7 @@ pub struct Issue {
 }
 
 /// One entry of an issue's history.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueEvent {
     /// Id.

@@ -4,8 +4,13 @@
 use anyhow::Context as _;
 
 use crate::{
-    Config, Store, clock::SharedClock, coord::Coordination, crypto::SecretKey, db, kv::Redis,
-    store::PgStore,
+    Config, Store,
+    clock::SharedClock,
+    coord::Coordination,
+    crypto::SecretKey,
+    db,
+    kv::Redis,
+    store::{PgStore, sqlite::SqliteStore},
 };
 
 /// The connections and services a role runs on.
@@ -20,21 +25,37 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// Connects to Postgres and (when configured) Redis, runs pending migrations (unless `NEXUS_AUTO_MIGRATE` is
-    /// `false`) and registers `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
+    /// Connects to Postgres — or, without a database URL, opens the embedded SQLite database in
+    /// `NEXUS_DATA_DIR` — and to Redis when configured; runs pending migrations (on Postgres
+    /// unless `NEXUS_AUTO_MIGRATE` is `false`; the embedded database always) and registers
+    /// `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
     ///
     /// # Errors
-    /// An invalid URL, or Postgres is unreachable while migrations must run.
+    /// An invalid URL, Postgres is unreachable while migrations must run, or the embedded
+    /// database cannot be opened.
     pub async fn connect(
         config: Config,
         key: &SecretKey,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let pool = db::pool(&config.database_url, config.db_max_connections)?;
-        if config.auto_migrate {
-            db::migrate(&pool).await?;
-        }
-        let store = Store::from(PgStore::new(pool, clock, key).with_public_url(&config.public_url));
+        let store = match &config.database_url {
+            Some(url) => {
+                let pool = db::pool(url, config.db_max_connections)?;
+                if config.auto_migrate {
+                    db::migrate(&pool).await?;
+                }
+                Store::from(PgStore::new(pool, clock, key).with_public_url(&config.public_url))
+            }
+            None => {
+                let store =
+                    SqliteStore::open(&config.data_dir, clock, key, &config.public_url).await?;
+                tracing::info!(
+                    path = %config.data_dir.join(crate::store::sqlite::DATABASE_FILE).display(),
+                    "no database URL: using the embedded database"
+                );
+                Store::new(store)
+            }
+        };
         if let Some(token) = &config.bootstrap_board_token {
             store
                 .ensure_board_token(token, "bootstrap")
@@ -54,8 +75,8 @@ impl Resources {
 }
 
 impl Resources {
-    /// The resources of a separate role binary: `NEXUS_SECRET_KEY` is required (every replica
-    /// must share it), and so is `NEXUS_REDIS_URL` for the roles that coordinate through it
+    /// The resources of a separate role binary: `NEXUS_SECRET_KEY` and `NEXUS_DATABASE_URL` are
+    /// required (every replica must share them), and so is `NEXUS_REDIS_URL` for the roles that coordinate through it
     /// (`needs_redis`: the API and the scheduler); time is the system clock.
     ///
     /// # Errors
@@ -63,6 +84,7 @@ impl Resources {
     /// migrations must run.
     pub async fn for_role(config: Config, needs_redis: bool) -> anyhow::Result<Self> {
         let key = config.require_secret_key()?.clone();
+        config.require_database_url()?;
         if needs_redis {
             config.require_redis_url()?;
         }

@@ -1,5 +1,7 @@
 //! The `nexus` command line, run as a real process against a fresh database.
 
+mod embedded;
+
 use std::process::{Command, Output};
 
 use nexus_shared::{Store, SystemClock, crypto::SecretKey, db};

@@ -45,36 +45,37 @@ pub struct WakeupDelivery {
     pub heartbeat_run: HeartbeatRun,
 }
 
-struct PendingRun {
-    id: Uuid,
-    routine_id: Uuid,
-    source: RunSource,
-    trigger_id: Option<Uuid>,
-    timezone: Option<String>,
-    scheduled_for: Option<DateTime<Utc>>,
-    triggered_at: DateTime<Utc>,
-    payload: Value,
+#[derive(sqlx::FromRow)]
+pub(super) struct PendingRun {
+    pub(super) id: Uuid,
+    pub(super) routine_id: Uuid,
+    pub(super) source: RunSource,
+    pub(super) trigger_id: Option<Uuid>,
+    pub(super) timezone: Option<String>,
+    pub(super) scheduled_for: Option<DateTime<Utc>>,
+    pub(super) triggered_at: DateTime<Utc>,
+    pub(super) payload: Value,
 }
 
 /// A routine's open execution issue, as the concurrency policy sees it.
 #[derive(Clone)]
-struct OpenIssue {
-    id: Uuid,
-    origin_run_id: Option<Uuid>,
-    assignee_agent_id: Option<Uuid>,
-    title: String,
-    description: String,
+pub(super) struct OpenIssue {
+    pub(super) id: Uuid,
+    pub(super) origin_run_id: Option<Uuid>,
+    pub(super) assignee_agent_id: Option<Uuid>,
+    pub(super) title: String,
+    pub(super) description: String,
 }
 
 /// How a run ended its dispatch.
-struct Outcome {
-    status: RunStatus,
-    reason: Option<&'static str>,
-    failure_reason: Option<String>,
-    linked_issue_id: Option<Uuid>,
-    coalesced_into_run_id: Option<Uuid>,
+pub(super) struct Outcome {
+    pub(super) status: RunStatus,
+    pub(super) reason: Option<&'static str>,
+    pub(super) failure_reason: Option<String>,
+    pub(super) linked_issue_id: Option<Uuid>,
+    pub(super) coalesced_into_run_id: Option<Uuid>,
     /// Index into the batch's new heartbeat runs.
-    heartbeat: Option<usize>,
+    pub(super) heartbeat: Option<usize>,
 }
 
 impl Outcome {
@@ -91,37 +92,37 @@ impl Outcome {
 }
 
 /// An execution issue to insert.
-struct NewIssue {
-    id: Uuid,
-    company_id: Uuid,
-    title: String,
-    description: String,
-    project_id: Uuid,
-    goal_id: Option<Uuid>,
-    parent_issue_id: Option<Uuid>,
-    assignee_agent_id: Uuid,
-    priority: Priority,
-    routine_id: Uuid,
-    origin_run_id: Uuid,
+pub(super) struct NewIssue {
+    pub(super) id: Uuid,
+    pub(super) company_id: Uuid,
+    pub(super) title: String,
+    pub(super) description: String,
+    pub(super) project_id: Uuid,
+    pub(super) goal_id: Option<Uuid>,
+    pub(super) parent_issue_id: Option<Uuid>,
+    pub(super) assignee_agent_id: Uuid,
+    pub(super) priority: Priority,
+    pub(super) routine_id: Uuid,
+    pub(super) origin_run_id: Uuid,
 }
 
 /// Everything a batch of dispatches decided, written with one statement per table.
 #[derive(Default)]
-struct Plan {
-    issues: Vec<NewIssue>,
+pub(super) struct Plan {
+    pub(super) issues: Vec<NewIssue>,
     /// Issue events: (company, issue, type, data).
-    events: Vec<(Uuid, Uuid, IssueEventType, Value)>,
-    heartbeats: Vec<NewHeartbeat>,
-    outcomes: Vec<(Uuid, Outcome)>,
+    pub(super) events: Vec<(Uuid, Uuid, IssueEventType, Value)>,
+    pub(super) heartbeats: Vec<NewHeartbeat>,
+    pub(super) outcomes: Vec<(Uuid, Outcome)>,
 }
 
 /// What the decisions read, loaded once per batch and kept current as the batch decides.
-struct Situation {
-    agents: HashMap<Uuid, AgentStatus>,
+pub(super) struct Situation {
+    pub(super) agents: HashMap<Uuid, AgentStatus>,
     /// The oldest open execution issue of each routine (for the policies that look at it).
-    open: HashMap<Uuid, OpenIssue>,
+    pub(super) open: HashMap<Uuid, OpenIssue>,
     /// (issue, agent) pairs with a queued or running heartbeat run.
-    awake: HashSet<(Uuid, Uuid)>,
+    pub(super) awake: HashSet<(Uuid, Uuid)>,
 }
 
 impl PgStore {
@@ -175,12 +176,7 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let mut situation = situation(conn, &routines).await?;
-        let mut plan = Plan::default();
-        for run in &runs {
-            let routine = &routines[&run.routine_id];
-            let outcome = decide(&mut situation, &mut plan, routine, run);
-            plan.outcomes.push((run.id, outcome));
-        }
+        let plan = plan(&mut situation, &routines, &runs);
         write(conn, &routines, &runs, plan, now).await
     }
 
@@ -357,6 +353,21 @@ async fn situation(
 
 /// The concurrency policy applied to one run; what it creates goes into `plan`, and
 /// `situation` is updated so later runs of the batch see it.
+/// Decides every run in order (a later run sees what an earlier one planned).
+pub(super) fn plan(
+    situation: &mut Situation,
+    routines: &HashMap<Uuid, RoutineRow>,
+    runs: &[PendingRun],
+) -> Plan {
+    let mut plan = Plan::default();
+    for run in runs {
+        let routine = &routines[&run.routine_id];
+        let outcome = decide(situation, &mut plan, routine, run);
+        plan.outcomes.push((run.id, outcome));
+    }
+    plan
+}
+
 fn decide(
     situation: &mut Situation,
     plan: &mut Plan,
@@ -562,22 +573,7 @@ async fn write(
     .execute(&mut *conn)
     .await?;
 
-    // The last fire of each trigger and routine: runs are in dispatch order, so the last
-    // outcome seen for a trigger is its last result.
-    let mut triggers: HashMap<Uuid, (DateTime<Utc>, &'static str)> = HashMap::new();
-    let mut routine_last: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
-    for (run, (_, outcome)) in runs.iter().zip(&outcomes) {
-        if let Some(trigger_id) = run.trigger_id {
-            let entry = triggers
-                .entry(trigger_id)
-                .or_insert((run.triggered_at, outcome.status.as_str()));
-            *entry = (entry.0.max(run.triggered_at), outcome.status.as_str());
-        }
-        let last = routine_last
-            .entry(run.routine_id)
-            .or_insert(run.triggered_at);
-        *last = (*last).max(run.triggered_at);
-    }
+    let (triggers, routine_last) = last_fires(runs, &outcomes);
     if !triggers.is_empty() {
         let mut ids = Vec::with_capacity(triggers.len());
         let mut fired = Vec::with_capacity(triggers.len());
@@ -610,10 +606,50 @@ async fn write(
     .execute(&mut *conn)
     .await?;
 
-    let entries = runs
-        .iter()
-        .zip(&outcomes)
-        .zip(&heartbeat_of)
+    let entries = dispatch_entries(routines, runs, &outcomes, &heartbeat_of);
+    record_all(conn, entries, now).await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|(id, outcome)| (id, outcome.status))
+        .collect())
+}
+
+/// The last fire of each trigger (time and result), and of each routine.
+pub(super) type LastFires = (
+    HashMap<Uuid, (DateTime<Utc>, &'static str)>,
+    HashMap<Uuid, DateTime<Utc>>,
+);
+
+/// The last fire of each trigger (time and result) and of each routine: runs are in dispatch
+/// order, so the last outcome seen for a trigger is its last result.
+pub(super) fn last_fires(runs: &[PendingRun], outcomes: &[(Uuid, Outcome)]) -> LastFires {
+    let mut triggers: HashMap<Uuid, (DateTime<Utc>, &'static str)> = HashMap::new();
+    let mut routine_last: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    for (run, (_, outcome)) in runs.iter().zip(outcomes) {
+        if let Some(trigger_id) = run.trigger_id {
+            let entry = triggers
+                .entry(trigger_id)
+                .or_insert((run.triggered_at, outcome.status.as_str()));
+            *entry = (entry.0.max(run.triggered_at), outcome.status.as_str());
+        }
+        let last = routine_last
+            .entry(run.routine_id)
+            .or_insert(run.triggered_at);
+        *last = (*last).max(run.triggered_at);
+    }
+    (triggers, routine_last)
+}
+
+/// The `run.dispatched` audit entry of each run.
+pub(super) fn dispatch_entries<'a>(
+    routines: &HashMap<Uuid, RoutineRow>,
+    runs: &[PendingRun],
+    outcomes: &[(Uuid, Outcome)],
+    heartbeat_of: &[Option<Uuid>],
+) -> Vec<NewActivity<'a>> {
+    runs.iter()
+        .zip(outcomes)
+        .zip(heartbeat_of)
         .map(|((run, (_, outcome)), heartbeat_run_id)| NewActivity {
             company_id: routines[&run.routine_id].company_id,
             actor: Actor::System,
@@ -628,12 +664,7 @@ async fn write(
                 "heartbeatRunId": heartbeat_run_id,
             }),
         })
-        .collect();
-    record_all(conn, entries, now).await?;
-    Ok(outcomes
-        .into_iter()
-        .map(|(id, outcome)| (id, outcome.status))
-        .collect())
+        .collect()
 }
 
 async fn insert_issues(

@@ -57,7 +57,7 @@ pub struct FireReport {
 }
 
 impl FireReport {
-    fn merge(&mut self, other: Self) {
+    pub(super) fn merge(&mut self, other: Self) {
         self.triggers += other.triggers;
         self.dispatched += other.dispatched;
         self.skipped_runs += other.skipped_runs;
@@ -74,15 +74,16 @@ pub struct Deposed {
     pub current: i64,
 }
 
-struct DueTrigger {
-    id: Uuid,
-    company_id: Uuid,
-    routine_id: Uuid,
-    cron: String,
-    zone: String,
-    next_run_at: DateTime<Utc>,
-    catch_up_policy: CatchUpPolicy,
-    catch_up_cap: i32,
+#[derive(sqlx::FromRow)]
+pub(super) struct DueTrigger {
+    pub(super) id: Uuid,
+    pub(super) company_id: Uuid,
+    pub(super) routine_id: Uuid,
+    pub(super) cron: String,
+    pub(super) zone: String,
+    pub(super) next_run_at: DateTime<Utc>,
+    pub(super) catch_up_policy: CatchUpPolicy,
+    pub(super) catch_up_cap: i32,
 }
 
 /// The fires of one trigger between its `next_run_at` and now.
@@ -200,63 +201,16 @@ impl PgStore {
             tx.commit().await?;
             return Ok(report);
         }
-        let mut fires = NewFires::default();
-        let mut schedules: HashMap<(&str, &str), Option<Schedule>> = HashMap::new();
-        let mut next: Vec<(Uuid, Option<DateTime<Utc>>)> = Vec::with_capacity(due.len());
-        for trigger in &due {
-            report.triggers += 1;
-            let schedule = schedules
-                .entry((&trigger.cron, &trigger.zone))
-                .or_insert_with(|| {
-                    match (
-                        CronExpression::parse(&trigger.cron),
-                        TimeZone::parse(&trigger.zone),
-                    ) {
-                        (Ok(cron), Ok(zone)) => Some(Schedule::new(cron, zone)),
-                        _ => None,
-                    }
-                });
-            let schedule = match schedule {
-                Some(schedule) => &*schedule,
-                None => {
-                    tracing::error!(trigger_id = %trigger.id, "stored schedule no longer parses; disabling its next fire");
-                    next.push((trigger.id, None));
-                    continue;
-                }
-            };
-            let cap = usize::try_from(trigger.catch_up_cap).unwrap_or(1).max(1);
-            let enumerated = enumerate(schedule, trigger.next_run_at, now, grace, cap);
-            report.missed_fires += enumerated.missed_count;
-            match trigger.catch_up_policy {
-                CatchUpPolicy::SkipMissed => {
-                    if let (Some(from), Some(to)) = (
-                        enumerated.missed_first,
-                        enumerated.missed_recent.back().copied(),
-                    ) {
-                        let count = enumerated.missed_count;
-                        record_missed(&mut tx, trigger, "missed_schedule", count, from, to, now)
-                            .await?;
-                        report.skipped_runs += 1;
-                    }
-                }
-                CatchUpPolicy::EnqueueMissedWithCap => {
-                    let older = enumerated.missed_count - enumerated.missed_recent.len();
-                    if let (true, Some(from), Some(to)) =
-                        (older > 0, enumerated.missed_first, enumerated.older_last)
-                    {
-                        record_missed(&mut tx, trigger, "catch_up_cap", older, from, to, now)
-                            .await?;
-                        report.skipped_runs += 1;
-                    }
-                    for at in &enumerated.missed_recent {
-                        fires.push(trigger, *at, true);
-                    }
-                }
-            }
-            for at in &enumerated.on_time {
-                fires.push(trigger, *at, false);
-            }
-            next.push((trigger.id, enumerated.next));
+        let FirePlan {
+            report: planned,
+            missed,
+            fires,
+            next,
+        } = plan_fires(&due, now, grace);
+        report.merge(planned);
+        for m in &missed {
+            let trigger = &due[m.trigger];
+            record_missed(&mut tx, trigger, m.reason, m.count, m.from, m.to, now).await?;
         }
         let inserted = fires.insert(&mut tx, now).await?;
         report.dispatched += inserted.len();
@@ -365,14 +319,106 @@ async fn fence(
     ))
 }
 
+/// Fires missed by one trigger that one `skipped` run records.
+pub(super) struct MissedFires {
+    /// Index of the trigger in the batch.
+    pub(super) trigger: usize,
+    pub(super) reason: &'static str,
+    pub(super) count: usize,
+    pub(super) from: DateTime<Utc>,
+    pub(super) to: DateTime<Utc>,
+}
+
+/// What a batch of due triggers comes to: the runs to insert (on time and caught up), the
+/// missed fires to record, and each trigger's next fire.
+#[derive(Default)]
+pub(super) struct FirePlan {
+    pub(super) report: FireReport,
+    pub(super) missed: Vec<MissedFires>,
+    pub(super) fires: NewFires,
+    pub(super) next: Vec<(Uuid, Option<DateTime<Utc>>)>,
+}
+
+/// Plans a batch of due triggers at `now`: enumerates each one's fires since its
+/// `next_run_at` and applies its catch-up policy to those later than `grace`.
+pub(super) fn plan_fires(due: &[DueTrigger], now: DateTime<Utc>, grace: TimeDelta) -> FirePlan {
+    let mut plan = FirePlan::default();
+    let mut schedules: HashMap<(&str, &str), Option<Schedule>> = HashMap::new();
+    for (index, trigger) in due.iter().enumerate() {
+        plan.report.triggers += 1;
+        let schedule = schedules
+            .entry((&trigger.cron, &trigger.zone))
+            .or_insert_with(|| {
+                match (
+                    CronExpression::parse(&trigger.cron),
+                    TimeZone::parse(&trigger.zone),
+                ) {
+                    (Ok(cron), Ok(zone)) => Some(Schedule::new(cron, zone)),
+                    _ => None,
+                }
+            });
+        let schedule = match schedule {
+            Some(schedule) => &*schedule,
+            None => {
+                tracing::error!(trigger_id = %trigger.id, "stored schedule no longer parses; disabling its next fire");
+                plan.next.push((trigger.id, None));
+                continue;
+            }
+        };
+        let cap = usize::try_from(trigger.catch_up_cap).unwrap_or(1).max(1);
+        let enumerated = enumerate(schedule, trigger.next_run_at, now, grace, cap);
+        plan.report.missed_fires += enumerated.missed_count;
+        match trigger.catch_up_policy {
+            CatchUpPolicy::SkipMissed => {
+                if let (Some(from), Some(to)) = (
+                    enumerated.missed_first,
+                    enumerated.missed_recent.back().copied(),
+                ) {
+                    plan.missed.push(MissedFires {
+                        trigger: index,
+                        reason: "missed_schedule",
+                        count: enumerated.missed_count,
+                        from,
+                        to,
+                    });
+                    plan.report.skipped_runs += 1;
+                }
+            }
+            CatchUpPolicy::EnqueueMissedWithCap => {
+                let older = enumerated.missed_count - enumerated.missed_recent.len();
+                if let (true, Some(from), Some(to)) =
+                    (older > 0, enumerated.missed_first, enumerated.older_last)
+                {
+                    plan.missed.push(MissedFires {
+                        trigger: index,
+                        reason: "catch_up_cap",
+                        count: older,
+                        from,
+                        to,
+                    });
+                    plan.report.skipped_runs += 1;
+                }
+                for at in &enumerated.missed_recent {
+                    plan.fires.push(trigger, *at, true);
+                }
+            }
+        }
+        for at in &enumerated.on_time {
+            plan.fires.push(trigger, *at, false);
+        }
+        plan.next.push((trigger.id, enumerated.next));
+    }
+    plan
+}
+
 /// The runs a fire pass creates, one row per fire, inserted in one statement.
 #[derive(Default)]
-struct NewFires {
-    companies: Vec<Uuid>,
-    routines: Vec<Uuid>,
-    triggers: Vec<Uuid>,
-    scheduled_for: Vec<DateTime<Utc>>,
-    catch_up: Vec<bool>,
+pub(super) struct NewFires {
+    pub(super) companies: Vec<Uuid>,
+    pub(super) routines: Vec<Uuid>,
+    pub(super) triggers: Vec<Uuid>,
+    pub(super) scheduled_for: Vec<DateTime<Utc>>,
+    pub(super) catch_up: Vec<bool>,
 }
 
 impl NewFires {

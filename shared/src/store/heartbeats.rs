@@ -27,18 +27,19 @@ pub(crate) struct NewHeartbeat {
     pub(crate) context: HeartbeatContext,
 }
 
-struct HeartbeatRow {
-    id: Uuid,
-    company_id: Uuid,
-    agent_id: Uuid,
-    issue_id: Uuid,
-    routine_run_id: Option<Uuid>,
-    status: HeartbeatStatus,
-    context: Json<HeartbeatContext>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    summary: Option<String>,
+#[derive(sqlx::FromRow)]
+pub(super) struct HeartbeatRow {
+    pub(super) id: Uuid,
+    pub(super) company_id: Uuid,
+    pub(super) agent_id: Uuid,
+    pub(super) issue_id: Uuid,
+    pub(super) routine_run_id: Option<Uuid>,
+    pub(super) status: HeartbeatStatus,
+    pub(super) context: Json<HeartbeatContext>,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) started_at: Option<DateTime<Utc>>,
+    pub(super) finished_at: Option<DateTime<Utc>>,
+    pub(super) summary: Option<String>,
 }
 
 impl From<HeartbeatRow> for HeartbeatRun {

@@ -189,19 +189,22 @@ impl PgStore {
 
     /// Decrypts a secret sealed for the row `owner`.
     fn open_secret(&self, owner: Uuid, sealed: &[u8]) -> StoreResult<String> {
-        let undecodable = |e: Box<dyn std::error::Error + Send + Sync>| {
-            StoreError::Database(sqlx::Error::Decode(e))
-        };
-        let bytes = self
-            .secrets
-            .open(owner.as_bytes(), sealed)
-            .map_err(|e| undecodable(Box::new(e)))?;
-        String::from_utf8(bytes).map_err(|e| undecodable(Box::new(e)))
+        open_secret(&self.secrets, owner, sealed)
     }
 
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
+}
+
+/// Decrypts a secret sealed for the row `owner`.
+fn open_secret(secrets: &SecretBox, owner: Uuid, sealed: &[u8]) -> StoreResult<String> {
+    let undecodable =
+        |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Database(sqlx::Error::Decode(e));
+    let bytes = secrets
+        .open(owner.as_bytes(), sealed)
+        .map_err(|e| undecodable(Box::new(e)))?;
+    String::from_utf8(bytes).map_err(|e| undecodable(Box::new(e)))
 }
 
 /// A new time-ordered id.

@@ -71,6 +71,7 @@ pub struct Accepted {
     pub replayed: bool,
 }
 
+#[derive(sqlx::FromRow)]
 pub(crate) struct RunRow {
     pub(crate) id: Uuid,
     pub(crate) company_id: Uuid,
@@ -481,7 +482,10 @@ async fn find_by_key(
     }
 }
 
-fn replay(existing: Run, payload: &serde_json::Map<String, Value>) -> StoreResult<Accepted> {
+pub(super) fn replay(
+    existing: Run,
+    payload: &serde_json::Map<String, Value>,
+) -> StoreResult<Accepted> {
     if existing.payload.as_object() == Some(payload) {
         Ok(Accepted {
             run: existing,

@@ -17,7 +17,7 @@ use super::{
     Accepted, AgentChanges, BoardToken, CreatedAgent, FireReport, IssueFilter, IssuedKey,
     Leadership, NewIssue, NewRoutine, NewRun, NewTrigger, PgStore, RoutineChanges, RoutineFilter,
     SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine, UpdatedAgent, WakeupDelivery,
-    WakeupSpec, WebhookTrigger,
+    WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
 };
 use crate::{
     clock::SharedClock,
@@ -106,7 +106,7 @@ macro_rules! storage {
 }
 
 storage! {
-    backends: [PgStore]
+    backends: [PgStore, SqliteStore]
     operations: {
 
     /// Whether the database answers.

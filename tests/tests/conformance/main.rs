@@ -1,21 +1,28 @@
 //! The storage conformance suite: the same operations against every backend (SQLite and
-//! Postgres), asserting the same observable results. It covers the areas the SQLite backend
-//! implements so far — companies, projects, goals, tokens, agents, routines, triggers and the
-//! activity log; the HTTP suite (`tests/it`) covers everything on Postgres.
+//! Postgres), asserting the same observable results — companies, tokens, agents, routines,
+//! triggers, runs and idempotency, the queue's leases and fencing, the concurrency policies,
+//! heartbeat runs, and exactly-once schedule fires with catch-up and leader fencing. Postgres
+//! runs where it answers (always under CI); SQLite everywhere.
+
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use nexus_shared::{
     Clock as _,
     model::{
-        Actor, AgentStatus, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, Label,
-        Priority, ReplayWindow, RoutineStatus, SigningMode, Title, TriggerConfig, WakeupUrl,
+        Actor, AgentStatus, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description,
+        FinishStatus, HeartbeatStatus, IdempotencyKey, IssueStatus, Label, Priority, ReplayWindow,
+        RoutineStatus, RunSource, RunStatus, SigningMode, Summary, Title, TriggerConfig, WakeupUrl,
     },
+    queue::{JobError, JobSpec, RetryOutcome},
     schedule::{CronExpression, TimeZone},
     store::{
-        AgentChanges, NewRoutine, NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter,
-        StoreError, TriggerChanges, WakeupSpec,
+        AgentChanges, DISPATCH_RUN, IssueFilter, Leadership, NewIssue, NewRoutine, NewRun,
+        NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter, StoreError, TriggerChanges,
+        WakeupSpec,
     },
 };
+use serde_json::json;
 use uuid::Uuid;
 
 const START: &str = "2026-11-30T10:00:30Z";
@@ -64,192 +71,478 @@ fn next_run_at(config: &TriggerConfig) -> Option<chrono::DateTime<chrono::Utc>> 
     }
 }
 
-nexus_tests::conformance! {
-    async fn companies_projects_and_goals_are_scoped_and_audited(store, clock) {
-        let acme = store.create_company(title("Acme"), board()).await.expect("company");
-        clock.advance(TimeDelta::seconds(1));
-        let other = store.create_company(title("Other"), board()).await.expect("company");
-        let names: Vec<String> = store.companies().await.expect("list").into_iter().map(|c| c.name).collect();
-        assert_eq!(names, ["Acme", "Other"]);
-        assert_eq!(store.company(acme.id).await.expect("one").created_at, clock.now() - TimeDelta::seconds(1));
-        assert!(matches!(store.company(Uuid::now_v7()).await, Err(StoreError::NotFound)));
+mod catalog {
+    use super::*;
 
-        let project = store.create_project(acme.id, title("Ops"), board()).await.expect("project");
-        store.create_goal(acme.id, title("Uptime"), board()).await.expect("goal");
-        assert!(matches!(
-            store.create_project(Uuid::now_v7(), title("X"), board()).await,
-            Err(StoreError::NotFound)
-        ));
-        assert_eq!(store.projects(acme.id).await.expect("projects")[0].id, project.id);
-        assert!(store.projects(other.id).await.expect("projects").is_empty());
-        assert_eq!(store.goals(acme.id).await.expect("goals").len(), 1);
+    nexus_tests::conformance! {
+        async fn companies_projects_and_goals_are_scoped_and_audited(store, clock) {
+            let acme = store.create_company(title("Acme"), board()).await.expect("company");
+            clock.advance(TimeDelta::seconds(1));
+            let other = store.create_company(title("Other"), board()).await.expect("company");
+            let names: Vec<String> = store.companies().await.expect("list").into_iter().map(|c| c.name).collect();
+            assert_eq!(names, ["Acme", "Other"]);
+            assert_eq!(store.company(acme.id).await.expect("one").created_at, clock.now() - TimeDelta::seconds(1));
+            assert!(matches!(store.company(Uuid::now_v7()).await, Err(StoreError::NotFound)));
 
-        let actions: Vec<String> = store.activity(acme.id, 10).await.expect("log").into_iter().map(|e| e.action).collect();
-        assert_eq!(actions, ["goal.created", "project.created", "company.created"], "newest first");
-        assert_eq!(store.activity(acme.id, 1).await.expect("log").len(), 1);
-    }
+            let project = store.create_project(acme.id, title("Ops"), board()).await.expect("project");
+            store.create_goal(acme.id, title("Uptime"), board()).await.expect("goal");
+            assert!(matches!(
+                store.create_project(Uuid::now_v7(), title("X"), board()).await,
+                Err(StoreError::NotFound)
+            ));
+            assert_eq!(store.projects(acme.id).await.expect("projects")[0].id, project.id);
+            assert!(store.projects(other.id).await.expect("projects").is_empty());
+            assert_eq!(store.goals(acme.id).await.expect("goals").len(), 1);
 
-    async fn board_tokens_and_agent_keys_authenticate_until_revoked(store, clock) {
-        assert!(!store.has_board_token().await.expect("query"));
-        let token = store.create_board_token("ops").await.expect("token");
-        assert!(store.has_board_token().await.expect("query"));
-        assert!(matches!(
-            store.authenticate(&token.token).await.expect("query"),
-            Some(Actor::Board { token_id }) if token_id == token.id
-        ));
-        assert!(store.authenticate("nxb_not-a-token").await.expect("query").is_none());
-        // Registering the same bootstrap token twice is idempotent.
-        store.ensure_board_token("bootstrap-token-0123456789abcdef", "bootstrap").await.expect("first");
-        store.ensure_board_token("bootstrap-token-0123456789abcdef", "bootstrap").await.expect("again");
-        assert!(store.authenticate("bootstrap-token-0123456789abcdef").await.expect("query").is_some());
-
-        let company = store.create_company(title("Acme"), board()).await.expect("company");
-        let created = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent");
-        let as_agent = Some(Actor::Agent { agent_id: created.agent.id, company_id: company.id });
-        assert_eq!(store.authenticate(&created.api_key).await.expect("query"), as_agent);
-        let second = store.issue_agent_key(created.agent.id, board()).await.expect("key");
-        store.revoke_agent_key(created.agent.id, second.id, board()).await.expect("revoke");
-        store.revoke_agent_key(created.agent.id, second.id, board()).await.expect("revoking twice is fine");
-        assert!(store.authenticate(&second.api_key).await.expect("query").is_none());
-        assert_eq!(store.authenticate(&created.api_key).await.expect("query"), as_agent);
-        assert!(matches!(
-            store.revoke_agent_key(created.agent.id, Uuid::now_v7(), board()).await,
-            Err(StoreError::NotFound)
-        ));
-        let revocations = store.activity(company.id, 50).await.expect("log")
-            .into_iter().filter(|e| e.action == "agent_key.revoked").count();
-        assert_eq!(revocations, 1, "a repeated revocation is not audited again");
-        let _ = clock;
-    }
-
-    async fn agents_change_until_terminated_and_http_wakeups_get_a_secret(store, clock) {
-        let company = store.create_company(title("Acme"), board()).await.expect("company");
-        let url = WakeupUrl::parse("https://agents.example.com/wake").expect("url");
-        let http = store.create_agent(company.id, title("Hal"), WakeupSpec::Http(url.clone()), board()).await.expect("agent");
-        assert!(http.wakeup_secret.as_deref().is_some_and(|s| s.starts_with("whsec_")));
-        let poll = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent");
-        assert!(poll.wakeup_secret.is_none());
-        // A URL change keeps the secret; switching from poll to http creates one.
-        let other = WakeupUrl::parse("https://agents.example.com/other").expect("url");
-        let moved = store.update_agent(http.agent.id, AgentChanges { wakeup: Some(WakeupSpec::Http(other.clone())), ..Default::default() }, board()).await.expect("update");
-        assert!(moved.wakeup_secret.is_none());
-        let switched = store.update_agent(poll.agent.id, AgentChanges { wakeup: Some(WakeupSpec::Http(other)), ..Default::default() }, board()).await.expect("update");
-        assert!(switched.wakeup_secret.is_some());
-        let renamed = store.update_agent(poll.agent.id, AgentChanges { name: Some(title("Ada II")), ..Default::default() }, board()).await.expect("rename");
-        assert_eq!(renamed.agent.name, "Ada II");
-        assert_eq!(store.agents(company.id).await.expect("list").len(), 2);
-
-        store.update_agent(poll.agent.id, AgentChanges { status: Some(AgentStatus::Terminated), ..Default::default() }, board()).await.expect("terminate");
-        assert!(store.authenticate(&poll.api_key).await.expect("query").is_none(), "a terminated agent's keys stop working");
-        for refused in [
-            store.update_agent(poll.agent.id, AgentChanges { name: Some(title("Z")), ..Default::default() }, board()).await.map(drop),
-            store.issue_agent_key(poll.agent.id, board()).await.map(drop),
-        ] {
-            assert!(matches!(refused, Err(StoreError::Conflict { code: "agent_terminated", .. })), "{refused:?}");
+            let actions: Vec<String> = store.activity(acme.id, 10).await.expect("log").into_iter().map(|e| e.action).collect();
+            assert_eq!(actions, ["goal.created", "project.created", "company.created"], "newest first");
+            assert_eq!(store.activity(acme.id, 1).await.expect("log").len(), 1);
         }
-        assert!(matches!(store.agent(Uuid::now_v7()).await, Err(StoreError::NotFound)));
-        let _ = clock;
-    }
 
-    async fn routines_check_their_references_and_list_newest_first(store, clock) {
-        let company = store.create_company(title("Acme"), board()).await.expect("company");
-        let other = store.create_company(title("Other"), board()).await.expect("company");
-        let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
-        let project = store.create_project(company.id, title("Ops"), board()).await.expect("project").id;
-        let foreign = store.create_project(other.id, title("Theirs"), board()).await.expect("project").id;
+        async fn board_tokens_and_agent_keys_authenticate_until_revoked(store, clock) {
+            assert!(!store.has_board_token().await.expect("query"));
+            let token = store.create_board_token("ops").await.expect("token");
+            assert!(store.has_board_token().await.expect("query"));
+            assert!(matches!(
+                store.authenticate(&token.token).await.expect("query"),
+                Some(Actor::Board { token_id }) if token_id == token.id
+            ));
+            assert!(store.authenticate("nxb_not-a-token").await.expect("query").is_none());
+            // Registering the same bootstrap token twice is idempotent.
+            store.ensure_board_token("bootstrap-token-0123456789abcdef", "bootstrap").await.expect("first");
+            store.ensure_board_token("bootstrap-token-0123456789abcdef", "bootstrap").await.expect("again");
+            assert!(store.authenticate("bootstrap-token-0123456789abcdef").await.expect("query").is_some());
 
-        let refused = store.create_routine(company.id, routine(agent, foreign), board()).await;
-        assert!(matches!(refused, Err(StoreError::InvalidReference { field: "projectId" })), "{refused:?}");
-        let refused = store.create_routine(company.id, NewRoutine { goal_id: Some(Uuid::now_v7()), ..routine(agent, project) }, board()).await;
-        assert!(matches!(refused, Err(StoreError::InvalidReference { field: "goalId" })), "{refused:?}");
-        let refused = store.create_routine(company.id, routine(Uuid::now_v7(), project), board()).await;
-        assert!(matches!(refused, Err(StoreError::InvalidReference { field: "assigneeAgentId" })), "{refused:?}");
+            let company = store.create_company(title("Acme"), board()).await.expect("company");
+            let created = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent");
+            let as_agent = Some(Actor::Agent { agent_id: created.agent.id, company_id: company.id });
+            assert_eq!(store.authenticate(&created.api_key).await.expect("query"), as_agent);
+            let second = store.issue_agent_key(created.agent.id, board()).await.expect("key");
+            store.revoke_agent_key(created.agent.id, second.id, board()).await.expect("revoke");
+            store.revoke_agent_key(created.agent.id, second.id, board()).await.expect("revoking twice is fine");
+            assert!(store.authenticate(&second.api_key).await.expect("query").is_none());
+            assert_eq!(store.authenticate(&created.api_key).await.expect("query"), as_agent);
+            assert!(matches!(
+                store.revoke_agent_key(created.agent.id, Uuid::now_v7(), board()).await,
+                Err(StoreError::NotFound)
+            ));
+            let revocations = store.activity(company.id, 50).await.expect("log")
+                .into_iter().filter(|e| e.action == "agent_key.revoked").count();
+            assert_eq!(revocations, 1, "a repeated revocation is not audited again");
+            let _ = clock;
+        }
 
-        let first = store.create_routine(company.id, routine(agent, project), board()).await.expect("routine");
-        clock.advance(TimeDelta::seconds(1));
-        let second = store.create_routine(company.id, NewRoutine { status: RoutineStatus::Paused, ..routine(agent, project) }, board()).await.expect("routine");
-        let all: Vec<Uuid> = store.routines(company.id, RoutineFilter { limit: 10, ..Default::default() }).await.expect("list").into_iter().map(|r| r.id).collect();
-        assert_eq!(all, [second.id, first.id]);
-        let paused: Vec<Uuid> = store.routines(company.id, RoutineFilter { status: Some(RoutineStatus::Paused), limit: 10, ..Default::default() }).await.expect("list").into_iter().map(|r| r.id).collect();
-        assert_eq!(paused, [second.id]);
-        let older: Vec<Uuid> = store.routines(company.id, RoutineFilter { before: Some(second.id), limit: 10, ..Default::default() }).await.expect("list").into_iter().map(|r| r.id).collect();
-        assert_eq!(older, [first.id]);
+        async fn agents_change_until_terminated_and_http_wakeups_get_a_secret(store, clock) {
+            let company = store.create_company(title("Acme"), board()).await.expect("company");
+            let url = WakeupUrl::parse("https://agents.example.com/wake").expect("url");
+            let http = store.create_agent(company.id, title("Hal"), WakeupSpec::Http(url.clone()), board()).await.expect("agent");
+            assert!(http.wakeup_secret.as_deref().is_some_and(|s| s.starts_with("whsec_")));
+            let poll = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent");
+            assert!(poll.wakeup_secret.is_none());
+            // A URL change keeps the secret; switching from poll to http creates one.
+            let other = WakeupUrl::parse("https://agents.example.com/other").expect("url");
+            let moved = store.update_agent(http.agent.id, AgentChanges { wakeup: Some(WakeupSpec::Http(other.clone())), ..Default::default() }, board()).await.expect("update");
+            assert!(moved.wakeup_secret.is_none());
+            let switched = store.update_agent(poll.agent.id, AgentChanges { wakeup: Some(WakeupSpec::Http(other)), ..Default::default() }, board()).await.expect("update");
+            assert!(switched.wakeup_secret.is_some());
+            let renamed = store.update_agent(poll.agent.id, AgentChanges { name: Some(title("Ada II")), ..Default::default() }, board()).await.expect("rename");
+            assert_eq!(renamed.agent.name, "Ada II");
+            assert_eq!(store.agents(company.id).await.expect("list").len(), 2);
 
-        let changed = store.update_routine(first.id, RoutineChanges { priority: Some(Priority::High), ..Default::default() }, board()).await.expect("update");
-        assert_eq!(changed.priority, Priority::High);
-        let refused = store.update_routine(first.id, RoutineChanges { project_id: Some(foreign), ..Default::default() }, board()).await;
-        assert!(matches!(refused, Err(StoreError::InvalidReference { field: "projectId" })), "{refused:?}");
-        store.update_routine(first.id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
-        let refused = store.update_routine(first.id, RoutineChanges { priority: Some(Priority::Low), ..Default::default() }, board()).await;
-        assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
-        let update = store.activity(company.id, 1).await.expect("log").remove(0);
-        assert_eq!((update.action.as_str(), &update.details["status"]["to"]), ("routine.updated", &serde_json::json!("archived")));
-    }
+            store.update_agent(poll.agent.id, AgentChanges { status: Some(AgentStatus::Terminated), ..Default::default() }, board()).await.expect("terminate");
+            assert!(store.authenticate(&poll.api_key).await.expect("query").is_none(), "a terminated agent's keys stop working");
+            for refused in [
+                store.update_agent(poll.agent.id, AgentChanges { name: Some(title("Z")), ..Default::default() }, board()).await.map(drop),
+                store.issue_agent_key(poll.agent.id, board()).await.map(drop),
+            ] {
+                assert!(matches!(refused, Err(StoreError::Conflict { code: "agent_terminated", .. })), "{refused:?}");
+            }
+            assert!(matches!(store.agent(Uuid::now_v7()).await, Err(StoreError::NotFound)));
+            let _ = clock;
+        }
 
-    async fn schedule_triggers_have_a_next_fire_only_while_enabled_and_active(store, clock) {
-        let company = store.create_company(title("Acme"), board()).await.expect("company");
-        let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
-        let project = store.create_project(company.id, title("Ops"), board()).await.expect("project").id;
-        let routine_id = store.create_routine(company.id, routine(agent, project), board()).await.expect("routine").id;
-        let (trigger, secret) = store.create_trigger(routine_id, schedule("0 9 * * *", "Europe/Amsterdam"), board()).await.expect("trigger");
-        assert!(secret.is_none());
-        let nine = chrono::DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z").expect("time").to_utc();
-        assert_eq!(next_run_at(&trigger.config), Some(nine));
+        async fn routines_check_their_references_and_list_newest_first(store, clock) {
+            let company = store.create_company(title("Acme"), board()).await.expect("company");
+            let other = store.create_company(title("Other"), board()).await.expect("company");
+            let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
+            let project = store.create_project(company.id, title("Ops"), board()).await.expect("project").id;
+            let foreign = store.create_project(other.id, title("Theirs"), board()).await.expect("project").id;
 
-        let paused = store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Paused), ..Default::default() }, board()).await.expect("pause");
-        assert_eq!(next_run_at(&paused.triggers[0].config), None);
-        clock.advance(TimeDelta::days(2));
-        let resumed = store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Active), ..Default::default() }, board()).await.expect("resume");
-        assert_eq!(next_run_at(&resumed.triggers[0].config), Some(nine + TimeDelta::days(2)), "computed from now: no catch-up of the pause");
+            let refused = store.create_routine(company.id, routine(agent, foreign), board()).await;
+            assert!(matches!(refused, Err(StoreError::InvalidReference { field: "projectId" })), "{refused:?}");
+            let refused = store.create_routine(company.id, NewRoutine { goal_id: Some(Uuid::now_v7()), ..routine(agent, project) }, board()).await;
+            assert!(matches!(refused, Err(StoreError::InvalidReference { field: "goalId" })), "{refused:?}");
+            let refused = store.create_routine(company.id, routine(Uuid::now_v7(), project), board()).await;
+            assert!(matches!(refused, Err(StoreError::InvalidReference { field: "assigneeAgentId" })), "{refused:?}");
 
-        let disabled = store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.expect("disable");
-        assert_eq!(next_run_at(&disabled.config), None);
-        let moved = store.update_trigger(trigger.id, TriggerChanges {
-            enabled: Some(true),
-            cron: Some(CronExpression::parse("30 6 * * *").expect("cron")),
-            zone: Some(TimeZone::parse("UTC").expect("zone")),
-            ..Default::default()
-        }, board()).await.expect("edit");
-        let half_past_six = chrono::DateTime::parse_from_rfc3339("2026-12-03T06:30:00Z").expect("time").to_utc();
-        assert_eq!(next_run_at(&moved.config), Some(half_past_six));
-        let seen = store.trigger(trigger.id).await.expect("trigger");
-        assert_eq!((seen.company_id, seen.assignee_agent_id), (company.id, agent));
-        assert_eq!(store.routine(routine_id).await.expect("routine").triggers.len(), 1);
-    }
+            let first = store.create_routine(company.id, routine(agent, project), board()).await.expect("routine");
+            clock.advance(TimeDelta::seconds(1));
+            let second = store.create_routine(company.id, NewRoutine { status: RoutineStatus::Paused, ..routine(agent, project) }, board()).await.expect("routine");
+            let all: Vec<Uuid> = store.routines(company.id, RoutineFilter { limit: 10, ..Default::default() }).await.expect("list").into_iter().map(|r| r.id).collect();
+            assert_eq!(all, [second.id, first.id]);
+            let paused: Vec<Uuid> = store.routines(company.id, RoutineFilter { status: Some(RoutineStatus::Paused), limit: 10, ..Default::default() }).await.expect("list").into_iter().map(|r| r.id).collect();
+            assert_eq!(paused, [second.id]);
+            let older: Vec<Uuid> = store.routines(company.id, RoutineFilter { before: Some(second.id), limit: 10, ..Default::default() }).await.expect("list").into_iter().map(|r| r.id).collect();
+            assert_eq!(older, [first.id]);
 
-    async fn webhook_triggers_get_a_url_and_a_secret_that_rotates(store, clock) {
-        let company = store.create_company(title("Acme"), board()).await.expect("company");
-        let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
-        let project = store.create_project(company.id, title("Ops"), board()).await.expect("project").id;
-        let routine_id = store.create_routine(company.id, routine(agent, project), board()).await.expect("routine").id;
-        let hook = NewTrigger {
-            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window") },
-            label: Label::parse("deploys".to_owned()).expect("label"),
-            enabled: true,
-        };
-        let (trigger, secret) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
-        let secret = secret.expect("a webhook has a secret");
-        let TriggerConfig::Webhook { webhook_url, public_id, replay_window_sec, .. } = &trigger.config else { panic!("webhook") };
-        assert_eq!(*replay_window_sec, 60);
-        assert_eq!(webhook_url, &format!("http://nexus.test/api/routine-triggers/public/{public_id}/fire"));
-        assert_eq!(&secret.webhook_url, webhook_url);
-        let (_, rotated) = store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate");
-        assert_ne!(rotated.webhook_secret, secret.webhook_secret);
-
-        let (api, _) = store.create_trigger(routine_id, NewTrigger { kind: NewTriggerKind::Api, label: Label::default(), enabled: true }, board()).await.expect("api trigger");
-        let refused = store.rotate_trigger_secret(api.id, board()).await;
-        assert!(matches!(refused, Err(StoreError::Conflict { code: "not_a_webhook_trigger", .. })), "{refused:?}");
-        store.delete_trigger(api.id, board()).await.expect("delete");
-        assert!(matches!(store.trigger(api.id).await, Err(StoreError::NotFound)));
-
-        store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
-        for refused in [
-            store.create_trigger(routine_id, schedule("* * * * *", "UTC"), board()).await.map(drop),
-            store.delete_trigger(trigger.id, board()).await,
-            store.rotate_trigger_secret(trigger.id, board()).await.map(drop),
-        ] {
+            let changed = store.update_routine(first.id, RoutineChanges { priority: Some(Priority::High), ..Default::default() }, board()).await.expect("update");
+            assert_eq!(changed.priority, Priority::High);
+            let refused = store.update_routine(first.id, RoutineChanges { project_id: Some(foreign), ..Default::default() }, board()).await;
+            assert!(matches!(refused, Err(StoreError::InvalidReference { field: "projectId" })), "{refused:?}");
+            store.update_routine(first.id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
+            let refused = store.update_routine(first.id, RoutineChanges { priority: Some(Priority::Low), ..Default::default() }, board()).await;
             assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
+            let update = store.activity(company.id, 1).await.expect("log").remove(0);
+            assert_eq!((update.action.as_str(), &update.details["status"]["to"]), ("routine.updated", &serde_json::json!("archived")));
         }
-        let _ = clock;
+
+        async fn schedule_triggers_have_a_next_fire_only_while_enabled_and_active(store, clock) {
+            let company = store.create_company(title("Acme"), board()).await.expect("company");
+            let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
+            let project = store.create_project(company.id, title("Ops"), board()).await.expect("project").id;
+            let routine_id = store.create_routine(company.id, routine(agent, project), board()).await.expect("routine").id;
+            let (trigger, secret) = store.create_trigger(routine_id, schedule("0 9 * * *", "Europe/Amsterdam"), board()).await.expect("trigger");
+            assert!(secret.is_none());
+            let nine = chrono::DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z").expect("time").to_utc();
+            assert_eq!(next_run_at(&trigger.config), Some(nine));
+
+            let paused = store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Paused), ..Default::default() }, board()).await.expect("pause");
+            assert_eq!(next_run_at(&paused.triggers[0].config), None);
+            clock.advance(TimeDelta::days(2));
+            let resumed = store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Active), ..Default::default() }, board()).await.expect("resume");
+            assert_eq!(next_run_at(&resumed.triggers[0].config), Some(nine + TimeDelta::days(2)), "computed from now: no catch-up of the pause");
+
+            let disabled = store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.expect("disable");
+            assert_eq!(next_run_at(&disabled.config), None);
+            let moved = store.update_trigger(trigger.id, TriggerChanges {
+                enabled: Some(true),
+                cron: Some(CronExpression::parse("30 6 * * *").expect("cron")),
+                zone: Some(TimeZone::parse("UTC").expect("zone")),
+                ..Default::default()
+            }, board()).await.expect("edit");
+            let half_past_six = chrono::DateTime::parse_from_rfc3339("2026-12-03T06:30:00Z").expect("time").to_utc();
+            assert_eq!(next_run_at(&moved.config), Some(half_past_six));
+            let seen = store.trigger(trigger.id).await.expect("trigger");
+            assert_eq!((seen.company_id, seen.assignee_agent_id), (company.id, agent));
+            assert_eq!(store.routine(routine_id).await.expect("routine").triggers.len(), 1);
+        }
+
+        async fn webhook_triggers_get_a_url_and_a_secret_that_rotates(store, clock) {
+            let company = store.create_company(title("Acme"), board()).await.expect("company");
+            let agent = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
+            let project = store.create_project(company.id, title("Ops"), board()).await.expect("project").id;
+            let routine_id = store.create_routine(company.id, routine(agent, project), board()).await.expect("routine").id;
+            let hook = NewTrigger {
+                kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window") },
+                label: Label::parse("deploys".to_owned()).expect("label"),
+                enabled: true,
+            };
+            let (trigger, secret) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
+            let secret = secret.expect("a webhook has a secret");
+            let TriggerConfig::Webhook { webhook_url, public_id, replay_window_sec, .. } = &trigger.config else { panic!("webhook") };
+            assert_eq!(*replay_window_sec, 60);
+            assert_eq!(webhook_url, &format!("http://nexus.test/api/routine-triggers/public/{public_id}/fire"));
+            assert_eq!(&secret.webhook_url, webhook_url);
+            let (_, rotated) = store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate");
+            assert_ne!(rotated.webhook_secret, secret.webhook_secret);
+
+            let (api, _) = store.create_trigger(routine_id, NewTrigger { kind: NewTriggerKind::Api, label: Label::default(), enabled: true }, board()).await.expect("api trigger");
+            let refused = store.rotate_trigger_secret(api.id, board()).await;
+            assert!(matches!(refused, Err(StoreError::Conflict { code: "not_a_webhook_trigger", .. })), "{refused:?}");
+            store.delete_trigger(api.id, board()).await.expect("delete");
+            assert!(matches!(store.trigger(api.id).await, Err(StoreError::NotFound)));
+
+            store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
+            for refused in [
+                store.create_trigger(routine_id, schedule("* * * * *", "UTC"), board()).await.map(drop),
+                store.delete_trigger(trigger.id, board()).await,
+                store.rotate_trigger_secret(trigger.id, board()).await.map(drop),
+            ] {
+                assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
+            }
+            let _ = clock;
+        }
+    }
+}
+
+/// A company, a poll agent, a project and a routine with `policy`; returns
+/// `(company, agent, routine)`.
+macro_rules! seed {
+    ($store:expr, $policy:expr) => {{
+        let company = $store
+            .create_company(title("Acme"), board())
+            .await
+            .expect("company")
+            .id;
+        let agent = $store
+            .create_agent(company, title("Ada"), WakeupSpec::Poll, board())
+            .await
+            .expect("agent")
+            .agent
+            .id;
+        let project = $store
+            .create_project(company, title("Ops"), board())
+            .await
+            .expect("project")
+            .id;
+        let routine = $store
+            .create_routine(
+                company,
+                NewRoutine {
+                    concurrency_policy: $policy,
+                    ..routine(agent, project)
+                },
+                board(),
+            )
+            .await
+            .expect("routine")
+            .id;
+        (company, agent, routine)
+    }};
+}
+
+fn manual(payload: serde_json::Value, key: Option<&str>) -> NewRun {
+    let serde_json::Value::Object(payload) = payload else {
+        panic!("a payload is an object")
+    };
+    NewRun {
+        source: RunSource::Manual,
+        trigger_id: None,
+        payload,
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k.to_owned()).expect("key")),
+        trace_context: None,
+    }
+}
+
+/// Claims every due job as `owner` and dispatches the dispatch jobs one at a time.
+macro_rules! drain {
+    ($store:expr, $owner:expr) => {{
+        let jobs = $store
+            .claim_jobs($owner, Duration::from_secs(30), 100)
+            .await
+            .expect("claim");
+        let mut statuses = Vec::new();
+        for job in jobs.iter().filter(|j| j.kind == DISPATCH_RUN) {
+            let dispatched = $store
+                .dispatch_jobs(std::slice::from_ref(job))
+                .await
+                .expect("dispatch");
+            assert_eq!(dispatched.held, [job.id]);
+            statuses.extend(dispatched.outcomes.into_iter().map(|(_, status)| status));
+        }
+        statuses
+    }};
+}
+
+fn leader(epoch: i64) -> Leadership {
+    Leadership {
+        epoch,
+        leader_id: format!("test-{epoch}"),
+    }
+}
+
+mod flow {
+    use super::*;
+
+    nexus_tests::conformance! {
+        async fn runs_are_idempotent_per_key_and_refused_on_archived_routines(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            let first = store.accept_manual_run(routine_id, manual(json!({ "n": 1 }), Some("k-1")), board()).await.expect("accept");
+            assert!(!first.replayed);
+            assert_eq!((first.run.status, first.run.source), (RunStatus::Received, RunSource::Manual));
+            let again = store.accept_manual_run(routine_id, manual(json!({ "n": 1 }), Some("k-1")), board()).await.expect("replay");
+            assert!(again.replayed);
+            assert_eq!(again.run.id, first.run.id);
+            let refused = store.accept_manual_run(routine_id, manual(json!({ "n": 2 }), Some("k-1")), board()).await;
+            assert!(matches!(refused, Err(StoreError::Unprocessable { code: "idempotency_key_reused", .. })), "{refused:?}");
+            let other = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await.expect("accept");
+            assert_ne!(other.run.id, first.run.id);
+            let refused = store.accept_manual_run(routine_id, NewRun { trigger_id: Some(Uuid::now_v7()), ..manual(json!({}), None) }, board()).await;
+            assert!(matches!(refused, Err(StoreError::InvalidReference { field: "triggerId" })), "{refused:?}");
+            let listed: Vec<Uuid> = store.runs(routine_id, None, 10).await.expect("runs").into_iter().map(|r| r.id).collect();
+            assert_eq!(listed, [other.run.id, first.run.id], "newest first");
+            assert_eq!(store.run(first.run.id).await.expect("run").payload, json!({ "n": 1 }));
+            // One dispatch job per accepted run.
+            let jobs = store.claim_jobs("w", Duration::from_secs(30), 100).await.expect("claim");
+            assert_eq!(jobs.len(), 2);
+
+            store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
+            let refused = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await;
+            assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
+            // A key already used still answers with its run.
+            assert!(store.accept_manual_run(routine_id, manual(json!({ "n": 1 }), Some("k-1")), board()).await.expect("replay").replayed);
+            let _ = clock;
+        }
+
+        async fn webhook_runs_need_an_enabled_trigger_of_an_active_routine(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            let hook = NewTrigger {
+                kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window") },
+                label: Label::default(),
+                enabled: true,
+            };
+            let (trigger, secret) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
+            let TriggerConfig::Webhook { public_id, .. } = &trigger.config else { panic!("webhook") };
+            let found = store.webhook_trigger(public_id).await.expect("lookup").expect("found");
+            assert_eq!(found.secret, secret.expect("secret").webhook_secret);
+            assert!(store.webhook_trigger("no-such-hook").await.expect("lookup").is_none());
+            let new = || NewRun { source: RunSource::Webhook, trigger_id: Some(trigger.id), ..manual(json!({ "x": 1 }), None) };
+            let accepted = store.accept_webhook_run(&found, new()).await.expect("accept");
+            assert_eq!(accepted.run.trigger.as_ref().map(|t| t.id), Some(trigger.id));
+            store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.expect("disable");
+            let refused = store.accept_webhook_run(&found, new()).await;
+            assert!(matches!(refused, Err(StoreError::Conflict { code: "not_active", .. })), "{refused:?}");
+            assert_eq!(store.runs(routine_id, None, 10).await.expect("runs").len(), 1);
+            let _ = clock;
+        }
+
+        async fn the_queue_leases_fences_backs_off_and_reaps(store, clock) {
+            let spec = || JobSpec { kind: "example", payload: json!({}), run_at: clock.now(), max_attempts: 2, trace_context: None };
+            let id = store.enqueue_job(spec()).await.expect("enqueue");
+            let depth = store.queue_depth().await.expect("depth");
+            assert_eq!((depth.len(), depth[0].count, depth[0].state.as_str()), (1, 1, "queued"));
+            let job = store.claim_jobs("a", Duration::from_secs(30), 10).await.expect("claim").pop().expect("due");
+            assert_eq!((job.id, job.attempts, job.lease_owner.as_str()), (id, 1, "a"));
+            assert!(store.claim_jobs("b", Duration::from_secs(30), 10).await.expect("claim").is_empty(), "leased");
+            let RetryOutcome::Requeued(at) = store.retry_job(&job, &JobError::Retry("boom".to_owned())).await.expect("retry") else { panic!("requeued") };
+            assert!(at > clock.now());
+            assert!(store.claim_jobs("b", Duration::from_secs(30), 10).await.expect("claim").is_empty(), "backing off");
+            clock.set(at);
+            let second = store.claim_jobs("b", Duration::from_secs(30), 10).await.expect("claim").pop().expect("due again");
+            assert_eq!(second.attempts, 2);
+            // The first holder lost its lease: it can neither retry nor complete.
+            assert_eq!(store.retry_job(&job, &JobError::Retry("late".to_owned())).await.expect("retry"), RetryOutcome::LeaseLost);
+            assert!(store.complete_jobs(std::slice::from_ref(&job)).await.expect("complete").is_empty());
+            // The lease expires on its last attempt: reaping makes it dead.
+            clock.advance(TimeDelta::seconds(31));
+            let report = store.reap_jobs().await.expect("reap");
+            assert_eq!((report.requeued, report.dead.len()), (0, 1));
+            assert!(store.complete_jobs(std::slice::from_ref(&second)).await.expect("complete").is_empty());
+
+            let third = store.enqueue_job(spec()).await.expect("enqueue");
+            let job = store.claim_jobs("c", Duration::from_secs(30), 10).await.expect("claim").pop().expect("due");
+            clock.advance(TimeDelta::seconds(31));
+            assert_eq!(store.reap_jobs().await.expect("reap").requeued, 1, "an expired lease with attempts left is requeued");
+            let again = store.claim_jobs("d", Duration::from_secs(30), 10).await.expect("claim").pop().expect("requeued");
+            assert_eq!((again.id, again.attempts), (third, 2));
+            assert_eq!(store.complete_jobs(std::slice::from_ref(&again)).await.expect("complete"), [third]);
+            assert!(store.complete_jobs(std::slice::from_ref(&job)).await.expect("complete").is_empty());
+            assert!(store.queue_depth().await.expect("depth").is_empty());
+        }
+
+        async fn concurrency_policies_decide_the_same_on_every_backend(store, clock) {
+            for (policy, expected) in [
+                (ConcurrencyPolicy::CoalesceIfActive, [RunStatus::IssueCreated, RunStatus::Coalesced, RunStatus::Coalesced]),
+                (ConcurrencyPolicy::SkipIfActive, [RunStatus::IssueCreated, RunStatus::Skipped, RunStatus::Skipped]),
+                (ConcurrencyPolicy::AlwaysEnqueue, [RunStatus::IssueCreated, RunStatus::IssueCreated, RunStatus::IssueCreated]),
+            ] {
+                let (company, agent, routine_id) = seed!(store, policy);
+                let mut ids = Vec::new();
+                for n in 0..3 {
+                    ids.push(store.accept_manual_run(routine_id, manual(json!({ "n": n }), None), board()).await.expect("accept").run.id);
+                }
+                // One batch: later runs see the issue the first one opened.
+                let jobs = store.claim_jobs("w", Duration::from_secs(30), 100).await.expect("claim");
+                let dispatched = store.dispatch_jobs(&jobs).await.expect("dispatch");
+                assert_eq!(dispatched.held.len(), 3);
+                let statuses: Vec<RunStatus> = dispatched.outcomes.iter().map(|(_, s)| *s).collect();
+                assert_eq!(statuses, expected, "{policy:?}");
+                // Dispatching again changes nothing: the jobs are done and the runs no longer received.
+                assert!(store.dispatch_jobs(&jobs).await.expect("again").held.is_empty());
+                let issues = store.issues(company, IssueFilter { limit: 10, ..Default::default() }).await.expect("issues");
+                let runs: Vec<_> = ids.iter().map(|id| id.to_owned()).collect();
+                let first = store.run(runs[0]).await.expect("run");
+                assert_eq!(first.linked_issue_id, Some(issues.last().expect("an issue").id));
+                let heartbeats = store.agent_heartbeat_runs(agent, None, 10).await.expect("heartbeats");
+                let expected_heartbeats = if policy == ConcurrencyPolicy::AlwaysEnqueue { 3 } else { 1 };
+                assert_eq!((issues.len(), heartbeats.len()), (expected_heartbeats, expected_heartbeats), "{policy:?}");
+                // Closing the issue completes the run that opened it.
+                store.set_issue_status(first.linked_issue_id.expect("linked"), IssueStatus::Done, board()).await.expect("done");
+                assert_eq!(store.run(runs[0]).await.expect("run").status, RunStatus::Completed);
+            }
+            // A terminated assignee fails the run.
+            let (_, agent, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            store.accept_manual_run(routine_id, manual(json!({}), None), board()).await.expect("accept");
+            store.update_agent(agent, AgentChanges { status: Some(AgentStatus::Terminated), ..Default::default() }, board()).await.expect("terminate");
+            assert_eq!(drain!(store, "w"), [RunStatus::Failed]);
+            let _ = clock;
+        }
+
+        async fn heartbeat_runs_are_claimed_finished_and_timed_out(store, clock) {
+            let company = store.create_company(title("Acme"), board()).await.expect("company").id;
+            let agent = store.create_agent(company, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
+            let issue = NewIssue {
+                title: title("Rotate the logs"),
+                description: Description::default(),
+                project_id: None,
+                goal_id: None,
+                parent_issue_id: Some(Uuid::now_v7()),
+                assignee_agent_id: Some(agent),
+                priority: Priority::Low,
+            };
+            let refused = store.create_issue(company, issue, board()).await;
+            assert!(matches!(refused, Err(StoreError::InvalidReference { field: "parentIssueId" })), "{refused:?}");
+            let issue = NewIssue { title: title("Rotate the logs"), description: Description::default(), project_id: None, goal_id: None, parent_issue_id: None, assignee_agent_id: Some(agent), priority: Priority::Low };
+            let issue = store.create_issue(company, issue, board()).await.expect("issue");
+            let queued = store.agent_heartbeat_runs(agent, Some(HeartbeatStatus::Queued), 10).await.expect("queued");
+            assert_eq!(queued.len(), 1);
+            let me = Actor::Agent { agent_id: agent, company_id: company };
+            let running = store.claim_heartbeat_run(queued[0].id, me).await.expect("claim");
+            assert_eq!(running.status, HeartbeatStatus::Running);
+            assert!(matches!(store.claim_heartbeat_run(queued[0].id, me).await, Err(StoreError::Conflict { code: "not_queued", .. })));
+            let done = store.finish_heartbeat_run(queued[0].id, FinishStatus::Succeeded, Some(Summary::parse("ok".to_owned()).expect("summary")), me).await.expect("finish");
+            assert_eq!((done.status, done.summary.as_deref()), (HeartbeatStatus::Succeeded, Some("ok")));
+            store.set_issue_status(issue.id, IssueStatus::InProgress, me).await.expect("status");
+            let events: Vec<String> = store.issue_with_events(issue.id).await.expect("issue").events.iter().map(|e| e.event_type.as_str().to_owned()).collect();
+            assert_eq!(events, ["created", "status_changed"]);
+            // A second assignment waits too long and times out.
+            let second = NewIssue { title: title("Again"), description: Description::default(), project_id: None, goal_id: None, parent_issue_id: None, assignee_agent_id: Some(agent), priority: Priority::Low };
+            store.create_issue(company, second, board()).await.expect("issue");
+            clock.advance(TimeDelta::hours(2));
+            assert_eq!(store.time_out_heartbeats(Duration::from_secs(3600)).await.expect("time out"), 1);
+            assert_eq!(store.agent_heartbeat_runs(agent, Some(HeartbeatStatus::TimedOut), 10).await.expect("list").len(), 1);
+        }
+
+        async fn schedules_fire_once_per_fire_and_catch_up_by_policy(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            store.create_trigger(routine_id, schedule("* * * * *", "UTC"), board()).await.expect("trigger");
+            let grace = TimeDelta::seconds(60);
+            assert_eq!(store.scheduler_epoch().await.expect("epoch"), 0);
+            let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time").to_utc();
+            assert_eq!(store.next_fire_at().await.expect("next"), Some(at("2026-11-30T10:01:00Z")));
+            clock.set(at("2026-11-30T10:01:02Z"));
+            let report = store.fire_due(&leader(1), grace, 500).await.expect("fire");
+            assert_eq!((report.triggers, report.dispatched, report.lateness), (1, 1, vec![TimeDelta::seconds(2)]));
+            assert_eq!(store.fire_due(&leader(1), grace, 500).await.expect("again").dispatched, 0, "once per fire");
+            assert_eq!(store.scheduler_epoch().await.expect("epoch"), 1);
+            // A newer leader wrote: the older one is refused.
+            store.fire_due(&leader(2), grace, 500).await.expect("newer");
+            let refused = store.fire_due(&leader(1), grace, 500).await;
+            assert!(matches!(refused, Err(StoreError::Conflict { code: "deposed", .. })), "{refused:?}");
+
+            // Ten minutes of outage: skip_missed records them in one skipped run; the current
+            // minute is on time.
+            clock.set(at("2026-11-30T10:11:30Z"));
+            let report = store.fire_due(&leader(2), grace, 500).await.expect("after the outage");
+            assert_eq!((report.dispatched, report.skipped_runs, report.missed_fires), (1, 1, 9));
+            let runs = store.runs(routine_id, None, 50).await.expect("runs");
+            let skipped: Vec<_> = runs.iter().filter(|r| r.status == RunStatus::Skipped).collect();
+            assert_eq!(skipped.len(), 1);
+            assert_eq!(skipped[0].missed, Some(json!({ "count": 9, "from": "2026-11-30T10:02:00Z", "to": "2026-11-30T10:10:00Z" })));
+            assert_eq!(skipped[0].reason.as_deref(), Some("missed_schedule"));
+
+            // enqueue_missed_with_cap: the most recent `cap` fires run, the older ones are recorded.
+            store.update_routine(routine_id, RoutineChanges {
+                catch_up_policy: Some(CatchUpPolicy::EnqueueMissedWithCap),
+                catch_up_cap: Some(CatchUpCap::parse(3).expect("cap")),
+                ..Default::default()
+            }, board()).await.expect("policy");
+            clock.set(at("2026-11-30T10:20:10Z"));
+            let report = store.fire_due(&leader(2), grace, 500).await.expect("catch up");
+            assert_eq!((report.dispatched, report.skipped_runs), (4, 1), "3 caught up + the current minute");
+            let catch_up = store.runs(routine_id, None, 50).await.expect("runs").into_iter().filter(|r| r.catch_up).count();
+            assert_eq!(catch_up, 3);
+            assert_eq!(drain!(store, "w").len(), 1 + 1 + 4, "one dispatch job per dispatched fire");
+        }
     }
 }

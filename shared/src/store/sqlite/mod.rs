@@ -12,7 +12,12 @@
 //! queries against one database per crate, and that database is Postgres.
 
 mod catalog;
+mod dispatch;
+mod fires;
+mod issues;
+mod jobs;
 mod routines;
+mod runs;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
 
@@ -122,6 +127,11 @@ impl SqliteStore {
             Topic::Triggers => &self.triggers,
         };
         Ok(Box::new(Announcements(sender.subscribe())))
+    }
+
+    /// Wakes idle workers (call after the commit that made jobs due).
+    fn announce_jobs(&self) {
+        drop(self.jobs.send(()));
     }
 
     /// Wakes a sleeping scheduler (call after the commit that changed schedule triggers).

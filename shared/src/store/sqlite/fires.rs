@@ -1,0 +1,216 @@
+//! Schedule fires on SQLite: the same plan as on Postgres (`store::fires::plan_fires`), one
+//! transaction per batch, fenced by the scheduler epoch. Runs are unique per
+//! `(trigger_id, scheduled_for)`, so a fire is never recorded twice.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use sqlx::SqliteConnection;
+
+use super::{SqliteStore, jobs::enqueue};
+use crate::store::{
+    Deposed, FireReport, Leadership, StoreError, StoreResult,
+    fires::{DueTrigger, FirePlan, plan_fires},
+    new_id,
+    runs::dispatch_job,
+};
+
+/// Fails if a newer leader has written; moves the epoch forward at a term's first write.
+async fn fence(
+    conn: &mut SqliteConnection,
+    leadership: &Leadership,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let current = sqlx::query_scalar::<_, i64>("SELECT epoch FROM scheduler_epoch WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    if current < leadership.epoch {
+        sqlx::query(
+            "UPDATE scheduler_epoch SET epoch = ?1, leader_id = ?2, updated_at = ?3 WHERE id = 1",
+        )
+        .bind(leadership.epoch)
+        .bind(&leadership.leader_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    }
+    if current == leadership.epoch {
+        return Ok(());
+    }
+    Err(StoreError::conflict(
+        "deposed",
+        Deposed { current }.to_string(),
+    ))
+}
+
+async fn record_missed(
+    conn: &mut SqliteConnection,
+    trigger: &DueTrigger,
+    reason: &str,
+    (count, from, to): (usize, DateTime<Utc>, DateTime<Utc>),
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
+                                   scheduled_for, missed, triggered_at, completed_at, payload,
+                                   updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'schedule', 'skipped', ?5, ?6, ?7, ?8, ?8, '{}', ?8)
+         ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
+    )
+    .bind(new_id())
+    .bind(trigger.company_id)
+    .bind(trigger.routine_id)
+    .bind(trigger.id)
+    .bind(reason)
+    .bind(to)
+    .bind(json!({ "count": count, "from": from, "to": to }))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE routine_triggers
+         SET last_fired_at = CASE WHEN last_fired_at IS NULL OR last_fired_at < ?2
+                                  THEN ?2 ELSE last_fired_at END,
+             last_result = 'skipped'
+         WHERE id = ?1",
+    )
+    .bind(trigger.id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// See [`crate::store::Storage::fire_due`].
+    ///
+    /// # Errors
+    /// `Conflict` `deposed`; the database failed.
+    pub async fn fire_due(
+        &self,
+        leadership: &Leadership,
+        grace: TimeDelta,
+        batch: i64,
+    ) -> StoreResult<FireReport> {
+        let full = usize::try_from(batch).unwrap_or(usize::MAX);
+        let mut report = FireReport::default();
+        loop {
+            let part = self.fire_batch(leadership, grace, batch).await?;
+            let more = part.triggers >= full;
+            report.merge(part);
+            if !more {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn fire_batch(
+        &self,
+        leadership: &Leadership,
+        grace: TimeDelta,
+        batch: i64,
+    ) -> StoreResult<FireReport> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        fence(&mut tx, leadership, now).await?;
+        let due = sqlx::query_as::<_, DueTrigger>(
+            "SELECT t.id, t.company_id, t.routine_id, t.cron_expression AS cron,
+                    t.timezone AS zone, t.next_run_at, r.catch_up_policy, r.catch_up_cap
+             FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+             WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL
+               AND t.next_run_at <= ?1 AND r.status = 'active'
+             ORDER BY t.next_run_at
+             LIMIT ?2",
+        )
+        .bind(now)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if due.is_empty() {
+            tx.commit().await?;
+            return Ok(FireReport::default());
+        }
+        let FirePlan {
+            mut report,
+            missed,
+            fires,
+            next,
+        } = plan_fires(&due, now, grace);
+        for m in &missed {
+            record_missed(
+                &mut tx,
+                &due[m.trigger],
+                m.reason,
+                (m.count, m.from, m.to),
+                now,
+            )
+            .await?;
+        }
+        let mut jobs = Vec::new();
+        for i in 0..fires.triggers.len() {
+            let id = new_id();
+            let inserted = sqlx::query(
+                "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
+                                           scheduled_for, catch_up, triggered_at, payload,
+                                           updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'schedule', 'received', ?5, ?6, ?7, '{}', ?7)
+                 ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
+            )
+            .bind(id)
+            .bind(fires.companies[i])
+            .bind(fires.routines[i])
+            .bind(fires.triggers[i])
+            .bind(fires.scheduled_for[i])
+            .bind(fires.catch_up[i])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                report.dispatched += 1;
+                if !fires.catch_up[i] {
+                    report.lateness.push(now - fires.scheduled_for[i]);
+                }
+                jobs.push(dispatch_job(id, now, None));
+            }
+        }
+        let announce = !jobs.is_empty();
+        enqueue(&mut tx, jobs, now).await?;
+        for (id, next_run_at) in next {
+            sqlx::query("UPDATE routine_triggers SET next_run_at = ?2 WHERE id = ?1")
+                .bind(id)
+                .bind(next_run_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if announce {
+            self.announce_jobs();
+        }
+        Ok(report)
+    }
+
+    /// See [`crate::store::Storage::scheduler_epoch`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn scheduler_epoch(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT epoch FROM scheduler_epoch WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// See [`crate::store::Storage::next_fire_at`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "SELECT min(next_run_at) FROM routine_triggers
+             WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

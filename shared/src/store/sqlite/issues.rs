@@ -1,0 +1,467 @@
+//! Issues, their history and heartbeat runs on SQLite.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::{SqliteStore, company_exists, jobs::enqueue, record, routines::ensure_assignable};
+use crate::{
+    model::{
+        Actor, FinishStatus, HeartbeatContext, HeartbeatRun, HeartbeatStatus, Issue, IssueEvent,
+        IssueEventType, IssueStatus, IssueWithEvents, Summary,
+    },
+    queue::JobSpec,
+    store::{
+        DELIVER_WAKEUP, IssueFilter, NewActivity, NewIssue, StoreError, StoreResult,
+        WAKEUP_MAX_ATTEMPTS,
+        heartbeats::{HeartbeatRow, NewHeartbeat},
+        new_id,
+    },
+};
+
+/// The columns of an [`Issue`].
+macro_rules! issue_columns {
+    () => {
+        "id, company_id, title, description, project_id, goal_id, parent_issue_id,
+         assignee_agent_id, priority, status, routine_id, origin_run_id, created_at, updated_at"
+    };
+}
+
+/// The columns of a [`HeartbeatRow`].
+macro_rules! heartbeat_columns {
+    () => {
+        "id, company_id, agent_id, issue_id, routine_run_id, status, context, created_at,
+         started_at, finished_at, summary"
+    };
+}
+
+pub(super) async fn fetch_issue(conn: &mut SqliteConnection, id: Uuid) -> StoreResult<Issue> {
+    sqlx::query_as::<_, Issue>(concat!(
+        "SELECT ",
+        issue_columns!(),
+        " FROM issues WHERE id = ?1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Inserts an issue with the given routine origin; returns it.
+pub(super) async fn insert_issue(
+    conn: &mut SqliteConnection,
+    company_id: Uuid,
+    new: &NewIssue,
+    origin: Option<(Uuid, Uuid)>,
+    now: DateTime<Utc>,
+) -> StoreResult<Issue> {
+    Ok(sqlx::query_as::<_, Issue>(concat!(
+        "INSERT INTO issues (id, company_id, title, description, project_id, goal_id,
+                             parent_issue_id, assignee_agent_id, priority, status, routine_id,
+                             origin_run_id, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'todo', ?10, ?11, ?12, ?12)
+         RETURNING ",
+        issue_columns!()
+    ))
+    .bind(new_id())
+    .bind(company_id)
+    .bind(new.title.as_str())
+    .bind(new.description.as_str())
+    .bind(new.project_id)
+    .bind(new.goal_id)
+    .bind(new.parent_issue_id)
+    .bind(new.assignee_agent_id)
+    .bind(new.priority.as_str())
+    .bind(origin.map(|(routine, _)| routine))
+    .bind(origin.map(|(_, run)| run))
+    .bind(now)
+    .fetch_one(conn)
+    .await?)
+}
+
+pub(super) async fn insert_event(
+    conn: &mut SqliteConnection,
+    issue: (Uuid, Uuid),
+    event_type: IssueEventType,
+    actor: Actor,
+    data: &serde_json::Value,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let (company_id, issue_id) = issue;
+    sqlx::query(
+        "INSERT INTO issue_events (id, company_id, issue_id, type, actor_type, actor_id, data, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(new_id())
+    .bind(company_id)
+    .bind(issue_id)
+    .bind(event_type.as_str())
+    .bind(actor.actor_type().as_str())
+    .bind(actor.actor_id())
+    .bind(data)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts heartbeat runs and, for agents woken over HTTP, their delivery jobs; returns the
+/// runs and whether jobs were enqueued (the caller announces them after committing).
+pub(super) async fn insert_heartbeats(
+    conn: &mut SqliteConnection,
+    new: Vec<NewHeartbeat>,
+    now: DateTime<Utc>,
+) -> StoreResult<(Vec<HeartbeatRun>, bool)> {
+    let mut runs = Vec::with_capacity(new.len());
+    let mut deliveries = Vec::new();
+    for heartbeat in new {
+        let row = sqlx::query_as::<_, HeartbeatRow>(concat!(
+            "INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id,
+                                         status, context, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)
+             RETURNING ",
+            heartbeat_columns!()
+        ))
+        .bind(new_id())
+        .bind(heartbeat.company_id)
+        .bind(heartbeat.agent_id)
+        .bind(heartbeat.issue_id)
+        .bind(heartbeat.routine_run_id)
+        .bind(sqlx::types::Json(&heartbeat.context))
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
+        let run = HeartbeatRun::from(row);
+        let http = sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1 AND wakeup_kind = 'http')",
+        )
+        .bind(run.agent_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if http {
+            deliveries.push(JobSpec {
+                kind: DELIVER_WAKEUP,
+                payload: json!({ "heartbeatRunId": run.id }),
+                run_at: now,
+                max_attempts: WAKEUP_MAX_ATTEMPTS,
+                trace_context: None,
+            });
+        }
+        runs.push(run);
+    }
+    let enqueued = !deliveries.is_empty();
+    enqueue(conn, deliveries, now).await?;
+    Ok((runs, enqueued))
+}
+
+impl SqliteStore {
+    /// See [`crate::store::Storage::create_issue`].
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidReference`, `Conflict`; the database failed.
+    pub async fn create_issue(
+        &self,
+        company_id: Uuid,
+        new: NewIssue,
+        actor: Actor,
+    ) -> StoreResult<Issue> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        if !company_exists(&mut tx, company_id).await? {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(agent_id) = new.assignee_agent_id {
+            ensure_assignable(&mut tx, company_id, agent_id).await?;
+        }
+        super::routines::ensure_references(
+            &mut tx,
+            company_id,
+            new.project_id,
+            new.goal_id,
+            new.parent_issue_id,
+        )
+        .await?;
+        let issue = insert_issue(&mut tx, company_id, &new, None, now).await?;
+        insert_event(
+            &mut tx,
+            (company_id, issue.id),
+            IssueEventType::Created,
+            actor,
+            &json!({}),
+            now,
+        )
+        .await?;
+        let mut wakeups = false;
+        if let Some(agent_id) = issue.assignee_agent_id {
+            let heartbeat = NewHeartbeat {
+                company_id,
+                agent_id,
+                issue_id: issue.id,
+                routine_run_id: None,
+                context: HeartbeatContext {
+                    routine_id: None,
+                    title: issue.title.clone(),
+                    description: issue.description.clone(),
+                    payload: json!({}),
+                    source: "assignment".to_owned(),
+                    scheduled_for: None,
+                },
+            };
+            wakeups = insert_heartbeats(&mut tx, vec![heartbeat], now).await?.1;
+        }
+        let entry = NewActivity {
+            company_id,
+            actor,
+            action: "issue.created",
+            entity_type: "issue",
+            entity_id: issue.id,
+            details: json!({ "title": issue.title, "assigneeAgentId": issue.assignee_agent_id }),
+        };
+        record(&mut tx, vec![entry], now).await?;
+        tx.commit().await?;
+        if wakeups {
+            self.announce_jobs();
+        }
+        Ok(issue)
+    }
+
+    /// See [`crate::store::Storage::issue`].
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    pub async fn issue(&self, id: Uuid) -> StoreResult<Issue> {
+        fetch_issue(&mut *self.pool.acquire().await?, id).await
+    }
+
+    /// See [`crate::store::Storage::issue_with_events`].
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    pub async fn issue_with_events(&self, id: Uuid) -> StoreResult<IssueWithEvents> {
+        let issue = self.issue(id).await?;
+        let events = sqlx::query_as::<_, IssueEvent>(
+            "SELECT id, type AS event_type, actor_type, actor_id, data, created_at
+             FROM issue_events WHERE issue_id = ?1 ORDER BY created_at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(IssueWithEvents { issue, events })
+    }
+
+    /// See [`crate::store::Storage::issues`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn issues(&self, company_id: Uuid, filter: IssueFilter) -> StoreResult<Vec<Issue>> {
+        Ok(sqlx::query_as::<_, Issue>(concat!(
+            "SELECT ",
+            issue_columns!(),
+            " FROM issues
+              WHERE company_id = ?1
+                AND (?2 IS NULL OR routine_id = ?2)
+                AND (?3 IS NULL OR status = ?3)
+                AND (?4 IS NULL OR assignee_agent_id = ?4)
+                AND (?5 IS NULL OR id < ?5)
+              ORDER BY id DESC
+              LIMIT ?6"
+        ))
+        .bind(company_id)
+        .bind(filter.routine_id)
+        .bind(filter.status.map(IssueStatus::as_str))
+        .bind(filter.assignee_agent_id)
+        .bind(filter.before)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// See [`crate::store::Storage::set_issue_status`].
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    pub async fn set_issue_status(
+        &self,
+        id: Uuid,
+        status: IssueStatus,
+        actor: Actor,
+    ) -> StoreResult<Issue> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let current = fetch_issue(&mut tx, id).await?;
+        if current.status == status {
+            return Ok(current);
+        }
+        let issue = sqlx::query_as::<_, Issue>(concat!(
+            "UPDATE issues SET status = ?2, updated_at = ?3 WHERE id = ?1 RETURNING ",
+            issue_columns!()
+        ))
+        .bind(id)
+        .bind(status.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        // The run that created the issue follows it: done → completed, cancelled → failed.
+        if let (Some(run_id), true) = (issue.origin_run_id, status.is_closed()) {
+            let (run_status, reason, failure) = if status == IssueStatus::Done {
+                ("completed", None, None)
+            } else {
+                (
+                    "failed",
+                    Some("issue_cancelled"),
+                    Some("the execution issue was cancelled"),
+                )
+            };
+            sqlx::query(
+                "UPDATE routine_runs SET status = ?2, reason = ?3, failure_reason = ?4,
+                                         completed_at = ?5, updated_at = ?5
+                 WHERE id = ?1 AND status = 'issue_created'",
+            )
+            .bind(run_id)
+            .bind(run_status)
+            .bind(reason)
+            .bind(failure)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let change = json!({ "from": current.status, "to": status });
+        insert_event(
+            &mut tx,
+            (issue.company_id, issue.id),
+            IssueEventType::StatusChanged,
+            actor,
+            &change,
+            now,
+        )
+        .await?;
+        let entry = NewActivity {
+            company_id: issue.company_id,
+            actor,
+            action: "issue.status_changed",
+            entity_type: "issue",
+            entity_id: id,
+            details: change,
+        };
+        record(&mut tx, vec![entry], now).await?;
+        tx.commit().await?;
+        Ok(issue)
+    }
+
+    /// See [`crate::store::Storage::heartbeat_run`].
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    pub async fn heartbeat_run(&self, id: Uuid) -> StoreResult<HeartbeatRun> {
+        sqlx::query_as::<_, HeartbeatRow>(concat!(
+            "SELECT ",
+            heartbeat_columns!(),
+            " FROM heartbeat_runs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(HeartbeatRun::from)
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// See [`crate::store::Storage::agent_heartbeat_runs`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn agent_heartbeat_runs(
+        &self,
+        agent_id: Uuid,
+        status: Option<HeartbeatStatus>,
+        limit: i64,
+    ) -> StoreResult<Vec<HeartbeatRun>> {
+        let rows = sqlx::query_as::<_, HeartbeatRow>(concat!(
+            "SELECT ",
+            heartbeat_columns!(),
+            " FROM heartbeat_runs
+              WHERE agent_id = ?1 AND (?2 IS NULL OR status = ?2)
+              ORDER BY created_at, id
+              LIMIT ?3"
+        ))
+        .bind(agent_id)
+        .bind(status.map(HeartbeatStatus::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(HeartbeatRun::from).collect())
+    }
+
+    /// See [`crate::store::Storage::claim_heartbeat_run`].
+    ///
+    /// # Errors
+    /// `Conflict` when not queued; the database failed.
+    pub async fn claim_heartbeat_run(&self, id: Uuid, actor: Actor) -> StoreResult<HeartbeatRun> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query_as::<_, HeartbeatRow>(concat!(
+            "UPDATE heartbeat_runs SET status = 'running', started_at = ?2
+             WHERE id = ?1 AND status = 'queued'
+             RETURNING ",
+            heartbeat_columns!()
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::conflict("not_queued", "the heartbeat run is not queued"))?;
+        let run = HeartbeatRun::from(row);
+        let entry = NewActivity {
+            company_id: run.company_id,
+            actor,
+            action: "heartbeat_run.claimed",
+            entity_type: "heartbeat_run",
+            entity_id: id,
+            details: json!({ "issueId": run.issue_id }),
+        };
+        record(&mut tx, vec![entry], now).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// See [`crate::store::Storage::finish_heartbeat_run`].
+    ///
+    /// # Errors
+    /// `Conflict` when not running; the database failed.
+    pub async fn finish_heartbeat_run(
+        &self,
+        id: Uuid,
+        status: FinishStatus,
+        summary: Option<Summary>,
+        actor: Actor,
+    ) -> StoreResult<HeartbeatRun> {
+        let now = self.now();
+        let final_status = HeartbeatStatus::from(status);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query_as::<_, HeartbeatRow>(concat!(
+            "UPDATE heartbeat_runs SET status = ?2, finished_at = ?3, summary = ?4
+             WHERE id = ?1 AND status = 'running'
+             RETURNING ",
+            heartbeat_columns!()
+        ))
+        .bind(id)
+        .bind(final_status.as_str())
+        .bind(now)
+        .bind(summary.as_ref().map(Summary::as_str))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::conflict("not_running", "the heartbeat run is not running"))?;
+        let run = HeartbeatRun::from(row);
+        let entry = NewActivity {
+            company_id: run.company_id,
+            actor,
+            action: "heartbeat_run.finished",
+            entity_type: "heartbeat_run",
+            entity_id: id,
+            details: json!({ "status": final_status }),
+        };
+        record(&mut tx, vec![entry], now).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+}

@@ -1,0 +1,271 @@
+//! The job queue on SQLite: the same `jobs` table and fencing rules as on Postgres. Claims need
+//! no `SKIP LOCKED`: transactions are serialised, so a claim sees every earlier claim.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::SqliteStore;
+use crate::{
+    queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, backoff},
+    store::{Dispatched, StoreResult, jobs::run_id_of},
+};
+
+/// Enqueues jobs in the caller's transaction; the caller announces them after committing.
+pub(super) async fn enqueue(
+    conn: &mut SqliteConnection,
+    specs: Vec<JobSpec>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Uuid>> {
+    let mut ids = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, payload, state, run_at, max_attempts, trace_context,
+                               created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)",
+        )
+        .bind(id)
+        .bind(spec.kind)
+        .bind(&spec.payload)
+        .bind(spec.run_at)
+        .bind(spec.max_attempts)
+        .bind(spec.trace_context.as_ref())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The jobs among `jobs` whose lease their owner still holds.
+async fn held<'j>(conn: &mut SqliteConnection, jobs: &'j [Job]) -> StoreResult<Vec<&'j Job>> {
+    let mut held = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let holds = sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND state = 'running'
+                                                AND lease_owner = ?2 AND attempts = ?3)",
+        )
+        .bind(job.id)
+        .bind(&job.lease_owner)
+        .bind(job.attempts)
+        .fetch_one(&mut *conn)
+        .await?;
+        if holds {
+            held.push(job);
+        }
+    }
+    Ok(held)
+}
+
+async fn complete_in(
+    conn: &mut SqliteConnection,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    for id in ids {
+        sqlx::query(
+            "UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_until = NULL,
+                             finished_at = ?2, updated_at = ?2
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// See [`crate::store::Storage::enqueue_job`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn enqueue_job(&self, spec: JobSpec) -> StoreResult<Uuid> {
+        let mut tx = self.pool.begin().await?;
+        let ids = enqueue(&mut tx, vec![spec], self.now()).await?;
+        tx.commit().await?;
+        self.announce_jobs();
+        Ok(ids[0])
+    }
+
+    /// See [`crate::store::Storage::claim_jobs`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> StoreResult<Vec<Job>> {
+        let now = self.now();
+        let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
+        let rows =
+            sqlx::query_as::<_, (Uuid, String, Value, i32, i32, Option<Value>, DateTime<Utc>)>(
+                "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
+                             attempts = attempts + 1, updated_at = ?3
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ?3
+                          ORDER BY run_at, id LIMIT ?4)
+             RETURNING id, kind, payload, attempts, max_attempts, trace_context, created_at",
+            )
+            .bind(owner)
+            .bind(now + lease)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut jobs: Vec<Job> = rows
+            .into_iter()
+            .map(
+                |(id, kind, payload, attempts, max_attempts, trace_context, created_at)| Job {
+                    id,
+                    kind,
+                    payload,
+                    attempts,
+                    max_attempts,
+                    trace_context,
+                    created_at,
+                    lease_owner: owner.to_owned(),
+                },
+            )
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    /// See [`crate::store::Storage::complete_jobs`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn complete_jobs(&self, jobs: &[Job]) -> StoreResult<Vec<Uuid>> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = held(&mut tx, jobs).await?.iter().map(|j| j.id).collect();
+        complete_in(&mut tx, &ids, self.now()).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// See [`crate::store::Storage::dispatch_jobs`].
+    ///
+    /// # Errors
+    /// A payload without a run id; the database failed.
+    pub async fn dispatch_jobs(&self, jobs: &[Job]) -> StoreResult<Dispatched> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let held = held(&mut tx, jobs).await?;
+        let run_ids = held
+            .iter()
+            .map(|job| run_id_of(job))
+            .collect::<StoreResult<Vec<Uuid>>>()?;
+        let (outcomes, wakeups) = self.dispatch_runs(&mut tx, &run_ids, now).await?;
+        let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
+        complete_in(&mut tx, &ids, now).await?;
+        tx.commit().await?;
+        if wakeups {
+            self.announce_jobs();
+        }
+        Ok(Dispatched {
+            held: ids,
+            outcomes,
+        })
+    }
+
+    /// See [`crate::store::Storage::retry_job`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn retry_job(&self, job: &Job, error: &JobError) -> StoreResult<RetryOutcome> {
+        let now = self.now();
+        let dead = matches!(error, JobError::Fatal(_)) || job.attempts >= job.max_attempts;
+        let run_at =
+            now + TimeDelta::from_std(backoff(job.attempts)).unwrap_or(TimeDelta::seconds(1));
+        let state = if dead { "dead" } else { "queued" };
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = ?4, run_at = CASE WHEN ?4 = 'queued' THEN ?5 ELSE run_at END,
+                             lease_owner = NULL, lease_until = NULL, last_error = ?6,
+                             updated_at = ?7,
+                             finished_at = CASE WHEN ?4 = 'dead' THEN ?7 END
+             WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempts = ?3",
+        )
+        .bind(job.id)
+        .bind(&job.lease_owner)
+        .bind(job.attempts)
+        .bind(state)
+        .bind(run_at)
+        .bind(error.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(match (updated.rows_affected(), dead) {
+            (0, _) => RetryOutcome::LeaseLost,
+            (_, true) => RetryOutcome::Dead,
+            (_, false) => RetryOutcome::Requeued(run_at),
+        })
+    }
+
+    /// See [`crate::store::Storage::reap_jobs`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn reap_jobs(&self) -> StoreResult<ReapReport> {
+        let now = self.now();
+        let rows = sqlx::query_as::<_, (String, Value, String)>(
+            "UPDATE jobs SET
+                 state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                 run_at = ?1, lease_owner = NULL, lease_until = NULL,
+                 last_error = 'lease expired (the worker stopped or stalled)',
+                 finished_at = CASE WHEN attempts >= max_attempts THEN ?1 END,
+                 updated_at = ?1
+             WHERE state = 'running' AND lease_until < ?1
+             RETURNING kind, payload, state",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut report = ReapReport::default();
+        for (kind, payload, state) in rows {
+            if state == "dead" {
+                report.dead.push((kind, payload));
+            } else {
+                report.requeued += 1;
+            }
+        }
+        if report.requeued > 0 {
+            self.announce_jobs();
+        }
+        Ok(report)
+    }
+
+    /// See [`crate::store::Storage::queue_depth`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn queue_depth(&self) -> StoreResult<Vec<QueueDepth>> {
+        let now = self.now();
+        let rows = sqlx::query_as::<_, (String, String, i64, DateTime<Utc>)>(
+            "SELECT kind, state, count(*),
+                    min(CASE WHEN state = 'running' THEN updated_at ELSE run_at END)
+             FROM jobs
+             WHERE (state = 'queued' AND run_at <= ?1) OR state = 'running'
+             GROUP BY kind, state",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, state, count, oldest)| QueueDepth {
+                kind,
+                state,
+                count,
+                oldest_age_secs: (now - oldest).as_seconds_f64().max(0.0),
+            })
+            .collect())
+    }
+}
