@@ -25,6 +25,8 @@ WORKDIR /var/lib/nexus
 ENV NEXUS_LISTEN=0.0.0.0:8080 \
     NEXUS_DATA_DIR=/var/lib/nexus \
     NEXUS_LOG_FORMAT=json
+# The single-process mode's data (embedded database, generated key) when no database URL is set.
+VOLUME /var/lib/nexus
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 CMD ["nexus", "serve"]

@@ -154,6 +154,7 @@ async fn until_second(from: u32, to: u32) {
 
 #[tokio::test]
 async fn the_distributed_system_fires_exactly_once_through_crashes_and_outages() {
+    nexus_tests::needs_servers!();
     let mut cluster = Cluster {
         db: TestDb::create().await,
         key: nexus_shared::crypto::SecretKey::generate().to_base64(),

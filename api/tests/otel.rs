@@ -139,6 +139,7 @@ async fn ready(http: &reqwest::Client, base: &str) {
 
 #[tokio::test]
 async fn a_requests_trace_continues_into_the_workers_dispatch() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = nexus_shared::crypto::SecretKey::generate().to_base64();
     let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());
@@ -222,6 +223,7 @@ async fn a_requests_trace_continues_into_the_workers_dispatch() {
 
 #[tokio::test]
 async fn without_an_endpoint_nothing_is_exported_or_logged() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = nexus_shared::crypto::SecretKey::generate().to_base64();
     let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());

@@ -94,6 +94,7 @@ async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
 
 #[tokio::test]
 async fn a_killed_leader_is_replaced_within_the_lease_and_fires_stay_exactly_once() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());

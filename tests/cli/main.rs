@@ -23,6 +23,7 @@ fn nexus(db: &TestDb, key: &SecretKey, args: &[&str], extra: &[(&str, &str)]) ->
 
 #[tokio::test]
 async fn board_token_create_prints_a_working_token_on_the_last_line() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let output = nexus(&db, &key, &["board-token", "create", "--label", "ops"], &[]);
@@ -54,6 +55,7 @@ async fn board_token_create_prints_a_working_token_on_the_last_line() {
 
 #[tokio::test]
 async fn an_invalid_variable_stops_start_up_with_one_line_naming_it() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let output = nexus(&db, &key, &["serve"], &[("NEXUS_LISTEN", "everywhere")]);
@@ -65,6 +67,7 @@ async fn an_invalid_variable_stops_start_up_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn migrate_applies_the_schema_and_unknown_commands_fail() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let output = nexus(&db, &key, &["migrate"], &[]);
@@ -91,6 +94,7 @@ async fn migrate_applies_the_schema_and_unknown_commands_fail() {
 /// leadership, rate limits and replay memory are kept in the process.
 #[tokio::test]
 async fn serve_runs_the_api_the_worker_and_the_scheduler_in_one_process() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -83,7 +83,9 @@ impl PostgresBackend {
                 std::env::var_os("CI").is_none(),
                 "CI is set, so the Postgres conformance tests must run, but Postgres does not answer at NEXUS_TEST_DATABASE_URL"
             );
-            eprintln!("skipped: Postgres does not answer (set NEXUS_TEST_DATABASE_URL)");
+            notice(
+                "Postgres does not answer: the Postgres conformance tests are skipped (set NEXUS_TEST_DATABASE_URL; under CI they must run)",
+            );
             return None;
         }
         let db = TestDb::create().await;
@@ -95,7 +97,23 @@ impl PostgresBackend {
     }
 }
 
-async fn postgres_answers() -> bool {
+/// Writes a line to standard error past the test harness's output capture, once per message
+/// and test binary, so a skip is visible in a passing run.
+pub(crate) fn notice(message: &str) {
+    use std::{io::Write as _, sync::Mutex};
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if said.iter().any(|m| m == message) {
+        return;
+    }
+    said.push(message.to_owned());
+    drop(writeln!(std::io::stderr(), "note: {message}"));
+}
+
+/// Whether Postgres answers at `NEXUS_TEST_DATABASE_URL`.
+pub(crate) async fn postgres_answers() -> bool {
     use sqlx::Connection as _;
     let url = crate::db::admin_url();
     matches!(

@@ -32,6 +32,53 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Whether the servers most tests need — Postgres at `NEXUS_TEST_DATABASE_URL` and Redis at
+/// `NEXUS_TEST_REDIS_URL` — answer. Checked once per test binary. Where they do not, a test
+/// that needs them passes without running and says so on standard error (past the test
+/// harness's capture) — unless `CI` is set: there a missing server fails the test, so CI never
+/// skips anything. The embedded backend's tests need neither server.
+///
+/// # Panics
+/// Under CI, when a server does not answer.
+pub async fn servers_available() -> bool {
+    static AVAILABLE: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *AVAILABLE
+        .get_or_init(|| async {
+            let postgres = backends::postgres_answers().await;
+            let redis = nexus_shared::kv::Redis::new(&redis_url(), "nexus-test")
+                .expect("NEXUS_TEST_REDIS_URL is a Redis URL")
+                .ping(std::time::Duration::from_secs(3))
+                .await;
+            if postgres && redis {
+                return true;
+            }
+            let missing = match (postgres, redis) {
+                (false, false) => "Postgres and Redis do",
+                (false, true) => "Postgres does",
+                _ => "Redis does",
+            };
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set, so every test must run, but {missing} not answer (NEXUS_TEST_DATABASE_URL, NEXUS_TEST_REDIS_URL)"
+            );
+            backends::notice(&format!(
+                "{missing} not answer: the tests that need them are skipped (they run where both answer, and always under CI)"
+            ));
+            false
+        })
+        .await
+}
+
+/// Returns from the calling test when [`servers_available`] says the servers are missing.
+#[macro_export]
+macro_rules! needs_servers {
+    () => {
+        if !$crate::servers_available().await {
+            return;
+        }
+    };
+}
+
 /// Redis URL of the tests.
 #[must_use]
 pub fn redis_url() -> String {

@@ -26,6 +26,7 @@ async fn count(db: &TestDb, sql: &'static str) -> i64 {
 
 #[tokio::test]
 async fn sigterm_during_a_burst_loses_nothing_and_leaves_no_job_running() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let store = Store::postgres(

@@ -60,6 +60,7 @@ async fn call(
 
 #[tokio::test]
 async fn an_agent_gets_404_for_everything_in_another_company() {
+    nexus_tests::needs_servers!();
     let w = world().await;
     let agent = w.app.caller(Some(&w.key_a));
     let b = &w.company_b;
@@ -142,6 +143,7 @@ async fn an_agent_gets_404_for_everything_in_another_company() {
 
 #[tokio::test]
 async fn board_only_operations_are_403_for_an_agent_of_the_company() {
+    nexus_tests::needs_servers!();
     let w = world().await;
     let agent = w.app.caller(Some(&w.key_a));
     let a = &w.company_a;
@@ -205,6 +207,7 @@ async fn board_only_operations_are_403_for_an_agent_of_the_company() {
 
 #[tokio::test]
 async fn agents_read_what_belongs_to_their_company() {
+    nexus_tests::needs_servers!();
     let w = world().await;
     let agent = w.app.caller(Some(&w.key_a));
     let a = &w.company_a;
@@ -242,6 +245,7 @@ async fn agents_read_what_belongs_to_their_company() {
 
 #[tokio::test]
 async fn unknown_companies_are_404_for_the_board() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let missing = uuid::Uuid::now_v7().to_string();
     app.board()

@@ -5,6 +5,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn mutations_are_logged_with_their_actor_newest_first() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, key) = app.seed_agent(&company, "Ada").await;

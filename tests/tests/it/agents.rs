@@ -5,6 +5,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn creating_agents_returns_credentials_once() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let poll = app
@@ -49,6 +50,7 @@ async fn creating_agents_returns_credentials_once() {
 
 #[tokio::test]
 async fn agents_update_and_terminated_is_final() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, _) = app.seed_agent(&company, "Ada").await;

@@ -8,6 +8,7 @@ use crate::logs;
 
 #[tokio::test]
 async fn missing_unknown_and_malformed_tokens_are_401_with_one_body() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let no_token = app
         .caller(None)
@@ -35,6 +36,7 @@ async fn missing_unknown_and_malformed_tokens_are_401_with_one_body() {
 
 #[tokio::test]
 async fn a_revoked_key_is_401_while_other_keys_keep_working() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, first_key) = app.seed_agent(&company, "Ada").await;
@@ -68,6 +70,7 @@ async fn a_revoked_key_is_401_while_other_keys_keep_working() {
 
 #[tokio::test]
 async fn a_terminated_agents_keys_stop_working() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, key) = app.seed_agent(&company, "Ada").await;
@@ -83,6 +86,7 @@ async fn a_terminated_agents_keys_stop_working() {
 
 #[tokio::test]
 async fn the_bootstrap_token_is_accepted_from_the_first_start() {
+    nexus_tests::needs_servers!();
     let token = "bootstrap-token-for-tests-0123456789";
     let app = TestApp::spawn_with(nexus_tests::Options {
         env: vec![("NEXUS_BOOTSTRAP_BOARD_TOKEN", token.to_owned())],
@@ -100,6 +104,7 @@ async fn the_bootstrap_token_is_accepted_from_the_first_start() {
 
 #[tokio::test]
 async fn tokens_and_secrets_are_never_stored_or_logged_in_plaintext() {
+    nexus_tests::needs_servers!();
     logs::captured();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;

@@ -36,6 +36,7 @@ async fn open_issues(app: &TestApp, team: &Team, routine: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_dispatched_run_creates_a_templated_issue_and_a_heartbeat_run() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let goal = app
@@ -114,6 +115,7 @@ async fn a_dispatched_run_creates_a_templated_issue_and_a_heartbeat_run() {
 
 #[tokio::test]
 async fn coalesce_if_active_joins_the_open_issue_and_rewakes_the_agent() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app
@@ -192,6 +194,7 @@ async fn coalesce_if_active_joins_the_open_issue_and_rewakes_the_agent() {
 
 #[tokio::test]
 async fn skip_if_active_and_always_enqueue() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let skip = app
@@ -315,6 +318,7 @@ async fn dispatch_backlog(batch: usize) -> Dispatched {
 
 #[tokio::test]
 async fn a_batch_dispatch_decides_exactly_like_one_run_at_a_time() {
+    nexus_tests::needs_servers!();
     let one_by_one = dispatch_backlog(1).await;
     let batched = dispatch_backlog(100).await;
     assert_eq!(batched, one_by_one);
@@ -392,6 +396,7 @@ async fn a_batch_dispatch_decides_exactly_like_one_run_at_a_time() {
 
 #[tokio::test]
 async fn a_batch_that_fails_is_dispatched_job_by_job_and_loses_nothing() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app
@@ -429,6 +434,7 @@ async fn a_batch_that_fails_is_dispatched_job_by_job_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_terminated_assignee_fails_the_run_and_creates_nothing() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -462,6 +468,7 @@ async fn a_terminated_assignee_fails_the_run_and_creates_nothing() {
 
 #[tokio::test]
 async fn a_cancelled_issue_fails_its_run() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -485,6 +492,7 @@ async fn a_cancelled_issue_fails_its_run() {
 
 #[tokio::test]
 async fn fifty_concurrent_runs_across_four_workers_open_exactly_one_issue() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app
@@ -559,6 +567,7 @@ async fn fifty_concurrent_runs_across_four_workers_open_exactly_one_issue() {
 
 #[tokio::test]
 async fn a_worker_that_dies_holding_a_lease_loses_the_job_to_another_and_the_effect_happens_once() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;

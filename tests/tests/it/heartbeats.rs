@@ -25,6 +25,7 @@ async fn setup(app: &TestApp) -> (String, String, String, String) {
 
 #[tokio::test]
 async fn claim_and_finish_follow_the_state_rules() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let (_, _, key, run) = setup(&app).await;
     let agent = app.caller(Some(&key));
@@ -75,6 +76,7 @@ async fn claim_and_finish_follow_the_state_rules() {
 
 #[tokio::test]
 async fn only_the_owning_agent_may_claim_or_finish() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let (company, _, key, run) = setup(&app).await;
     let (_, other_key) = app.seed_agent(&company, "Bob").await;
@@ -104,6 +106,7 @@ async fn only_the_owning_agent_may_claim_or_finish() {
 
 #[tokio::test]
 async fn finish_bodies_are_validated() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let (_, _, key, run) = setup(&app).await;
     let agent = app.caller(Some(&key));

@@ -6,6 +6,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn an_issue_is_created_with_defaults_and_its_assignee_is_woken() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let project = app.seed_project(&company).await;
@@ -43,6 +44,7 @@ async fn an_issue_is_created_with_defaults_and_its_assignee_is_woken() {
 
 #[tokio::test]
 async fn a_terminated_agent_cannot_be_assigned() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, _) = app.seed_agent(&company, "Ada").await;
@@ -58,6 +60,7 @@ async fn a_terminated_agent_cannot_be_assigned() {
 
 #[tokio::test]
 async fn status_changes_by_the_assignee_and_the_board_are_recorded_in_the_history() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, key) = app.seed_agent(&company, "Ada").await;
@@ -134,6 +137,7 @@ async fn status_changes_by_the_assignee_and_the_board_are_recorded_in_the_histor
 
 #[tokio::test]
 async fn unassigned_issues_can_only_be_changed_by_the_board() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (_, key) = app.seed_agent(&company, "Ada").await;
@@ -155,6 +159,7 @@ async fn unassigned_issues_can_only_be_changed_by_the_board() {
 
 #[tokio::test]
 async fn issues_list_newest_first_with_filters_and_pages() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, _) = app.seed_agent(&company, "Ada").await;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let anyone = app.caller(None);
     assert_eq!(anyone.healthz().await.expect(200).body["status"], "ok");
@@ -31,6 +32,7 @@ async fn health_readiness_and_metrics_answer() {
 
 #[tokio::test]
 async fn queue_and_heartbeat_metrics_are_exported() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &serde_json::json!({})).await;
@@ -97,6 +99,7 @@ async fn api_with(database_url: &str, redis: &str) -> (String, tokio::task::Join
 
 #[tokio::test]
 async fn readiness_fails_while_the_database_or_redis_is_unreachable() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let http = nexus_tests::http_client();
 
@@ -146,6 +149,7 @@ async fn readiness_fails_while_the_database_or_redis_is_unreachable() {
 
 #[tokio::test]
 async fn readiness_turns_unready_when_shutdown_begins() {
+    nexus_tests::needs_servers!();
     let db = nexus_tests::TestDb::create().await;
     let (app, base) = api_on(&[
         ("NEXUS_DATABASE_URL", db.url.clone()),
@@ -187,6 +191,7 @@ async fn readiness_turns_unready_when_shutdown_begins() {
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_implemented_path() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let doc = app.caller(None).openapi().await.expect(200).body;
     assert!(
@@ -287,9 +292,11 @@ async fn the_openapi_document_lists_every_implemented_path() {
 }
 
 /// The API and scheduler replicas share replay memory, rate limits and leadership through
-/// Redis, so their binaries refuse to start without it; the worker does not use Redis.
+/// Redis, so their binaries refuse to start without it; the worker does not use Redis. No role
+/// binary starts without a database URL.
 #[tokio::test]
 async fn the_api_and_scheduler_roles_refuse_to_start_without_a_redis_url() {
+    nexus_tests::needs_servers!();
     let db = TestDb::create().await;
     let config = Config::from_lookup(|name| match name {
         "NEXUS_DATABASE_URL" => Some(db.url.clone()),
@@ -306,7 +313,20 @@ async fn the_api_and_scheduler_roles_refuse_to_start_without_a_redis_url() {
         .await
         .expect_err("no Redis");
     assert!(format!("{scheduler:#}").contains("NEXUS_REDIS_URL"));
-    nexus_worker::build(config)
+    nexus_worker::build(config.clone())
         .await
         .expect("the worker needs no Redis");
+    // Every role binary needs the shared database: without a URL none starts (only
+    // `nexus serve` falls back to the embedded database).
+    let embedded = Config {
+        database_url: None,
+        ..config
+    };
+    let worker = nexus_worker::build(embedded)
+        .await
+        .expect_err("no database URL");
+    assert!(
+        format!("{worker:#}").contains("NEXUS_DATABASE_URL"),
+        "{worker:#}"
+    );
 }

@@ -64,6 +64,7 @@ async fn fixture(w: &World) -> (String, String, String, String) {
 
 #[tokio::test]
 async fn every_operation_for_every_actor() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let (other_agent, other_key) = app.seed_agent(&team.company, "Bob").await;

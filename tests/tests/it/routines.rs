@@ -9,6 +9,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_routine_is_created_with_the_contract_defaults() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let body =
@@ -42,6 +43,7 @@ async fn a_routine_is_created_with_the_contract_defaults() {
 
 #[tokio::test]
 async fn invalid_routines_are_refused_and_nothing_is_created() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let other = app.seed_company("Other").await;
@@ -148,6 +150,7 @@ async fn invalid_routines_are_refused_and_nothing_is_created() {
 
 #[tokio::test]
 async fn every_create_field_is_updatable_and_nullable_references_clear() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let goal = app
@@ -218,6 +221,7 @@ async fn every_create_field_is_updatable_and_nullable_references_clear() {
 
 #[tokio::test]
 async fn lifecycle_active_paused_archived() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -276,6 +280,7 @@ async fn lifecycle_active_paused_archived() {
 
 #[tokio::test]
 async fn routines_list_with_filters_and_their_triggers() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let (agent2, _) = app.seed_agent(&team.company, "Bob").await;
@@ -366,6 +371,7 @@ fn manual_clock(at: &str) -> (Arc<ManualClock>, SharedClock) {
 
 #[tokio::test]
 async fn upcoming_merges_enabled_schedule_triggers() {
+    nexus_tests::needs_servers!();
     let (_, clock) = manual_clock("2026-11-29T08:58:00Z");
     let app = TestApp::spawn_with(Options {
         clock: Some(clock),
@@ -440,6 +446,7 @@ async fn upcoming_merges_enabled_schedule_triggers() {
 
 #[tokio::test]
 async fn resuming_continues_from_the_next_future_fire() {
+    nexus_tests::needs_servers!();
     let (clock, shared) = manual_clock("2026-11-29T08:58:00Z");
     let app = TestApp::spawn_with(Options {
         clock: Some(shared),

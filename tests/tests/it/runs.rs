@@ -6,6 +6,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_manual_run_is_accepted_with_its_dispatch_job_in_one_transaction() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -48,6 +49,7 @@ async fn a_manual_run_is_accepted_with_its_dispatch_job_in_one_transaction() {
 
 #[tokio::test]
 async fn the_same_idempotency_key_returns_the_original_run() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -126,6 +128,7 @@ async fn the_same_idempotency_key_returns_the_original_run() {
 
 #[tokio::test]
 async fn manual_runs_are_validated() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -225,6 +228,7 @@ async fn manual_runs_are_validated() {
 
 #[tokio::test]
 async fn run_history_is_newest_first_with_a_cursor() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;

@@ -5,6 +5,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn triggers_of_each_kind_are_created_with_their_fields() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn_with(Options {
         env: vec![("NEXUS_PUBLIC_URL", "https://hooks.example.com/".to_owned())],
         ..Default::default()
@@ -73,6 +74,7 @@ async fn triggers_of_each_kind_are_created_with_their_fields() {
 
 #[tokio::test]
 async fn bad_triggers_are_refused_with_the_reason() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -144,6 +146,7 @@ async fn bad_triggers_are_refused_with_the_reason() {
 
 #[tokio::test]
 async fn triggers_update_within_their_kind() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -261,6 +264,7 @@ async fn triggers_update_within_their_kind() {
 
 #[tokio::test]
 async fn a_webhook_secret_is_shown_only_on_create_and_rotate_and_never_stored_in_plaintext() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;

@@ -7,6 +7,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn malformed_bodies_are_400_with_the_error_shape() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let board = app.board();
     let unknown = board
@@ -51,6 +52,7 @@ async fn malformed_bodies_are_400_with_the_error_shape() {
 
 #[tokio::test]
 async fn values_outside_an_enum_are_400() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let (agent, _) = app.seed_agent(&company, "Ada").await;
@@ -87,6 +89,7 @@ async fn values_outside_an_enum_are_400() {
 
 #[tokio::test]
 async fn values_out_of_range_are_422_naming_the_field() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let long = "x".repeat(201);
@@ -156,6 +159,7 @@ async fn values_out_of_range_are_422_naming_the_field() {
 
 #[tokio::test]
 async fn references_outside_the_company_are_422_naming_the_field() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("A").await;
     let other = app.seed_company("B").await;
@@ -191,6 +195,7 @@ async fn references_outside_the_company_are_422_naming_the_field() {
 
 #[tokio::test]
 async fn content_type_and_size_are_checked() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let board = app.board();
     board
@@ -236,6 +241,7 @@ async fn content_type_and_size_are_checked() {
 
 #[tokio::test]
 async fn query_and_path_parameters_are_strict() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;
     let board = app.board();

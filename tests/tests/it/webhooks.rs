@@ -95,6 +95,7 @@ async fn run_count(app: &TestApp, routine: &str) -> i64 {
 
 #[tokio::test]
 async fn a_bearer_webhook_creates_a_received_run_with_its_payload() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let hook = hook(&app, &team, "bearer").await;
@@ -143,6 +144,7 @@ async fn a_bearer_webhook_creates_a_received_run_with_its_payload() {
 
 #[tokio::test]
 async fn every_failure_answers_with_its_status_in_the_contract_order() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let bearer = hook(&app, &team, "bearer").await;
@@ -351,6 +353,7 @@ async fn every_failure_answers_with_its_status_in_the_contract_order() {
 
 #[tokio::test]
 async fn signed_webhooks_accept_seconds_milliseconds_and_the_prefix_and_refuse_replays() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let hook = hook(&app, &team, "hmac_sha256").await;
@@ -412,6 +415,7 @@ async fn signed_webhooks_accept_seconds_milliseconds_and_the_prefix_and_refuse_r
 
 #[tokio::test]
 async fn signatures_from_an_independent_implementation_are_accepted() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let hook = hook(&app, &team, "hmac_sha256").await;
@@ -446,6 +450,7 @@ async fn signatures_from_an_independent_implementation_are_accepted() {
 
 #[tokio::test]
 async fn rotation_refuses_the_old_secret_at_once() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     for mode in ["bearer", "hmac_sha256"] {
@@ -490,6 +495,7 @@ async fn rotation_refuses_the_old_secret_at_once() {
 
 #[tokio::test]
 async fn secrets_and_signatures_never_reach_the_logs() {
+    nexus_tests::needs_servers!();
     crate::logs::captured();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
@@ -536,6 +542,7 @@ async fn secrets_and_signatures_never_reach_the_logs() {
 
 #[tokio::test]
 async fn the_rate_limit_is_shared_by_every_replica() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn_with(Options {
         env: vec![
             ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
@@ -582,6 +589,9 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
         .enable_all()
         .build()
         .expect("runtime");
+    if !runtime.block_on(nexus_tests::servers_available()) {
+        return;
+    }
     let (app, hook) = runtime.block_on(async {
         let app = TestApp::spawn_with(Options {
             env: vec![
@@ -680,6 +690,7 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
 /// `nexus serve` without `NEXUS_REDIS_URL`: replays and rate limits are kept in the process.
 #[tokio::test]
 async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
+    nexus_tests::needs_servers!();
     let app = TestApp::spawn_with(Options {
         env: vec![
             ("NEXUS_REDIS_URL", String::new()),

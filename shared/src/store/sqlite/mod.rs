@@ -42,6 +42,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations-sql
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "nexus.db";
 
+/// The file whose exclusive lock marks a data directory as in use by a process.
+pub const LOCK_FILE: &str = "nexus.lock";
+
 /// The SQLite backend (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -52,14 +55,18 @@ pub struct SqliteStore {
     public_url: Arc<str>,
     jobs: broadcast::Sender<()>,
     triggers: broadcast::Sender<()>,
+    /// Held (locked) for as long as the store lives.
+    _lock: Arc<std::fs::File>,
 }
 
 impl SqliteStore {
     /// Opens (creating it if needed) the database in `data_dir` and applies pending
-    /// migrations.
+    /// migrations. The directory is locked for the life of the store: a second process (or
+    /// store) on it is refused, since leadership and wake-ups are in-process.
     ///
     /// # Errors
-    /// The directory or the file cannot be created or opened, or a migration failed.
+    /// The directory or the file cannot be created or opened, another process uses the
+    /// directory, or a migration failed.
     pub async fn open(
         data_dir: &Path,
         clock: SharedClock,
@@ -68,6 +75,18 @@ impl SqliteStore {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(LOCK_FILE))
+            .with_context(|| format!("opening {}", data_dir.join(LOCK_FILE).display()))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(
+                "{} is in use by another nexus process; the embedded database serves one process",
+                data_dir.display()
+            );
+        }
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(data_dir.join(DATABASE_FILE))
             .create_if_missing(true)
@@ -98,6 +117,7 @@ impl SqliteStore {
             public_url: Arc::from(public_url.trim_end_matches('/')),
             jobs,
             triggers,
+            _lock: Arc::new(lock),
         })
     }
 
@@ -190,4 +210,25 @@ async fn record(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SystemClock;
+
+    #[tokio::test]
+    async fn a_data_directory_serves_one_store_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("nexus-lock-{}", Uuid::new_v4().simple()));
+        let key = SecretKey::generate();
+        let open = || SqliteStore::open(&dir, Arc::new(SystemClock), &key, "http://x");
+        let first = open().await.expect("the first store opens");
+        let refused = open().await.expect_err("the directory is in use");
+        assert!(refused.to_string().contains("in use"), "{refused}");
+        drop(first);
+        let again = open().await.expect("free again once the first is gone");
+        assert!(again.ping().await);
+        drop(again);
+        drop(std::fs::remove_dir_all(&dir));
+    }
 }
