@@ -1,5 +1,8 @@
 //! Test harness: every test gets its own freshly migrated Postgres database and its own Redis
 //! key prefix, and a [`TestApp`] that runs the API on port 0 with one method per endpoint.
+//! With `NEXUS_TEST_BACKEND=sqlite` the API runs on the embedded backend instead, in a
+//! temporary data directory (see [`backend_is_postgres`]); [`backends`] serves the storage
+//! conformance suite.
 //!
 //! The server is found through `NEXUS_TEST_DATABASE_URL` (a URL of the server, any database;
 //! default `postgres://postgres@127.0.0.1:5432/postgres`) and `NEXUS_TEST_REDIS_URL` (default
@@ -79,6 +82,32 @@ macro_rules! needs_servers {
     };
 }
 
+/// Whether [`TestApp`] runs on Postgres — the default — rather than on the embedded SQLite
+/// backend (`NEXUS_TEST_BACKEND=sqlite`). With SQLite, the tests that inspect Postgres rows
+/// directly (or share one database between replicas) return at once with a note: the
+/// conformance suite checks the same behaviour on SQLite at the storage level.
+#[must_use]
+pub fn backend_is_postgres() -> bool {
+    let postgres = std::env::var("NEXUS_TEST_BACKEND").as_deref() != Ok("sqlite");
+    if !postgres {
+        backends::notice(
+            "NEXUS_TEST_BACKEND=sqlite: the tests that inspect Postgres rows directly are skipped",
+        );
+    }
+    postgres
+}
+
+/// Returns from the calling test when [`TestApp`] runs on the embedded backend (see
+/// [`backend_is_postgres`]).
+#[macro_export]
+macro_rules! needs_postgres_rows {
+    () => {
+        if !$crate::backend_is_postgres() {
+            return;
+        }
+    };
+}
+
 /// Redis URL of the tests.
 #[must_use]
 pub fn redis_url() -> String {
@@ -113,11 +142,16 @@ pub struct TestApp {
     pub coordination: Coordination,
     http: reqwest::Client,
     server: JoinHandle<()>,
+    /// The embedded database's directory, when `NEXUS_TEST_BACKEND=sqlite`.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(dir) = &self.data_dir {
+            drop(std::fs::remove_dir_all(dir));
+        }
     }
 }
 
@@ -146,6 +180,14 @@ impl TestApp {
             ("NEXUS_LISTEN", "127.0.0.1:0".to_owned()),
             ("NEXUS_DB_MAX_CONNECTIONS", "20".to_owned()),
         ];
+        let data_dir =
+            (std::env::var("NEXUS_TEST_BACKEND").as_deref() == Ok("sqlite")).then(|| {
+                std::env::temp_dir().join(format!("nexus-test-{}", uuid::Uuid::new_v4().simple()))
+            });
+        if let Some(dir) = &data_dir {
+            vars.push(("NEXUS_DATABASE_URL", String::new()));
+            vars.push(("NEXUS_DATA_DIR", dir.display().to_string()));
+        }
         vars.extend(options.env);
         let config = Config::from_lookup(|name| {
             vars.iter()
@@ -184,6 +226,7 @@ impl TestApp {
             coordination,
             http: http_client(),
             server,
+            data_dir,
         }
     }
 

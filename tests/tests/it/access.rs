@@ -61,6 +61,7 @@ async fn call(
 #[tokio::test]
 async fn an_agent_gets_404_for_everything_in_another_company() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let w = world().await;
     let agent = w.app.caller(Some(&w.key_a));
     let b = &w.company_b;
@@ -144,6 +145,7 @@ async fn an_agent_gets_404_for_everything_in_another_company() {
 #[tokio::test]
 async fn board_only_operations_are_403_for_an_agent_of_the_company() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let w = world().await;
     let agent = w.app.caller(Some(&w.key_a));
     let a = &w.company_a;
@@ -208,6 +210,7 @@ async fn board_only_operations_are_403_for_an_agent_of_the_company() {
 #[tokio::test]
 async fn agents_read_what_belongs_to_their_company() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let w = world().await;
     let agent = w.app.caller(Some(&w.key_a));
     let a = &w.company_a;

@@ -87,6 +87,7 @@ async fn a_terminated_agents_keys_stop_working() {
 #[tokio::test]
 async fn the_bootstrap_token_is_accepted_from_the_first_start() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let token = "bootstrap-token-for-tests-0123456789";
     let app = TestApp::spawn_with(nexus_tests::Options {
         env: vec![("NEXUS_BOOTSTRAP_BOARD_TOKEN", token.to_owned())],
@@ -105,6 +106,7 @@ async fn the_bootstrap_token_is_accepted_from_the_first_start() {
 #[tokio::test]
 async fn tokens_and_secrets_are_never_stored_or_logged_in_plaintext() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     logs::captured();
     let app = TestApp::spawn().await;
     let company = app.seed_company("Acme").await;

@@ -319,6 +319,7 @@ async fn dispatch_backlog(batch: usize) -> Dispatched {
 #[tokio::test]
 async fn a_batch_dispatch_decides_exactly_like_one_run_at_a_time() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let one_by_one = dispatch_backlog(1).await;
     let batched = dispatch_backlog(100).await;
     assert_eq!(batched, one_by_one);
@@ -397,6 +398,7 @@ async fn a_batch_dispatch_decides_exactly_like_one_run_at_a_time() {
 #[tokio::test]
 async fn a_batch_that_fails_is_dispatched_job_by_job_and_loses_nothing() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app
@@ -493,6 +495,7 @@ async fn a_cancelled_issue_fails_its_run() {
 #[tokio::test]
 async fn fifty_concurrent_runs_across_four_workers_open_exactly_one_issue() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app
@@ -568,6 +571,7 @@ async fn fifty_concurrent_runs_across_four_workers_open_exactly_one_issue() {
 #[tokio::test]
 async fn a_worker_that_dies_holding_a_lease_loses_the_job_to_another_and_the_effect_happens_once() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;

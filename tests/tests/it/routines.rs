@@ -447,6 +447,7 @@ async fn upcoming_merges_enabled_schedule_triggers() {
 #[tokio::test]
 async fn resuming_continues_from_the_next_future_fire() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (clock, shared) = manual_clock("2026-11-29T08:58:00Z");
     let app = TestApp::spawn_with(Options {
         clock: Some(shared),

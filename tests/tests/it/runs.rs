@@ -7,6 +7,7 @@ use serde_json::json;
 #[tokio::test]
 async fn a_manual_run_is_accepted_with_its_dispatch_job_in_one_transaction() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;
@@ -50,6 +51,7 @@ async fn a_manual_run_is_accepted_with_its_dispatch_job_in_one_transaction() {
 #[tokio::test]
 async fn the_same_idempotency_key_returns_the_original_run() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;

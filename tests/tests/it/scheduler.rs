@@ -84,6 +84,7 @@ async fn next_run_at(app: &TestApp, trigger: &str) -> Option<DateTime<Utc>> {
 #[tokio::test]
 async fn fires_land_on_the_right_instants_across_daylight_saving() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (app, clock) = app_at("2026-03-27T12:00:00Z").await;
     let team = app.seed_team().await;
     let (amsterdam, amsterdam_trigger) = schedule(
@@ -178,6 +179,7 @@ async fn fires_land_on_the_right_instants_across_daylight_saving() {
 #[tokio::test]
 async fn skip_missed_records_the_outage_in_one_skipped_run() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (app, clock) = app_at("2026-11-29T07:59:00Z").await;
     let team = app.seed_team().await;
     let (routine, trigger) = schedule(
@@ -293,6 +295,7 @@ async fn enqueue_missed_with_cap_dispatches_the_most_recent_fires_in_order() {
 #[tokio::test]
 async fn no_catch_up_for_time_spent_paused_or_disabled() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (app, clock) = app_at("2026-11-29T08:05:00Z").await;
     let team = app.seed_team().await;
     let (routine, trigger) = schedule(
@@ -400,6 +403,7 @@ async fn a_trigger_edited_while_the_scheduler_sleeps_fires_at_its_new_time() {
 #[tokio::test]
 async fn overlapping_and_deposed_leaders_fire_every_fire_exactly_once() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (app, clock) = app_at("2026-11-29T09:00:30Z").await;
     let team = app.seed_team().await;
     let mut triggers = Vec::new();
@@ -552,6 +556,7 @@ async fn epoch(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn a_redis_that_lost_its_epoch_counter_still_elects_a_leader_that_fires() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (app, clock) = app_at("2026-11-29T09:00:30Z").await;
     let team = app.seed_team().await;
     let (routine, _) = schedule(
@@ -585,6 +590,7 @@ async fn a_redis_that_lost_its_epoch_counter_still_elects_a_leader_that_fires() 
 #[tokio::test]
 async fn without_a_redis_url_the_process_elects_one_leader_in_memory_and_fires_once() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let clock = ManualClock::new(utc("2026-11-29T09:00:30Z"));
     let shared: SharedClock = clock.clone();
     let app = TestApp::spawn_with(Options {

@@ -265,6 +265,7 @@ async fn triggers_update_within_their_kind() {
 #[tokio::test]
 async fn a_webhook_secret_is_shown_only_on_create_and_rotate_and_never_stored_in_plaintext() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let routine = app.seed_routine(&team, &json!({})).await;

@@ -131,6 +131,7 @@ async fn http_agent_with_a_run(app: &TestApp, url: &str) -> (String, String, Str
 #[tokio::test]
 async fn a_wakeup_is_signed_and_a_500_is_retried_after_a_backoff() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (clock, shared) = clock("2026-11-29T10:00:00Z");
     let app = TestApp::spawn_with(Options {
         clock: Some(shared),
@@ -213,6 +214,7 @@ async fn a_wakeup_is_signed_and_a_500_is_retried_after_a_backoff() {
 #[tokio::test]
 async fn a_wakeup_that_never_succeeds_ends_dead_and_fails_the_heartbeat_run() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (clock, shared) = clock("2026-11-29T10:00:00Z");
     let app = TestApp::spawn_with(Options {
         clock: Some(shared),
@@ -259,6 +261,7 @@ async fn a_wakeup_that_never_succeeds_ends_dead_and_fails_the_heartbeat_run() {
 #[tokio::test]
 async fn a_failing_job_backs_off_and_ends_dead() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let (clock, shared) = clock("2026-11-29T10:00:00Z");
     let app = TestApp::spawn_with(Options {
         clock: Some(shared.clone()),

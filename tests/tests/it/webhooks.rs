@@ -145,6 +145,7 @@ async fn a_bearer_webhook_creates_a_received_run_with_its_payload() {
 #[tokio::test]
 async fn every_failure_answers_with_its_status_in_the_contract_order() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let bearer = hook(&app, &team, "bearer").await;
@@ -354,6 +355,7 @@ async fn every_failure_answers_with_its_status_in_the_contract_order() {
 #[tokio::test]
 async fn signed_webhooks_accept_seconds_milliseconds_and_the_prefix_and_refuse_replays() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
     let team = app.seed_team().await;
     let hook = hook(&app, &team, "hmac_sha256").await;
@@ -543,6 +545,7 @@ async fn secrets_and_signatures_never_reach_the_logs() {
 #[tokio::test]
 async fn the_rate_limit_is_shared_by_every_replica() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn_with(Options {
         env: vec![
             ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
@@ -583,6 +586,9 @@ async fn the_rate_limit_is_shared_by_every_replica() {
 /// Random hostile requests: never a 5xx, and a run only for a validly authenticated request.
 #[test]
 fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
+    if !nexus_tests::backend_is_postgres() {
+        return;
+    }
     use proptest::prelude::*;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -691,6 +697,7 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
 #[tokio::test]
 async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
     nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn_with(Options {
         env: vec![
             ("NEXUS_REDIS_URL", String::new()),
