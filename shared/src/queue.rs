@@ -97,6 +97,17 @@ pub fn backoff(attempts: i32) -> Duration {
     full.mul_f64(0.5 + fraction / 2.0)
 }
 
+/// What a failed attempt leads to at `now`: `dead` (attempts used up, or a fatal error), or
+/// back to the queue at the returned instant.
+#[must_use]
+pub fn after_failure(job: &Job, error: &JobError, now: DateTime<Utc>) -> (bool, DateTime<Utc>) {
+    let dead = matches!(error, JobError::Fatal(_)) || job.attempts >= job.max_attempts;
+    let run_at = now
+        + chrono::TimeDelta::from_std(backoff(job.attempts))
+            .unwrap_or(chrono::TimeDelta::seconds(1));
+    (dead, run_at)
+}
+
 /// Where a retried job went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryOutcome {

@@ -14,7 +14,7 @@ use sqlx::{PgConnection, Postgres, Transaction, postgres::PgListener};
 use uuid::Uuid;
 
 use super::{Dispatched, PgStore, StoreError, StoreResult, Subscription, TRIGGERS_CHANNEL, Topic};
-use crate::queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, backoff};
+use crate::queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure};
 
 /// The `NOTIFY` channel announcing new jobs.
 pub const JOBS_CHANNEL: &str = "nexus_jobs";
@@ -246,9 +246,7 @@ impl PgStore {
     /// The database failed.
     pub async fn retry_job(&self, job: &Job, error: &JobError) -> StoreResult<RetryOutcome> {
         let now = self.now();
-        let dead = matches!(error, JobError::Fatal(_)) || job.attempts >= job.max_attempts;
-        let run_at =
-            now + TimeDelta::from_std(backoff(job.attempts)).unwrap_or(TimeDelta::seconds(1));
+        let (dead, run_at) = after_failure(job, error, now);
         let message = error.to_string();
         let state = if dead { "dead" } else { "queued" };
         let updated = sqlx::query!(

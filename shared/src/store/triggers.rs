@@ -214,6 +214,45 @@ async fn changeable_routine_of(
     Ok(routine)
 }
 
+/// The kind-specific columns of a new trigger: a schedule's next fire (only while enabled on
+/// an active routine), a webhook's public id and fresh secret.
+#[derive(Default)]
+pub(super) struct NewColumns {
+    pub(super) cron: Option<String>,
+    pub(super) zone: Option<&'static str>,
+    pub(super) next_run_at: Option<DateTime<Utc>>,
+    pub(super) public_id: Option<String>,
+    pub(super) signing_mode: Option<&'static str>,
+    pub(super) replay_window: Option<i32>,
+    pub(super) secret: Option<String>,
+}
+
+impl NewColumns {
+    pub(super) fn of(new: &NewTrigger, active: bool, now: DateTime<Utc>) -> Self {
+        match &new.kind {
+            NewTriggerKind::Schedule { cron, zone } => Self {
+                cron: Some(cron.as_str().to_owned()),
+                zone: Some(zone.name()),
+                next_run_at: (active && new.enabled)
+                    .then(|| Schedule::new(cron.clone(), *zone).next_after(now))
+                    .flatten(),
+                ..Self::default()
+            },
+            NewTriggerKind::Webhook {
+                signing_mode,
+                replay_window,
+            } => Self {
+                public_id: Some(new_public_id()),
+                signing_mode: Some(signing_mode.as_str()),
+                replay_window: Some(replay_window.get()),
+                secret: Some(generate_token(WEBHOOK_SECRET_PREFIX)),
+                ..Self::default()
+            },
+            NewTriggerKind::Api => Self::default(),
+        }
+    }
+}
+
 pub(super) fn archived() -> StoreError {
     StoreError::conflict(
         "routine_archived",
@@ -245,31 +284,15 @@ impl PgStore {
         if routine.status == RoutineStatus::Archived {
             return Err(archived());
         }
-        let active = routine.status == RoutineStatus::Active;
-        let (mut cron, mut zone, mut next_run_at, mut public_id) = (None, None, None, None);
-        let (mut signing_mode, mut replay_window, mut secret) = (None, None, None);
-        match &new.kind {
-            NewTriggerKind::Schedule {
-                cron: expression,
-                zone: tz,
-            } => {
-                cron = Some(expression.as_str().to_owned());
-                zone = Some(tz.name());
-                if active && new.enabled {
-                    next_run_at = Schedule::new(expression.clone(), *tz).next_after(now);
-                }
-            }
-            NewTriggerKind::Webhook {
-                signing_mode: mode,
-                replay_window: window,
-            } => {
-                public_id = Some(new_public_id());
-                signing_mode = Some(mode.as_str());
-                replay_window = Some(window.get());
-                secret = Some(generate_token(WEBHOOK_SECRET_PREFIX));
-            }
-            NewTriggerKind::Api => {}
-        }
+        let NewColumns {
+            cron,
+            zone,
+            next_run_at,
+            public_id,
+            signing_mode,
+            replay_window,
+            secret,
+        } = NewColumns::of(&new, routine.status == RoutineStatus::Active, now);
         let sealed = secret
             .as_ref()
             .map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use crate::{
-    queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, backoff},
+    queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure},
     store::{Dispatched, StoreResult, jobs::run_id_of},
 };
 
@@ -182,9 +182,7 @@ impl SqliteStore {
     /// The database failed.
     pub async fn retry_job(&self, job: &Job, error: &JobError) -> StoreResult<RetryOutcome> {
         let now = self.now();
-        let dead = matches!(error, JobError::Fatal(_)) || job.attempts >= job.max_attempts;
-        let run_at =
-            now + TimeDelta::from_std(backoff(job.attempts)).unwrap_or(TimeDelta::seconds(1));
+        let (dead, run_at) = after_failure(job, error, now);
         let state = if dead { "dead" } else { "queued" };
         let updated = sqlx::query(
             "UPDATE jobs SET state = ?4, run_at = CASE WHEN ?4 = 'queued' THEN ?5 ELSE run_at END,

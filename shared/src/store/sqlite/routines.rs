@@ -16,13 +16,12 @@ use crate::{
         Priority, ReplayWindow, Routine, RoutineStatus, SigningMode, Trigger, TriggerConfig,
         TriggerKind,
     },
-    schedule::{CronExpression, Schedule, TimeZone},
+    schedule::{CronExpression, TimeZone},
     store::{
-        NewActivity, NewRoutine, NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter,
-        SecretMaterial, StoreError, StoreResult, TriggerChanges, TriggerInRoutine,
-        WEBHOOK_SECRET_PREFIX, new_id,
+        NewActivity, NewRoutine, NewTrigger, RoutineChanges, RoutineFilter, SecretMaterial,
+        StoreError, StoreResult, TriggerChanges, TriggerInRoutine, WEBHOOK_SECRET_PREFIX, new_id,
         routines::{RoutineRow, routine_change_details},
-        triggers::{TriggerRow, archived, kind_of, new_public_id, next_fire},
+        triggers::{NewColumns, TriggerRow, archived, kind_of, next_fire},
         webhook_url,
     },
 };
@@ -420,31 +419,15 @@ impl SqliteStore {
         if routine.status == RoutineStatus::Archived {
             return Err(archived());
         }
-        let active = routine.status == RoutineStatus::Active;
-        let (mut cron, mut zone, mut next_run_at, mut public_id) = (None, None, None, None);
-        let (mut signing_mode, mut replay_window, mut secret) = (None, None, None);
-        match &new.kind {
-            NewTriggerKind::Schedule {
-                cron: expression,
-                zone: tz,
-            } => {
-                cron = Some(expression.as_str().to_owned());
-                zone = Some(tz.name());
-                if active && new.enabled {
-                    next_run_at = Schedule::new(expression.clone(), *tz).next_after(now);
-                }
-            }
-            NewTriggerKind::Webhook {
-                signing_mode: mode,
-                replay_window: window,
-            } => {
-                public_id = Some(new_public_id());
-                signing_mode = Some(mode.as_str());
-                replay_window = Some(window.get());
-                secret = Some(crate::crypto::generate_token(WEBHOOK_SECRET_PREFIX));
-            }
-            NewTriggerKind::Api => {}
-        }
+        let NewColumns {
+            cron,
+            zone,
+            next_run_at,
+            public_id,
+            signing_mode,
+            replay_window,
+            secret,
+        } = NewColumns::of(&new, routine.status == RoutineStatus::Active, now);
         let sealed = secret
             .as_ref()
             .map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
