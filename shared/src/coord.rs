@@ -20,7 +20,7 @@ use std::{
 
 use crate::{
     clock::SharedClock,
-    kv::{RateDecision, Redis},
+    kv::{Admission, RateDecision, Redis},
 };
 
 /// Entries a local map holds before it sweeps out the ones that no longer matter.
@@ -56,30 +56,28 @@ impl Coordination {
         }
     }
 
-    /// Takes one token from the bucket `name` (`rate` per second, at most `burst` stored).
+    /// Takes one token from the bucket `bucket` and, when that succeeds and `remember` is
+    /// given, remembers that name for its time unless it is already remembered (one round trip
+    /// to Redis).
     ///
     /// # Errors
     /// Redis is unreachable.
-    pub async fn take_token(
+    pub async fn admit(
         &self,
-        name: &str,
+        bucket: &str,
         rate: u32,
         burst: u32,
-    ) -> redis::RedisResult<RateDecision> {
+        remember: Option<(&str, Duration)>,
+    ) -> redis::RedisResult<Admission> {
         match self {
-            Self::Redis(redis) => redis.take_token(name, rate, burst).await,
-            Self::Local(local) => Ok(local.take_token(name, rate, burst)),
-        }
-    }
-
-    /// Remembers `name` for `ttl` unless it is already remembered; `true` when it was new.
-    ///
-    /// # Errors
-    /// Redis is unreachable.
-    pub async fn remember(&self, name: &str, ttl: Duration) -> redis::RedisResult<bool> {
-        match self {
-            Self::Redis(redis) => redis.remember(name, ttl).await,
-            Self::Local(local) => Ok(local.remember(name, ttl)),
+            Self::Redis(redis) => redis.admit(bucket, rate, burst, remember).await,
+            Self::Local(local) => Ok(match local.take_token(bucket, rate, burst) {
+                RateDecision::Limited { retry_after_ms } => Admission::Limited { retry_after_ms },
+                RateDecision::Allowed => match remember {
+                    Some((name, ttl)) if !local.remember(name, ttl) => Admission::Replayed,
+                    _ => Admission::Admitted,
+                },
+            }),
         }
     }
 

@@ -65,7 +65,10 @@ impl Redis {
 }
 
 /// A token bucket per key, kept in Redis so every API replica shares it. Time comes from the
-/// Redis server (`TIME`), so replicas with skewed clocks agree.
+/// Redis server (`TIME`), so replicas with skewed clocks agree. With a second key, a call that
+/// got its token also remembers that key for `ARGV[3]` ms unless it is already remembered (the
+/// replay memory), in the same round trip. Returns `{wait_ms, remembered}`: `remembered` is 1
+/// (new), 0 (already remembered) or -1 (not asked, or limited).
 const TOKEN_BUCKET: &str = r"
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -87,7 +90,28 @@ else
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return wait";
+if wait > 0 or #KEYS < 2 then
+  return {wait, -1}
+end
+if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[3]) then
+  return {0, 1}
+end
+return {0, 0}";
+
+/// Outcome of [`Redis::admit`]: a rate-limit check and, for a call that passed it, the replay
+/// check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Too many calls; retry after this many milliseconds (nothing was remembered).
+    Limited {
+        /// Milliseconds until a token is available.
+        retry_after_ms: u64,
+    },
+    /// The name to remember was already remembered: a replay.
+    Replayed,
+    /// Go ahead (the name, if any, is now remembered).
+    Admitted,
+}
 
 /// Outcome of a rate-limit check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,47 +126,37 @@ pub enum RateDecision {
 }
 
 impl Redis {
-    /// Takes one token from the bucket `name` (`rate` per second, at most `burst` stored).
+    /// Takes one token from the bucket `bucket` and, when that succeeds and `remember` is
+    /// given, remembers its name for its time unless it is already remembered — one round
+    /// trip.
     ///
     /// # Errors
     /// Redis is unreachable.
-    pub async fn take_token(
+    pub async fn admit(
         &self,
-        name: &str,
+        bucket: &str,
         rate: u32,
         burst: u32,
-    ) -> redis::RedisResult<RateDecision> {
+        remember: Option<(&str, Duration)>,
+    ) -> redis::RedisResult<Admission> {
         let mut conn = self.connection();
-        let wait: u64 = redis::Script::new(TOKEN_BUCKET)
-            .key(self.key(name))
-            .arg(rate)
-            .arg(burst)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(if wait == 0 {
-            RateDecision::Allowed
-        } else {
-            RateDecision::Limited {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(TOKEN_BUCKET));
+        let mut invocation = SCRIPT.key(self.key(bucket));
+        invocation.arg(rate).arg(burst);
+        if let Some((name, ttl)) = remember {
+            invocation
+                .key(self.key(name))
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+        let (wait, remembered): (u64, i64) = invocation.invoke_async(&mut conn).await?;
+        Ok(match (wait, remembered) {
+            (0, 0) => Admission::Replayed,
+            (0, _) => Admission::Admitted,
+            (wait, _) => Admission::Limited {
                 retry_after_ms: wait,
-            }
+            },
         })
-    }
-
-    /// Remembers `name` for `ttl` unless it is already remembered; `true` when it was new.
-    ///
-    /// # Errors
-    /// Redis is unreachable.
-    pub async fn remember(&self, name: &str, ttl: Duration) -> redis::RedisResult<bool> {
-        let mut conn = self.connection();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.key(name))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async(&mut conn)
-            .await?;
-        Ok(set.is_some())
     }
 
     /// Forgets `name`.

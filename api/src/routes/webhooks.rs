@@ -14,7 +14,7 @@ use axum::{
 };
 use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
-    kv::RateDecision,
+    kv::Admission,
     model::{IdempotencyKey, RunSource, SigningMode},
     store::{NewRun, WebhookTrigger},
 };
@@ -80,32 +80,38 @@ async fn handle(
         None
     };
     let trigger = trigger.ok_or_else(|| ApiError::not_found("webhook"))?;
-    let bucket = format!("ratelimit:{}", trigger.id);
-    match state
-        .coordination
-        .take_token(&bucket, state.webhook_rate, state.webhook_burst)
-        .await
-    {
-        Ok(RateDecision::Allowed) => {}
-        Ok(RateDecision::Limited { retry_after_ms }) => return Err(rate_limited(retry_after_ms)),
-        Err(e) => return Err(ApiError::unavailable(e)),
-    }
+    // Credentials are checked before the rate limit is consulted, but answered after it: the
+    // token and, for a valid signature, the replay memory are one round trip, and a limited
+    // caller gets 429 whatever its credentials (the contract's order).
     let now_ms = state.store.clock().now().timestamp_millis();
-    let signature = authenticate(&trigger, headers, &bytes, now_ms).ok_or_else(bad_credentials)?;
-    let replay_key = signature.map(|s| format!("replay:{}:{}", trigger.id, hex::encode(s)));
-    if let Some(key) = &replay_key {
-        let window =
-            std::time::Duration::from_secs(u64::try_from(trigger.replay_window_sec).unwrap_or(300));
-        match state.coordination.remember(key, window).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(ApiError::conflict(
-                    "replayed",
-                    "this signature was already accepted; sign a new request",
-                ));
-            }
-            Err(e) => return Err(ApiError::unavailable(e)),
+    let authenticated = authenticate(&trigger, headers, &bytes, now_ms);
+    let replay_key = authenticated
+        .as_ref()
+        .and_then(Option::as_ref)
+        .map(|s| format!("replay:{}:{}", trigger.id, hex::encode(s)));
+    let window =
+        std::time::Duration::from_secs(u64::try_from(trigger.replay_window_sec).unwrap_or(300));
+    let bucket = format!("ratelimit:{}", trigger.id);
+    let admission = state
+        .coordination
+        .admit(
+            &bucket,
+            state.webhook_rate,
+            state.webhook_burst,
+            replay_key.as_deref().map(|key| (key, window)),
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+    match admission {
+        Admission::Limited { retry_after_ms } => return Err(rate_limited(retry_after_ms)),
+        _ if authenticated.is_none() => return Err(bad_credentials()),
+        Admission::Replayed => {
+            return Err(ApiError::conflict(
+                "replayed",
+                "this signature was already accepted; sign a new request",
+            ));
         }
+        Admission::Admitted => {}
     }
     let payload = parse_payload(headers, &bytes)?;
     let idempotency_key = match headers.get("idempotency-key") {

@@ -130,6 +130,35 @@ pub struct PgStore {
     hasher: Arc<TokenHasher>,
     secrets: Arc<SecretBox>,
     public_url: Arc<str>,
+    announcer: Arc<Announcer>,
+}
+
+/// Sends the job announcements of concurrent acceptances as one `NOTIFY`: each acceptance
+/// wakes the announcer (a permit, so wake-ups during a `NOTIFY` are kept, and many become
+/// one), which sends a `NOTIFY` on its own connection. Started on the first announcement, in
+/// the caller's runtime.
+#[derive(Debug, Default)]
+struct Announcer {
+    wake: Arc<tokio::sync::Notify>,
+    started: std::sync::OnceLock<()>,
+}
+
+impl Announcer {
+    fn announce(&self, pool: &PgPool) {
+        self.started.get_or_init(|| {
+            let (wake, pool) = (Arc::clone(&self.wake), pool.clone());
+            tokio::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    let sent = async { jobs::notify(&mut *pool.acquire().await?).await };
+                    if let Err(error) = sent.await {
+                        tracing::warn!(%error, "could not notify workers; they will poll the jobs");
+                    }
+                }
+            });
+        });
+        self.wake.notify_one();
+    }
 }
 
 impl PgStore {
@@ -142,6 +171,7 @@ impl PgStore {
             hasher: Arc::new(TokenHasher::new(key)),
             secrets: Arc::new(SecretBox::new(key)),
             public_url: Arc::from("http://127.0.0.1:8080"),
+            announcer: Arc::new(Announcer::default()),
         }
     }
 
@@ -170,13 +200,10 @@ impl PgStore {
         &self.secrets
     }
 
-    /// Wakes idle workers: jobs were committed.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub(crate) async fn announce_jobs(&self) -> StoreResult<()> {
-        jobs::notify(&mut *self.pool.acquire().await?).await?;
-        Ok(())
+    /// Wakes idle workers: jobs were committed. Returns at once; the `NOTIFY` follows, shared
+    /// with concurrent announcements (a failure is logged: workers also poll).
+    pub(crate) fn announce_jobs(&self) {
+        self.announcer.announce(&self.pool);
     }
 
     /// Whether the database answers.

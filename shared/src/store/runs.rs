@@ -244,7 +244,7 @@ impl PgStore {
         .await?
         {
             drop(conn);
-            return Ok(self.accepted(run).await);
+            return Ok(self.accepted(run));
         }
         // Nothing was written: find out why, holding the trigger.
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -280,16 +280,15 @@ impl PgStore {
         .await?;
         let run = inserted.ok_or(StoreError::NotFound)?;
         tx.commit().await?;
-        Ok(self.accepted(run).await)
+        Ok(self.accepted(run))
     }
 
     /// An accepted run: workers are woken after the commit, not by a `NOTIFY` inside the
-    /// transaction, because Postgres serialises the commits of notifying transactions. Should
-    /// this process die right before, the workers' polling picks the job up within a second.
-    async fn accepted(&self, run: Run) -> Accepted {
-        if let Err(error) = self.announce_jobs().await {
-            tracing::warn!(%error, "could not notify workers; they will poll the job");
-        }
+    /// transaction, because Postgres serialises the commits of notifying transactions; the
+    /// announcements of concurrent acceptances are coalesced. Should this process die right
+    /// before, the workers' polling picks the job up within a second.
+    fn accepted(&self, run: Run) -> Accepted {
+        self.announce_jobs();
         Accepted {
             run,
             replayed: false,
@@ -325,7 +324,7 @@ impl PgStore {
             return replay(existing, &new.payload);
         };
         tx.commit().await?;
-        Ok(self.accepted(run).await)
+        Ok(self.accepted(run))
     }
 
     /// The webhook trigger with public id `public_id`, with its decrypted secret.

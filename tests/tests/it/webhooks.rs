@@ -698,13 +698,17 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
 async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
+    // The in-process buckets run on the store's clock: a clock that stands still keeps the
+    // bucket from refilling however slow the machine is.
+    let clock: nexus_shared::clock::SharedClock =
+        nexus_shared::ManualClock::new(chrono::Utc::now());
     let app = TestApp::spawn_with(Options {
         env: vec![
             ("NEXUS_REDIS_URL", String::new()),
             ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
             ("NEXUS_WEBHOOK_BURST", "3".to_owned()),
         ],
-        ..Default::default()
+        clock: Some(clock),
     })
     .await;
     assert!(!app.coordination.is_shared());
