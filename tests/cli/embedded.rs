@@ -19,6 +19,8 @@ fn start(dir: &Path, port: u16) -> Child {
         .env("NEXUS_DATA_DIR", dir)
         .env("NEXUS_LISTEN", format!("127.0.0.1:{port}"))
         .env("NEXUS_BOOTSTRAP_BOARD_TOKEN", TOKEN)
+        // A job claimed just before the kill waits for its lease to expire: keep it short.
+        .env("NEXUS_JOB_LEASE_SECS", "5")
         .env("NEXUS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -186,8 +188,9 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
 
     let mut process = start(&dir, port);
     api.ready().await;
-    // Every accepted run is dispatched exactly once: one issue each.
-    nexus_tests::eventually(30, "every accepted run dispatched", || async {
+    // Every accepted run is dispatched exactly once: one issue each. A job the killed process
+    // had claimed is dispatched once its lease (5 s) expires and a maintenance pass reaps it.
+    nexus_tests::eventually(60, "every accepted run dispatched", || async {
         let runs = api.runs(&manual).await;
         runs.iter()
             .all(|r| r["status"] == "issue_created")
