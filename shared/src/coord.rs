@@ -2,15 +2,15 @@
 //! accepted webhook signatures (replay protection) and the scheduler's leader lease.
 //!
 //! With `NEXUS_REDIS_URL` set, all three live in Redis and every replica shares them
-//! ([`Coordination::Redis`]). Without it — the single-process mode, `nexus serve` — they live in
-//! this process ([`Coordination::Local`]): one process is the whole deployment, so there is
-//! nothing to share. The separate role binaries always require Redis.
+//! ([`Coordination::Redis`]). Without it — the single-process mode, `nexus serve` — one process
+//! is the whole deployment ([`Coordination::Local`]): the lease and the rate-limit buckets live
+//! in the process, and accepted signatures in the database (`webhook_signatures`), so replay
+//! protection survives a restart. The separate API and scheduler binaries require Redis.
 //!
-//! What the local mode gives up: the replay memory and the rate-limit buckets start empty after
-//! a restart (a signed request captured in the replay window before a restart can be replayed
-//! once after it; the request's timestamp must still be inside the window), and two
-//! `nexus serve` processes on one database would each lead — Postgres fencing still prevents a
-//! double fire, but they would depose each other in turn. Run one.
+//! What the local mode gives up: the rate-limit buckets start full after a restart, and two
+//! `nexus serve` processes on one Postgres database would each lead — fencing still prevents a
+//! double fire, but they would depose each other in turn. Run one (the embedded database
+//! enforces it).
 
 use std::{
     collections::HashMap,
@@ -18,9 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::TimeDelta;
+
 use crate::{
     clock::SharedClock,
     kv::{Admission, RateDecision, Redis},
+    store::Store,
 };
 
 /// Entries a local map holds before it sweeps out the ones that no longer matter.
@@ -36,10 +39,11 @@ pub enum Coordination {
 }
 
 impl Coordination {
-    /// In-process coordination reading time from `clock`.
+    /// In-process coordination, remembering signatures in `store` and reading time from its
+    /// clock.
     #[must_use]
-    pub fn local(clock: SharedClock) -> Self {
-        Self::Local(Arc::new(Local::new(clock)))
+    pub fn local(store: Store) -> Self {
+        Self::Local(Arc::new(Local::new(store)))
     }
 
     /// Whether state is shared through Redis.
@@ -61,37 +65,38 @@ impl Coordination {
     /// to Redis).
     ///
     /// # Errors
-    /// Redis is unreachable.
+    /// Redis (or, in process, the database) is unreachable.
     pub async fn admit(
         &self,
         bucket: &str,
         rate: u32,
         burst: u32,
         remember: Option<(&str, Duration)>,
-    ) -> redis::RedisResult<Admission> {
+    ) -> Result<Admission, CoordError> {
         match self {
-            Self::Redis(redis) => redis.admit(bucket, rate, burst, remember).await,
-            Self::Local(local) => Ok(match local.take_token(bucket, rate, burst) {
-                RateDecision::Limited { retry_after_ms } => Admission::Limited { retry_after_ms },
+            Self::Redis(redis) => Ok(redis.admit(bucket, rate, burst, remember).await?),
+            Self::Local(local) => match local.take_token(bucket, rate, burst) {
+                RateDecision::Limited { retry_after_ms } => {
+                    Ok(Admission::Limited { retry_after_ms })
+                }
                 RateDecision::Allowed => match remember {
-                    Some((name, ttl)) if !local.remember(name, ttl) => Admission::Replayed,
-                    _ => Admission::Admitted,
+                    Some((name, ttl)) if !local.remember(name, ttl).await? => {
+                        Ok(Admission::Replayed)
+                    }
+                    _ => Ok(Admission::Admitted),
                 },
-            }),
+            },
         }
     }
 
     /// Forgets `name`.
     ///
     /// # Errors
-    /// Redis is unreachable.
-    pub async fn forget(&self, name: &str) -> redis::RedisResult<()> {
+    /// Redis or the database is unreachable.
+    pub async fn forget(&self, name: &str) -> Result<(), CoordError> {
         match self {
-            Self::Redis(redis) => redis.forget(name).await,
-            Self::Local(local) => {
-                local.forget(name);
-                Ok(())
-            }
+            Self::Redis(redis) => Ok(redis.forget(name).await?),
+            Self::Local(local) => Ok(local.store.forget_signature(name).await?),
         }
     }
 }
@@ -99,9 +104,9 @@ impl Coordination {
 /// Coordination state of a single process.
 #[derive(Debug)]
 pub struct Local {
+    store: Store,
     clock: SharedClock,
     buckets: Mutex<Sweeping<Bucket>>,
-    remembered: Mutex<Sweeping<i64>>,
     lease: Mutex<Lease>,
 }
 
@@ -144,11 +149,11 @@ struct Lease {
 }
 
 impl Local {
-    fn new(clock: SharedClock) -> Self {
+    fn new(store: Store) -> Self {
         Self {
-            clock,
+            clock: store.clock().clone(),
+            store,
             buckets: Mutex::new(Sweeping::new()),
-            remembered: Mutex::new(Sweeping::new()),
             lease: Mutex::new(Lease {
                 holder: None,
                 epoch: 0,
@@ -195,26 +200,10 @@ impl Local {
         decision
     }
 
-    fn remember(&self, name: &str, ttl: Duration) -> bool {
-        let now = self.now_ms();
-        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        let mut remembered = self
-            .remembered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if remembered.entries.get(name).is_some_and(|&t| t > now) {
-            return false;
-        }
-        remembered.insert(name.to_owned(), until, |&t| t <= now);
-        true
-    }
-
-    fn forget(&self, name: &str) {
-        self.remembered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entries
-            .remove(name);
+    /// Remembers `name` in the database for `ttl`; `true` when it was new.
+    async fn remember(&self, name: &str, ttl: Duration) -> Result<bool, CoordError> {
+        let until = self.clock.now() + TimeDelta::from_std(ttl).unwrap_or(TimeDelta::days(1));
+        Ok(self.store.remember_signature(name, until).await?)
     }
 
     /// Takes the lease for `id` unless another holder's is still valid; a new term gets the
@@ -261,26 +250,43 @@ impl Local {
     }
 }
 
+/// Why coordination state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// Redis is unreachable.
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The database (the in-process mode's replay memory) failed.
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeDelta, TimeZone as _, Utc};
 
     use super::*;
-    use crate::ManualClock;
+    use crate::{ManualClock, crypto::SecretKey, store::sqlite::SqliteStore};
 
-    fn local() -> (Arc<ManualClock>, Local) {
+    /// In-process coordination over an embedded store in a temporary directory (removed by
+    /// the caller).
+    async fn local() -> (Arc<ManualClock>, Local, std::path::PathBuf) {
         let clock = ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0)
                 .single()
                 .expect("a time"),
         );
-        let local = Local::new(clock.clone());
-        (clock, local)
+        let dir =
+            std::env::temp_dir().join(format!("nexus-coord-{}", uuid::Uuid::new_v4().simple()));
+        let store = SqliteStore::open(&dir, clock.clone(), &SecretKey::generate(), "http://x")
+            .await
+            .expect("store");
+        (clock, Local::new(Store::new(store)), dir)
     }
 
-    #[test]
-    fn a_bucket_allows_its_burst_then_refills_at_the_rate() {
-        let (clock, local) = local();
+    #[tokio::test]
+    async fn a_bucket_allows_its_burst_then_refills_at_the_rate() {
+        let (clock, local, dir) = local().await;
         for _ in 0..3 {
             assert_eq!(local.take_token("t", 2, 3), RateDecision::Allowed);
         }
@@ -308,44 +314,61 @@ mod tests {
             local.take_token("t", 2, 3),
             RateDecision::Limited { .. }
         ));
+        drop(std::fs::remove_dir_all(dir));
     }
 
-    #[test]
-    fn remembered_names_are_refused_until_they_expire_or_are_forgotten() {
-        let (clock, local) = local();
-        assert!(local.remember("sig", Duration::from_secs(300)));
-        assert!(!local.remember("sig", Duration::from_secs(300)));
+    #[tokio::test]
+    async fn signatures_are_remembered_in_the_database_until_they_expire_or_are_forgotten() {
+        let (clock, local, dir) = local().await;
+        let window = Duration::from_secs(300);
+        assert!(local.remember("sig", window).await.expect("db"));
+        assert!(!local.remember("sig", window).await.expect("db"));
         clock.advance(TimeDelta::seconds(299));
-        assert!(!local.remember("sig", Duration::from_secs(300)));
+        assert!(!local.remember("sig", window).await.expect("db"));
         clock.advance(TimeDelta::seconds(1));
-        assert!(local.remember("sig", Duration::from_secs(300)));
-        local.forget("sig");
-        assert!(local.remember("sig", Duration::from_secs(300)));
-    }
-
-    #[test]
-    fn sweeping_drops_only_stale_entries() {
-        let (clock, local) = local();
-        assert!(local.remember("kept", Duration::from_secs(3600)));
-        for i in 0..SWEEP_AT {
-            assert!(local.remember(&format!("short-{i}"), Duration::from_secs(1)));
-        }
-        clock.advance(TimeDelta::seconds(2));
-        for i in 0..SWEEP_AT {
-            assert!(local.remember(&format!("new-{i}"), Duration::from_secs(60)));
-        }
-        let remembered = local.remembered.lock().expect("not poisoned");
+        assert!(local.remember("sig", window).await.expect("db"), "expired");
+        let coordination = Coordination::Local(Arc::new(local));
+        coordination.forget("sig").await.expect("db");
+        let Coordination::Local(local) = &coordination else {
+            unreachable!()
+        };
         assert!(
-            remembered.entries.len() < 2 * SWEEP_AT,
-            "stale entries swept"
+            local.remember("sig", window).await.expect("db"),
+            "forgotten"
         );
-        drop(remembered);
-        assert!(!local.remember("kept", Duration::from_secs(3600)));
+        // A new process on the same data remembers it too: replay protection survives a
+        // restart. (The store lives on in `local`; a second handle shares its database.)
+        assert!(!local.remember("sig", window).await.expect("db"));
+        clock.advance(TimeDelta::seconds(301));
+        assert_eq!(local.store.purge_signatures().await.expect("db"), 1);
+        drop(std::fs::remove_dir_all(dir));
     }
 
-    #[test]
-    fn the_lease_has_one_holder_and_each_term_a_higher_epoch() {
-        let (_, local) = local();
+    #[tokio::test]
+    async fn sweeping_drops_only_full_buckets() {
+        let (clock, local, dir) = local().await;
+        assert_eq!(local.take_token("busy", 1, 1), RateDecision::Allowed);
+        for i in 0..SWEEP_AT {
+            local.take_token(&format!("short-{i}"), 1000, 1);
+        }
+        clock.advance(TimeDelta::milliseconds(10));
+        for i in 0..SWEEP_AT {
+            local.take_token(&format!("new-{i}"), 1, 1);
+        }
+        let buckets = local.buckets.lock().expect("not poisoned");
+        assert!(buckets.entries.len() < 2 * SWEEP_AT, "full buckets swept");
+        drop(buckets);
+        // The busy bucket (empty, refilling for a second) was kept.
+        assert!(matches!(
+            local.take_token("busy", 1, 1),
+            RateDecision::Limited { .. }
+        ));
+        drop(std::fs::remove_dir_all(dir));
+    }
+
+    #[tokio::test]
+    async fn the_lease_has_one_holder_and_each_term_a_higher_epoch() {
+        let (_, local, dir) = local().await;
         let ttl = Duration::from_secs(60);
         assert_eq!(local.try_lead("a", ttl, 41), Some(42));
         assert_eq!(local.try_lead("b", ttl, 41), None);
@@ -361,5 +384,6 @@ mod tests {
         assert_eq!(local.try_lead("c", Duration::ZERO, 0), Some(44));
         // A floor above the last epoch given wins.
         assert_eq!(local.try_lead("a", ttl, 100), Some(101));
+        drop(std::fs::remove_dir_all(dir));
     }
 }

@@ -64,7 +64,7 @@ impl Resources {
         }
         let coordination = match &config.redis_url {
             Some(url) => Coordination::Redis(Redis::new(url, &config.redis_prefix)?),
-            None => Coordination::local(store.clock().clone()),
+            None => Coordination::local(store.clone()),
         };
         Ok(Self {
             config,

@@ -13,8 +13,18 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 const TOKEN: &str = "embedded-test-board-token-0123456789";
 
-fn start(dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_nexus"))
+/// The process, killed when dropped (a failing test leaves nothing running).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
+fn start(dir: &Path, port: u16) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_nexus"))
         .env_clear()
         .env("NEXUS_DATA_DIR", dir)
         .env("NEXUS_LISTEN", format!("127.0.0.1:{port}"))
@@ -24,7 +34,8 @@ fn start(dir: &Path, port: u16) -> Child {
         .env("NEXUS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .expect("nexus starts")
+        .expect("nexus starts");
+    Running(child)
 }
 
 struct Api {
@@ -85,6 +96,28 @@ fn id(body: &Value) -> String {
     body["id"].as_str().expect("an id").to_owned()
 }
 
+/// Sends a signed webhook call (`hmac_sha256`) with the given timestamp; returns the status.
+async fn fire(api: &Api, url: &str, secret: &str, timestamp: i64) -> u16 {
+    use hmac::{KeyInit as _, Mac as _};
+    let body = br#"{"deploy":"v7"}"#;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let path = url.split("/api/").nth(1).expect("an API path");
+    api.http
+        .post(format!("{}/api/{path}", api.base))
+        .header("content-type", "application/json")
+        .header("x-paperclip-timestamp", timestamp.to_string())
+        .header("x-paperclip-signature", signature)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("an answer")
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fires() {
     let dir =
@@ -142,6 +175,28 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
             routine(json!({ "catchUpPolicy": "enqueue_missed_with_cap", "catchUpCap": 3 })),
         )
         .await);
+    let hooked = id(&api
+        .post(
+            &format!("/api/companies/{company}/routines"),
+            routine(json!({})),
+        )
+        .await);
+    let hook = api
+        .post(
+            &format!("/api/routines/{hooked}/triggers"),
+            json!({ "kind": "webhook", "signingMode": "hmac_sha256" }),
+        )
+        .await;
+    let hook_url = hook["secretMaterial"]["webhookUrl"]
+        .as_str()
+        .expect("a webhook URL")
+        .to_owned();
+    let hook_secret = hook["secretMaterial"]["webhookSecret"]
+        .as_str()
+        .expect("a secret")
+        .to_owned();
+    let signed_at = Utc::now().timestamp();
+    assert_eq!(fire(&api, &hook_url, &hook_secret, signed_at).await, 202);
     for routine in [&skipping, &catching_up] {
         api.post(
             &format!("/api/routines/{routine}/triggers"),
@@ -168,8 +223,8 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
         )
         .await;
     accepted.push(id(&keyed));
-    process.kill().expect("SIGKILL");
-    process.wait().expect("killed");
+    process.0.kill().expect("SIGKILL");
+    process.0.wait().expect("killed");
 
     // Ten minutes pass while it is down: the schedules' next fires move ten minutes back.
     let minute = Utc::now()
@@ -179,7 +234,7 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
     let pool = sqlx::SqlitePool::connect_with(options)
         .await
         .expect("open the file");
-    sqlx::query("UPDATE routine_triggers SET next_run_at = ?1")
+    sqlx::query("UPDATE routine_triggers SET next_run_at = ?1 WHERE kind = 'schedule'")
         .bind(minute - TimeDelta::minutes(9))
         .execute(&pool)
         .await
@@ -222,6 +277,13 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
         )
         .await;
     assert_eq!((status, id(&again)), (202, id(&keyed)));
+    // The signed call accepted before the kill is still a replay: signatures are remembered in
+    // the database, not only in the process.
+    assert_eq!(fire(&api, &hook_url, &hook_secret, signed_at).await, 409);
+    assert_eq!(
+        fire(&api, &hook_url, &hook_secret, signed_at - 1).await,
+        202
+    );
 
     // skip_missed: one skipped run for the fires older than the grace period, the current
     // minute's fire on time. enqueue_missed_with_cap 3: the three most recent missed fires run,
@@ -271,11 +333,11 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
         assert_eq!(fires.len(), all, "one run per fire");
     }
 
-    let pid = process.id().to_string();
+    let pid = process.0.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
-    assert!(process.wait().expect("exits").success());
+    assert!(process.0.wait().expect("exits").success());
     drop(std::fs::remove_dir_all(&dir));
 }

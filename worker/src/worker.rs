@@ -323,6 +323,8 @@ impl Worker {
                 .increment(timed_out);
             tracing::info!(count = timed_out, "heartbeat runs timed out");
         }
+        // Signatures remembered in the database (no Redis) whose replay window is over.
+        self.store.purge_signatures().await?;
         // Gauges of every kind and state, zero when absent, so drained queues read 0.
         let depth = self.queue.depth().await?;
         for kind in [DISPATCH_RUN, DELIVER_WAKEUP] {

@@ -330,6 +330,50 @@ impl PgStore {
             .collect())
     }
 
+    /// Remembers a signature until `until` unless a live one is remembered under `key`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn remember_signature(&self, key: &str, until: DateTime<Utc>) -> StoreResult<bool> {
+        let remembered = sqlx::query_scalar!(
+            "INSERT INTO webhook_signatures (key, expires_at) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+             WHERE webhook_signatures.expires_at <= $3
+             RETURNING key",
+            key,
+            until,
+            self.now(),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(remembered.is_some())
+    }
+
+    /// Forgets a remembered signature.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn forget_signature(&self, key: &str) -> StoreResult<()> {
+        sqlx::query!("DELETE FROM webhook_signatures WHERE key = $1", key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes remembered signatures whose time is up.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge_signatures(&self) -> StoreResult<u64> {
+        let deleted = sqlx::query!(
+            "DELETE FROM webhook_signatures WHERE expires_at <= $1",
+            self.now()
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
     /// Listens to `NOTIFY` on the topic's channel.
     ///
     /// # Errors

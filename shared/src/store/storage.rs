@@ -414,6 +414,22 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn time_out_heartbeats(&self, timeout: Duration) -> StoreResult<u64>;
+    /// Remembers an accepted signature until `until` unless a live one is remembered under
+    /// `key`; `true` when it was new (the replay memory where no Redis is configured).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn remember_signature(&self, key: &str, until: DateTime<Utc>) -> StoreResult<bool>;
+    /// Forgets a remembered signature (its request was not accepted after all).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn forget_signature(&self, key: &str) -> StoreResult<()>;
+    /// Deletes remembered signatures whose time is up; returns how many.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn purge_signatures(&self) -> StoreResult<u64>;
     /// Listens to announcements on `topic`.
     ///
     /// # Errors

@@ -468,7 +468,21 @@ mod flow {
             let _ = clock;
         }
 
-        async fn heartbeat_runs_are_claimed_finished_and_timed_out(store, clock) {
+        async fn accepted_signatures_are_remembered_for_their_window(store, clock) {
+        let window = |seconds: i64| clock.now() + TimeDelta::seconds(seconds);
+        assert!(store.remember_signature("replay:a", window(300)).await.expect("db"));
+        assert!(!store.remember_signature("replay:a", window(300)).await.expect("db"), "a replay");
+        assert!(store.remember_signature("replay:b", window(10)).await.expect("db"));
+        clock.advance(TimeDelta::seconds(10));
+        assert!(store.remember_signature("replay:b", window(10)).await.expect("db"), "its window is over");
+        store.forget_signature("replay:a").await.expect("db");
+        assert!(store.remember_signature("replay:a", window(5)).await.expect("db"), "forgotten");
+        clock.advance(TimeDelta::seconds(10));
+        assert_eq!(store.purge_signatures().await.expect("db"), 2);
+        assert_eq!(store.purge_signatures().await.expect("db"), 0);
+    }
+
+    async fn heartbeat_runs_are_claimed_finished_and_timed_out(store, clock) {
             let company = store.create_company(title("Acme"), board()).await.expect("company").id;
             let agent = store.create_agent(company, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
             let issue = NewIssue {

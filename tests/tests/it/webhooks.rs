@@ -718,17 +718,19 @@ async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
     let hook = hook(&app, &team, "hmac_sha256").await;
     let url = on(&app, &hook.url);
     let body = br#"{"deploy":"v2"}"#.to_vec();
-    let headers = signed(&hook.secret, now_secs(), &body);
+    // Distinct timestamps from one reading: two readings a second apart could sign the same.
+    let t0 = now_secs();
+    let headers = signed(&hook.secret, t0, &body);
     assert_eq!(send(&url, &headers, body.clone()).await.status, 202);
     let replay = send(&url, &headers, body.clone()).await;
     assert_eq!(
         (replay.status, replay.body["code"].as_str()),
         (409, Some("replayed"))
     );
-    let fresh = signed(&hook.secret, now_secs() - 1, &body);
+    let fresh = signed(&hook.secret, t0 - 1, &body);
     assert_eq!(send(&url, &fresh, body.clone()).await.status, 202);
     // Three tokens were taken (the replay's too); the fourth call is limited.
-    let limited = send(&url, &signed(&hook.secret, now_secs() - 2, &body), body).await;
+    let limited = send(&url, &signed(&hook.secret, t0 - 2, &body), body).await;
     assert_eq!(
         (limited.status, limited.body["code"].as_str()),
         (429, Some("rate_limited"))

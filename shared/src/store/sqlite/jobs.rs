@@ -240,6 +240,49 @@ impl SqliteStore {
         Ok(report)
     }
 
+    /// See [`crate::store::Storage::remember_signature`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn remember_signature(&self, key: &str, until: DateTime<Utc>) -> StoreResult<bool> {
+        let remembered = sqlx::query_scalar::<_, String>(
+            "INSERT INTO webhook_signatures (key, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE webhook_signatures.expires_at <= ?3
+             RETURNING key",
+        )
+        .bind(key)
+        .bind(until)
+        .bind(self.now())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(remembered.is_some())
+    }
+
+    /// See [`crate::store::Storage::forget_signature`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn forget_signature(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM webhook_signatures WHERE key = ?1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// See [`crate::store::Storage::purge_signatures`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge_signatures(&self) -> StoreResult<u64> {
+        let deleted = sqlx::query("DELETE FROM webhook_signatures WHERE expires_at <= ?1")
+            .bind(self.now())
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
     /// See [`crate::store::Storage::queue_depth`].
     ///
     /// # Errors
