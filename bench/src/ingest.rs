@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hmac::{KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 
 use crate::{
@@ -168,12 +167,8 @@ async fn fire(
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let body = format!("{{\"n\":{n}}}");
                 let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-                    .expect("any key length");
-                mac.update(timestamp.as_bytes());
-                mac.update(b".");
-                mac.update(body.as_bytes());
-                let signature = hex::encode(mac.finalize().into_bytes());
+                let signature =
+                    nexus_tests::webhook_signature(&secret, &timestamp, body.as_bytes());
                 let sent = Instant::now();
                 let response = http
                     .post(format!("{}{path}", apis[n % apis.len()]))

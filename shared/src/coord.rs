@@ -22,11 +22,11 @@ use chrono::TimeDelta;
 
 use crate::{
     clock::SharedClock,
-    kv::{Admission, RateDecision, Redis},
+    kv::{Admission, Redis},
     store::Store,
 };
 
-/// Entries a local map holds before it sweeps out the ones that no longer matter.
+/// Buckets the in-process map holds before it sweeps out the full ones.
 const SWEEP_AT: usize = 4096;
 
 /// Where coordination state lives (cheap to clone).
@@ -101,12 +101,24 @@ impl Coordination {
     }
 }
 
+/// Outcome of taking a token from an in-process bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RateDecision {
+    /// Go ahead.
+    Allowed,
+    /// Too many calls; retry after this many milliseconds.
+    Limited {
+        /// Milliseconds until a token is available.
+        retry_after_ms: u64,
+    },
+}
+
 /// Coordination state of a single process.
 #[derive(Debug)]
 pub struct Local {
     store: Store,
     clock: SharedClock,
-    buckets: Mutex<Sweeping<Bucket>>,
+    buckets: Mutex<Buckets>,
     lease: Mutex<Lease>,
 }
 
@@ -118,14 +130,15 @@ struct Bucket {
     full_at_ms: i64,
 }
 
-/// A map swept of stale entries whenever it has doubled since the last sweep.
+/// The buckets by name, swept of full ones (which hold nothing a new bucket would not)
+/// whenever the map has doubled since the last sweep.
 #[derive(Debug)]
-struct Sweeping<T> {
-    entries: HashMap<String, T>,
+struct Buckets {
+    entries: HashMap<String, Bucket>,
     sweep_at: usize,
 }
 
-impl<T> Sweeping<T> {
+impl Buckets {
     fn new() -> Self {
         Self {
             entries: HashMap::new(),
@@ -133,10 +146,10 @@ impl<T> Sweeping<T> {
         }
     }
 
-    fn insert(&mut self, key: String, value: T, stale: impl Fn(&T) -> bool) {
-        self.entries.insert(key, value);
+    fn insert(&mut self, key: String, bucket: Bucket, now_ms: i64) {
+        self.entries.insert(key, bucket);
         if self.entries.len() >= self.sweep_at {
-            self.entries.retain(|_, v| !stale(v));
+            self.entries.retain(|_, b| b.full_at_ms > now_ms);
             self.sweep_at = (self.entries.len() * 2).max(SWEEP_AT);
         }
     }
@@ -153,7 +166,7 @@ impl Local {
         Self {
             clock: store.clock().clone(),
             store,
-            buckets: Mutex::new(Sweeping::new()),
+            buckets: Mutex::new(Buckets::new()),
             lease: Mutex::new(Lease {
                 holder: None,
                 epoch: 0,
@@ -165,7 +178,7 @@ impl Local {
         self.clock.now().timestamp_millis()
     }
 
-    /// The token bucket of [`Coordination::take_token`], on this process's clock.
+    /// The token bucket of [`Coordination::admit`], on this process's clock.
     fn take_token(&self, name: &str, rate: u32, burst: u32) -> RateDecision {
         let rate = f64::from(rate.max(1));
         let burst = f64::from(burst.max(1));
@@ -196,7 +209,7 @@ impl Local {
             at_ms: now,
             full_at_ms,
         };
-        buckets.insert(name.to_owned(), bucket, |b| b.full_at_ms <= now);
+        buckets.insert(name.to_owned(), bucket, now);
         decision
     }
 

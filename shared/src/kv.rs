@@ -113,18 +113,6 @@ pub enum Admission {
     Admitted,
 }
 
-/// Outcome of a rate-limit check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateDecision {
-    /// Go ahead.
-    Allowed,
-    /// Too many calls; retry after this many milliseconds.
-    Limited {
-        /// Milliseconds until a token is available.
-        retry_after_ms: u64,
-    },
-}
-
 impl Redis {
     /// Takes one token from the bucket `bucket` and, when that succeeds and `remember` is
     /// given, remembers its name for its time unless it is already remembered — one round

@@ -44,20 +44,6 @@ struct Api {
 }
 
 impl Api {
-    async fn ready(&self) {
-        nexus_tests::eventually(30, "the embedded process to be ready", || {
-            let request = self.http.get(format!("{}/readyz", self.base));
-            async move {
-                request
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
-        .await;
-    }
-
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self
             .http
@@ -98,12 +84,8 @@ fn id(body: &Value) -> String {
 
 /// Sends a signed webhook call (`hmac_sha256`) with the given timestamp; returns the status.
 async fn fire(api: &Api, url: &str, secret: &str, timestamp: i64) -> u16 {
-    use hmac::{KeyInit as _, Mac as _};
     let body = br#"{"deploy":"v7"}"#;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body);
-    let signature = hex::encode(mac.finalize().into_bytes());
+    let signature = nexus_tests::webhook_signature(secret, &timestamp.to_string(), body);
     let path = url.split("/api/").nth(1).expect("an API path");
     api.http
         .post(format!("{}/api/{path}", api.base))
@@ -132,7 +114,7 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
         http: nexus_tests::http_client(),
     };
     let mut process = start(&dir, port);
-    api.ready().await;
+    nexus_tests::wait_until_ready(&api.base, 30).await;
     assert!(dir.join("nexus.db").exists() && dir.join("secret.key").exists());
 
     let company = id(&api.post("/api/companies", json!({ "name": "Acme" })).await);
@@ -242,7 +224,7 @@ async fn killed_and_restarted_it_loses_nothing_accepted_and_catches_up_missed_fi
     pool.close().await;
 
     let mut process = start(&dir, port);
-    api.ready().await;
+    nexus_tests::wait_until_ready(&api.base, 30).await;
     // Every accepted run is dispatched exactly once: one issue each. A job the killed process
     // had claimed is dispatched once its lease (5 s) expires and a maintenance pass reaps it.
     nexus_tests::eventually(60, "every accepted run dispatched", || async {

@@ -131,18 +131,7 @@ async fn serve_runs_the_api_the_worker_and_the_scheduler_in_one_process() {
                 .expect("json")
         }
     };
-    nexus_tests::eventually(20, "the API", || {
-        let http = http.clone();
-        let url = format!("{base}/readyz");
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
-    })
-    .await;
+    nexus_tests::wait_until_ready(&base, 20).await;
     let company = post(
         "/api/companies".to_owned(),
         serde_json::json!({ "name": "Acme" }),

@@ -546,6 +546,24 @@ async fn fire_minutes(app: &TestApp, clock: &ManualClock, routine: &str, start: 
     }
 }
 
+/// An `always_enqueue` routine firing every minute, after a leader with `epoch` has written.
+async fn every_minute_after_epoch(app: &TestApp, epoch: i64) -> String {
+    let team = app.seed_team().await;
+    let (routine, _) = schedule(
+        app,
+        &team,
+        json!({ "concurrencyPolicy": "always_enqueue" }),
+        json!({ "cronExpression": "* * * * *" }),
+    )
+    .await;
+    sqlx::query("UPDATE scheduler_epoch SET epoch = $1")
+        .bind(epoch)
+        .execute(&app.db.pool)
+        .await
+        .expect("epoch");
+    routine
+}
+
 async fn epoch(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT epoch FROM scheduler_epoch")
         .fetch_one(&app.db.pool)
@@ -558,20 +576,9 @@ async fn a_redis_that_lost_its_epoch_counter_still_elects_a_leader_that_fires() 
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
     let (app, clock) = app_at("2026-11-29T09:00:30Z").await;
-    let team = app.seed_team().await;
-    let (routine, _) = schedule(
-        &app,
-        &team,
-        json!({ "concurrencyPolicy": "always_enqueue" }),
-        json!({ "cronExpression": "* * * * *" }),
-    )
-    .await;
     // An earlier leader wrote with epoch 50; this Redis prefix has never counted (as after a
     // Redis restart without persistence).
-    sqlx::query("UPDATE scheduler_epoch SET epoch = 50")
-        .execute(&app.db.pool)
-        .await
-        .expect("epoch");
+    let routine = every_minute_after_epoch(&app, 50).await;
     let scheduler = app.scheduler("after-restart", Duration::from_secs(10));
     let (stop, task) = run_loop(scheduler.clone());
     fire_minutes(&app, &clock, &routine, "2026-11-29T09:00:00Z", 2).await;
@@ -599,18 +606,7 @@ async fn without_a_redis_url_the_process_elects_one_leader_in_memory_and_fires_o
     })
     .await;
     assert!(!app.coordination.is_shared());
-    let team = app.seed_team().await;
-    let (routine, _) = schedule(
-        &app,
-        &team,
-        json!({ "concurrencyPolicy": "always_enqueue" }),
-        json!({ "cronExpression": "* * * * *" }),
-    )
-    .await;
-    sqlx::query("UPDATE scheduler_epoch SET epoch = 7")
-        .execute(&app.db.pool)
-        .await
-        .expect("epoch");
+    let routine = every_minute_after_epoch(&app, 7).await;
     // Two schedulers on the process's coordination: one lease, so one leader.
     let a = app.scheduler("a", Duration::from_secs(10));
     let b = app.scheduler("b", Duration::from_secs(10));

@@ -4,7 +4,6 @@
 
 use std::process::Command;
 
-use hmac::{KeyInit as _, Mac as _};
 use nexus_tests::{Options, Team, TestApp, str_at};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -39,15 +38,7 @@ fn on(app: &TestApp, url: &str) -> String {
 }
 
 fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    nexus_tests::webhook_signature(secret, timestamp, body)
 }
 
 struct Sent {

@@ -115,6 +115,8 @@ pub(super) async fn insert_heartbeats(
 ) -> StoreResult<(Vec<HeartbeatRun>, bool)> {
     let mut runs = Vec::with_capacity(new.len());
     let mut deliveries = Vec::new();
+    // Whether each agent is woken over HTTP, read once per agent (a batch wakes few agents).
+    let mut http_agents: std::collections::HashMap<Uuid, bool> = std::collections::HashMap::new();
     for heartbeat in new {
         let row = sqlx::query_as::<_, HeartbeatRow>(concat!(
             "INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id,
@@ -133,12 +135,19 @@ pub(super) async fn insert_heartbeats(
         .fetch_one(&mut *conn)
         .await?;
         let run = HeartbeatRun::from(row);
-        let http = sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1 AND wakeup_kind = 'http')",
-        )
-        .bind(run.agent_id)
-        .fetch_one(&mut *conn)
-        .await?;
+        let http = match http_agents.get(&run.agent_id) {
+            Some(http) => *http,
+            None => {
+                let http = sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1 AND wakeup_kind = 'http')",
+                )
+                .bind(run.agent_id)
+                .fetch_one(&mut *conn)
+                .await?;
+                http_agents.insert(run.agent_id, http);
+                http
+            }
+        };
         if http {
             deliveries.push(JobSpec {
                 kind: DELIVER_WAKEUP,
