@@ -63,6 +63,7 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         public_url: resources.config.public_url,
         webhook_rate: resources.config.webhook_rate_per_sec,
         webhook_burst: resources.config.webhook_burst,
+        webhook_triggers: Arc::default(),
     };
     let router = router(state, health.clone());
     Ok(App {

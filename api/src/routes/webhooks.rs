@@ -6,6 +6,8 @@
 //! body format (415, 400), trigger and routine state (409), then idempotency. Secrets and
 //! signatures are compared in constant time and never logged.
 
+use std::sync::Arc;
+
 use axum::{
     body::Body,
     extract::State,
@@ -16,7 +18,7 @@ use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
     kv::Admission,
     model::{IdempotencyKey, RunSource, SigningMode},
-    store::{NewRun, WebhookTrigger},
+    store::{NewRun, StoreError, TRIGGER_CHANGED, WebhookTrigger},
 };
 use serde_json::Value;
 use subtle::ConstantTimeEq as _;
@@ -74,17 +76,25 @@ async fn handle(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(headers, body).await?;
-    let trigger = if public_id.len() <= MAX_PUBLIC_ID {
-        state.store.webhook_trigger(public_id).await?
+    let found = if public_id.len() <= MAX_PUBLIC_ID {
+        state.webhook_triggers.get(&state.store, public_id).await?
     } else {
         None
     };
-    let trigger = trigger.ok_or_else(|| ApiError::not_found("webhook"))?;
+    let found = found.ok_or_else(|| ApiError::not_found("webhook"))?;
+    let mut trigger = found.trigger;
     // Credentials are checked before the rate limit is consulted, but answered after it: the
     // token and, for a valid signature, the replay memory are one round trip, and a limited
-    // caller gets 429 whatever its credentials (the contract's order).
+    // caller gets 429 whatever its credentials (the contract's order). A refusal is never
+    // decided on a cached read: the secret may have been rotated.
     let now_ms = state.store.clock().now().timestamp_millis();
-    let authenticated = authenticate(&trigger, headers, &bytes, now_ms);
+    let mut authenticated = authenticate(&trigger, headers, &bytes, now_ms);
+    let mut cached = found.cached;
+    if authenticated.is_none() && cached {
+        trigger = read_trigger(state, public_id).await?;
+        authenticated = authenticate(&trigger, headers, &bytes, now_ms);
+        cached = false;
+    }
     let replay_key = authenticated
         .as_ref()
         .and_then(Option::as_ref)
@@ -106,6 +116,14 @@ async fn handle(
         Admission::Limited { retry_after_ms } => return Err(rate_limited(retry_after_ms)),
         _ if authenticated.is_none() => return Err(bad_credentials()),
         Admission::Replayed => {
+            // Credentials come first: a replay of a call signed with a rotated-out secret is
+            // refused as unauthenticated.
+            if cached {
+                trigger = read_trigger(state, public_id).await?;
+            }
+            if authenticate(&trigger, headers, &bytes, now_ms).is_none() {
+                return Err(bad_credentials());
+            }
             return Err(ApiError::conflict(
                 "replayed",
                 "this signature was already accepted; sign a new request",
@@ -113,27 +131,19 @@ async fn handle(
         }
         Admission::Admitted => {}
     }
-    let payload = parse_payload(headers, &bytes)?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => {
-            let value = value.to_str().map_err(|_| {
-                ApiError::invalid_field("Idempotency-Key", "must be printable text")
-            })?;
-            Some(field(
-                "Idempotency-Key",
-                IdempotencyKey::parse(value.to_owned()),
-            )?)
+    let new = new_run(&trigger, headers, &bytes)?;
+    let mut accepted = state.store.accept_webhook_run(&trigger, new).await;
+    if matches!(&accepted, Err(StoreError::Conflict { code, .. }) if *code == TRIGGER_CHANGED) {
+        // The trigger changed after it was read (here or in the cache): the call is checked
+        // again against the trigger as it is now, and accepted only if it still passes.
+        trigger = read_trigger(state, public_id).await?;
+        if authenticate(&trigger, headers, &bytes, now_ms).is_none() {
+            return Err(bad_credentials());
         }
-    };
-    let new = NewRun {
-        source: RunSource::Webhook,
-        trigger_id: Some(trigger.id),
-        payload,
-        idempotency_key,
-        trace_context: Some(trace::context_from(headers)),
-    };
-    match state.store.accept_webhook_run(&trigger, new).await {
+        let new = new_run(&trigger, headers, &bytes)?;
+        accepted = state.store.accept_webhook_run(&trigger, new).await;
+    }
+    match accepted {
         Ok(accepted) => Ok(accepted_response(accepted.run, accepted.replayed)),
         Err(error) => {
             let error = ApiError::from(error);
@@ -146,6 +156,43 @@ async fn handle(
             Err(error)
         }
     }
+}
+
+/// The trigger as the database has it now; 404 when it was deleted.
+async fn read_trigger(state: &AppState, public_id: &str) -> Result<Arc<WebhookTrigger>, ApiError> {
+    state
+        .webhook_triggers
+        .read(&state.store, public_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+/// The run a call asks for: its payload and idempotency key (400/415 when malformed).
+fn new_run(
+    trigger: &WebhookTrigger,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<NewRun, ApiError> {
+    let payload = parse_payload(headers, bytes)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let value = value.to_str().map_err(|_| {
+                ApiError::invalid_field("Idempotency-Key", "must be printable text")
+            })?;
+            Some(field(
+                "Idempotency-Key",
+                IdempotencyKey::parse(value.to_owned()),
+            )?)
+        }
+    };
+    Ok(NewRun {
+        source: RunSource::Webhook,
+        trigger_id: Some(trigger.id),
+        payload,
+        idempotency_key,
+        trace_context: Some(trace::context_from(headers)),
+    })
 }
 
 /// Reads at most [`MAX_WEBHOOK_BODY`] bytes; a larger body is refused without reading it all.

@@ -14,6 +14,7 @@ mod catalog;
 mod dispatch;
 mod fires;
 mod heartbeats;
+mod intake;
 mod issues;
 mod jobs;
 mod routines;
@@ -37,7 +38,9 @@ pub use self::{
     issues::{IssueFilter, NewIssue},
     jobs::JOBS_CHANNEL,
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
-    runs::{Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, WebhookTrigger},
+    runs::{
+        Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, TRIGGER_CHANGED, WebhookTrigger,
+    },
     storage::{Dispatched, Storage, Store, Subscription, Topic},
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
@@ -131,6 +134,7 @@ pub struct PgStore {
     secrets: Arc<SecretBox>,
     public_url: Arc<str>,
     announcer: Arc<Announcer>,
+    intake: Arc<intake::Intake>,
 }
 
 /// Sends the job announcements of concurrent acceptances as one `NOTIFY`: each acceptance
@@ -172,6 +176,7 @@ impl PgStore {
             secrets: Arc::new(SecretBox::new(key)),
             public_url: Arc::from("http://127.0.0.1:8080"),
             announcer: Arc::new(Announcer::default()),
+            intake: Arc::new(intake::Intake::default()),
         }
     }
 

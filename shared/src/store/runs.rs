@@ -50,7 +50,32 @@ pub struct WebhookTrigger {
     pub replay_window_sec: i32,
     /// The secret, as shown to the user.
     pub secret: String,
+    /// The secret as stored (sealed): with the signing mode and replay window, what an
+    /// acceptance compares with the trigger's row, so that a caller holding an older read of
+    /// the trigger (a cache) cannot accept a call the current trigger would refuse.
+    pub(crate) sealed: Vec<u8>,
 }
+
+impl WebhookTrigger {
+    /// Whether the stored trigger still has these credentials and this signing mode and window.
+    pub(crate) fn is_current(&self, sealed: &[u8], signing_mode: SigningMode, window: i32) -> bool {
+        self.sealed == sealed
+            && self.signing_mode == signing_mode
+            && self.replay_window_sec == window
+    }
+}
+
+/// The answer to an acceptance made with an outdated read of the trigger (its secret was
+/// rotated, or its signing mode or replay window changed, since it was read).
+pub(crate) fn trigger_changed() -> StoreError {
+    StoreError::conflict(
+        TRIGGER_CHANGED,
+        "the webhook trigger changed while the call was accepted; send the call again",
+    )
+}
+
+/// The conflict code of [`trigger_changed`]: read the trigger again and retry.
+pub const TRIGGER_CHANGED: &str = "trigger_changed";
 
 impl std::fmt::Debug for WebhookTrigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,43 +238,52 @@ impl PgStore {
                 _ => return Err(StoreError::InvalidReference { field: "triggerId" }),
             }
         }
-        self.finish_received(tx, routine.company_id, routine_id, new, actor, now)
-            .await
+        let received = Received::new((routine.company_id, routine_id), new, actor, now);
+        self.finish_received(tx, received).await
     }
 
-    /// Accepts a webhook call of `trigger`: the trigger must be enabled and its routine active;
-    /// then like a manual run (idempotency by key, run and job in one transaction).
+    /// Accepts a webhook call of `trigger`: the trigger must be enabled, its routine active and
+    /// its credentials, signing mode and window still those of `trigger`; then like a manual run
+    /// (idempotency by key, run and job committed together). Concurrent calls are committed
+    /// together (see [`Intake`]).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] `not_active`; [`StoreError::Unprocessable`]
-    /// `idempotency_key_reused`; the database failed.
+    /// [`StoreError::NotFound`] (the trigger was deleted); [`StoreError::Conflict`]
+    /// `not_active`, or [`TRIGGER_CHANGED`] when `trigger` is an outdated read;
+    /// [`StoreError::Unprocessable`] `idempotency_key_reused`; the database failed.
     pub async fn accept_webhook_run(
         &self,
         trigger: &WebhookTrigger,
         new: NewRun,
     ) -> StoreResult<Accepted> {
-        let now = self.now();
-        let mut conn = self.pool.acquire().await?;
-        // The common case is one statement: the trigger checked (and held) and the run, its
-        // job and its audit entry written, committed on its own.
-        let (company_id, routine_id) = (trigger.company_id, trigger.routine_id);
-        if let Some(run) = insert_received(
-            &mut conn,
-            Some(trigger.id),
-            (company_id, routine_id),
-            &new,
+        let received = Received::new(
+            (trigger.company_id, trigger.routine_id),
+            new,
             Actor::System,
-            now,
+            self.now(),
         )
-        .await?
+        .guarded_by(trigger.clone());
+        // The common case: written with the calls that arrived meanwhile, in one statement
+        // that checks and holds each trigger.
+        let received = match self
+            .intake
+            .write(&self.pool, &self.announcer, received)
+            .await?
         {
-            drop(conn);
-            return Ok(self.accepted(run));
-        }
+            Ok(run) => {
+                return Ok(Accepted {
+                    run,
+                    replayed: false,
+                });
+            }
+            Err(received) => received,
+        };
         // Nothing was written: find out why, holding the trigger.
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut tx = self.pool.begin().await?;
         let state = sqlx::query!(
-            r#"SELECT t.enabled, r.status AS "status: RoutineStatus"
+            r#"SELECT t.enabled, r.status AS "status: RoutineStatus", t.secret_enc AS "secret_enc!",
+                      t.signing_mode AS "signing_mode!: SigningMode",
+                      t.replay_window_sec AS "replay_window_sec!"
                FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
                WHERE t.id = $1 FOR SHARE OF t"#,
             trigger.id
@@ -257,28 +291,30 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
+        if !trigger.is_current(
+            &state.secret_enc,
+            state.signing_mode,
+            state.replay_window_sec,
+        ) {
+            return Err(trigger_changed());
+        }
         if !state.enabled || state.status != RoutineStatus::Active {
             return Err(StoreError::conflict(
                 "not_active",
                 "the trigger is disabled or its routine is paused or archived",
             ));
         }
+        let new = &received.new;
         if let Some(key) = &new.idempotency_key
-            && let Some(existing) = find_by_key(&mut tx, routine_id, key.as_str()).await?
+            && let Some(existing) = find_by_key(&mut tx, trigger.routine_id, key.as_str()).await?
         {
             return replay(existing, &new.payload);
         }
         // The trigger was re-enabled in between: accept under the lock.
-        let inserted = insert_received(
-            &mut tx,
-            None,
-            (company_id, routine_id),
-            &new,
-            Actor::System,
-            now,
-        )
-        .await?;
-        let run = inserted.ok_or(StoreError::NotFound)?;
+        let run = insert_received(&mut tx, std::slice::from_ref(&received.unguarded()))
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(self.accepted(run))
     }
@@ -301,24 +337,22 @@ impl PgStore {
     async fn finish_received(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        company_id: Uuid,
-        routine_id: Uuid,
-        new: NewRun,
-        actor: Actor,
-        now: DateTime<Utc>,
+        received: Received,
     ) -> StoreResult<Accepted> {
-        let inserted =
-            insert_received(&mut tx, None, (company_id, routine_id), &new, actor, now).await?;
+        let inserted = insert_received(&mut tx, std::slice::from_ref(&received))
+            .await?
+            .pop();
         let Some(run) = inserted else {
             // A concurrent request with the same key committed first.
             tx.rollback().await?;
+            let new = &received.new;
             let key = new
                 .idempotency_key
                 .as_ref()
                 .map(IdempotencyKey::as_str)
                 .unwrap_or_default();
             let mut conn = self.pool.acquire().await?;
-            let existing = find_by_key(&mut conn, routine_id, key)
+            let existing = find_by_key(&mut conn, received.routine_id, key)
                 .await?
                 .ok_or(StoreError::NotFound)?;
             return replay(existing, &new.payload);
@@ -350,6 +384,7 @@ impl PgStore {
             signing_mode: row.signing_mode,
             replay_window_sec: row.replay_window_sec,
             secret,
+            sealed: row.secret_enc,
         }))
     }
 
@@ -393,74 +428,180 @@ impl PgStore {
     }
 }
 
-/// Writes a `received` run, its dispatch job and its audit entry in one statement (the
-/// ingestion hot path: one round trip), returning the run as the API shows it. `None` when
-/// nothing was written: the idempotency key was taken, or `guard` — a webhook trigger, held
-/// `FOR SHARE` — is not enabled with an active routine.
-async fn insert_received(
-    conn: &mut PgConnection,
-    guard: Option<Uuid>,
-    (company_id, routine_id): (Uuid, Uuid),
-    new: &NewRun,
+/// A `received` run to write, with its dispatch job and its audit entry.
+#[derive(Debug)]
+pub(super) struct Received {
+    run_id: Uuid,
+    company_id: Uuid,
+    routine_id: Uuid,
+    new: NewRun,
     actor: Actor,
     now: DateTime<Utc>,
-) -> StoreResult<Option<Run>> {
-    // One statement (one round trip) for the run, its dispatch job and its audit entry,
-    // returning the run as the API shows it: this is the ingestion hot path. The job and
-    // entry are the ones `jobs::enqueue_all_quietly` and `activity::record_all` would write.
-    let details =
-        json!({ "routineId": routine_id, "source": new.source, "triggerId": new.trigger_id });
+    /// For a webhook call, the trigger as the call was authenticated: the run is written only
+    /// if that trigger is enabled, its routine active and its credentials unchanged, and the
+    /// trigger is held `FOR SHARE` until the write commits.
+    guard: Option<WebhookTrigger>,
+}
+
+impl Received {
+    fn new(
+        (company_id, routine_id): (Uuid, Uuid),
+        new: NewRun,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            run_id: new_id(),
+            company_id,
+            routine_id,
+            new,
+            actor,
+            now,
+            guard: None,
+        }
+    }
+
+    fn guarded_by(self, trigger: WebhookTrigger) -> Self {
+        Self {
+            guard: Some(trigger),
+            ..self
+        }
+    }
+
+    /// The same run, written without checking the trigger (the caller holds it).
+    fn unguarded(&self) -> Self {
+        Self {
+            run_id: self.run_id,
+            company_id: self.company_id,
+            routine_id: self.routine_id,
+            new: self.new.clone(),
+            actor: self.actor,
+            now: self.now,
+            guard: None,
+        }
+    }
+
+    /// The id its run has once written.
+    pub(super) fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+}
+
+/// Writes `received` runs, each with its dispatch job and its audit entry, in one statement
+/// (the ingestion hot path: one round trip for any number of runs), returning the runs written
+/// as the API shows them. A run is not written when its idempotency key is taken, or when its
+/// guard — a webhook trigger, held `FOR SHARE` — is not enabled with an active routine, or no
+/// longer has the credentials the call was checked against.
+pub(super) async fn insert_received(
+    conn: &mut PgConnection,
+    all: &[Received],
+) -> StoreResult<Vec<Run>> {
+    // The job and entry are the ones `jobs::enqueue_all_quietly` and `activity::record_all`
+    // would write.
+    let mut runs = Vec::with_capacity(all.len());
+    let (mut companies, mut routines, mut triggers, mut sources) = (vec![], vec![], vec![], vec![]);
+    let (mut times, mut keys, mut payloads, mut jobs) = (vec![], vec![], vec![], vec![]);
+    let (mut traces, mut entries, mut actor_types, mut actor_ids) =
+        (vec![], vec![], vec![], vec![]);
+    let (mut details, mut guards, mut sealed, mut modes) = (vec![], vec![], vec![], vec![]);
+    let mut windows = vec![];
+    for r in all {
+        let new = &r.new;
+        runs.push(r.run_id);
+        companies.push(r.company_id);
+        routines.push(r.routine_id);
+        triggers.push(new.trigger_id);
+        sources.push(new.source.as_str());
+        times.push(r.now);
+        keys.push(new.idempotency_key.as_ref().map(IdempotencyKey::as_str));
+        payloads.push(Value::Object(new.payload.clone()));
+        jobs.push(Uuid::now_v7());
+        traces.push(new.trace_context.clone());
+        entries.push(new_id());
+        actor_types.push(r.actor.actor_type().as_str());
+        actor_ids.push(r.actor.actor_id());
+        details.push(
+            json!({ "routineId": r.routine_id, "source": new.source, "triggerId": new.trigger_id }),
+        );
+        guards.push(r.guard.as_ref().map(|t| t.id));
+        sealed.push(r.guard.as_ref().map(|t| t.sealed.clone()));
+        modes.push(r.guard.as_ref().map(|t| t.signing_mode.as_str()));
+        windows.push(r.guard.as_ref().map(|t| t.replay_window_sec));
+    }
     let inserted = sqlx::query_as!(
         RunRow,
-        r#"WITH guard AS (
-               SELECT FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
-               WHERE t.id = $17 AND t.enabled AND r.status = 'active'
+        r#"WITH input AS (
+               SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+                                    $6::timestamptz[], $7::text[], $8::jsonb[], $9::uuid[],
+                                    $10::jsonb[], $11::uuid[], $12::text[], $13::uuid[],
+                                    $14::jsonb[], $15::uuid[], $16::bytea[], $17::text[],
+                                    $18::int4[])
+                   AS i(run_id, company_id, routine_id, trigger_id, source, at, idempotency_key,
+                        payload, job_id, trace_context, entry_id, actor_type, actor_id, details,
+                        guard, sealed, signing_mode, replay_window_sec)),
+           guard AS (
+               SELECT t.id, t.secret_enc, t.signing_mode, t.replay_window_sec
+               FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+               WHERE t.id = ANY($15) AND t.enabled AND r.status = 'active'
                FOR SHARE OF t),
            run AS (
                INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
                                          triggered_at, idempotency_key, payload, updated_at)
-               SELECT $1, $2, $3, $4, $5, 'received', $6, $7, $8, $6
-               WHERE $17::uuid IS NULL OR EXISTS (SELECT FROM guard)
+               SELECT i.run_id, i.company_id, i.routine_id, i.trigger_id, i.source, 'received',
+                      i.at, i.idempotency_key, i.payload, i.at
+               FROM input i
+               WHERE i.guard IS NULL
+                  OR EXISTS (SELECT FROM guard g
+                             WHERE g.id = i.guard AND g.secret_enc = i.sealed
+                               AND g.signing_mode = i.signing_mode
+                               AND g.replay_window_sec = i.replay_window_sec)
+               ORDER BY i.run_id
                ON CONFLICT (routine_id, idempotency_key) DO NOTHING
                RETURNING *),
            job AS (
                INSERT INTO jobs (id, kind, payload, state, run_at, max_attempts, trace_context,
                                  created_at, updated_at)
-               SELECT $9, $10, jsonb_build_object('runId', run.id), 'queued', $6, $11, $12, $6, $6
-               FROM run),
+               SELECT i.job_id, $19, jsonb_build_object('runId', run.id), 'queued', i.at, $20,
+                      i.trace_context, i.at, i.at
+               FROM run JOIN input i ON i.run_id = run.id),
            entry AS (
                INSERT INTO activity_log (id, company_id, actor_type, actor_id, action, entity_type,
                                          entity_id, details, created_at)
-               SELECT $13, run.company_id, $14, $15, 'run.accepted', 'routine_run', run.id, $16, $6
-               FROM run)
-           SELECT r.id, r.company_id, r.routine_id, r.trigger_id,
-                  t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
-                  r.source AS "source: RunSource", r.status AS "status: RunStatus", r.reason,
-                  r.scheduled_for, r.catch_up, r.missed, r.triggered_at, r.completed_at,
+               SELECT i.entry_id, run.company_id, i.actor_type, i.actor_id, 'run.accepted',
+                      'routine_run', run.id, i.details, i.at
+               FROM run JOIN input i ON i.run_id = run.id)
+           SELECT r.id AS "id!", r.company_id AS "company_id!", r.routine_id AS "routine_id!",
+                  r.trigger_id, t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
+                  r.source AS "source!: RunSource", r.status AS "status!: RunStatus", r.reason,
+                  r.scheduled_for, r.catch_up AS "catch_up!", r.missed,
+                  r.triggered_at AS "triggered_at!", r.completed_at,
                   r.idempotency_key, r.payload, r.linked_issue_id, r.coalesced_into_run_id,
                   r.heartbeat_run_id, r.failure_reason
            FROM run r LEFT JOIN routine_triggers t ON t.id = r.trigger_id"#,
-        new_id(),
-        company_id,
-        routine_id,
-        new.trigger_id,
-        new.source.as_str(),
-        now,
-        new.idempotency_key.as_ref().map(IdempotencyKey::as_str),
-        Value::Object(new.payload.clone()),
-        Uuid::now_v7(),
+        &runs,
+        &companies,
+        &routines,
+        &triggers as &[Option<Uuid>],
+        &sources as &[&str],
+        &times,
+        &keys as &[Option<&str>],
+        &payloads,
+        &jobs,
+        &traces as &[Option<Value>],
+        &entries,
+        &actor_types as &[&str],
+        &actor_ids as &[Option<Uuid>],
+        &details,
+        &guards as &[Option<Uuid>],
+        &sealed as &[Option<Vec<u8>>],
+        &modes as &[Option<&str>],
+        &windows as &[Option<i32>],
         DISPATCH_RUN,
         DISPATCH_MAX_ATTEMPTS,
-        new.trace_context.clone(),
-        new_id(),
-        actor.actor_type().as_str(),
-        actor.actor_id(),
-        details,
-        guard,
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(inserted.map(Run::from))
+    Ok(inserted.into_iter().map(Run::from).collect())
 }
 
 async fn find_by_key(

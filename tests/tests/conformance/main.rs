@@ -18,8 +18,8 @@ use nexus_shared::{
     schedule::{CronExpression, TimeZone},
     store::{
         AgentChanges, DISPATCH_RUN, IssueFilter, Leadership, NewIssue, NewRoutine, NewRun,
-        NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter, StoreError, TriggerChanges,
-        WakeupSpec,
+        NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter, StoreError, TRIGGER_CHANGED,
+        TriggerChanges, WakeupSpec,
     },
 };
 use serde_json::json;
@@ -393,6 +393,53 @@ mod flow {
             let refused = store.accept_webhook_run(&found, new()).await;
             assert!(matches!(refused, Err(StoreError::Conflict { code: "not_active", .. })), "{refused:?}");
             assert_eq!(store.runs(routine_id, None, 10).await.expect("runs").len(), 1);
+            let _ = clock;
+        }
+
+        async fn webhook_acceptances_hold_together_and_refuse_an_outdated_read(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            let hook = NewTrigger {
+                kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window") },
+                label: Label::default(),
+                enabled: true,
+            };
+            let (trigger, _) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
+            let TriggerConfig::Webhook { public_id, .. } = &trigger.config else { panic!("webhook") };
+            let read = store.webhook_trigger(public_id).await.expect("lookup").expect("found");
+            let new = |n: usize, key: Option<&str>| NewRun { source: RunSource::Webhook, trigger_id: Some(trigger.id), ..manual(key.map_or(json!({ "n": n }), |key| json!({ "key": key })), key) };
+            // Forty calls at once (on Postgres, written together): thirty without a key, and
+            // five each for two keys, which must give one run per key.
+            let keys = ["k-a", "k-b"];
+            let calls = (0..40).map(|n| store.accept_webhook_run(&read, new(n, (n >= 30).then(|| keys[n % 2]))));
+            let results: Vec<_> = futures_util::future::join_all(calls).await.into_iter().map(|r| r.expect("accepted")).collect();
+            for key in keys {
+                let same: Vec<_> = results.iter().filter(|a| a.run.idempotency_key.as_deref() == Some(key)).collect();
+                assert_eq!(same.len(), 5);
+                assert_eq!(same.iter().filter(|a| !a.replayed).count(), 1, "{key}: one run created");
+                assert!(same.iter().all(|a| a.run.id == same[0].run.id), "{key}: every call answers with that run");
+            }
+            assert!(results[..30].iter().all(|a| !a.replayed && a.run.trigger_id == Some(trigger.id)));
+            assert_eq!(store.runs(routine_id, None, 100).await.expect("runs").len(), 32);
+            let jobs = store.claim_jobs("w", Duration::from_secs(30), 100).await.expect("claim");
+            assert_eq!(jobs.len(), 32, "one dispatch job per run");
+
+            // A read of the trigger made before a rotation, or before its window changed, no
+            // longer accepts: the caller must read it again.
+            store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate");
+            let refused = store.accept_webhook_run(&read, new(0, None)).await;
+            assert!(matches!(refused, Err(StoreError::Conflict { code: TRIGGER_CHANGED, .. })), "{refused:?}");
+            let fresh = store.webhook_trigger(public_id).await.expect("lookup").expect("found");
+            assert_ne!(fresh.secret, read.secret);
+            store.accept_webhook_run(&fresh, new(0, None)).await.expect("accepted with a fresh read");
+            let wider = TriggerChanges { replay_window: Some(ReplayWindow::parse(120).expect("window")), ..Default::default() };
+            store.update_trigger(trigger.id, wider, board()).await.expect("update");
+            let refused = store.accept_webhook_run(&fresh, new(0, None)).await;
+            assert!(matches!(refused, Err(StoreError::Conflict { code: TRIGGER_CHANGED, .. })), "{refused:?}");
+            // A deleted trigger is not found.
+            store.delete_trigger(trigger.id, board()).await.expect("delete");
+            let refused = store.accept_webhook_run(&fresh, new(0, None)).await;
+            assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
+            assert_eq!(store.runs(routine_id, None, 100).await.expect("runs").len(), 33);
             let _ = clock;
         }
 

@@ -13,7 +13,7 @@ use crate::{
     store::{
         Accepted, NewActivity, NewRun, StoreError, StoreResult, WebhookTrigger, new_id,
         open_secret,
-        runs::{RunRow, dispatch_job, replay},
+        runs::{RunRow, dispatch_job, replay, trigger_changed},
     },
 };
 
@@ -166,15 +166,19 @@ impl SqliteStore {
     ) -> StoreResult<Accepted> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let (enabled, status) = sqlx::query_as::<_, (bool, RoutineStatus)>(
-            "SELECT t.enabled, r.status
-             FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
-             WHERE t.id = ?1",
-        )
-        .bind(trigger.id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        let (enabled, status, sealed, signing_mode, window) =
+            sqlx::query_as::<_, (bool, RoutineStatus, Vec<u8>, SigningMode, i32)>(
+                "SELECT t.enabled, r.status, t.secret_enc, t.signing_mode, t.replay_window_sec
+                 FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+                 WHERE t.id = ?1",
+            )
+            .bind(trigger.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if !trigger.is_current(&sealed, signing_mode, window) {
+            return Err(trigger_changed());
+        }
         if !enabled || status != RoutineStatus::Active {
             return Err(StoreError::conflict(
                 "not_active",
@@ -226,6 +230,7 @@ impl SqliteStore {
             signing_mode,
             replay_window_sec,
             secret,
+            sealed,
         }))
     }
 
