@@ -178,13 +178,15 @@ async fn fire(
                     .body(body)
                     .send()
                     .await;
-                match response {
-                    Ok(r) if r.status().as_u16() == 202 => {
-                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                // The answer is read to its end, so the connection is kept for the next call.
+                let accepted = match response {
+                    Ok(r) => r.status().as_u16() == 202 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if accepted {
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
             latencies

@@ -24,7 +24,7 @@ use super::{
 use crate::model::Run;
 
 /// Writes in flight at once (each on its own connection).
-const WRITERS: usize = 2;
+const WRITERS: usize = 4;
 /// The most runs written by one statement.
 const MAX_BATCH: usize = 256;
 
