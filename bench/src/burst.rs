@@ -11,7 +11,7 @@ use nexus_scheduler::{LeaderLock, Scheduler};
 use nexus_shared::{Store, SystemClock, coord::Coordination, crypto::SecretKey, db, kv::Redis};
 use nexus_tests::{TestDb, redis_url};
 
-use crate::{cluster::Cluster, fleet::Cron};
+use crate::{cluster::Cluster, fleet::Cron, machine::CpuReading};
 use nexus_worker::Worker;
 use tokio::sync::watch;
 
@@ -130,20 +130,37 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     let give_up = last + TimeDelta::seconds(60);
     // When each boundary's heartbeat runs were all visible (committed), seen by polling.
     let mut visible: Vec<Option<DateTime<Utc>>> = vec![None; boundaries];
+    // CPU used by each boundary: from the last reading before it to the one that saw it done.
+    let mut cpu_before = vec![CpuReading::default(); boundaries];
+    let mut cpu_used = vec![None; boundaries];
     loop {
+        let reading = CpuReading::now();
         // A cheap count (the benchmark must not load the database it measures): boundary n
         // is all seen once (n + 1) × R heartbeat runs exist.
         let count = crate::fleet::heartbeat_runs(&cluster.db).await?;
         let observed = Utc::now();
         for (n, slot) in visible.iter_mut().enumerate() {
+            let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));
+            if observed < boundary {
+                cpu_before[n] = reading;
+            }
             if count >= i64::try_from((n + 1) * routines).unwrap_or(i64::MAX) && slot.is_none() {
                 *slot = Some(observed);
+                cpu_used[n] = Some(CpuReading::now().since(cpu_before[n]));
             }
         }
         if visible.iter().all(Option::is_some) || observed > give_up {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Poll fast just before a boundary, so the CPU reading before it is close to it.
+        let next = visible
+            .iter()
+            .enumerate()
+            .filter(|(_, seen)| seen.is_none())
+            .map(|(n, _)| first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0)))
+            .find(|b| *b > observed);
+        let pause = next.map_or(200, |b| (b - observed).num_milliseconds().clamp(1, 200));
+        tokio::time::sleep(Duration::from_millis(u64::try_from(pause).unwrap_or(200))).await;
     }
     let _ = stop.send(true);
     for task in tasks {
@@ -152,7 +169,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     let database = &cluster.db;
 
     println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12}",
+        "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17}",
         "boundary",
         "expected",
         "runs",
@@ -161,9 +178,10 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         "missing",
         "run lateness p50/p99/max s",
         "heartbeat lateness p50/95/99/max s",
-        "all seen s"
+        "all seen s",
+        "cpu s pg/machine"
     );
-    for (n, seen) in visible.iter().enumerate() {
+    for (n, (seen, cpu)) in visible.iter().zip(&cpu_used).enumerate() {
         let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));
         let row: (i64, i64, i64, f64, f64, f64, f64, f64, f64, f64) = sqlx::query_as(
             "SELECT count(r.id), count(DISTINCT r.trigger_id), count(h.id),
@@ -182,7 +200,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         .await?;
         let (runs, distinct, heartbeats, r50, r99, rmax, h50, h95, h99, hmax) = row;
         println!(
-            "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12}",
+            "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17}",
             boundary.format("%H:%M:%S"),
             routines,
             runs,
@@ -194,6 +212,10 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
             seen.map_or_else(
                 || "never".to_owned(),
                 |at| format!("≤{:.2}", (at - boundary).as_seconds_f64())
+            ),
+            cpu.map_or_else(
+                || "-".to_owned(),
+                |c| format!("{:.2}/{:.2}", c.postgres, c.machine)
             ),
         );
     }

@@ -37,3 +37,63 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }
+
+/// CPU time used so far, in seconds: by every `postgres` process of the machine, and by the
+/// whole machine (all cores, not idle). Differences between two readings are the work done in
+/// between, which varies far less from run to run than latencies on a shared machine do.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuReading {
+    pub(crate) postgres: f64,
+    pub(crate) machine: f64,
+}
+
+impl CpuReading {
+    pub(crate) fn now() -> Self {
+        // Clock ticks per second of /proc: 100 on every Linux this runs on (USER_HZ).
+        const TICKS: f64 = 100.0;
+        let mut postgres = 0u64;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ... utime stime are fields 14 and 15; comm may hold spaces.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if !head.ends_with("(postgres") {
+                continue;
+            }
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            postgres += ticks(11) + ticks(12);
+        }
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| {
+                let cpu = stat.lines().next()?.split_whitespace().skip(1);
+                let values: Vec<u64> = cpu.filter_map(|v| v.parse().ok()).collect();
+                // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+                let total: u64 = values.iter().take(8).sum();
+                Some(total - values.get(3)? - values.get(4)?)
+            })
+            .unwrap_or(0);
+        #[allow(clippy::cast_precision_loss)]
+        Self {
+            postgres: postgres as f64 / TICKS,
+            machine: machine as f64 / TICKS,
+        }
+    }
+
+    /// The CPU used from `earlier` to this reading.
+    pub(crate) fn since(self, earlier: Self) -> Self {
+        Self {
+            postgres: self.postgres - earlier.postgres,
+            machine: self.machine - earlier.machine,
+        }
+    }
+}
