@@ -174,19 +174,8 @@ async fn the_distributed_system_fires_exactly_once_through_crashes_and_outages()
     for name in ["worker-1", "worker-2"] {
         cluster.start(name, "nexus-worker");
     }
-    for api in cluster.apis.clone() {
-        let http = cluster.http.clone();
-        eventually(30, "the API replicas", || {
-            let request = http.get(format!("{api}/readyz"));
-            async move {
-                request
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
-        .await;
+    for api in &cluster.apis {
+        nexus_tests::wait_until_ready(api, 30).await;
     }
 
     // A company with a minutely schedule, a webhook and a routine for manual runs.

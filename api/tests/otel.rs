@@ -123,20 +123,6 @@ fn start(
     (Process(child), format!("http://127.0.0.1:{port}"))
 }
 
-async fn ready(http: &reqwest::Client, base: &str) {
-    eventually(30, "readiness", || {
-        let request = http.get(format!("{base}/readyz"));
-        async move {
-            request
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_requests_trace_continues_into_the_workers_dispatch() {
     nexus_tests::needs_servers!();
@@ -161,7 +147,7 @@ async fn a_requests_trace_continues_into_the_workers_dispatch() {
         Stdio::null(),
     );
     let http = nexus_tests::http_client();
-    ready(&http, &base).await;
+    nexus_tests::wait_until_ready(&base, 30).await;
     let post = |path: String, body: Value| {
         let request = http
             .post(format!("{base}{path}"))
@@ -232,7 +218,7 @@ async fn without_an_endpoint_nothing_is_exported_or_logged() {
     let file = std::fs::File::create(&log).expect("log file");
     let (mut api, base) = start("nexus-api", &db, &key, &prefix, None, Stdio::from(file));
     let http = nexus_tests::http_client();
-    ready(&http, &base).await;
+    nexus_tests::wait_until_ready(&base, 30).await;
     let response = http
         .get(format!("{base}/api/companies"))
         .bearer_auth(BOARD)

@@ -118,10 +118,15 @@ async fn handle(
         Admission::Replayed => {
             // Credentials come first: a replay of a call signed with a rotated-out secret is
             // refused as unauthenticated.
-            if cached {
-                trigger = read_trigger(state, public_id).await?;
-            }
-            if authenticate(&trigger, headers, &bytes, now_ms).is_none() {
+            if cached
+                && authenticate(
+                    &*read_trigger(state, public_id).await?,
+                    headers,
+                    &bytes,
+                    now_ms,
+                )
+                .is_none()
+            {
                 return Err(bad_credentials());
             }
             return Err(ApiError::conflict(

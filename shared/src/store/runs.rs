@@ -304,14 +304,18 @@ impl PgStore {
                 "the trigger is disabled or its routine is paused or archived",
             ));
         }
-        let new = &received.new;
-        if let Some(key) = &new.idempotency_key
+        if let Some(key) = &received.new.idempotency_key
             && let Some(existing) = find_by_key(&mut tx, trigger.routine_id, key.as_str()).await?
         {
-            return replay(existing, &new.payload);
+            return replay(existing, &received.new.payload);
         }
-        // The trigger was re-enabled in between: accept under the lock.
-        let run = insert_received(&mut tx, std::slice::from_ref(&received.unguarded()))
+        // The trigger was re-enabled in between: accept under the lock (held here, so the
+        // statement need not check it again).
+        let unguarded = Received {
+            guard: None,
+            ..received
+        };
+        let run = insert_received(&mut tx, std::slice::from_ref(&unguarded))
             .await?
             .pop()
             .ok_or(StoreError::NotFound)?;
@@ -465,19 +469,6 @@ impl Received {
         Self {
             guard: Some(trigger),
             ..self
-        }
-    }
-
-    /// The same run, written without checking the trigger (the caller holds it).
-    fn unguarded(&self) -> Self {
-        Self {
-            run_id: self.run_id,
-            company_id: self.company_id,
-            routine_id: self.routine_id,
-            new: self.new.clone(),
-            actor: self.actor,
-            now: self.now,
-            guard: None,
         }
     }
 
