@@ -12,6 +12,12 @@
 //!   claimed; a worker whose lease expired and was re-claimed by another changes nothing.
 //!   Effects that must happen once commit in the same transaction that completes the job
 //!   ([`Queue::dispatch`]).
+//! - **Dispatch as taken** ([`Queue::take`]): the first attempt of a dispatch job needs no
+//!   lease — it is taken (row locked, `SKIP LOCKED`), dispatched and completed in one
+//!   transaction, and if that transaction fails or its process dies, the job is untouched and
+//!   due again at once. Every other job taken is claimed with a lease as above.
+//! - **Completion** deletes the job: what it did is recorded by its effects (the run, the
+//!   heartbeat run, the audit log), and the table holds only pending, running and dead jobs.
 //! - **Failure** ([`Queue::retry`]): the job returns to `queued` with `run_at` pushed back by an
 //!   exponential backoff with jitter, or becomes `dead` after `max_attempts` (or at once for a
 //!   fatal error), keeping `last_error` for operators.
@@ -30,7 +36,7 @@ use uuid::Uuid;
 
 use crate::{
     clock::SharedClock,
-    store::{Dispatched, Store, StoreError, StoreResult},
+    store::{Dispatched, Store, StoreError, StoreResult, Taken},
 };
 
 /// A job to enqueue.
@@ -156,6 +162,18 @@ impl Queue {
     /// The database failed.
     pub async fn claim(&self, limit: i64) -> StoreResult<Vec<Job>> {
         self.store.claim_jobs(&self.owner, self.lease, limit).await
+    }
+
+    /// Takes up to `limit` due jobs: first dispatch attempts are dispatched and completed in
+    /// the taking transaction, the others claimed like [`Queue::claim`] claims (see
+    /// [`crate::store::Storage::claim_and_dispatch`]).
+    ///
+    /// # Errors
+    /// The database failed; nothing was taken.
+    pub async fn take(&self, limit: i64) -> StoreResult<Taken> {
+        self.store
+            .claim_and_dispatch(&self.owner, self.lease, limit)
+            .await
     }
 
     /// Completes a job whose effects happened outside the database (an HTTP delivery); `false`

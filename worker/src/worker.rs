@@ -9,7 +9,7 @@ use nexus_shared::{
     Store,
     model::RunStatus,
     queue::{Job, JobError, Queue, RetryOutcome},
-    store::{DELIVER_WAKEUP, DISPATCH_RUN, Topic},
+    store::{DELIVER_WAKEUP, DISPATCH_RUN, Taken, Topic},
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -100,33 +100,70 @@ impl Worker {
         &self.queue
     }
 
-    /// Claims due jobs (up to the batch size) and handles them: dispatch jobs together in one
-    /// transaction when there are several, others one by one.
+    /// Takes due jobs (up to the batch size) and handles them. First dispatch attempts are
+    /// dispatched in the transaction that takes them (no lease, no second transaction); the
+    /// other jobs taken are claimed with a lease and handled here: dispatch jobs together in
+    /// one transaction when there are several, others one by one. If dispatching as they are
+    /// taken fails, nothing was taken: the loop claims with a lease instead and handles each
+    /// job as a retry would, so one bad run cannot hold back the others.
     ///
     /// # Errors
     /// The database failed while claiming or recording the outcome.
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let claiming = std::time::Instant::now();
         let limit = i64::try_from(self.settings.batch.max(1)).unwrap_or(1);
-        let claimed = self
+        let taking = std::time::Instant::now();
+        let taken = match self
             .queue
-            .claim(limit)
-            .instrument(tracing::debug_span!("claim"))
-            .await?;
-        let claim_seconds = claiming.elapsed().as_secs_f64();
-        metrics::histogram!("nexus_job_claim_seconds").record(claim_seconds);
-        if claimed.is_empty() {
+            .take(limit)
+            .instrument(tracing::debug_span!("take"))
+            .await
+        {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "dispatching jobs as they were taken failed; claiming them with a lease"
+                );
+                let claiming = std::time::Instant::now();
+                let claimed = self
+                    .queue
+                    .claim(limit)
+                    .instrument(tracing::debug_span!("claim"))
+                    .await?;
+                metrics::histogram!("nexus_job_claim_seconds")
+                    .record(claiming.elapsed().as_secs_f64());
+                Taken {
+                    claimed,
+                    ..Taken::default()
+                }
+            }
+        };
+        let took = taking.elapsed().as_secs_f64();
+        if taken.is_empty() {
+            metrics::histogram!("nexus_job_claim_seconds").record(took);
             return Ok(Outcome::Idle);
         }
         let now = self.store.clock().now();
-        for job in &claimed {
+        for job in taken.dispatched.iter().chain(&taken.claimed) {
             let pickup = (now - job.created_at).as_seconds_f64().max(0.0);
             metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone())
                 .record(pickup);
         }
-        let handled = claimed.len();
-        let (dispatches, others): (Vec<Job>, Vec<Job>) =
-            claimed.into_iter().partition(|j| j.kind == DISPATCH_RUN);
+        let handled = taken.len();
+        if taken.dispatched.is_empty() {
+            metrics::histogram!("nexus_job_claim_seconds").record(took);
+        } else {
+            record_batch(taken.dispatched.len(), &taken.outcomes, took);
+            tracing::info!(
+                jobs = taken.dispatched.len(),
+                runs = taken.outcomes.len(),
+                "runs dispatched as their jobs were taken"
+            );
+        }
+        let (dispatches, others): (Vec<Job>, Vec<Job>) = taken
+            .claimed
+            .into_iter()
+            .partition(|j| j.kind == DISPATCH_RUN);
         let singles = if dispatches.len() > 1 {
             self.dispatch_batch(dispatches).await?
         } else {
@@ -138,7 +175,6 @@ impl Worker {
                 kind = %job.kind,
                 job_id = %job.id,
                 attempt = job.attempts,
-                claim_ms = claim_seconds * 1000.0,
                 traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
             );
             nexus_shared::telemetry::continue_job_trace(&span, job.trace_context.as_ref());
@@ -167,18 +203,7 @@ impl Worker {
         .await;
         match attempt {
             Ok((completed, outcomes)) => {
-                let seconds = started.elapsed().as_secs_f64();
-                #[allow(clippy::cast_precision_loss)]
-                let each = seconds / completed.max(1) as f64;
-                for _ in 0..completed {
-                    metrics::histogram!("nexus_job_duration_seconds", "kind" => DISPATCH_RUN)
-                        .record(each);
-                }
-                metrics::counter!("nexus_jobs_total", "kind" => DISPATCH_RUN, "outcome" => "succeeded")
-                    .increment(completed as u64);
-                for (_, status) in &outcomes {
-                    record_dispatched(*status);
-                }
+                record_batch(completed, &outcomes, started.elapsed().as_secs_f64());
                 tracing::info!(
                     jobs = completed,
                     runs = outcomes.len(),
@@ -428,6 +453,20 @@ async fn listen(store: Store, wake: Arc<watch::Sender<u64>>, stop: watch::Receiv
             tracing::warn!(error = %e, "job notifications interrupted; polling until they resume");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// Metrics of `jobs` dispatch jobs completed together in `seconds`, with their runs' outcomes.
+fn record_batch(jobs: usize, outcomes: &[(Uuid, RunStatus)], seconds: f64) {
+    #[allow(clippy::cast_precision_loss)]
+    let each = seconds / jobs.max(1) as f64;
+    for _ in 0..jobs {
+        metrics::histogram!("nexus_job_duration_seconds", "kind" => DISPATCH_RUN).record(each);
+    }
+    metrics::counter!("nexus_jobs_total", "kind" => DISPATCH_RUN, "outcome" => "succeeded")
+        .increment(jobs as u64);
+    for (_, status) in outcomes {
+        record_dispatched(*status);
     }
 }
 

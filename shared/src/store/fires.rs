@@ -450,7 +450,7 @@ impl NewFires {
                FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bool[])
                     AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up)
                ORDER BY id
-               ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
+               ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
                RETURNING id, scheduled_for AS "scheduled_for!", catch_up"#,
             &ids,
             &self.companies,
@@ -486,7 +486,7 @@ async fn record_missed(
         "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
                                    scheduled_for, missed, triggered_at, completed_at, payload, updated_at)
          VALUES ($1, $2, $3, $4, 'schedule', 'skipped', $5, $6, $7, $8, $8, '{}', $8)
-         ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
+         ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING",
         new_id(),
         trigger.company_id,
         trigger.routine_id,

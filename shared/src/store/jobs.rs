@@ -13,7 +13,10 @@ use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction, postgres::PgListener};
 use uuid::Uuid;
 
-use super::{Dispatched, PgStore, StoreError, StoreResult, Subscription, TRIGGERS_CHANNEL, Topic};
+use super::{
+    DISPATCH_RUN, Dispatched, PgStore, StoreError, StoreResult, Subscription, TRIGGERS_CHANNEL,
+    Taken, Topic,
+};
 use crate::queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure};
 
 /// The `NOTIFY` channel announcing new jobs.
@@ -89,21 +92,13 @@ pub(crate) async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Marks fenced jobs `succeeded` inside the transaction that wrote their effects.
-async fn complete_in(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_until = NULL,
-                         finished_at = $2, updated_at = $2
-         WHERE id = ANY($1)",
-        ids,
-        now,
-    )
-    .execute(conn)
-    .await?;
+/// Completes fenced jobs inside the transaction that wrote their effects: a job that succeeded
+/// is deleted (its record is what it wrote — the run, the heartbeat run, the audit entry), so
+/// the table holds only pending, running and dead jobs.
+async fn complete_in(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM jobs WHERE id = ANY($1)", ids)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -177,6 +172,102 @@ impl PgStore {
         Ok(jobs)
     }
 
+    /// Takes due jobs and dispatches the first attempts of dispatch jobs among them in the same
+    /// transaction (see [`crate::store::Storage::claim_and_dispatch`]): the rows are locked
+    /// (`SKIP LOCKED`), never leased, so a dispatch costs no claim write and no second
+    /// transaction; if this process dies, the database ends the transaction and the jobs are
+    /// due again at once. A transaction left idle for longer than the lease (a stalled worker)
+    /// is ended by the database, which is what the lease would have done.
+    ///
+    /// # Errors
+    /// The database failed (the transaction is rolled back).
+    pub async fn claim_and_dispatch(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> StoreResult<Taken> {
+        let now = self.now();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
+        let mut tx = self.pool.begin().await?;
+        // As in `claim_jobs`: walk `jobs_due` in order whatever the statistics say; only for
+        // the claim, the dispatch statements are planned with the usual settings.
+        sqlx::query!(
+            r#"SELECT set_config('enable_sort', 'off', true) AS "sort!",
+                      set_config('enable_seqscan', 'off', true) AS "seqscan!",
+                      set_config('idle_in_transaction_session_timeout', $1, true) AS "idle!",
+                      set_config('statement_timeout', $1, true) AS "statement!""#,
+            lease_ms.to_string(),
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let taken = sqlx::query!(
+            r#"SELECT id, kind, payload, attempts, max_attempts, trace_context, created_at
+               FROM jobs
+               WHERE state = 'queued' AND run_at <= $1
+               ORDER BY run_at, id
+               LIMIT $2
+               FOR UPDATE SKIP LOCKED"#,
+            now,
+            limit,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if taken.is_empty() {
+            tx.commit().await?;
+            return Ok(Taken::default());
+        }
+        sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT")
+            .execute(&mut *tx)
+            .await?;
+        let mut jobs: Vec<Job> = taken
+            .into_iter()
+            .map(|j| Job {
+                id: j.id,
+                kind: j.kind,
+                payload: j.payload,
+                attempts: j.attempts + 1,
+                max_attempts: j.max_attempts,
+                trace_context: j.trace_context,
+                created_at: j.created_at,
+                lease_owner: owner.to_owned(),
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        let (dispatched, claimed): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(dispatched_when_taken);
+        let run_ids = dispatched
+            .iter()
+            .map(run_id_of)
+            .collect::<StoreResult<Vec<Uuid>>>()?;
+        let outcomes = self.dispatch_runs(&mut tx, &run_ids).await?;
+        let done: Vec<Uuid> = dispatched.iter().map(|j| j.id).collect();
+        if !done.is_empty() {
+            complete_in(&mut tx, &done).await?;
+        }
+        let leased: Vec<Uuid> = claimed.iter().map(|j| j.id).collect();
+        if !leased.is_empty() {
+            sqlx::query!(
+                "UPDATE jobs SET state = 'running', lease_owner = $2, lease_until = $3,
+                                 attempts = attempts + 1, updated_at = $4
+                 WHERE id = ANY($1)",
+                &leased,
+                owner,
+                now + lease,
+                now,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Taken {
+            dispatched,
+            outcomes,
+            claimed,
+        })
+    }
+
     /// Opens a transaction holding the rows of those `jobs` whose lease this worker still
     /// holds (locked in id order, so concurrent callers cannot deadlock), and returns them.
     async fn begin_fenced_all<'j>(
@@ -204,7 +295,7 @@ impl PgStore {
         Ok((tx, jobs.iter().filter(|j| held.contains(&j.id)).collect()))
     }
 
-    /// Marks the jobs whose lease their owner still holds `succeeded`.
+    /// Completes (deletes) the jobs whose lease their owner still holds.
     ///
     /// # Errors
     /// The database failed.
@@ -212,7 +303,7 @@ impl PgStore {
         let (mut tx, held) = self.begin_fenced_all(jobs).await?;
         let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
         if !ids.is_empty() {
-            complete_in(&mut tx, &ids, self.now()).await?;
+            complete_in(&mut tx, &ids).await?;
         }
         tx.commit().await?;
         Ok(ids)
@@ -231,7 +322,7 @@ impl PgStore {
             .collect::<StoreResult<Vec<Uuid>>>()?;
         let outcomes = self.dispatch_runs(&mut tx, &run_ids).await?;
         let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
-        complete_in(&mut tx, &ids, self.now()).await?;
+        complete_in(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok(Dispatched {
             held: ids,
@@ -402,6 +493,14 @@ pub(crate) fn run_id_of(job: &Job) -> StoreResult<Uuid> {
             code: "invalid_job",
             message: format!("job {} has no valid runId", job.id),
         })
+}
+
+/// Whether a job taken by [`crate::store::Storage::claim_and_dispatch`] is dispatched in the
+/// transaction that takes it: the first attempt (`attempts` counts this one) of a
+/// `dispatch_run` job that names a run. Later attempts go through a lease, so a job whose
+/// dispatch keeps failing is counted, backed off and ends `dead` like any other.
+pub(crate) fn dispatched_when_taken(job: &Job) -> bool {
+    job.kind == DISPATCH_RUN && job.attempts == 1 && run_id_of(job).is_ok()
 }
 
 struct Listening(PgListener);

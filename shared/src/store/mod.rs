@@ -41,7 +41,7 @@ pub use self::{
     runs::{
         Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, TRIGGER_CHANGED, WebhookTrigger,
     },
-    storage::{Dispatched, Storage, Store, Subscription, Topic},
+    storage::{Dispatched, Storage, Store, Subscription, Taken, Topic},
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
         WEBHOOK_SECRET_PREFIX, webhook_url,

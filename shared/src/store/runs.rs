@@ -547,7 +547,7 @@ pub(super) async fn insert_received(
                                AND g.signing_mode = i.signing_mode
                                AND g.replay_window_sec = i.replay_window_sec)
                ORDER BY i.run_id
-               ON CONFLICT (routine_id, idempotency_key) DO NOTHING
+               ON CONFLICT (routine_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                RETURNING *),
            job AS (
                INSERT INTO jobs (id, kind, payload, state, run_at, max_attempts, trace_context,

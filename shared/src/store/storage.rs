@@ -59,6 +59,33 @@ pub struct Dispatched {
     pub outcomes: Vec<(Uuid, RunStatus)>,
 }
 
+/// The result of [`Storage::claim_and_dispatch`].
+#[derive(Debug, Default, Clone)]
+pub struct Taken {
+    /// First attempts of `dispatch_run` jobs: their runs were dispatched and the jobs
+    /// completed in the transaction that took them.
+    pub dispatched: Vec<Job>,
+    /// The outcome of each of their runs that was still `received`.
+    pub outcomes: Vec<(Uuid, RunStatus)>,
+    /// Every other job taken, claimed with a lease as [`Storage::claim_jobs`] claims: for the
+    /// caller to handle.
+    pub claimed: Vec<Job>,
+}
+
+impl Taken {
+    /// How many jobs were taken.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.dispatched.len() + self.claimed.len()
+    }
+
+    /// Whether no job was due.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Declares [`Storage`] from a list of async operations and implements it for each backend by
 /// forwarding every operation to the backend's inherent method of the same name.
 macro_rules! storage {
@@ -367,7 +394,17 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn claim_jobs(&self, owner: &str, lease: Duration, limit: i64) -> StoreResult<Vec<Job>>;
-    /// Marks the jobs whose lease their owner still holds `succeeded`; returns their ids.
+    /// Takes up to `limit` due jobs, oldest due first, in one transaction: the first attempts
+    /// of `dispatch_run` jobs among them are dispatched (as [`Storage::dispatch_jobs`] does)
+    /// and completed in it; the others are claimed for `owner`, leased for `lease`. A failure
+    /// leaves every job as it was (nothing is claimed), for the caller to claim and handle one
+    /// by one; a transaction left idle for longer than `lease` is ended by the database.
+    ///
+    /// # Errors
+    /// The database failed (nothing was written).
+    async fn claim_and_dispatch(&self, owner: &str, lease: Duration, limit: i64) -> StoreResult<Taken>;
+    /// Completes the jobs whose lease their owner still holds (a completed job is deleted);
+    /// returns their ids.
     ///
     /// # Errors
     /// The database failed.

@@ -477,6 +477,56 @@ mod flow {
             assert!(store.queue_depth().await.expect("depth").is_empty());
         }
 
+        async fn taking_dispatches_first_attempts_at_once_and_leases_the_rest(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::CoalesceIfActive);
+            let run_of = |job: &nexus_shared::queue::Job| job.payload["runId"].as_str().expect("runId").parse::<Uuid>().expect("uuid");
+            let spec = |kind, run_at| JobSpec { kind, payload: json!({}), run_at, max_attempts: 3, trace_context: None };
+            let first = store.accept_manual_run(routine_id, manual(json!({ "n": 1 }), None), board()).await.expect("accept").run.id;
+            clock.advance(TimeDelta::seconds(1));
+            let other = store.enqueue_job(spec("example", clock.now())).await.expect("enqueue");
+            let later = store.enqueue_job(spec("example", clock.now() + TimeDelta::minutes(1))).await.expect("enqueue");
+            clock.advance(TimeDelta::seconds(1));
+            let second = store.accept_manual_run(routine_id, manual(json!({ "n": 2 }), None), board()).await.expect("accept").run.id;
+
+            // The two oldest due jobs: the first run is dispatched in the taking transaction, the
+            // other job is claimed with a lease for the caller.
+            let taken = store.claim_and_dispatch("w", Duration::from_secs(30), 2).await.expect("take");
+            assert_eq!(taken.dispatched.iter().map(run_of).collect::<Vec<_>>(), [first]);
+            assert_eq!(taken.outcomes, [(first, RunStatus::IssueCreated)]);
+            assert_eq!(store.run(first).await.expect("run").status, RunStatus::IssueCreated);
+            let claimed: Vec<_> = taken.claimed.iter().map(|j| (j.id, j.attempts, j.lease_owner.as_str())).collect();
+            assert_eq!(claimed, [(other, 1, "w")]);
+            let leased = taken.claimed.clone();
+            let depth = store.queue_depth().await.expect("depth");
+            let running: Vec<_> = depth.iter().map(|d| (d.kind.as_str(), d.state.as_str(), d.count)).collect();
+            assert!(running.contains(&("example", "running", 1)) && running.contains(&(DISPATCH_RUN, "queued", 1)), "{running:?}");
+
+            // The next take sees the first run's issue; the leased and the future jobs stay put.
+            let taken = store.claim_and_dispatch("v", Duration::from_secs(30), 10).await.expect("take");
+            assert_eq!(taken.outcomes, [(second, RunStatus::Coalesced)]);
+            assert_eq!(taken.dispatched[0].attempts, 1);
+            assert!(taken.claimed.is_empty());
+            assert!(store.claim_and_dispatch("v", Duration::from_secs(30), 10).await.expect("take").is_empty());
+            assert!(store.claim_jobs("v", Duration::from_secs(30), 10).await.expect("claim").is_empty());
+            // A job taken with a lease is held like a claimed one.
+            assert_eq!(store.complete_jobs(&leased).await.expect("complete"), [other]);
+
+            // A retried dispatch job goes through a lease: its run waits for the caller.
+            let third = store.accept_manual_run(routine_id, manual(json!({ "n": 3 }), None), board()).await.expect("accept").run.id;
+            let job = store.claim_jobs("a", Duration::from_secs(30), 10).await.expect("claim").pop().expect("due");
+            let RetryOutcome::Requeued(at) = store.retry_job(&job, &JobError::Retry("boom".to_owned())).await.expect("retry") else { panic!("requeued") };
+            clock.set(at);
+            let taken = store.claim_and_dispatch("b", Duration::from_secs(30), 10).await.expect("take");
+            assert!(taken.dispatched.is_empty() && taken.outcomes.is_empty());
+            assert_eq!(taken.claimed.iter().map(|j| (run_of(j), j.attempts)).collect::<Vec<_>>(), [(third, 2)]);
+            assert_eq!(store.run(third).await.expect("run").status, RunStatus::Received);
+            assert_eq!(store.dispatch_jobs(&taken.claimed).await.expect("dispatch").outcomes, [(third, RunStatus::Coalesced)]);
+            // Only the job not yet due is left.
+            clock.advance(TimeDelta::minutes(2));
+            let taken = store.claim_and_dispatch("b", Duration::from_secs(30), 10).await.expect("take");
+            assert_eq!(taken.claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [later]);
+        }
+
         async fn concurrency_policies_decide_the_same_on_every_backend(store, clock) {
             for (policy, expected) in [
                 (ConcurrencyPolicy::CoalesceIfActive, [RunStatus::IssueCreated, RunStatus::Coalesced, RunStatus::Coalesced]),

@@ -11,7 +11,10 @@ use uuid::Uuid;
 use super::SqliteStore;
 use crate::{
     queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure},
-    store::{Dispatched, StoreResult, jobs::run_id_of},
+    store::{
+        Dispatched, StoreResult, Taken,
+        jobs::{dispatched_when_taken, run_id_of},
+    },
 };
 
 /// Enqueues jobs in the caller's transaction; the caller announces them after committing.
@@ -62,21 +65,13 @@ async fn held<'j>(conn: &mut SqliteConnection, jobs: &'j [Job]) -> StoreResult<V
     Ok(held)
 }
 
-async fn complete_in(
-    conn: &mut SqliteConnection,
-    ids: &[Uuid],
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
+/// Completes jobs in the caller's transaction: a job that succeeded is deleted (as on Postgres).
+async fn complete_in(conn: &mut SqliteConnection, ids: &[Uuid]) -> StoreResult<()> {
     for id in ids {
-        sqlx::query(
-            "UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_until = NULL,
-                             finished_at = ?2, updated_at = ?2
-             WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query("DELETE FROM jobs WHERE id = ?1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -139,6 +134,84 @@ impl SqliteStore {
         Ok(jobs)
     }
 
+    /// See [`crate::store::Storage::claim_and_dispatch`]. Transactions are serialised, so the
+    /// jobs read are taken by this transaction alone.
+    ///
+    /// # Errors
+    /// The database failed (nothing was written).
+    pub async fn claim_and_dispatch(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> StoreResult<Taken> {
+        let now = self.now();
+        let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
+        let mut tx = self.pool.begin().await?;
+        let rows =
+            sqlx::query_as::<_, (Uuid, String, Value, i32, i32, Option<Value>, DateTime<Utc>)>(
+                "SELECT id, kind, payload, attempts, max_attempts, trace_context, created_at
+                 FROM jobs WHERE state = 'queued' AND run_at <= ?1
+                 ORDER BY run_at, id LIMIT ?2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut jobs: Vec<Job> = rows
+            .into_iter()
+            .map(
+                |(id, kind, payload, attempts, max_attempts, trace_context, created_at)| Job {
+                    id,
+                    kind,
+                    payload,
+                    attempts: attempts + 1,
+                    max_attempts,
+                    trace_context,
+                    created_at,
+                    lease_owner: owner.to_owned(),
+                },
+            )
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        let (dispatched, claimed): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(dispatched_when_taken);
+        let run_ids = dispatched
+            .iter()
+            .map(run_id_of)
+            .collect::<StoreResult<Vec<Uuid>>>()?;
+        let (outcomes, wakeups) = if run_ids.is_empty() {
+            (Vec::new(), false)
+        } else {
+            self.dispatch_runs(&mut tx, &run_ids, now).await?
+        };
+        let done: Vec<Uuid> = dispatched.iter().map(|j| j.id).collect();
+        complete_in(&mut tx, &done).await?;
+        for job in &claimed {
+            sqlx::query(
+                "UPDATE jobs SET state = 'running', lease_owner = ?2, lease_until = ?3,
+                                 attempts = ?4, updated_at = ?5
+                 WHERE id = ?1",
+            )
+            .bind(job.id)
+            .bind(owner)
+            .bind(now + lease)
+            .bind(job.attempts)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if wakeups {
+            self.announce_jobs();
+        }
+        Ok(Taken {
+            dispatched,
+            outcomes,
+            claimed,
+        })
+    }
+
     /// See [`crate::store::Storage::complete_jobs`].
     ///
     /// # Errors
@@ -146,7 +219,7 @@ impl SqliteStore {
     pub async fn complete_jobs(&self, jobs: &[Job]) -> StoreResult<Vec<Uuid>> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = held(&mut tx, jobs).await?.iter().map(|j| j.id).collect();
-        complete_in(&mut tx, &ids, self.now()).await?;
+        complete_in(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -165,7 +238,7 @@ impl SqliteStore {
             .collect::<StoreResult<Vec<Uuid>>>()?;
         let (outcomes, wakeups) = self.dispatch_runs(&mut tx, &run_ids, now).await?;
         let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
-        complete_in(&mut tx, &ids, now).await?;
+        complete_in(&mut tx, &ids).await?;
         tx.commit().await?;
         if wakeups {
             self.announce_jobs();
