@@ -154,11 +154,19 @@ impl Worker {
             metrics::histogram!("nexus_job_claim_seconds").record(took);
         } else {
             record_batch(taken.dispatched.len(), &taken.outcomes, took);
-            tracing::info!(
-                jobs = taken.dispatched.len(),
-                runs = taken.outcomes.len(),
-                "runs dispatched as their jobs were taken"
-            );
+            // The dispatch has committed; its span marks it in the request's trace when it was
+            // one job (a batch, as below, is one span of its own).
+            let span = match taken.dispatched.as_slice() {
+                [job] => job_span(job),
+                jobs => tracing::info_span!("dispatch_batch", jobs = jobs.len()),
+            };
+            span.in_scope(|| {
+                tracing::info!(
+                    jobs = taken.dispatched.len(),
+                    runs = taken.outcomes.len(),
+                    "runs dispatched as their jobs were taken"
+                );
+            });
         }
         let (dispatches, others): (Vec<Job>, Vec<Job>) = taken
             .claimed
@@ -170,14 +178,7 @@ impl Worker {
             dispatches
         };
         for job in singles.into_iter().chain(others) {
-            let span = tracing::info_span!(
-                "job",
-                kind = %job.kind,
-                job_id = %job.id,
-                attempt = job.attempts,
-                traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
-            );
-            nexus_shared::telemetry::continue_job_trace(&span, job.trace_context.as_ref());
+            let span = job_span(&job);
             self.process(job).instrument(span).await?;
         }
         Ok(Outcome::Worked(handled))
@@ -454,6 +455,19 @@ async fn listen(store: Store, wake: Arc<watch::Sender<u64>>, stop: watch::Receiv
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// The span of one job, continuing the trace of the request that enqueued it.
+fn job_span(job: &Job) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        kind = %job.kind,
+        job_id = %job.id,
+        attempt = job.attempts,
+        traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
+    );
+    nexus_shared::telemetry::continue_job_trace(&span, job.trace_context.as_ref());
+    span
 }
 
 /// Metrics of `jobs` dispatch jobs completed together in `seconds`, with their runs' outcomes.

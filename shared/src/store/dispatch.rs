@@ -587,7 +587,9 @@ async fn write(
             "UPDATE routine_triggers t
              SET last_fired_at = GREATEST(t.last_fired_at, l.fired), last_result = l.result
              FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS l(id, fired, result)
-             WHERE t.id = l.id",
+             WHERE t.id = l.id
+               AND (t.last_fired_at IS NULL OR t.last_fired_at < l.fired
+                    OR t.last_result IS DISTINCT FROM l.result)",
             &ids,
             &fired,
             &results,

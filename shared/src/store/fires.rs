@@ -217,24 +217,32 @@ impl PgStore {
         report.lateness.extend(
             inserted
                 .iter()
-                .filter(|(_, _, catch_up)| !catch_up)
-                .map(|(_, scheduled_for, _)| now - *scheduled_for),
+                .filter(|(_, _, catch_up, _)| !catch_up)
+                .map(|(_, scheduled_for, _, _)| now - *scheduled_for),
         );
         let jobs: Vec<_> = inserted
             .iter()
-            .map(|(id, _, _)| dispatch_job(*id, now, None))
+            .map(|(id, _, _, _)| dispatch_job(*id, now, None))
             .collect();
         if !jobs.is_empty() {
             super::jobs::enqueue_all_quietly(&mut tx, jobs, now).await?;
             super::jobs::notify(&mut tx).await?;
         }
+        // A trigger that fired records it now, in the row this update writes anyway (its
+        // `next_run_at` moves), so the dispatch leaves the row alone unless the result changes.
+        let fired: std::collections::HashSet<Uuid> = inserted.iter().map(|f| f.3).collect();
         let (ids, nexts): (Vec<Uuid>, Vec<Option<DateTime<Utc>>>) = next.into_iter().unzip();
+        let fired: Vec<bool> = ids.iter().map(|id| fired.contains(id)).collect();
         sqlx::query!(
-            "UPDATE routine_triggers t SET next_run_at = n.next
-             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS n(id, next)
+            "UPDATE routine_triggers t
+             SET next_run_at = n.next,
+                 last_fired_at = CASE WHEN n.fired THEN GREATEST(t.last_fired_at, $4) ELSE t.last_fired_at END
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::bool[]) AS n(id, next, fired)
              WHERE t.id = n.id",
             &ids,
             &nexts as &[Option<DateTime<Utc>>],
+            &fired,
+            now,
         )
         .execute(&mut *tx)
         .await?;
@@ -431,13 +439,13 @@ impl NewFires {
     }
 
     /// Inserts `received` schedule runs; a fire that already has a run (the unique key on
-    /// `(trigger_id, scheduled_for)`) is left out. Returns the new runs' id, nominal time
-    /// and catch-up flag.
+    /// `(trigger_id, scheduled_for)`) is left out. Returns the new runs' id, nominal time,
+    /// catch-up flag and trigger.
     async fn insert(
         self,
         conn: &mut PgConnection,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<(Uuid, DateTime<Utc>, bool)>> {
+    ) -> StoreResult<Vec<(Uuid, DateTime<Utc>, bool, Uuid)>> {
         if self.triggers.is_empty() {
             return Ok(Vec::new());
         }
@@ -451,7 +459,7 @@ impl NewFires {
                     AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up)
                ORDER BY id
                ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
-               RETURNING id, scheduled_for AS "scheduled_for!", catch_up"#,
+               RETURNING id, scheduled_for AS "scheduled_for!", catch_up, trigger_id AS "trigger_id!""#,
             &ids,
             &self.companies,
             &self.routines,
@@ -464,7 +472,7 @@ impl NewFires {
         .await?;
         let mut rows: Vec<_> = rows
             .into_iter()
-            .map(|r| (r.id, r.scheduled_for, r.catch_up))
+            .map(|r| (r.id, r.scheduled_for, r.catch_up, r.trigger_id))
             .collect();
         rows.sort_by_key(|r| r.0);
         Ok(rows)

@@ -234,6 +234,57 @@ async fn skip_missed_records_the_outage_in_one_skipped_run() {
 }
 
 #[tokio::test]
+async fn a_fire_records_its_time_at_once_and_a_repeated_result_leaves_the_trigger_alone() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let (app, clock) = app_at("2026-11-29T07:59:30Z").await;
+    let team = app.seed_team().await;
+    let (routine, trigger) = schedule(
+        &app,
+        &team,
+        json!({ "concurrencyPolicy": "always_enqueue" }),
+        json!({ "cronExpression": "* * * * *" }),
+    )
+    .await;
+    let scheduler = app.scheduler("s1", Duration::from_secs(10));
+    let shown = || async {
+        let body = app.board().get_routine(&routine).await.expect(200).body;
+        let trigger = &body["triggers"][0];
+        (
+            trigger["lastFiredAt"].as_str().map(utc),
+            trigger["lastResult"].as_str().map(str::to_owned),
+        )
+    };
+    // The row version of the trigger: it changes whenever the row is written.
+    let version = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT xmin::text FROM routine_triggers WHERE id = $1::uuid",
+        )
+        .bind(&trigger)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("trigger")
+    };
+    let mut last_result = None;
+    for at in ["2026-11-29T08:00:01Z", "2026-11-29T08:01:01Z"] {
+        clock.set(utc(at));
+        let report = scheduler.fire_once(&leader(1)).await.expect("fire");
+        assert_eq!(report.dispatched, 1);
+        // Fired, not yet dispatched: the time is there, the result is the previous run's.
+        assert_eq!(shown().await, (Some(utc(at)), last_result.clone()));
+        let fired = version().await;
+        assert_eq!(app.drain().await, 1);
+        assert_eq!(
+            shown().await,
+            (Some(utc(at)), Some("issue_created".to_owned()))
+        );
+        // The first dispatch set a new result; the second, the same result again, wrote nothing.
+        assert_eq!(version().await == fired, last_result.is_some(), "{at}");
+        last_result = Some("issue_created".to_owned());
+    }
+}
+
+#[tokio::test]
 async fn enqueue_missed_with_cap_dispatches_the_most_recent_fires_in_order() {
     nexus_tests::needs_servers!();
     let (app, clock) = app_at("2026-11-29T07:59:00Z").await;

@@ -147,6 +147,7 @@ impl SqliteStore {
             .await?;
         }
         let mut jobs = Vec::new();
+        let mut fired = std::collections::HashSet::new();
         for i in 0..fires.triggers.len() {
             let id = new_id();
             let inserted = sqlx::query(
@@ -166,6 +167,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 1 {
+                fired.insert(fires.triggers[i]);
                 report.dispatched += 1;
                 if !fires.catch_up[i] {
                     report.lateness.push(now - fires.scheduled_for[i]);
@@ -175,12 +177,21 @@ impl SqliteStore {
         }
         let announce = !jobs.is_empty();
         enqueue(&mut tx, jobs, now).await?;
+        // As on Postgres: a trigger that fired records it with its next fire.
         for (id, next_run_at) in next {
-            sqlx::query("UPDATE routine_triggers SET next_run_at = ?2 WHERE id = ?1")
-                .bind(id)
-                .bind(next_run_at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE routine_triggers
+                 SET next_run_at = ?2,
+                     last_fired_at = CASE WHEN ?3 AND (last_fired_at IS NULL OR last_fired_at < ?4)
+                                          THEN ?4 ELSE last_fired_at END
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(next_run_at)
+            .bind(fired.contains(&id))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         if announce {
