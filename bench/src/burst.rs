@@ -57,6 +57,10 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     let boundaries = shape.boundaries.clamp(1, 5);
     let mut cluster = Cluster::new().await;
     let first = seed(&cluster.db, routines).await?;
+    // Every run starts its burst just after a checkpoint, so every run pays the same full-page
+    // writes (the first change of each page after a checkpoint logs the whole page); otherwise
+    // where the periodic checkpoint falls would move the figures from run to run.
+    sqlx::query("CHECKPOINT").execute(&cluster.db.pool).await?;
     let workers = shape.workers;
     match shape.mode {
         Mode::InProcess => println!(
@@ -133,8 +137,12 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     // CPU used by each boundary: from the last reading before it to the one that saw it done.
     let mut cpu_before = vec![CpuReading::default(); boundaries];
     let mut cpu_used = vec![None; boundaries];
+    // Write-ahead log written by each boundary, in bytes: the write work, machine-independent.
+    let mut wal_before = vec![0.0; boundaries];
+    let mut wal_used = vec![None; boundaries];
     loop {
         let reading = CpuReading::now();
+        let wal = wal_position(&cluster.db).await?;
         // A cheap count (the benchmark must not load the database it measures): boundary n
         // is all seen once (n + 1) × R heartbeat runs exist.
         let count = crate::fleet::heartbeat_runs(&cluster.db).await?;
@@ -143,10 +151,12 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
             let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));
             if observed < boundary {
                 cpu_before[n] = reading;
+                wal_before[n] = wal;
             }
             if count >= i64::try_from((n + 1) * routines).unwrap_or(i64::MAX) && slot.is_none() {
                 *slot = Some(observed);
                 cpu_used[n] = Some(CpuReading::now().since(cpu_before[n]));
+                wal_used[n] = Some(wal_position(&cluster.db).await? - wal_before[n]);
             }
         }
         if visible.iter().all(Option::is_some) || observed > give_up {
@@ -169,7 +179,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     let database = &cluster.db;
 
     println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17}",
+        "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17} {:>7}",
         "boundary",
         "expected",
         "runs",
@@ -179,9 +189,10 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         "run lateness p50/p99/max s",
         "heartbeat lateness p50/95/99/max s",
         "all seen s",
-        "cpu s pg/machine"
+        "cpu s pg/machine",
+        "wal MB"
     );
-    for (n, (seen, cpu)) in visible.iter().zip(&cpu_used).enumerate() {
+    for (n, ((seen, cpu), wal)) in visible.iter().zip(&cpu_used).zip(&wal_used).enumerate() {
         let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));
         let row: (i64, i64, i64, f64, f64, f64, f64, f64, f64, f64) = sqlx::query_as(
             "SELECT count(r.id), count(DISTINCT r.trigger_id), count(h.id),
@@ -200,7 +211,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         .await?;
         let (runs, distinct, heartbeats, r50, r99, rmax, h50, h95, h99, hmax) = row;
         println!(
-            "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17}",
+            "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17} {:>7}",
             boundary.format("%H:%M:%S"),
             routines,
             runs,
@@ -217,12 +228,22 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
                 || "-".to_owned(),
                 |c| format!("{:.2}/{:.2}", c.postgres, c.machine)
             ),
+            wal.map_or_else(|| "-".to_owned(), |w| format!("{:.1}", w / 1e6)),
         );
     }
     if shape.mode != Mode::InProcess {
         cluster.print_memory();
     }
     Ok(())
+}
+
+/// The current write-ahead log position, in bytes.
+async fn wal_position(database: &TestDb) -> anyhow::Result<f64> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8")
+            .fetch_one(&database.pool)
+            .await?,
+    )
 }
 
 /// R routines with a `* * * * *` trigger each, whose first fire is the next minute boundary at
