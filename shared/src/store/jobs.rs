@@ -221,7 +221,7 @@ impl PgStore {
         sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT")
             .execute(&mut *tx)
             .await?;
-        let mut jobs: Vec<Job> = taken
+        let jobs: Vec<Job> = taken
             .into_iter()
             .map(|j| Job {
                 id: j.id,
@@ -234,13 +234,7 @@ impl PgStore {
                 lease_owner: owner.to_owned(),
             })
             .collect();
-        jobs.sort_by_key(|j| j.id);
-        let (dispatched, claimed): (Vec<Job>, Vec<Job>) =
-            jobs.into_iter().partition(dispatched_when_taken);
-        let run_ids = dispatched
-            .iter()
-            .map(run_id_of)
-            .collect::<StoreResult<Vec<Uuid>>>()?;
+        let (dispatched, run_ids, claimed) = split_taken(jobs)?;
         let outcomes = self.dispatch_runs(&mut tx, &run_ids).await?;
         let done: Vec<Uuid> = dispatched.iter().map(|j| j.id).collect();
         if !done.is_empty() {
@@ -495,12 +489,24 @@ pub(crate) fn run_id_of(job: &Job) -> StoreResult<Uuid> {
         })
 }
 
-/// Whether a job taken by [`crate::store::Storage::claim_and_dispatch`] is dispatched in the
-/// transaction that takes it: the first attempt (`attempts` counts this one) of a
-/// `dispatch_run` job that names a run. Later attempts go through a lease, so a job whose
-/// dispatch keeps failing is counted, backed off and ends `dead` like any other.
-pub(crate) fn dispatched_when_taken(job: &Job) -> bool {
-    job.kind == DISPATCH_RUN && job.attempts == 1 && run_id_of(job).is_ok()
+/// Splits the jobs a [`crate::store::Storage::claim_and_dispatch`] took (`attempts` counting
+/// this one) into those dispatched in the taking transaction — first attempts of
+/// `dispatch_run` jobs that name a run — with their runs, and those claimed with a lease, each
+/// in id order. Later attempts go through a lease, so a job whose dispatch keeps failing is
+/// counted, backed off and ends `dead` like any other.
+///
+/// # Errors
+/// Never in practice: a dispatched job names a run.
+pub(crate) fn split_taken(mut jobs: Vec<Job>) -> StoreResult<(Vec<Job>, Vec<Uuid>, Vec<Job>)> {
+    jobs.sort_by_key(|j| j.id);
+    let (dispatched, claimed): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|job| job.kind == DISPATCH_RUN && job.attempts == 1 && run_id_of(job).is_ok());
+    let run_ids = dispatched
+        .iter()
+        .map(run_id_of)
+        .collect::<StoreResult<Vec<Uuid>>>()?;
+    Ok((dispatched, run_ids, claimed))
 }
 
 struct Listening(PgListener);

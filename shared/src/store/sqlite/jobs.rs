@@ -13,7 +13,7 @@ use crate::{
     queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure},
     store::{
         Dispatched, StoreResult, Taken,
-        jobs::{dispatched_when_taken, run_id_of},
+        jobs::{run_id_of, split_taken},
     },
 };
 
@@ -158,7 +158,7 @@ impl SqliteStore {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
-        let mut jobs: Vec<Job> = rows
+        let jobs: Vec<Job> = rows
             .into_iter()
             .map(
                 |(id, kind, payload, attempts, max_attempts, trace_context, created_at)| Job {
@@ -173,13 +173,7 @@ impl SqliteStore {
                 },
             )
             .collect();
-        jobs.sort_by_key(|j| j.id);
-        let (dispatched, claimed): (Vec<Job>, Vec<Job>) =
-            jobs.into_iter().partition(dispatched_when_taken);
-        let run_ids = dispatched
-            .iter()
-            .map(run_id_of)
-            .collect::<StoreResult<Vec<Uuid>>>()?;
+        let (dispatched, run_ids, claimed) = split_taken(jobs)?;
         let (outcomes, wakeups) = if run_ids.is_empty() {
             (Vec::new(), false)
         } else {
