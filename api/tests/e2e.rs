@@ -128,18 +128,38 @@ impl Cluster {
             .flatten()
     }
 
-    /// Waits until every accepted run has left `received` and no job is running.
+    /// Waits (up to 180 s) until every accepted run has left `received` and no job is queued
+    /// or running; otherwise fails showing what is left, with the database's open transactions.
     async fn settled(&self, what: &str) {
-        eventually(90, what, || async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+        while tokio::time::Instant::now() < deadline {
             let waiting = self
                 .scalar("SELECT count(*) FROM routine_runs WHERE status = 'received'")
                 .await;
             let running = self
                 .scalar("SELECT count(*) FROM jobs WHERE state IN ('running', 'queued')")
                 .await;
-            (waiting == 0 && running == 0).then_some(())
-        })
-        .await;
+            if waiting == 0 && running == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let jobs: Vec<String> = sqlx::query_scalar(
+            "SELECT concat_ws(' ', state, 'attempt', attempts, lease_owner, 'due in', run_at - now(), last_error)
+             FROM jobs WHERE state IN ('running', 'queued') LIMIT 20",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("jobs");
+        let open: Vec<String> = sqlx::query_scalar(
+            "SELECT concat_ws(' ', state, wait_event_type, now() - xact_start, left(query, 120))
+             FROM pg_stat_activity
+             WHERE datname = current_database() AND xact_start IS NOT NULL",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("activity");
+        panic!("timed out waiting for {what}: jobs left {jobs:?}; open transactions {open:?}");
     }
 }
 
