@@ -131,18 +131,18 @@ impl Cluster {
     /// Waits (up to 180 s) until every accepted run has left `received` and no job is queued
     /// or running; otherwise fails showing what is left, with the database's open transactions.
     async fn settled(&self, what: &str) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
-        while tokio::time::Instant::now() < deadline {
+        let settled = nexus_tests::within(180, || async {
             let waiting = self
                 .scalar("SELECT count(*) FROM routine_runs WHERE status = 'received'")
                 .await;
             let running = self
                 .scalar("SELECT count(*) FROM jobs WHERE state IN ('running', 'queued')")
                 .await;
-            if waiting == 0 && running == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            (waiting == 0 && running == 0).then_some(())
+        })
+        .await;
+        if settled.is_some() {
+            return;
         }
         let jobs: Vec<String> = sqlx::query_scalar(
             "SELECT concat_ws(' ', state, 'attempt', attempts, lease_owner, 'due in', run_at - now(), last_error)

@@ -448,17 +448,27 @@ impl TestApp {
 pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     seconds: u64,
     what: &str,
-    mut check: impl FnMut() -> F,
+    check: impl FnMut() -> F,
 ) -> T {
+    within(seconds, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or returns `None` after `seconds` (for a
+/// caller that explains the failure itself).
+pub async fn within<T, F: std::future::Future<Output = Option<T>>>(
+    seconds: u64,
+    mut check: impl FnMut() -> F,
+) -> Option<T> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

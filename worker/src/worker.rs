@@ -111,7 +111,7 @@ impl Worker {
     /// The database failed while claiming or recording the outcome.
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
         let limit = i64::try_from(self.settings.batch.max(1)).unwrap_or(1);
-        let taking = std::time::Instant::now();
+        let mut taking = std::time::Instant::now();
         let taken = match self
             .queue
             .take(limit)
@@ -124,14 +124,13 @@ impl Worker {
                     error = format!("{error:#}"),
                     "dispatching jobs as they were taken failed; claiming them with a lease"
                 );
-                let claiming = std::time::Instant::now();
+                // Timed from here: the claim histogram below measures this claim alone.
+                taking = std::time::Instant::now();
                 let claimed = self
                     .queue
                     .claim(limit)
                     .instrument(tracing::debug_span!("claim"))
                     .await?;
-                metrics::histogram!("nexus_job_claim_seconds")
-                    .record(claiming.elapsed().as_secs_f64());
                 Taken {
                     claimed,
                     ..Taken::default()
