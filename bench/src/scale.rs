@@ -94,7 +94,9 @@ async fn measure(routines: usize, due: usize) -> anyhow::Result<Row> {
     let mut idle = Vec::new();
     for _ in 0..200 {
         let started = Instant::now();
-        let report = store.fire_due(&leadership, grace, 500).await?;
+        let report = store
+            .fire_due(&leadership, grace, TimeDelta::zero(), 500)
+            .await?;
         store.next_fire_at().await?;
         idle.push(started.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(report.triggers == 0, "nothing should be due");
@@ -105,7 +107,9 @@ async fn measure(routines: usize, due: usize) -> anyhow::Result<Row> {
     for _ in 0..3 {
         make_due(&cluster, due).await?;
         let started = Instant::now();
-        let report = store.fire_due(&leadership, grace, 500).await?;
+        let report = store
+            .fire_due(&leadership, grace, TimeDelta::zero(), 500)
+            .await?;
         busy += started.elapsed().as_secs_f64() * 1000.0 / 3.0;
         anyhow::ensure!(
             report.dispatched == due,

@@ -44,6 +44,7 @@ pub fn scheduler(resources: &Resources) -> Scheduler {
     );
     let settings = Settings {
         misfire_grace: resources.config.misfire_grace,
+        lookahead: resources.config.schedule_lookahead,
         ..Settings::default()
     };
     Scheduler::new(resources.store.clone(), lock, settings)

@@ -1,5 +1,7 @@
-//! The scheduler loop: keep leadership, and while leading fire what is due, then sleep until
-//! the earliest `next_run_at` — or until a trigger change is announced, or leadership changes.
+//! The scheduler loop: keep leadership, and while leading fire what is due (preparing the fires
+//! of the next few seconds, see [`Settings::lookahead`]), then sleep until the earliest
+//! `next_run_at` less the lookahead — or until a trigger change is announced, or leadership
+//! changes.
 //! There is no fixed polling interval; the longest sleep is a minute, a safety net only.
 
 use std::{
@@ -21,6 +23,9 @@ use crate::leader::LeaderLock;
 pub struct Settings {
     /// A fire handled later than this after its nominal time is missed.
     pub misfire_grace: Duration,
+    /// How far ahead of its nominal time a fire is prepared (its run written and its dispatch
+    /// job due at that time), so that a burst of fires costs only their dispatch when it comes.
+    pub lookahead: Duration,
     /// Triggers per fire transaction.
     pub batch: i64,
     /// Longest sleep between passes.
@@ -31,6 +36,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             misfire_grace: Duration::from_secs(60),
+            lookahead: Duration::from_secs(5),
             batch: 500,
             max_sleep: Duration::from_secs(60),
         }
@@ -75,7 +81,7 @@ impl Scheduler {
             .is_some_and(|t| t.valid_until > Instant::now())
     }
 
-    /// One fire pass as `leadership`: everything due at the clock's now.
+    /// One fire pass as `leadership`: everything due by the clock's now plus the lookahead.
     ///
     /// # Errors
     /// Deposed (a newer epoch has written), or the database failed.
@@ -84,7 +90,9 @@ impl Scheduler {
             TimeDelta::from_std(self.settings.misfire_grace).unwrap_or(TimeDelta::seconds(60));
         let started = Instant::now();
         let span = tracing::info_span!("fire_pass", epoch = leadership.epoch);
-        let pass = self.store.fire_due(leadership, grace, self.settings.batch);
+        let pass = self
+            .store
+            .fire_due(leadership, grace, self.lookahead(), self.settings.batch);
         let report = tracing::Instrument::instrument(pass, span).await?;
         metrics::histogram!("nexus_scheduler_pass_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("nexus_fires_total", "outcome" => "dispatched")
@@ -99,11 +107,16 @@ impl Scheduler {
             tracing::info!(
                 triggers = report.triggers,
                 dispatched = report.dispatched,
+                prepared = report.prepared,
                 missed = report.missed_fires,
                 "fired due schedules"
             );
         }
         Ok(report)
+    }
+
+    fn lookahead(&self) -> TimeDelta {
+        TimeDelta::from_std(self.settings.lookahead).unwrap_or(TimeDelta::zero())
     }
 
     /// Runs leadership and firing until `stop` turns true, then releases leadership.
@@ -155,7 +168,7 @@ impl Scheduler {
             let ceiling = now
                 + TimeDelta::from_std(self.settings.max_sleep).unwrap_or(TimeDelta::seconds(60));
             let next = match self.store.next_fire_at().await {
-                Ok(next) => next.map_or(ceiling, |t| t.min(ceiling)),
+                Ok(next) => next.map_or(ceiling, |t| (t - self.lookahead()).min(ceiling)),
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the next fire time failed");
                     now + TimeDelta::seconds(1)

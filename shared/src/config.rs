@@ -30,6 +30,9 @@ pub struct Config {
     pub bootstrap_board_token: Option<String>,
     /// `NEXUS_MISFIRE_GRACE_SECS`: how late a schedule fire may be handled before it is missed.
     pub misfire_grace: Duration,
+    /// `NEXUS_SCHEDULE_LOOKAHEAD_MS`: how far ahead of its nominal time the scheduler prepares
+    /// a schedule fire (its run and a dispatch job due at that time); 0 prepares nothing.
+    pub schedule_lookahead: Duration,
     /// `NEXUS_LEADER_TTL_SECS`: the scheduler leader's lease; a successor takes over within it.
     pub leader_ttl: Duration,
     /// `NEXUS_WORKER_CONCURRENCY`: jobs one worker process handles at once.
@@ -104,6 +107,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_SECRET_KEY",
     "NEXUS_BOOTSTRAP_BOARD_TOKEN",
     "NEXUS_MISFIRE_GRACE_SECS",
+    "NEXUS_SCHEDULE_LOOKAHEAD_MS",
     "NEXUS_LEADER_TTL_SECS",
     "NEXUS_WORKER_CONCURRENCY",
     "NEXUS_WORKER_BATCH",
@@ -189,6 +193,12 @@ impl Config {
             get("NEXUS_MISFIRE_GRACE_SECS"),
             "60",
             |v| int_in_range(v, 0, 86_400),
+        )?);
+        let schedule_lookahead = Duration::from_millis(parse_or(
+            "NEXUS_SCHEDULE_LOOKAHEAD_MS",
+            get("NEXUS_SCHEDULE_LOOKAHEAD_MS"),
+            "5000",
+            |v| int_in_range(v, 0, 60_000),
         )?);
         let leader_ttl = Duration::from_secs(parse_or(
             "NEXUS_LEADER_TTL_SECS",
@@ -296,6 +306,7 @@ impl Config {
             secret_key,
             bootstrap_board_token,
             misfire_grace,
+            schedule_lookahead,
             leader_ttl,
             worker_concurrency,
             worker_batch,
@@ -423,6 +434,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.public_url, "http://127.0.0.1:8080");
         assert_eq!(config.misfire_grace, Duration::from_secs(60));
+        assert_eq!(config.schedule_lookahead, Duration::from_secs(5));
         assert_eq!(
             (config.webhook_rate_per_sec, config.webhook_burst),
             (20, 100)
@@ -454,6 +466,7 @@ mod tests {
         let cases = [
             ("NEXUS_LISTEN", "not-an-address"),
             ("NEXUS_MISFIRE_GRACE_SECS", "-1"),
+            ("NEXUS_SCHEDULE_LOOKAHEAD_MS", "60001"),
             ("NEXUS_WORKER_CONCURRENCY", "0"),
             ("NEXUS_WORKER_BATCH", "1001"),
             ("NEXUS_AUTO_MIGRATE", "yes"),

@@ -144,7 +144,8 @@ impl Worker {
         }
         let now = self.store.clock().now();
         for job in taken.dispatched.iter().chain(&taken.claimed) {
-            let pickup = (now - job.created_at).as_seconds_f64().max(0.0);
+            let due = job.created_at.max(job.run_at);
+            let pickup = (now - due).as_seconds_f64().max(0.0);
             metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone())
                 .record(pickup);
         }
@@ -410,15 +411,37 @@ impl Worker {
         drop(maintenance.await);
     }
 
+    /// When the earliest queued job that is not due yet becomes due (`None` when there is no
+    /// such job, or the read failed: the poll interval covers it).
+    async fn next_due(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.store.next_job_at().await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the next due job failed");
+                None
+            }
+        }
+    }
+
     async fn job_loop(&self, mut wake: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
             wake.borrow_and_update();
             match self.run_once().await {
                 Ok(Outcome::Worked(_)) => {}
                 Ok(Outcome::Idle) => {
+                    // A job enqueued ahead (a prepared schedule fire, a retry after its
+                    // backoff) is taken when it becomes due, not at the next poll.
+                    let clock = Arc::clone(self.store.clock());
+                    let due = self.next_due().await;
                     tokio::select! {
                         _ = wake.changed() => {}
                         () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = async {
+                            match due {
+                                Some(at) => clock.sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        } => {}
                         _ = stop.wait_for(|s| *s) => {}
                     }
                 }

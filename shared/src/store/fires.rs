@@ -1,9 +1,13 @@
 //! Schedule fires: turning due schedule triggers into runs, exactly once.
 //!
-//! One transaction per batch: it takes due triggers (`next_run_at <= now`, `FOR UPDATE SKIP
-//! LOCKED`), inserts their runs and dispatch jobs (unique `(trigger_id, scheduled_for)`, one
-//! statement each for the whole batch), applies the catch-up policy to fires handled later
-//! than the grace period, and advances `next_run_at` past `now`. Before all that it checks the
+//! One transaction per batch: it takes due triggers (`next_run_at <= now + lookahead`, `FOR
+//! UPDATE SKIP LOCKED`), inserts their runs and dispatch jobs (unique `(trigger_id,
+//! scheduled_for)`, one statement each for the whole batch), applies the catch-up policy to
+//! fires handled later than the grace period, and advances `next_run_at` past the horizon.
+//! A fire inside the lookahead is *prepared*: its run is written ahead, `received`, triggered
+//! at its nominal time, and its dispatch job becomes due at that time, so the work done at the
+//! fire time itself is the dispatch alone. Changes that would have stopped the fire withdraw a
+//! prepared run that is not due yet (see [`withdraw_prepared`]). Before all that it checks the
 //! one-row `scheduler_epoch` against the caller's epoch (moving it forward at the start of a
 //! term), which fails if a newer leader has written, so a deposed leader's batch rolls back.
 //! When a batch comes back full, the next ones run two at a time.
@@ -52,7 +56,10 @@ pub struct FireReport {
     pub skipped_runs: usize,
     /// Fires counted as missed in total.
     pub missed_fires: usize,
-    /// Fire lateness of the on-time fires (handling time minus nominal time).
+    /// Of `dispatched`, the fires prepared ahead of their nominal time.
+    pub prepared: usize,
+    /// Fire lateness of the on-time fires (handling time minus nominal time; zero for a fire
+    /// prepared ahead).
     pub lateness: Vec<TimeDelta>,
 }
 
@@ -62,8 +69,42 @@ impl FireReport {
         self.dispatched += other.dispatched;
         self.skipped_runs += other.skipped_runs;
         self.missed_fires += other.missed_fires;
+        self.prepared += other.prepared;
         self.lateness.extend(other.lateness);
     }
+
+    /// Counts the runs a batch inserted: `(id, scheduled_for, catch_up, trigger_id)` each.
+    pub(super) fn record(&mut self, window: &FireWindow, inserted: &[InsertedFire]) {
+        self.dispatched += inserted.len();
+        for (_, scheduled_for, catch_up, _) in inserted {
+            if *scheduled_for > window.now {
+                self.prepared += 1;
+            }
+            if !catch_up {
+                self.lateness
+                    .push((window.now - *scheduled_for).max(TimeDelta::zero()));
+            }
+        }
+    }
+}
+
+/// A run a fire pass inserted: id, nominal time, catch-up flag, trigger.
+pub(super) type InsertedFire = (Uuid, DateTime<Utc>, bool, Uuid);
+
+/// When each trigger that fired in a batch last fired: the latest effective time of its runs.
+pub(super) fn fired_at(
+    window: &FireWindow,
+    inserted: &[InsertedFire],
+) -> HashMap<Uuid, DateTime<Utc>> {
+    let mut fired: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    for (_, scheduled_for, _, trigger) in inserted {
+        let at = window.effective(*scheduled_for);
+        fired
+            .entry(*trigger)
+            .and_modify(|t| *t = (*t).max(at))
+            .or_insert(at);
+    }
+    fired
 }
 
 /// The scheduler was deposed: a newer epoch has written.
@@ -86,7 +127,7 @@ pub(super) struct DueTrigger {
     pub(super) catch_up_cap: i32,
 }
 
-/// The fires of one trigger between its `next_run_at` and now.
+/// The fires of one trigger between its `next_run_at` and the horizon.
 struct Fires {
     on_time: Vec<DateTime<Utc>>,
     missed_count: usize,
@@ -99,13 +140,12 @@ struct Fires {
     next: Option<DateTime<Utc>>,
 }
 
-fn enumerate(
-    schedule: &Schedule,
-    first: DateTime<Utc>,
-    now: DateTime<Utc>,
-    grace: TimeDelta,
-    cap: usize,
-) -> Fires {
+fn enumerate(schedule: &Schedule, first: DateTime<Utc>, window: &FireWindow, cap: usize) -> Fires {
+    let FireWindow {
+        now,
+        horizon,
+        grace,
+    } = *window;
     let mut fires = Fires {
         on_time: Vec::new(),
         missed_count: 0,
@@ -117,7 +157,7 @@ fn enumerate(
     let mut at = Some(first);
     let mut seen = 0;
     while let Some(t) = at {
-        if t > now || seen >= MAX_ENUMERATED {
+        if t > horizon || seen >= MAX_ENUMERATED {
             break;
         }
         seen += 1;
@@ -133,17 +173,45 @@ fn enumerate(
         }
         at = schedule.next_after(t);
     }
-    fires.next = if at.is_some_and(|t| t > now) {
+    fires.next = if at.is_some_and(|t| t > horizon) {
         at
     } else {
-        schedule.next_after(now)
+        schedule.next_after(horizon)
     };
     fires
 }
 
+/// When a fire pass runs and how far it reaches.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FireWindow {
+    /// The clock's now.
+    pub(super) now: DateTime<Utc>,
+    /// Fires up to here are handled: `now` plus the lookahead.
+    pub(super) horizon: DateTime<Utc>,
+    /// A fire handled later than this after its nominal time is missed.
+    pub(super) grace: TimeDelta,
+}
+
+impl FireWindow {
+    pub(super) fn new(now: DateTime<Utc>, grace: TimeDelta, lookahead: TimeDelta) -> Self {
+        Self {
+            now,
+            horizon: now + lookahead.max(TimeDelta::zero()),
+            grace,
+        }
+    }
+
+    /// When a fire takes effect: its nominal time if that is still ahead (a prepared fire),
+    /// otherwise now.
+    pub(super) fn effective(&self, scheduled_for: DateTime<Utc>) -> DateTime<Utc> {
+        scheduled_for.max(self.now)
+    }
+}
+
 impl PgStore {
-    /// Fires every schedule trigger due at the clock's `now`, in batches of `batch` triggers,
-    /// one transaction each, fenced by `leadership`.
+    /// Fires every schedule trigger due by the clock's `now` plus `lookahead` (fires still
+    /// ahead are prepared), in batches of `batch` triggers, one transaction each, fenced by
+    /// `leadership`.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] `deposed` when a newer leader has written (nothing of this pass
@@ -152,15 +220,16 @@ impl PgStore {
         &self,
         leadership: &Leadership,
         grace: TimeDelta,
+        lookahead: TimeDelta,
         batch: i64,
     ) -> StoreResult<FireReport> {
         let full = usize::try_from(batch).unwrap_or(usize::MAX);
-        let mut report = self.fire_batch(leadership, grace, batch).await?;
+        let mut report = self.fire_batch(leadership, grace, lookahead, batch).await?;
         let mut more = report.triggers >= full;
         // A burst: the next batches run side by side (SKIP LOCKED gives each its own triggers).
         while more {
-            let batches =
-                (0..CONCURRENT_BATCHES).map(|_| self.fire_batch(leadership, grace, batch));
+            let batches = (0..CONCURRENT_BATCHES)
+                .map(|_| self.fire_batch(leadership, grace, lookahead, batch));
             more = false;
             for part in try_join_all(batches).await? {
                 more |= part.triggers >= full;
@@ -175,10 +244,12 @@ impl PgStore {
         &self,
         leadership: &Leadership,
         grace: TimeDelta,
+        lookahead: TimeDelta,
         batch: i64,
     ) -> StoreResult<FireReport> {
         let mut report = FireReport::default();
         let now = self.now();
+        let window = FireWindow::new(now, grace, lookahead);
         let mut tx = self.pool.begin().await?;
         fence(&mut tx, leadership, now).await?;
         let due = sqlx::query_as!(
@@ -192,7 +263,7 @@ impl PgStore {
                ORDER BY t.next_run_at
                LIMIT $2
                FOR UPDATE OF t SKIP LOCKED"#,
-            now,
+            window.horizon,
             batch,
         )
         .fetch_all(&mut *tx)
@@ -206,23 +277,19 @@ impl PgStore {
             missed,
             fires,
             next,
-        } = plan_fires(&due, now, grace);
+        } = plan_fires(&due, &window);
         report.merge(planned);
         for m in &missed {
             let trigger = &due[m.trigger];
             record_missed(&mut tx, trigger, m.reason, m.count, m.from, m.to, now).await?;
         }
         let inserted = fires.insert(&mut tx, now).await?;
-        report.dispatched += inserted.len();
-        report.lateness.extend(
-            inserted
-                .iter()
-                .filter(|(_, _, catch_up, _)| !catch_up)
-                .map(|(_, scheduled_for, _, _)| now - *scheduled_for),
-        );
+        report.record(&window, &inserted);
         let jobs: Vec<_> = inserted
             .iter()
-            .map(|(id, _, _, _)| dispatch_job(*id, now, None))
+            .map(|(id, scheduled_for, _, _)| {
+                dispatch_job(*id, window.effective(*scheduled_for), None)
+            })
             .collect();
         if !jobs.is_empty() {
             super::jobs::enqueue_all_quietly(&mut tx, jobs, now).await?;
@@ -230,19 +297,20 @@ impl PgStore {
         }
         // A trigger that fired records it now, in the row this update writes anyway (its
         // `next_run_at` moves), so the dispatch leaves the row alone unless the result changes.
-        let fired: std::collections::HashSet<Uuid> = inserted.iter().map(|f| f.3).collect();
+        let fired = fired_at(&window, &inserted);
         let (ids, nexts): (Vec<Uuid>, Vec<Option<DateTime<Utc>>>) = next.into_iter().unzip();
-        let fired: Vec<bool> = ids.iter().map(|id| fired.contains(id)).collect();
+        let fired: Vec<Option<DateTime<Utc>>> =
+            ids.iter().map(|id| fired.get(id).copied()).collect();
         sqlx::query!(
             "UPDATE routine_triggers t
              SET next_run_at = n.next,
-                 last_fired_at = CASE WHEN n.fired THEN GREATEST(t.last_fired_at, $4) ELSE t.last_fired_at END
-             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::bool[]) AS n(id, next, fired)
+                 last_fired_at = CASE WHEN n.fired IS NULL THEN t.last_fired_at
+                                      ELSE GREATEST(t.last_fired_at, n.fired) END
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS n(id, next, fired)
              WHERE t.id = n.id",
             &ids,
             &nexts as &[Option<DateTime<Utc>>],
-            &fired,
-            now,
+            &fired as &[Option<DateTime<Utc>>],
         )
         .execute(&mut *tx)
         .await?;
@@ -274,6 +342,28 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await?)
     }
+}
+
+/// Withdraws the prepared runs of `triggers`: runs written ahead by a fire pass whose nominal
+/// time is still to come and which are not dispatched yet. A change that would have kept such
+/// a fire from being taken (a new schedule, a disabled or deleted trigger, a paused or
+/// archived routine) calls this in its transaction, so a fire is never dispatched for a
+/// schedule that no longer holds; the fire pass prepares whatever the new `next_run_at`
+/// says. The dispatch job of a withdrawn run finds no run and completes.
+pub(crate) async fn withdraw_prepared(
+    conn: &mut PgConnection,
+    triggers: &[Uuid],
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let withdrawn = sqlx::query!(
+        "DELETE FROM routine_runs
+         WHERE trigger_id = ANY($1) AND scheduled_for > $2 AND source = 'schedule' AND status = 'received'",
+        triggers,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(withdrawn.rows_affected())
 }
 
 /// Tells a sleeping scheduler that schedule triggers changed (delivered on commit).
@@ -347,9 +437,9 @@ pub(super) struct FirePlan {
     pub(super) next: Vec<(Uuid, Option<DateTime<Utc>>)>,
 }
 
-/// Plans a batch of due triggers at `now`: enumerates each one's fires since its
-/// `next_run_at` and applies its catch-up policy to those later than `grace`.
-pub(super) fn plan_fires(due: &[DueTrigger], now: DateTime<Utc>, grace: TimeDelta) -> FirePlan {
+/// Plans a batch of due triggers in `window`: enumerates each one's fires from its
+/// `next_run_at` to the horizon and applies its catch-up policy to those later than the grace.
+pub(super) fn plan_fires(due: &[DueTrigger], window: &FireWindow) -> FirePlan {
     let mut plan = FirePlan::default();
     let mut schedules: HashMap<(&str, &str), Option<Schedule>> = HashMap::new();
     for (index, trigger) in due.iter().enumerate() {
@@ -374,7 +464,7 @@ pub(super) fn plan_fires(due: &[DueTrigger], now: DateTime<Utc>, grace: TimeDelt
             }
         };
         let cap = usize::try_from(trigger.catch_up_cap).unwrap_or(1).max(1);
-        let enumerated = enumerate(schedule, trigger.next_run_at, now, grace, cap);
+        let enumerated = enumerate(schedule, trigger.next_run_at, window, cap);
         plan.report.missed_fires += enumerated.missed_count;
         match trigger.catch_up_policy {
             CatchUpPolicy::SkipMissed => {
@@ -438,14 +528,15 @@ impl NewFires {
         self.catch_up.push(catch_up);
     }
 
-    /// Inserts `received` schedule runs; a fire that already has a run (the unique key on
+    /// Inserts `received` schedule runs, triggered at `now` or, when prepared ahead, at their
+    /// nominal time; a fire that already has a run (the unique key on
     /// `(trigger_id, scheduled_for)`) is left out. Returns the new runs' id, nominal time,
     /// catch-up flag and trigger.
     async fn insert(
         self,
         conn: &mut PgConnection,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<(Uuid, DateTime<Utc>, bool, Uuid)>> {
+    ) -> StoreResult<Vec<InsertedFire>> {
         if self.triggers.is_empty() {
             return Ok(Vec::new());
         }
@@ -454,7 +545,7 @@ impl NewFires {
             r#"INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
                                         catch_up, triggered_at, payload, updated_at)
                SELECT id, company_id, routine_id, trigger_id, 'schedule', 'received', scheduled_for,
-                      catch_up, $7, '{}', $7
+                      catch_up, GREATEST($7, scheduled_for), '{}', $7
                FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bool[])
                     AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up)
                ORDER BY id
@@ -531,13 +622,12 @@ mod tests {
             CronExpression::parse("*/15 * * * *").expect("cron"),
             TimeZone::UTC,
         );
-        let fires = enumerate(
-            &schedule,
-            at("2026-11-29T08:00:00Z"),
+        let window = FireWindow::new(
             at("2026-11-29T10:00:30Z"),
             TimeDelta::seconds(60),
-            3,
+            TimeDelta::zero(),
         );
+        let fires = enumerate(&schedule, at("2026-11-29T08:00:00Z"), &window, 3);
         assert_eq!(fires.on_time, vec![at("2026-11-29T10:00:00Z")]);
         assert_eq!(fires.missed_count, 8);
         assert_eq!(fires.missed_first, Some(at("2026-11-29T08:00:00Z")));
@@ -552,5 +642,56 @@ mod tests {
         );
         assert_eq!(fires.older_last, Some(at("2026-11-29T09:00:00Z")));
         assert_eq!(fires.next, Some(at("2026-11-29T10:15:00Z")));
+    }
+
+    #[test]
+    fn a_lookahead_prepares_the_fires_up_to_its_horizon_and_none_beyond() {
+        let schedule = Schedule::new(
+            CronExpression::parse("* * * * *").expect("cron"),
+            TimeZone::UTC,
+        );
+        let now = at("2026-11-29T09:59:57Z");
+        // Three seconds ahead: the 10:00 fire is prepared, triggered at its nominal time.
+        let window = FireWindow::new(now, TimeDelta::seconds(60), TimeDelta::seconds(3));
+        let fires = enumerate(&schedule, at("2026-11-29T10:00:00Z"), &window, 1);
+        assert_eq!(fires.on_time, vec![at("2026-11-29T10:00:00Z")]);
+        assert_eq!(fires.missed_count, 0);
+        assert_eq!(fires.next, Some(at("2026-11-29T10:01:00Z")));
+        assert_eq!(
+            window.effective(at("2026-11-29T10:00:00Z")),
+            at("2026-11-29T10:00:00Z")
+        );
+        assert_eq!(window.effective(at("2026-11-29T09:59:00Z")), now);
+        // A millisecond short of it: nothing, and the next fire stays where it is.
+        let window = FireWindow::new(now, TimeDelta::seconds(60), TimeDelta::milliseconds(2999));
+        let fires = enumerate(&schedule, at("2026-11-29T10:00:00Z"), &window, 1);
+        assert!(fires.on_time.is_empty());
+        assert_eq!(fires.next, Some(at("2026-11-29T10:00:00Z")));
+        // A negative lookahead is none.
+        let window = FireWindow::new(now, TimeDelta::seconds(60), TimeDelta::seconds(-5));
+        assert_eq!(window.horizon, now);
+    }
+
+    #[test]
+    fn a_report_counts_prepared_fires_with_no_lateness_and_each_trigger_fires_at_its_latest() {
+        let now = at("2026-11-29T09:59:58Z");
+        let window = FireWindow::new(now, TimeDelta::seconds(60), TimeDelta::seconds(5));
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let inserted = vec![
+            (Uuid::from_u128(10), at("2026-11-29T09:59:00Z"), false, a),
+            (Uuid::from_u128(11), at("2026-11-29T10:00:00Z"), false, a),
+            (Uuid::from_u128(12), at("2026-11-29T09:58:00Z"), true, b),
+        ];
+        let mut report = FireReport::default();
+        report.record(&window, &inserted);
+        assert_eq!((report.dispatched, report.prepared), (3, 1));
+        assert_eq!(
+            report.lateness,
+            vec![TimeDelta::seconds(58), TimeDelta::zero()],
+            "catch-up fires have no lateness; a prepared one is not late"
+        );
+        let fired = fired_at(&window, &inserted);
+        assert_eq!(fired[&a], at("2026-11-29T10:00:00Z"));
+        assert_eq!(fired[&b], now);
     }
 }

@@ -114,6 +114,19 @@ impl PgStore {
         Ok(id)
     }
 
+    /// When the earliest queued job that is not due yet becomes due.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn next_job_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT min(run_at) FROM jobs WHERE state = 'queued' AND run_at > $1",
+            self.now()
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Claims up to `limit` due jobs, oldest due first.
     ///
     /// # Errors
@@ -146,7 +159,8 @@ impl PgStore {
                UPDATE jobs j SET state = 'running', lease_owner = $1, lease_until = $2,
                                  attempts = j.attempts + 1, updated_at = $3
                FROM next WHERE j.id = next.id
-               RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.trace_context, j.created_at"#,
+               RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.trace_context, j.created_at,
+                         j.run_at"#,
             owner,
             now + lease,
             now,
@@ -165,6 +179,7 @@ impl PgStore {
                 max_attempts: j.max_attempts,
                 trace_context: j.trace_context,
                 created_at: j.created_at,
+                run_at: j.run_at,
                 lease_owner: owner.to_owned(),
             })
             .collect();
@@ -203,7 +218,7 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let taken = sqlx::query!(
-            r#"SELECT id, kind, payload, attempts, max_attempts, trace_context, created_at
+            r#"SELECT id, kind, payload, attempts, max_attempts, trace_context, created_at, run_at
                FROM jobs
                WHERE state = 'queued' AND run_at <= $1
                ORDER BY run_at, id
@@ -231,6 +246,7 @@ impl PgStore {
                 max_attempts: j.max_attempts,
                 trace_context: j.trace_context,
                 created_at: j.created_at,
+                run_at: j.run_at,
                 lease_owner: owner.to_owned(),
             })
             .collect();

@@ -365,12 +365,13 @@ storage! {
 
     // --- The scheduler ---
 
-    /// Fires every schedule trigger due at the clock's now, in batches, fenced by
-    /// `leadership`.
+    /// Fires every schedule trigger due by the clock's now plus `lookahead`, in batches,
+    /// fenced by `leadership`. A fire still ahead is prepared: its run is written `received`,
+    /// triggered at its nominal time, with a dispatch job due then.
     ///
     /// # Errors
     /// `Conflict` `deposed` when a newer leader has written; the database failed.
-    async fn fire_due(&self, leadership: &Leadership, grace: TimeDelta, batch: i64) -> StoreResult<FireReport>;
+    async fn fire_due(&self, leadership: &Leadership, grace: TimeDelta, lookahead: TimeDelta, batch: i64) -> StoreResult<FireReport>;
     /// The epoch of the last scheduler leader that fired (0 before any).
     ///
     /// # Errors
@@ -389,6 +390,11 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn enqueue_job(&self, spec: JobSpec) -> StoreResult<Uuid>;
+    /// When the earliest queued job that is not due at the clock's now becomes due.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn next_job_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
     /// Claims up to `limit` due jobs for `owner`, leased for `lease`, oldest due first.
     ///
     /// # Errors

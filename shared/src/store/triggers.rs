@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     NewActivity, PgStore, StoreError, StoreResult,
-    fires::announce_trigger_change,
+    fires::{announce_trigger_change, withdraw_prepared},
     new_id,
     routines::{RoutineRow, fetch_routine},
 };
@@ -178,6 +178,8 @@ pub(crate) async fn reschedule_routine_triggers(
     )
     .fetch_all(&mut *conn)
     .await?;
+    let ids: Vec<Uuid> = schedules.iter().map(|t| t.id).collect();
+    withdraw_prepared(&mut *conn, &ids, now).await?;
     for trigger in schedules {
         let next = (active && trigger.enabled)
             .then(|| next_fire(&trigger.cron, &trigger.zone, now))
@@ -424,6 +426,9 @@ impl PgStore {
             }
             _ => None,
         };
+        if schedule_changed {
+            withdraw_prepared(&mut tx, &[id], now).await?;
+        }
         let row = sqlx::query_as!(
             TriggerRow,
             r#"UPDATE routine_triggers SET
@@ -486,6 +491,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let routine = changeable_routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
+        withdraw_prepared(&mut tx, &[id], now).await?;
         let kind = sqlx::query_scalar!(
             r#"DELETE FROM routine_triggers WHERE id = $1 RETURNING kind AS "kind: TriggerKind""#,
             id

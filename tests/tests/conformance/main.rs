@@ -622,19 +622,19 @@ mod flow {
             let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time").to_utc();
             assert_eq!(store.next_fire_at().await.expect("next"), Some(at("2026-11-30T10:01:00Z")));
             clock.set(at("2026-11-30T10:01:02Z"));
-            let report = store.fire_due(&leader(1), grace, 500).await.expect("fire");
+            let report = store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
             assert_eq!((report.triggers, report.dispatched, report.lateness), (1, 1, vec![TimeDelta::seconds(2)]));
-            assert_eq!(store.fire_due(&leader(1), grace, 500).await.expect("again").dispatched, 0, "once per fire");
+            assert_eq!(store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("again").dispatched, 0, "once per fire");
             assert_eq!(store.scheduler_epoch().await.expect("epoch"), 1);
             // A newer leader wrote: the older one is refused.
-            store.fire_due(&leader(2), grace, 500).await.expect("newer");
-            let refused = store.fire_due(&leader(1), grace, 500).await;
+            store.fire_due(&leader(2), grace, TimeDelta::zero(), 500).await.expect("newer");
+            let refused = store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await;
             assert!(matches!(refused, Err(StoreError::Conflict { code: "deposed", .. })), "{refused:?}");
 
             // Ten minutes of outage: skip_missed records them in one skipped run; the current
             // minute is on time.
             clock.set(at("2026-11-30T10:11:30Z"));
-            let report = store.fire_due(&leader(2), grace, 500).await.expect("after the outage");
+            let report = store.fire_due(&leader(2), grace, TimeDelta::zero(), 500).await.expect("after the outage");
             assert_eq!((report.dispatched, report.skipped_runs, report.missed_fires), (1, 1, 9));
             let runs = store.runs(routine_id, None, 50).await.expect("runs");
             let skipped: Vec<_> = runs.iter().filter(|r| r.status == RunStatus::Skipped).collect();
@@ -649,11 +649,78 @@ mod flow {
                 ..Default::default()
             }, board()).await.expect("policy");
             clock.set(at("2026-11-30T10:20:10Z"));
-            let report = store.fire_due(&leader(2), grace, 500).await.expect("catch up");
+            let report = store.fire_due(&leader(2), grace, TimeDelta::zero(), 500).await.expect("catch up");
             assert_eq!((report.dispatched, report.skipped_runs), (4, 1), "3 caught up + the current minute");
             let catch_up = store.runs(routine_id, None, 50).await.expect("runs").into_iter().filter(|r| r.catch_up).count();
             assert_eq!(catch_up, 3);
             assert_eq!(drain!(store, "w").len(), 1 + 1 + 4, "one dispatch job per dispatched fire");
+        }
+
+        async fn a_fire_prepared_ahead_waits_for_its_time_and_a_change_withdraws_it(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            let trigger = store.create_trigger(routine_id, schedule("* * * * *", "UTC"), board()).await.expect("trigger").0.id;
+            let (grace, ahead, lease) = (TimeDelta::seconds(60), TimeDelta::seconds(5), Duration::from_secs(30));
+            let at = |s: &str| chrono::DateTime::parse_from_rfc3339(&format!("2026-11-30T{s}Z")).expect("time").to_utc();
+            let of = |runs: &[nexus_shared::model::Run], s: &str| runs.iter().filter(|r| r.scheduled_for == Some(at(s))).map(|r| (r.id, r.status)).collect::<Vec<_>>();
+
+            // Three seconds before 10:01 its fire is prepared: a received run triggered at its
+            // nominal time, and a dispatch job due then; the trigger moves on to 10:02.
+            clock.set(at("10:00:57"));
+            let report = store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare");
+            assert_eq!((report.dispatched, report.prepared, report.lateness.clone()), (1, 1, vec![TimeDelta::zero()]));
+            let runs = store.runs(routine_id, None, 50).await.expect("runs");
+            assert_eq!(runs.len(), 1);
+            assert_eq!((runs[0].status, runs[0].scheduled_for, runs[0].triggered_at), (RunStatus::Received, Some(at("10:01:00")), at("10:01:00")));
+            let prepared = runs[0].id;
+            let fired = store.trigger(trigger).await.expect("trigger").trigger;
+            assert_eq!((next_run_at(&fired.config), fired.last_fired_at), (Some(at("10:02:00")), Some(at("10:01:00"))));
+            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("again").dispatched, 0, "prepared once");
+            assert!(store.claim_and_dispatch("w", lease, 100).await.expect("take").is_empty(), "not due before its time");
+            assert_eq!(store.next_job_at().await.expect("next"), Some(at("10:01:00")));
+            clock.set(at("10:01:00"));
+            assert_eq!(store.next_job_at().await.expect("next"), None, "due now");
+            let taken = store.claim_and_dispatch("w", lease, 100).await.expect("take");
+            assert_eq!(taken.outcomes, [(prepared, RunStatus::IssueCreated)]);
+
+            // A new label leaves the next prepared fire alone; a new schedule withdraws it, and
+            // its job then finds nothing to dispatch.
+            clock.set(at("10:01:57"));
+            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare").prepared, 1);
+            let relabel = TriggerChanges { label: Some(Label::parse("minutely".to_owned()).expect("label")), ..Default::default() };
+            store.update_trigger(trigger, relabel, board()).await.expect("label");
+            assert_eq!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:02:00").len(), 1, "kept");
+            let every_five = TriggerChanges { cron: Some(CronExpression::parse("*/5 * * * *").expect("cron")), ..Default::default() };
+            let changed = store.update_trigger(trigger, every_five, board()).await.expect("cron");
+            assert_eq!(next_run_at(&changed.config), Some(at("10:05:00")));
+            assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:02:00").is_empty(), "withdrawn");
+            clock.set(at("10:02:00"));
+            let taken = store.claim_and_dispatch("w", lease, 100).await.expect("take");
+            assert_eq!((taken.dispatched.len(), taken.outcomes.len()), (1, 0));
+            assert_eq!(store.next_job_at().await.expect("next"), None);
+
+            // Pausing withdraws the prepared fire; resuming before its time prepares it again,
+            // and it is dispatched once.
+            clock.set(at("10:04:56"));
+            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare").prepared, 1);
+            let status = |s| RoutineChanges { status: Some(s), ..Default::default() };
+            store.update_routine(routine_id, status(RoutineStatus::Paused), board()).await.expect("pause");
+            assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:05:00").is_empty(), "withdrawn");
+            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("paused").dispatched, 0);
+            clock.set(at("10:04:57"));
+            store.update_routine(routine_id, status(RoutineStatus::Active), board()).await.expect("resume");
+            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare").prepared, 1);
+            clock.set(at("10:05:00"));
+            let taken = store.claim_and_dispatch("w", lease, 100).await.expect("take");
+            assert_eq!((taken.dispatched.len(), taken.outcomes.len()), (2, 1), "the withdrawn run's job and the new one");
+            let runs = store.runs(routine_id, None, 50).await.expect("runs");
+            assert_eq!(of(&runs, "10:05:00"), [(taken.outcomes[0].0, RunStatus::IssueCreated)]);
+
+            // Deleting the trigger withdraws its prepared fire.
+            clock.set(at("10:09:58"));
+            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare").prepared, 1);
+            store.delete_trigger(trigger, board()).await.expect("delete");
+            assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:10:00").is_empty(), "withdrawn");
+            assert_eq!(store.runs(routine_id, None, 50).await.expect("runs").len(), 2, "the 10:01 and 10:05 runs");
         }
     }
 }

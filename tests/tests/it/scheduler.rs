@@ -452,6 +452,65 @@ async fn a_trigger_edited_while_the_scheduler_sleeps_fires_at_its_new_time() {
 }
 
 #[tokio::test]
+async fn a_fire_is_prepared_ahead_and_an_idle_worker_takes_it_at_its_time_without_polling() {
+    nexus_tests::needs_servers!();
+    let (app, clock) = app_at("2026-11-29T09:00:00Z").await;
+    let team = app.seed_team().await;
+    let (routine, _) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "30 9 * * *" }),
+    )
+    .await;
+    let settings = nexus_scheduler::Settings {
+        lookahead: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let scheduler = app.scheduler_with("ahead", Duration::from_secs(3), settings);
+    let (stop, task) = run_loop(scheduler.clone());
+    // A worker woken only by notifications and by the time its next job is due: its polling
+    // fallback is an hour away.
+    let worker = nexus_worker::Worker::new(
+        app.store.clone(),
+        "ahead".to_owned(),
+        nexus_worker::Settings {
+            poll_interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .expect("worker");
+    let (worker_stop, worker_stopped) = watch::channel(false);
+    let working = tokio::spawn(worker.run(worker_stopped));
+    eventually(10, "leadership", || async {
+        scheduler.is_leader().then_some(())
+    })
+    .await;
+    // Four seconds ahead the loop wakes and prepares the 09:30 fire; nothing dispatches it yet.
+    clock.set(utc("2026-11-29T09:29:56Z"));
+    let prepared = eventually(10, "the prepared 09:30 fire", || async {
+        let got = runs(&app, &routine).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(
+        (prepared[0].0.as_str(), prepared[0].1.as_str()),
+        ("2026-11-29T09:30:00Z", "received")
+    );
+    // At 09:30 the idle worker wakes for the job that has become due.
+    clock.set(utc("2026-11-29T09:30:00Z"));
+    eventually(10, "the dispatch at 09:30", || async {
+        let got = runs(&app, &routine).await;
+        (got.len() == 1 && got[0].1 == "issue_created").then_some(())
+    })
+    .await;
+    let _ = stop.send(true);
+    let _ = worker_stop.send(true);
+    task.await.expect("loop ends");
+    working.await.expect("worker ends");
+}
+
+#[tokio::test]
 async fn overlapping_and_deposed_leaders_fire_every_fire_exactly_once() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();

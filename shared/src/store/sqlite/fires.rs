@@ -5,11 +5,12 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use sqlx::SqliteConnection;
+use uuid::Uuid;
 
 use super::{SqliteStore, jobs::enqueue};
 use crate::store::{
     Deposed, FireReport, Leadership, StoreError, StoreResult,
-    fires::{DueTrigger, FirePlan, plan_fires},
+    fires::{DueTrigger, FirePlan, FireWindow, fired_at, plan_fires},
     new_id,
     runs::dispatch_job,
 };
@@ -81,6 +82,24 @@ async fn record_missed(
     Ok(())
 }
 
+/// Withdraws the prepared runs of a trigger, as on Postgres
+/// (`store::fires::withdraw_prepared`).
+pub(super) async fn withdraw_prepared(
+    conn: &mut SqliteConnection,
+    trigger: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let withdrawn = sqlx::query(
+        "DELETE FROM routine_runs
+         WHERE trigger_id = ?1 AND scheduled_for > ?2 AND source = 'schedule' AND status = 'received'",
+    )
+    .bind(trigger)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(withdrawn.rows_affected())
+}
+
 impl SqliteStore {
     /// See [`crate::store::Storage::fire_due`].
     ///
@@ -90,12 +109,13 @@ impl SqliteStore {
         &self,
         leadership: &Leadership,
         grace: TimeDelta,
+        lookahead: TimeDelta,
         batch: i64,
     ) -> StoreResult<FireReport> {
         let full = usize::try_from(batch).unwrap_or(usize::MAX);
         let mut report = FireReport::default();
         loop {
-            let part = self.fire_batch(leadership, grace, batch).await?;
+            let part = self.fire_batch(leadership, grace, lookahead, batch).await?;
             let more = part.triggers >= full;
             report.merge(part);
             if !more {
@@ -108,9 +128,11 @@ impl SqliteStore {
         &self,
         leadership: &Leadership,
         grace: TimeDelta,
+        lookahead: TimeDelta,
         batch: i64,
     ) -> StoreResult<FireReport> {
         let now = self.now();
+        let window = FireWindow::new(now, grace, lookahead);
         let mut tx = self.pool.begin().await?;
         fence(&mut tx, leadership, now).await?;
         let due = sqlx::query_as::<_, DueTrigger>(
@@ -122,7 +144,7 @@ impl SqliteStore {
              ORDER BY t.next_run_at
              LIMIT ?2",
         )
-        .bind(now)
+        .bind(window.horizon)
         .bind(batch)
         .fetch_all(&mut *tx)
         .await?;
@@ -135,7 +157,7 @@ impl SqliteStore {
             missed,
             fires,
             next,
-        } = plan_fires(&due, now, grace);
+        } = plan_fires(&due, &window);
         for m in &missed {
             record_missed(
                 &mut tx,
@@ -146,35 +168,39 @@ impl SqliteStore {
             )
             .await?;
         }
-        let mut jobs = Vec::new();
-        let mut fired = std::collections::HashSet::new();
+        let mut inserted = Vec::new();
         for i in 0..fires.triggers.len() {
             let id = new_id();
-            let inserted = sqlx::query(
+            let scheduled_for = fires.scheduled_for[i];
+            let written = sqlx::query(
                 "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
                                            scheduled_for, catch_up, triggered_at, payload,
                                            updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'schedule', 'received', ?5, ?6, ?7, '{}', ?7)
+                 VALUES (?1, ?2, ?3, ?4, 'schedule', 'received', ?5, ?6, ?7, '{}', ?8)
                  ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
             )
             .bind(id)
             .bind(fires.companies[i])
             .bind(fires.routines[i])
             .bind(fires.triggers[i])
-            .bind(fires.scheduled_for[i])
+            .bind(scheduled_for)
             .bind(fires.catch_up[i])
+            .bind(window.effective(scheduled_for))
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            if inserted.rows_affected() == 1 {
-                fired.insert(fires.triggers[i]);
-                report.dispatched += 1;
-                if !fires.catch_up[i] {
-                    report.lateness.push(now - fires.scheduled_for[i]);
-                }
-                jobs.push(dispatch_job(id, now, None));
+            if written.rows_affected() == 1 {
+                inserted.push((id, scheduled_for, fires.catch_up[i], fires.triggers[i]));
             }
         }
+        report.record(&window, &inserted);
+        let jobs: Vec<_> = inserted
+            .iter()
+            .map(|(id, scheduled_for, _, _)| {
+                dispatch_job(*id, window.effective(*scheduled_for), None)
+            })
+            .collect();
+        let fired = fired_at(&window, &inserted);
         let announce = !jobs.is_empty();
         enqueue(&mut tx, jobs, now).await?;
         // As on Postgres: a trigger that fired records it with its next fire.
@@ -182,14 +208,14 @@ impl SqliteStore {
             sqlx::query(
                 "UPDATE routine_triggers
                  SET next_run_at = ?2,
-                     last_fired_at = CASE WHEN ?3 AND (last_fired_at IS NULL OR last_fired_at < ?4)
-                                          THEN ?4 ELSE last_fired_at END
+                     last_fired_at = CASE WHEN ?3 IS NOT NULL
+                                               AND (last_fired_at IS NULL OR last_fired_at < ?3)
+                                          THEN ?3 ELSE last_fired_at END
                  WHERE id = ?1",
             )
             .bind(id)
             .bind(next_run_at)
-            .bind(fired.contains(&id))
-            .bind(now)
+            .bind(fired.get(&id).copied())
             .execute(&mut *tx)
             .await?;
         }

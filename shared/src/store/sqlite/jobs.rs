@@ -9,6 +9,18 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::SqliteStore;
+
+/// A job row as the claims read it.
+type JobRow = (
+    Uuid,
+    String,
+    Value,
+    i32,
+    i32,
+    Option<Value>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
 use crate::{
     queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure},
     store::{
@@ -89,6 +101,19 @@ impl SqliteStore {
         Ok(ids[0])
     }
 
+    /// See [`crate::store::Storage::next_job_at`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn next_job_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "SELECT min(run_at) FROM jobs WHERE state = 'queued' AND run_at > ?1",
+        )
+        .bind(self.now())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// See [`crate::store::Storage::claim_jobs`].
     ///
     /// # Errors
@@ -102,12 +127,12 @@ impl SqliteStore {
         let now = self.now();
         let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
         let rows =
-            sqlx::query_as::<_, (Uuid, String, Value, i32, i32, Option<Value>, DateTime<Utc>)>(
+            sqlx::query_as::<_, JobRow>(
                 "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
                              attempts = attempts + 1, updated_at = ?3
              WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ?3
                           ORDER BY run_at, id LIMIT ?4)
-             RETURNING id, kind, payload, attempts, max_attempts, trace_context, created_at",
+             RETURNING id, kind, payload, attempts, max_attempts, trace_context, created_at, run_at",
             )
             .bind(owner)
             .bind(now + lease)
@@ -118,15 +143,18 @@ impl SqliteStore {
         let mut jobs: Vec<Job> = rows
             .into_iter()
             .map(
-                |(id, kind, payload, attempts, max_attempts, trace_context, created_at)| Job {
-                    id,
-                    kind,
-                    payload,
-                    attempts,
-                    max_attempts,
-                    trace_context,
-                    created_at,
-                    lease_owner: owner.to_owned(),
+                |(id, kind, payload, attempts, max_attempts, trace_context, created_at, run_at)| {
+                    Job {
+                        id,
+                        kind,
+                        payload,
+                        attempts,
+                        max_attempts,
+                        trace_context,
+                        created_at,
+                        run_at,
+                        lease_owner: owner.to_owned(),
+                    }
                 },
             )
             .collect();
@@ -148,28 +176,30 @@ impl SqliteStore {
         let now = self.now();
         let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
         let mut tx = self.pool.begin().await?;
-        let rows =
-            sqlx::query_as::<_, (Uuid, String, Value, i32, i32, Option<Value>, DateTime<Utc>)>(
-                "SELECT id, kind, payload, attempts, max_attempts, trace_context, created_at
+        let rows = sqlx::query_as::<_, JobRow>(
+            "SELECT id, kind, payload, attempts, max_attempts, trace_context, created_at, run_at
                  FROM jobs WHERE state = 'queued' AND run_at <= ?1
                  ORDER BY run_at, id LIMIT ?2",
-            )
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
         let jobs: Vec<Job> = rows
             .into_iter()
             .map(
-                |(id, kind, payload, attempts, max_attempts, trace_context, created_at)| Job {
-                    id,
-                    kind,
-                    payload,
-                    attempts: attempts + 1,
-                    max_attempts,
-                    trace_context,
-                    created_at,
-                    lease_owner: owner.to_owned(),
+                |(id, kind, payload, attempts, max_attempts, trace_context, created_at, run_at)| {
+                    Job {
+                        id,
+                        kind,
+                        payload,
+                        attempts: attempts + 1,
+                        max_attempts,
+                        trace_context,
+                        created_at,
+                        run_at,
+                        lease_owner: owner.to_owned(),
+                    }
                 },
             )
             .collect();

@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, company_exists, record};
+use super::{SqliteStore, company_exists, fires::withdraw_prepared, record};
 use crate::{
     model::{
         Actor, AgentStatus, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, Label,
@@ -137,6 +137,7 @@ async fn reschedule_routine_triggers(
     .fetch_all(&mut *conn)
     .await?;
     for (id, enabled, cron, zone) in schedules {
+        withdraw_prepared(&mut *conn, id, now).await?;
         let next = (active && enabled)
             .then(|| next_fire(&cron, &zone, now))
             .flatten();
@@ -533,6 +534,9 @@ impl SqliteStore {
             }
             _ => None,
         };
+        if schedule_changed {
+            withdraw_prepared(&mut tx, id, now).await?;
+        }
         let row = sqlx::query_as::<_, TriggerRow>(concat!(
             "UPDATE routine_triggers SET
                  label = COALESCE(?2, label),
@@ -591,6 +595,7 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let routine = changeable_routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
+        withdraw_prepared(&mut tx, id, now).await?;
         let kind = sqlx::query_scalar::<_, TriggerKind>(
             "DELETE FROM routine_triggers WHERE id = ?1 RETURNING kind",
         )
