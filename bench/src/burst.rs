@@ -1,8 +1,11 @@
 //! Minute burst: R routines, each with one `* * * * *` UTC schedule, created before a minute boundary; for
 //! the next B boundaries: fires expected, runs and heartbeat runs created, duplicates, missing,
-//! and lateness (run created − boundary, heartbeat run created − boundary). The scheduler and
+//! and lateness (run triggered − boundary, heartbeat run created − boundary). The scheduler and
 //! workers run in the benchmark's process, in one `nexus serve`, or as separate
-//! `nexus-scheduler` and `nexus-worker` processes.
+//! `nexus-scheduler` and `nexus-worker` processes. The scheduler prepares fires
+//! `--lookahead-ms` ahead (5,000 by default, as `NEXUS_SCHEDULE_LOOKAHEAD_MS`; 0 prepares
+//! nothing): the CPU and write-ahead log of the seconds before each boundary are printed apart
+//! from those of the boundary itself.
 
 use std::{sync::Arc, time::Duration};
 
@@ -50,6 +53,8 @@ pub(crate) struct Shape {
     /// Dispatch jobs per worker transaction.
     pub(crate) batch: usize,
     pub(crate) mode: Mode,
+    /// How far ahead the scheduler prepares fires.
+    pub(crate) lookahead_ms: u64,
 }
 
 pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
@@ -62,6 +67,9 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     // where the periodic checkpoint falls would move the figures from run to run.
     sqlx::query("CHECKPOINT").execute(&cluster.db.pool).await?;
     let workers = shape.workers;
+    let lookahead = Duration::from_millis(shape.lookahead_ms.min(60_000));
+    // The window before a boundary whose work is its preparation.
+    let before = TimeDelta::from_std(lookahead)? + TimeDelta::seconds(1);
     match shape.mode {
         Mode::InProcess => println!(
             "minute burst (in process): {routines} routines `* * * * *`, {boundaries} boundaries, worker concurrency {workers}, batch {}",
@@ -76,12 +84,19 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
             shape.processes, shape.batch
         ),
     }
-    println!("first boundary {first}\n");
+    println!(
+        "first boundary {first}, fires prepared {} ms ahead\n",
+        lookahead.as_millis()
+    );
 
     let role_env = [
         ("NEXUS_WORKER_CONCURRENCY", workers.to_string()),
         ("NEXUS_WORKER_BATCH", shape.batch.to_string()),
         ("NEXUS_DB_MAX_CONNECTIONS", (workers + 6).to_string()),
+        (
+            "NEXUS_SCHEDULE_LOOKAHEAD_MS",
+            lookahead.as_millis().to_string(),
+        ),
     ];
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -101,7 +116,10 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
                     "bench-scheduler".to_owned(),
                     Duration::from_secs(15),
                 ),
-                nexus_scheduler::Settings::default(),
+                nexus_scheduler::Settings {
+                    lookahead,
+                    ..Default::default()
+                },
             );
             let worker_settings = nexus_worker::Settings {
                 concurrency: workers,
@@ -140,6 +158,9 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     // Write-ahead log written by each boundary, in bytes: the write work, machine-independent.
     let mut wal_before = vec![0.0; boundaries];
     let mut wal_used = vec![None; boundaries];
+    // The same from `before` ahead of the boundary up to it: the preparation.
+    let mut early = vec![(CpuReading::default(), 0.0); boundaries];
+    let mut prepared = vec![None; boundaries];
     loop {
         let reading = CpuReading::now();
         let wal = wal_position(&cluster.db).await?;
@@ -149,9 +170,14 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         let observed = Utc::now();
         for (n, slot) in visible.iter_mut().enumerate() {
             let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));
+            if observed < boundary - before {
+                early[n] = (reading, wal);
+            }
             if observed < boundary {
                 cpu_before[n] = reading;
                 wal_before[n] = wal;
+            } else if prepared[n].is_none() {
+                prepared[n] = Some((cpu_before[n].since(early[n].0), wal_before[n] - early[n].1));
             }
             if count >= i64::try_from((n + 1) * routines).unwrap_or(i64::MAX) && slot.is_none() {
                 *slot = Some(observed);
@@ -168,6 +194,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
             .enumerate()
             .filter(|(_, seen)| seen.is_none())
             .map(|(n, _)| first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0)))
+            .flat_map(|b| [b - before, b])
             .find(|b| *b > observed);
         let pause = next.map_or(200, |b| (b - observed).num_milliseconds().clamp(1, 200));
         tokio::time::sleep(Duration::from_millis(u64::try_from(pause).unwrap_or(200))).await;
@@ -179,7 +206,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     let database = &cluster.db;
 
     println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17} {:>7}",
+        "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17} {:>7} {:>21}",
         "boundary",
         "expected",
         "runs",
@@ -190,9 +217,16 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         "heartbeat lateness p50/95/99/max s",
         "all seen s",
         "cpu s pg/machine",
-        "wal MB"
+        "wal MB",
+        "before: cpu s/wal MB"
     );
-    for (n, ((seen, cpu), wal)) in visible.iter().zip(&cpu_used).zip(&wal_used).enumerate() {
+    for (n, (((seen, cpu), wal), ahead)) in visible
+        .iter()
+        .zip(&cpu_used)
+        .zip(&wal_used)
+        .zip(&prepared)
+        .enumerate()
+    {
         let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));
         let row: (i64, i64, i64, f64, f64, f64, f64, f64, f64, f64) = sqlx::query_as(
             "SELECT count(r.id), count(DISTINCT r.trigger_id), count(h.id),
@@ -211,7 +245,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         .await?;
         let (runs, distinct, heartbeats, r50, r99, rmax, h50, h95, h99, hmax) = row;
         println!(
-            "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17} {:>7}",
+            "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17} {:>7} {:>21}",
             boundary.format("%H:%M:%S"),
             routines,
             runs,
@@ -229,6 +263,10 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
                 |c| format!("{:.2}/{:.2}", c.postgres, c.machine)
             ),
             wal.map_or_else(|| "-".to_owned(), |w| format!("{:.1}", w / 1e6)),
+            ahead.map_or_else(
+                || "-".to_owned(),
+                |(c, w)| format!("{:.2}/{:.1}", c.machine, w / 1e6)
+            ),
         );
     }
     if shape.mode != Mode::InProcess {

@@ -4,7 +4,7 @@
 //! ```text
 //! bench pickup  [--runs N]
 //! bench burst   [--routines R] [--boundaries B] [--workers N] [--batch N]
-//!               [--mode in-process|serve|split] [--processes P]
+//!               [--mode in-process|serve|split] [--processes P] [--lookahead-ms MS]
 //! bench ingest  [--concurrency 16,64] [--seconds S]
 //! bench latency [--rates 10,200] [--seconds S]
 //! bench scale   [--routines 10000,1000000] [--due N]
@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
                 processes: flag("--processes", 2)?,
                 batch: flag("--batch", 100)?,
                 mode: text("--mode", "in-process")?.parse()?,
+                lookahead_ms: u64::try_from(flag("--lookahead-ms", 5_000)?)?,
             })
             .await
         }
