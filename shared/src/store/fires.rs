@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::{PgStore, StoreError, StoreResult, new_id, runs::dispatch_job};
 use crate::{
     model::CatchUpPolicy,
+    queue::JobSpec,
     schedule::{CronExpression, Schedule, TimeZone},
 };
 
@@ -206,6 +207,16 @@ impl FireWindow {
     pub(super) fn effective(&self, scheduled_for: DateTime<Utc>) -> DateTime<Utc> {
         scheduled_for.max(self.now)
     }
+
+    /// The dispatch jobs of the runs a batch inserted, each due when its fire takes effect.
+    pub(super) fn dispatch_jobs(&self, inserted: &[InsertedFire]) -> Vec<JobSpec> {
+        inserted
+            .iter()
+            .map(|(id, scheduled_for, _, _)| {
+                dispatch_job(*id, self.effective(*scheduled_for), None)
+            })
+            .collect()
+    }
 }
 
 impl PgStore {
@@ -285,12 +296,7 @@ impl PgStore {
         }
         let inserted = fires.insert(&mut tx, now).await?;
         report.record(&window, &inserted);
-        let jobs: Vec<_> = inserted
-            .iter()
-            .map(|(id, scheduled_for, _, _)| {
-                dispatch_job(*id, window.effective(*scheduled_for), None)
-            })
-            .collect();
+        let jobs = window.dispatch_jobs(&inserted);
         if !jobs.is_empty() {
             super::jobs::enqueue_all_quietly(&mut tx, jobs, now).await?;
             super::jobs::notify(&mut tx).await?;

@@ -12,7 +12,6 @@ use crate::store::{
     Deposed, FireReport, Leadership, StoreError, StoreResult,
     fires::{DueTrigger, FirePlan, FireWindow, fired_at, plan_fires},
     new_id,
-    runs::dispatch_job,
 };
 
 /// Fails if a newer leader has written; moves the epoch forward at a term's first write.
@@ -194,12 +193,7 @@ impl SqliteStore {
             }
         }
         report.record(&window, &inserted);
-        let jobs: Vec<_> = inserted
-            .iter()
-            .map(|(id, scheduled_for, _, _)| {
-                dispatch_job(*id, window.effective(*scheduled_for), None)
-            })
-            .collect();
+        let jobs = window.dispatch_jobs(&inserted);
         let fired = fired_at(&window, &inserted);
         let announce = !jobs.is_empty();
         enqueue(&mut tx, jobs, now).await?;
