@@ -71,8 +71,8 @@ pub struct Job {
     pub trace_context: Option<Value>,
     /// When it was enqueued.
     pub created_at: DateTime<Utc>,
-    /// When it became due (this attempt's `run_at`: later than `created_at` for a job enqueued
-    /// ahead, such as a prepared schedule fire, or a retry after its backoff).
+    /// When it became due (this attempt's `run_at`: `created_at` for a job due at once, later
+    /// for a job enqueued ahead, such as a prepared schedule fire, or a retry after its backoff).
     pub run_at: DateTime<Utc>,
     /// Who holds the lease.
     pub lease_owner: String,

@@ -144,8 +144,7 @@ impl Worker {
         }
         let now = self.store.clock().now();
         for job in taken.dispatched.iter().chain(&taken.claimed) {
-            let due = job.created_at.max(job.run_at);
-            let pickup = (now - due).as_seconds_f64().max(0.0);
+            let pickup = (now - job.run_at).as_seconds_f64().max(0.0);
             metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone())
                 .record(pickup);
         }

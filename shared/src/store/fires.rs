@@ -360,8 +360,8 @@ pub(crate) async fn withdraw_prepared(
     conn: &mut PgConnection,
     triggers: &[Uuid],
     now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let withdrawn = sqlx::query!(
+) -> StoreResult<()> {
+    sqlx::query!(
         "DELETE FROM routine_runs
          WHERE trigger_id = ANY($1) AND scheduled_for > $2 AND source = 'schedule' AND status = 'received'",
         triggers,
@@ -369,7 +369,7 @@ pub(crate) async fn withdraw_prepared(
     )
     .execute(conn)
     .await?;
-    Ok(withdrawn.rows_affected())
+    Ok(())
 }
 
 /// Tells a sleeping scheduler that schedule triggers changed (delivered on commit).

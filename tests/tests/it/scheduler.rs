@@ -400,6 +400,18 @@ fn run_loop(
     (stop, tokio::spawn(scheduler.run(stopped)))
 }
 
+/// Runs the loop of `scheduler` and waits until it leads.
+async fn leading_loop(
+    scheduler: &nexus_scheduler::Scheduler,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let running = run_loop(scheduler.clone());
+    eventually(10, "leadership", || async {
+        scheduler.is_leader().then_some(())
+    })
+    .await;
+    running
+}
+
 #[tokio::test]
 async fn a_trigger_edited_while_the_scheduler_sleeps_fires_at_its_new_time() {
     nexus_tests::needs_servers!();
@@ -418,11 +430,7 @@ async fn a_trigger_edited_while_the_scheduler_sleeps_fires_at_its_new_time() {
         ..Default::default()
     };
     let scheduler = app.scheduler_with("looping", Duration::from_secs(3), settings);
-    let (stop, task) = run_loop(scheduler.clone());
-    eventually(10, "leadership", || async {
-        scheduler.is_leader().then_some(())
-    })
-    .await;
+    let (stop, task) = leading_loop(&scheduler).await;
     // Nothing is due, so the loop sleeps until 12:00 — until the edit is announced.
     app.board()
         .update_trigger(&trigger, &json!({ "cronExpression": "30 9 * * *" }))
@@ -468,7 +476,7 @@ async fn a_fire_is_prepared_ahead_and_an_idle_worker_takes_it_at_its_time_withou
         ..Default::default()
     };
     let scheduler = app.scheduler_with("ahead", Duration::from_secs(3), settings);
-    let (stop, task) = run_loop(scheduler.clone());
+    let (stop, task) = leading_loop(&scheduler).await;
     // A worker woken only by notifications and by the time its next job is due: its polling
     // fallback is an hour away.
     let worker = nexus_worker::Worker::new(
@@ -482,10 +490,6 @@ async fn a_fire_is_prepared_ahead_and_an_idle_worker_takes_it_at_its_time_withou
     .expect("worker");
     let (worker_stop, worker_stopped) = watch::channel(false);
     let working = tokio::spawn(worker.run(worker_stopped));
-    eventually(10, "leadership", || async {
-        scheduler.is_leader().then_some(())
-    })
-    .await;
     // Four seconds ahead the loop wakes and prepares the 09:30 fire; nothing dispatches it yet.
     clock.set(utc("2026-11-29T09:29:56Z"));
     let prepared = eventually(10, "the prepared 09:30 fire", || async {

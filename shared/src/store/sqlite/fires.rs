@@ -87,8 +87,8 @@ pub(super) async fn withdraw_prepared(
     conn: &mut SqliteConnection,
     trigger: Uuid,
     now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let withdrawn = sqlx::query(
+) -> StoreResult<()> {
+    sqlx::query(
         "DELETE FROM routine_runs
          WHERE trigger_id = ?1 AND scheduled_for > ?2 AND source = 'schedule' AND status = 'received'",
     )
@@ -96,7 +96,7 @@ pub(super) async fn withdraw_prepared(
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(withdrawn.rows_affected())
+    Ok(())
 }
 
 impl SqliteStore {

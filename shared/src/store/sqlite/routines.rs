@@ -534,7 +534,8 @@ impl SqliteStore {
             }
             _ => None,
         };
-        if schedule_changed {
+        // Only a schedule trigger (it has a cron expression) has prepared runs.
+        if schedule_changed && cron.is_some() {
             withdraw_prepared(&mut tx, id, now).await?;
         }
         let row = sqlx::query_as::<_, TriggerRow>(concat!(
