@@ -46,16 +46,28 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
         "Postgres ceiling: pgbench, one single-row INSERT + COMMIT per transaction, same concurrency\n"
     );
     println!(
-        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8}",
-        "concurrency", "apis", "accepted/s", "p50 ms", "p99 ms", "errors", "pg ceiling/s", "ratio"
+        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8} {:>12}",
+        "concurrency",
+        "apis",
+        "accepted/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "pg ceiling/s",
+        "ratio",
+        "runs/commit"
     );
     let mut accepted_total = 0;
     for (&concurrency, &ceiling) in concurrencies.iter().zip(&ceilings) {
         for apis in [vec![first.clone()], vec![first.clone(), second.clone()]] {
+            let before = commits(&cluster).await?;
             let result = fire(&apis, &path, &secret, concurrency, seconds).await;
+            let after = commits(&cluster).await?;
             accepted_total += result.accepted;
+            #[allow(clippy::cast_precision_loss)]
+            let per_commit = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
             println!(
-                "{concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}%",
+                "{concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}% {per_commit:>12.1}",
                 apis.len(),
                 result.rate,
                 result.p50,
@@ -75,6 +87,16 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
     );
     cluster.print_memory();
     Ok(())
+}
+
+/// Runs written so far, and the transactions that wrote them (each run's `xmin`): an API writes
+/// the acceptances that arrive together in one transaction.
+async fn commits(cluster: &Cluster) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM routine_runs WHERE source = 'webhook'",
+    )
+    .fetch_one(&cluster.db.pool)
+    .await?)
 }
 
 /// Creates a company, agent, project, routine and an HMAC webhook trigger through the API;

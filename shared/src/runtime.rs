@@ -2,6 +2,11 @@
 //! migrations, accepting the bootstrap board token, and waiting for SIGTERM/SIGINT.
 
 use anyhow::Context as _;
+/// The memory allocator of every Nexus binary (each `main.rs` declares it
+/// `#[global_allocator]`): mimalloc. Handling a request allocates and frees many small buffers
+/// on the runtime's threads; with the system allocator that was about 15 % of the API
+/// process's CPU on the webhook path (docs/benchmarks.md, § 2).
+pub use mimalloc::MiMalloc as Allocator;
 
 use crate::{
     Config, Store,

@@ -3,28 +3,40 @@
 //! Each accepted webhook call must be committed before it is answered, and a commit per call
 //! is what bounds ingestion: Postgres spends more on starting a statement, checking the
 //! schema's constraints and committing than on the rows themselves. Calls that arrive while
-//! earlier ones are being written are therefore written together: one statement (run, job and
-//! audit entry of each, see [`insert_received`]) and one commit for all of them, and each
-//! caller is answered once that commit is done, so a 202 still means committed.
+//! a write is in flight are therefore written together in the next one: one statement (run,
+//! job and audit entry of each, see [`insert_received`]) and one commit for all of them, and
+//! each caller is answered once that commit is done, so a 202 still means committed.
 //!
-//! Nothing waits to form a batch: a call that finds a writer free is written at once, alone.
-//! Batches form only while [`WRITERS`] writes are in flight, from the calls that arrived
-//! meanwhile, so a busy process writes fewer, larger batches and an idle one adds no latency.
+//! Nothing waits to form a batch: a call that arrives while nothing is being written is
+//! written at once, alone, so an idle process adds no latency. Under load one write is in
+//! flight at a time and batches grow with the load. A write still in flight after
+//! [`STALLED`] — it waits for a trigger that another transaction holds, or the database is
+//! slow — does not hold up the rest: the next write starts beside it, up to [`WRITERS`].
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
+use chrono::TimeDelta;
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
     Announcer, StoreError, StoreResult,
     runs::{Received, insert_received},
 };
-use crate::model::Run;
+use crate::{clock::SharedClock, model::Run};
 
-/// Writes in flight at once (each on its own connection).
+/// The most writes in flight at once (each on its own connection).
 const WRITERS: usize = 4;
+/// How long the writes in flight may take before another one starts beside them. A write
+/// normally takes a few milliseconds; one waiting for a lock may take much longer.
+const STALLED: TimeDelta = TimeDelta::milliseconds(20);
 /// The most runs written by one statement.
 const MAX_BATCH: usize = 256;
 
@@ -50,11 +62,17 @@ impl Intake {
         &self,
         pool: &PgPool,
         announcer: &Arc<Announcer>,
+        clock: &SharedClock,
         received: Received,
     ) -> Answer {
         let queue = self.queue.get_or_init(|| {
             let (queue, waiting) = mpsc::unbounded_channel();
-            tokio::spawn(collect(pool.clone(), Arc::clone(announcer), waiting));
+            let writer = Writer {
+                pool: pool.clone(),
+                announcer: Arc::clone(announcer),
+                clock: Arc::clone(clock),
+            };
+            tokio::spawn(writer.collect(waiting));
             queue
         });
         let (answer, answered) = oneshot::channel();
@@ -74,34 +92,55 @@ impl Intake {
     }
 }
 
-/// Takes waiting acceptances as writers free up, all that are waiting (up to [`MAX_BATCH`])
-/// per write.
-async fn collect(
+/// What the writing task works with.
+struct Writer {
     pool: PgPool,
     announcer: Arc<Announcer>,
-    mut waiting: mpsc::UnboundedReceiver<Pending>,
-) {
-    let writers = Arc::new(Semaphore::new(WRITERS));
-    loop {
-        let Ok(writer) = Arc::clone(&writers).acquire_owned().await else {
-            return;
-        };
-        let Some(first) = waiting.recv().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH
-            && let Ok(next) = waiting.try_recv()
-        {
-            batch.push(next);
-        }
-        let (pool, announcer) = (pool.clone(), Arc::clone(&announcer));
-        tokio::spawn(async move {
-            if write_batch(&pool, batch).await {
-                announcer.announce(&pool);
+    clock: SharedClock,
+}
+
+impl Writer {
+    /// Takes the waiting acceptances (up to [`MAX_BATCH`]) whenever a write may start: when
+    /// none is in flight, or when those in flight have all run for [`STALLED`] and there are
+    /// fewer than [`WRITERS`].
+    async fn collect(self, mut waiting: mpsc::UnboundedReceiver<Pending>) {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(Notify::new());
+        let mut latest_start = self.clock.now();
+        loop {
+            let Some(first) = waiting.recv().await else {
+                return;
+            };
+            loop {
+                let busy = in_flight.load(Ordering::Acquire);
+                let stalled_at = latest_start + STALLED;
+                if busy == 0 || (busy < WRITERS && self.clock.now() >= stalled_at) {
+                    break;
+                }
+                // A write that ends meanwhile leaves its notification stored, so none is missed.
+                tokio::select! {
+                    () = finished.notified() => {}
+                    () = self.clock.sleep_until(stalled_at), if busy < WRITERS => {}
+                }
             }
-            drop(writer);
-        });
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH
+                && let Ok(next) = waiting.try_recv()
+            {
+                batch.push(next);
+            }
+            in_flight.fetch_add(1, Ordering::AcqRel);
+            latest_start = self.clock.now();
+            let (pool, announcer) = (self.pool.clone(), Arc::clone(&self.announcer));
+            let (in_flight, finished) = (Arc::clone(&in_flight), Arc::clone(&finished));
+            tokio::spawn(async move {
+                if write_batch(&pool, batch).await {
+                    announcer.announce(&pool);
+                }
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                finished.notify_one();
+            });
+        }
     }
 }
 

@@ -267,7 +267,7 @@ impl PgStore {
         // that checks and holds each trigger.
         let received = match self
             .intake
-            .write(&self.pool, &self.announcer, received)
+            .write(&self.pool, &self.announcer, &self.clock, received)
             .await?
         {
             Ok(run) => {

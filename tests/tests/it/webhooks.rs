@@ -735,6 +735,101 @@ async fn concurrent_calls_commit_together_and_a_failing_one_fails_alone() {
     assert_eq!(run_count(&app, &hook.routine).await, 64 + 31);
 }
 
+/// One write in flight at a time, unless it stalls: a write waiting for a trigger held by
+/// another transaction holds up the calls for other triggers only until it has been in
+/// flight for the stall time (by the store's clock), then they are written beside it.
+#[tokio::test]
+async fn a_stalled_write_holds_up_calls_for_other_triggers_only_until_it_counts_as_stalled() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let clock = nexus_shared::ManualClock::new(chrono::Utc::now());
+    let app = TestApp::spawn_with(Options {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await;
+    let team = app.seed_team().await;
+    let (held, free) = (
+        hook(&app, &team, "bearer").await,
+        hook(&app, &team, "bearer").await,
+    );
+    let accept = |hook: &Hook| {
+        let (store, public_id) = (
+            app.store.clone(),
+            hook.url.rsplit('/').nth(1).map(str::to_owned),
+        );
+        tokio::spawn(async move {
+            let public_id = public_id.expect("public id");
+            let trigger = store.webhook_trigger(&public_id).await?.expect("found");
+            let call = NewRun {
+                source: RunSource::Webhook,
+                trigger_id: Some(trigger.id),
+                payload: serde_json::Map::new(),
+                idempotency_key: None,
+                trace_context: None,
+            };
+            store.accept_webhook_run(&trigger, call).await
+        })
+    };
+    let mut holder = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT FROM routine_triggers WHERE id = $1::uuid FOR UPDATE")
+        .bind(&held.trigger)
+        .execute(&mut *holder)
+        .await
+        .expect("hold the trigger");
+    let stuck = accept(&held);
+    let waiting_for_locks = || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("activity");
+        (waiting > 0).then_some(())
+    };
+    nexus_tests::eventually(
+        10,
+        "the write to wait for the held trigger",
+        waiting_for_locks,
+    )
+    .await;
+
+    // The clock stands still: the other call waits for the write in flight.
+    let other = accept(&free);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !other.is_finished(),
+        "written beside a write that has not stalled yet"
+    );
+
+    // Once the write in flight has taken longer than the stall time, the next one starts.
+    clock.advance(chrono::TimeDelta::seconds(1));
+    let accepted = tokio::time::timeout(std::time::Duration::from_secs(10), other)
+        .await
+        .expect("the other call is written beside the stalled one")
+        .expect("task");
+    assert_eq!(
+        accepted
+            .expect("accepted")
+            .run
+            .trigger_id
+            .map(|id| id.to_string()),
+        Some(free.trigger.clone())
+    );
+    assert!(
+        !stuck.is_finished(),
+        "the held trigger still holds its call"
+    );
+    holder.commit().await.expect("release");
+    stuck
+        .await
+        .expect("task")
+        .expect("accepted once the trigger is released");
+    assert_eq!(run_count(&app, &held.routine).await, 1);
+    assert_eq!(run_count(&app, &free.routine).await, 1);
+}
+
 /// Awaits `calls` while another transaction holds `trigger` `FOR UPDATE`: each call is polled
 /// once first — so each is queued for writing, and the first writes wait for the trigger —
 /// then the trigger is released and the calls finish.
