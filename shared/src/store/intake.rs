@@ -104,22 +104,21 @@ impl Writer {
     /// none is in flight, or when those in flight have all run for [`STALLED`] and there are
     /// fewer than [`WRITERS`].
     async fn collect(self, mut waiting: mpsc::UnboundedReceiver<Pending>) {
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let finished = Arc::new(Notify::new());
+        let writes = Arc::new(InFlight::default());
         let mut latest_start = self.clock.now();
         loop {
             let Some(first) = waiting.recv().await else {
                 return;
             };
             loop {
-                let busy = in_flight.load(Ordering::Acquire);
+                let busy = writes.count.load(Ordering::Acquire);
                 let stalled_at = latest_start + STALLED;
                 if busy == 0 || (busy < WRITERS && self.clock.now() >= stalled_at) {
                     break;
                 }
                 // A write that ends meanwhile leaves its notification stored, so none is missed.
                 tokio::select! {
-                    () = finished.notified() => {}
+                    () = writes.finished.notified() => {}
                     () = self.clock.sleep_until(stalled_at), if busy < WRITERS => {}
                 }
             }
@@ -129,18 +128,40 @@ impl Writer {
             {
                 batch.push(next);
             }
-            in_flight.fetch_add(1, Ordering::AcqRel);
+            let write = InFlight::start(&writes);
             latest_start = self.clock.now();
             let (pool, announcer) = (self.pool.clone(), Arc::clone(&self.announcer));
-            let (in_flight, finished) = (Arc::clone(&in_flight), Arc::clone(&finished));
             tokio::spawn(async move {
                 if write_batch(&pool, batch).await {
                     announcer.announce(&pool);
                 }
-                in_flight.fetch_sub(1, Ordering::AcqRel);
-                finished.notify_one();
+                drop(write);
             });
         }
+    }
+}
+
+/// The writes in flight, and a notification each time one ends.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    finished: Notify,
+}
+
+/// One write in flight: counted until dropped, however the write ends.
+struct Write(Arc<InFlight>);
+
+impl InFlight {
+    fn start(writes: &Arc<Self>) -> Write {
+        writes.count.fetch_add(1, Ordering::AcqRel);
+        Write(Arc::clone(writes))
+    }
+}
+
+impl Drop for Write {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_one();
     }
 }
 
