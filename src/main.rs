@@ -51,9 +51,6 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
     })
 }
 
-#[global_allocator]
-static ALLOCATOR: nexus_shared::runtime::Allocator = nexus_shared::runtime::Allocator;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

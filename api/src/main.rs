@@ -2,9 +2,6 @@
 
 use nexus_shared::{Config, runtime::shutdown_signal, telemetry};
 
-#[global_allocator]
-static ALLOCATOR: nexus_shared::runtime::Allocator = nexus_shared::runtime::Allocator;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().map_err(|e| anyhow::anyhow!(e))?;

@@ -24,9 +24,6 @@ mod pickup;
 mod queue;
 mod scale;
 
-#[global_allocator]
-static ALLOCATOR: nexus_shared::runtime::Allocator = nexus_shared::runtime::Allocator;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

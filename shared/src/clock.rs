@@ -69,6 +69,13 @@ impl ManualClock {
         self.changed.send_replace(*now);
     }
 
+    /// How many [`Clock::sleep_until`] waits are pending: lets a test see that a task has
+    /// gone to sleep on this clock.
+    #[must_use]
+    pub fn sleepers(&self) -> usize {
+        self.changed.receiver_count()
+    }
+
     /// Sets the clock to `to` (which may be earlier, to simulate a clock step back).
     pub fn set(&self, to: DateTime<Utc>) {
         let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
@@ -110,8 +117,10 @@ mod tests {
         clock.advance(TimeDelta::seconds(5));
         tokio::task::yield_now().await;
         assert!(!sleeper.is_finished(), "woke before its deadline");
+        assert_eq!(clock.sleepers(), 1);
         clock.advance(TimeDelta::seconds(5));
         sleeper.await.expect("sleeper finishes");
         assert_eq!(clock.now(), deadline);
+        assert_eq!(clock.sleepers(), 0);
     }
 }

@@ -2,11 +2,6 @@
 //! migrations, accepting the bootstrap board token, and waiting for SIGTERM/SIGINT.
 
 use anyhow::Context as _;
-/// The memory allocator of every Nexus binary (each `main.rs` declares it
-/// `#[global_allocator]`): mimalloc. Handling a request allocates and frees many small buffers
-/// on the runtime's threads; with the system allocator that was about 15 % of the API
-/// process's CPU on the webhook path (docs/benchmarks.md, § 2).
-pub use mimalloc::MiMalloc as Allocator;
 
 use crate::{
     Config, Store,
@@ -17,6 +12,13 @@ use crate::{
     kv::Redis,
     store::{PgStore, sqlite::SqliteStore},
 };
+
+/// The memory allocator of every binary that links this crate (all the roles, `nexus`, the
+/// benchmarks and the tests): mimalloc. Handling a request allocates and frees many small
+/// buffers on the runtime's threads; with the system allocator that was about 15 % of the API
+/// process's CPU on the webhook path (docs/benchmarks.md, § 2).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The connections and services a role runs on.
 #[derive(Clone, Debug)]

@@ -13,17 +13,11 @@
 //! [`STALLED`] — it waits for a trigger that another transaction holds, or the database is
 //! slow — does not hold up the rest: the next write starts beside it, up to [`WRITERS`].
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::TimeDelta;
 use sqlx::PgPool;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
@@ -33,7 +27,7 @@ use super::{
 use crate::{clock::SharedClock, model::Run};
 
 /// The most writes in flight at once (each on its own connection).
-const WRITERS: usize = 4;
+const WRITERS: u32 = 4;
 /// How long the writes in flight may take before another one starts beside them. A write
 /// normally takes a few milliseconds; one waiting for a lock may take much longer.
 const STALLED: TimeDelta = TimeDelta::milliseconds(20);
@@ -104,64 +98,38 @@ impl Writer {
     /// none is in flight, or when those in flight have all run for [`STALLED`] and there are
     /// fewer than [`WRITERS`].
     async fn collect(self, mut waiting: mpsc::UnboundedReceiver<Pending>) {
-        let writes = Arc::new(InFlight::default());
+        let writers = Arc::new(Semaphore::new(WRITERS as usize));
         let mut latest_start = self.clock.now();
         loop {
             let Some(first) = waiting.recv().await else {
                 return;
             };
-            loop {
-                let busy = writes.count.load(Ordering::Acquire);
-                let stalled_at = latest_start + STALLED;
-                if busy == 0 || (busy < WRITERS && self.clock.now() >= stalled_at) {
-                    break;
-                }
-                // A write that ends meanwhile leaves its notification stored, so none is missed.
+            if writers.available_permits() < WRITERS as usize {
+                // Until every write in flight has ended (all writers free) or they stall.
                 tokio::select! {
-                    () = writes.finished.notified() => {}
-                    () = self.clock.sleep_until(stalled_at), if busy < WRITERS => {}
+                    idle = Arc::clone(&writers).acquire_many_owned(WRITERS) => drop(idle),
+                    () = self.clock.sleep_until(latest_start + STALLED) => {}
                 }
             }
+            // Dropped however the write ends.
+            let Ok(writer) = Arc::clone(&writers).acquire_owned().await else {
+                return;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH
                 && let Ok(next) = waiting.try_recv()
             {
                 batch.push(next);
             }
-            let write = InFlight::start(&writes);
             latest_start = self.clock.now();
             let (pool, announcer) = (self.pool.clone(), Arc::clone(&self.announcer));
             tokio::spawn(async move {
                 if write_batch(&pool, batch).await {
                     announcer.announce(&pool);
                 }
-                drop(write);
+                drop(writer);
             });
         }
-    }
-}
-
-/// The writes in flight, and a notification each time one ends.
-#[derive(Default)]
-struct InFlight {
-    count: AtomicUsize,
-    finished: Notify,
-}
-
-/// One write in flight: counted until dropped, however the write ends.
-struct Write(Arc<InFlight>);
-
-impl InFlight {
-    fn start(writes: &Arc<Self>) -> Write {
-        writes.count.fetch_add(1, Ordering::AcqRel);
-        Write(Arc::clone(writes))
-    }
-}
-
-impl Drop for Write {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-        self.0.finished.notify_one();
     }
 }
 

@@ -795,9 +795,14 @@ async fn a_stalled_write_holds_up_calls_for_other_triggers_only_until_it_counts_
     )
     .await;
 
-    // The clock stands still: the other call waits for the write in flight.
+    // The clock stands still: the other call waits for the write in flight, the writing task
+    // asleep on the clock until that write counts as stalled.
+    let sleepers = clock.sleepers();
     let other = accept(&free);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    nexus_tests::eventually(10, "the writer to wait for the stall time", || async {
+        (clock.sleepers() > sleepers).then_some(())
+    })
+    .await;
     assert!(
         !other.is_finished(),
         "written beside a write that has not stalled yet"
