@@ -684,3 +684,110 @@ async fn a_worker_that_dies_holding_a_lease_loses_the_job_to_another_and_the_eff
         0
     );
 }
+
+/// The references only the engine writes are not foreign keys (migration
+/// `20261201000003`, docs/operations.md "The schema's references"): after a workload that
+/// writes each of them — dispatch, a coalesced fire and its re-wake, a skipped fire, an issue
+/// created with an assignee through the API, its status change, audit entries — every one
+/// resolves to a row of the same company.
+#[tokio::test]
+async fn references_only_the_engine_writes_resolve_within_their_company() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn().await;
+    // Two companies, so a reference into the wrong one would not resolve.
+    let teams = [app.seed_team().await, app.seed_team().await];
+    for team in &teams {
+        let coalesce = app
+            .seed_routine(team, &json!({ "concurrencyPolicy": "coalesce_if_active" }))
+            .await;
+        let skip = app
+            .seed_routine(team, &json!({ "concurrencyPolicy": "skip_if_active" }))
+            .await;
+        for routine in [&coalesce, &coalesce, &skip, &skip] {
+            run(&app, routine, json!({})).await;
+        }
+        app.drain().await;
+        // The agent finishes its heartbeat run and leaves the issue open: the next fire
+        // re-wakes it with a heartbeat run of the coalesced run.
+        let agent = app.caller(Some(&team.key));
+        let queued = agent
+            .my_heartbeat_runs("status=queued")
+            .await
+            .expect(200)
+            .body;
+        for heartbeat in queued["heartbeatRuns"].as_array().expect("heartbeat runs") {
+            let id = str_at(heartbeat, "/id");
+            agent.claim_heartbeat_run(&id).await.expect(200);
+            agent
+                .finish_heartbeat_run(&id, &json!({ "status": "succeeded" }))
+                .await
+                .expect(200);
+        }
+        run(&app, &coalesce, json!({})).await;
+        app.drain().await;
+        let issue = app
+            .board()
+            .create_issue(
+                &team.company,
+                &json!({ "title": "By hand", "assigneeAgentId": team.agent }),
+            )
+            .await
+            .expect(201)
+            .id();
+        agent
+            .update_issue(&issue, &json!({ "status": "in_progress" }))
+            .await
+            .expect(200);
+    }
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT name, count(*), count(*) FILTER (WHERE NOT resolved) FROM (
+             SELECT 'heartbeat run → agent' AS name, EXISTS (SELECT FROM agents a
+                    WHERE a.company_id = h.company_id AND a.id = h.agent_id) AS resolved
+             FROM heartbeat_runs h
+             UNION ALL
+             SELECT 'heartbeat run → issue', EXISTS (SELECT FROM issues i
+                    WHERE i.company_id = h.company_id AND i.id = h.issue_id)
+             FROM heartbeat_runs h
+             UNION ALL
+             SELECT 'heartbeat run → run', EXISTS (SELECT FROM routine_runs r
+                    WHERE r.company_id = h.company_id AND r.id = h.routine_run_id)
+             FROM heartbeat_runs h WHERE h.routine_run_id IS NOT NULL
+             UNION ALL
+             SELECT 'run → linked issue', EXISTS (SELECT FROM issues i
+                    WHERE i.company_id = r.company_id AND i.id = r.linked_issue_id)
+             FROM routine_runs r WHERE r.linked_issue_id IS NOT NULL
+             UNION ALL
+             SELECT 'run → heartbeat run', EXISTS (SELECT FROM heartbeat_runs h
+                    WHERE h.company_id = r.company_id AND h.id = r.heartbeat_run_id)
+             FROM routine_runs r WHERE r.heartbeat_run_id IS NOT NULL
+             UNION ALL
+             SELECT 'run → coalesced into', EXISTS (SELECT FROM routine_runs o
+                    WHERE o.company_id = r.company_id AND o.id = r.coalesced_into_run_id)
+             FROM routine_runs r WHERE r.coalesced_into_run_id IS NOT NULL
+             UNION ALL
+             SELECT 'issue event → issue', EXISTS (SELECT FROM issues i
+                    WHERE i.company_id = e.company_id AND i.id = e.issue_id)
+             FROM issue_events e
+             UNION ALL
+             SELECT 'audit entry → company', EXISTS (SELECT FROM companies c
+                    WHERE c.id = l.company_id)
+             FROM activity_log l
+         ) AS refs GROUP BY name ORDER BY name",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("references");
+    assert_eq!(
+        rows.len(),
+        8,
+        "every kind of reference was written: {rows:?}"
+    );
+    for (name, written, dangling) in &rows {
+        assert!(*written > 0, "{name}: none written");
+        assert_eq!(
+            *dangling, 0,
+            "{name}: {dangling} of {written} do not resolve"
+        );
+    }
+}
