@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     cluster::{BOARD, Cluster},
-    machine::percentile,
+    machine::{CpuReading, percentile},
 };
 
 pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result<()> {
@@ -46,7 +46,7 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
         "Postgres ceiling: pgbench, one single-row INSERT + COMMIT per transaction, same concurrency\n"
     );
     println!(
-        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8} {:>12}",
+        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8} {:>12} {:>22}",
         "concurrency",
         "apis",
         "accepted/s",
@@ -55,25 +55,37 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
         "errors",
         "pg ceiling/s",
         "ratio",
-        "runs/commit"
+        "runs/commit",
+        "cpu µs/fire pg/machine"
     );
     let mut accepted_total = 0;
     for (&concurrency, &ceiling) in concurrencies.iter().zip(&ceilings) {
         for apis in [vec![first.clone()], vec![first.clone(), second.clone()]] {
             let before = commits(&cluster).await?;
+            let cpu = CpuReading::now();
             let result = fire(&apis, &path, &secret, concurrency, seconds).await;
+            // The CPU a fire costs: steadier than the rate on a machine whose speed varies.
+            let cpu = CpuReading::now().since(cpu);
             let after = commits(&cluster).await?;
             accepted_total += result.accepted;
             #[allow(clippy::cast_precision_loss)]
-            let per_commit = (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64;
+            let (per_commit, fires) = (
+                (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64,
+                result.accepted.max(1) as f64,
+            );
             println!(
-                "{concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}% {per_commit:>12.1}",
+                "{concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}% {per_commit:>12.1} {:>22}",
                 apis.len(),
                 result.rate,
                 result.p50,
                 result.p99,
                 result.errors,
-                100.0 * result.rate / ceiling
+                100.0 * result.rate / ceiling,
+                format!(
+                    "{:.0}/{:.0}",
+                    cpu.postgres * 1e6 / fires,
+                    cpu.machine * 1e6 / fires
+                )
             );
         }
     }
