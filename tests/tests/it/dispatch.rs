@@ -740,44 +740,70 @@ async fn references_only_the_engine_writes_resolve_within_their_company() {
             .await
             .expect(200);
     }
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT name, count(*), count(*) FILTER (WHERE NOT resolved) FROM (
-             SELECT 'heartbeat run → agent' AS name, EXISTS (SELECT FROM agents a
-                    WHERE a.company_id = h.company_id AND a.id = h.agent_id) AS resolved
-             FROM heartbeat_runs h
-             UNION ALL
-             SELECT 'heartbeat run → issue', EXISTS (SELECT FROM issues i
-                    WHERE i.company_id = h.company_id AND i.id = h.issue_id)
-             FROM heartbeat_runs h
-             UNION ALL
-             SELECT 'heartbeat run → run', EXISTS (SELECT FROM routine_runs r
-                    WHERE r.company_id = h.company_id AND r.id = h.routine_run_id)
-             FROM heartbeat_runs h WHERE h.routine_run_id IS NOT NULL
-             UNION ALL
-             SELECT 'run → linked issue', EXISTS (SELECT FROM issues i
-                    WHERE i.company_id = r.company_id AND i.id = r.linked_issue_id)
-             FROM routine_runs r WHERE r.linked_issue_id IS NOT NULL
-             UNION ALL
-             SELECT 'run → heartbeat run', EXISTS (SELECT FROM heartbeat_runs h
-                    WHERE h.company_id = r.company_id AND h.id = r.heartbeat_run_id)
-             FROM routine_runs r WHERE r.heartbeat_run_id IS NOT NULL
-             UNION ALL
-             SELECT 'run → coalesced into', EXISTS (SELECT FROM routine_runs o
-                    WHERE o.company_id = r.company_id AND o.id = r.coalesced_into_run_id)
-             FROM routine_runs r WHERE r.coalesced_into_run_id IS NOT NULL
-             UNION ALL
-             SELECT 'issue event → issue', EXISTS (SELECT FROM issues i
-                    WHERE i.company_id = e.company_id AND i.id = e.issue_id)
-             FROM issue_events e
-             UNION ALL
-             SELECT 'audit entry → company', EXISTS (SELECT FROM companies c
-                    WHERE c.id = l.company_id)
-             FROM activity_log l
-         ) AS refs GROUP BY name ORDER BY name",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("references");
+    // (what, table, column, the table it points into, by `(company_id, id)`)
+    const REFERENCES: &[(&str, &str, &str, &str)] = &[
+        (
+            "heartbeat run → agent",
+            "heartbeat_runs",
+            "agent_id",
+            "agents",
+        ),
+        (
+            "heartbeat run → issue",
+            "heartbeat_runs",
+            "issue_id",
+            "issues",
+        ),
+        (
+            "heartbeat run → run",
+            "heartbeat_runs",
+            "routine_run_id",
+            "routine_runs",
+        ),
+        (
+            "run → linked issue",
+            "routine_runs",
+            "linked_issue_id",
+            "issues",
+        ),
+        (
+            "run → heartbeat run",
+            "routine_runs",
+            "heartbeat_run_id",
+            "heartbeat_runs",
+        ),
+        (
+            "run → coalesced into",
+            "routine_runs",
+            "coalesced_into_run_id",
+            "routine_runs",
+        ),
+        ("issue event → issue", "issue_events", "issue_id", "issues"),
+    ];
+    let mut checks: Vec<String> = REFERENCES
+        .iter()
+        .map(|(name, table, column, target)| {
+            format!(
+                "SELECT '{name}' AS name, EXISTS (SELECT FROM {target} t
+                        WHERE t.company_id = s.company_id AND t.id = s.{column}) AS resolved
+                 FROM {table} s WHERE s.{column} IS NOT NULL"
+            )
+        })
+        .collect();
+    checks.push(
+        "SELECT 'audit entry → company', EXISTS (SELECT FROM companies c WHERE c.id = s.company_id)
+         FROM activity_log s"
+            .to_owned(),
+    );
+    let sql = format!(
+        "SELECT name, count(*), count(*) FILTER (WHERE NOT resolved)
+         FROM ({}) AS refs GROUP BY name ORDER BY name",
+        checks.join(" UNION ALL ")
+    );
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&app.db.pool)
+        .await
+        .expect("references");
     assert_eq!(
         rows.len(),
         8,
