@@ -771,12 +771,7 @@ async fn a_stalled_write_holds_up_calls_for_other_triggers_only_until_it_counts_
             store.accept_webhook_run(&trigger, call).await
         })
     };
-    let mut holder = app.db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT FROM routine_triggers WHERE id = $1::uuid FOR UPDATE")
-        .bind(&held.trigger)
-        .execute(&mut *holder)
-        .await
-        .expect("hold the trigger");
+    let holder = hold(&app, held.trigger.parse().expect("trigger id")).await;
     let stuck = accept(&held);
     let waiting_for_locks = || async {
         let waiting: i64 = sqlx::query_scalar(
@@ -843,12 +838,7 @@ async fn while_held<F: std::future::Future>(
     trigger: uuid::Uuid,
     calls: impl IntoIterator<Item = F>,
 ) -> Vec<F::Output> {
-    let mut holder = app.db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT FROM routine_triggers WHERE id = $1 FOR UPDATE")
-        .bind(trigger)
-        .execute(&mut *holder)
-        .await
-        .expect("hold the trigger");
+    let holder = hold(app, trigger).await;
     let mut calls = std::pin::pin!(futures_util::future::join_all(calls));
     std::future::poll_fn(|cx| {
         assert!(calls.as_mut().poll(cx).is_pending(), "the trigger is held");
@@ -857,6 +847,18 @@ async fn while_held<F: std::future::Future>(
     .await;
     holder.commit().await.expect("release");
     calls.await
+}
+
+/// A transaction holding `trigger` `FOR UPDATE`, as a concurrent change of it would; the
+/// trigger is released when it commits (or is dropped).
+async fn hold(app: &TestApp, trigger: uuid::Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT FROM routine_triggers WHERE id = $1 FOR UPDATE")
+        .bind(trigger)
+        .execute(&mut *holder)
+        .await
+        .expect("hold the trigger");
+    holder
 }
 
 /// Random hostile requests: never a 5xx, and a run only for a validly authenticated request.
