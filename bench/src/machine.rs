@@ -38,12 +38,17 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// CPU time used so far, in seconds: by every `postgres` process of the machine, and by the
-/// whole machine (all cores, not idle). Differences between two readings are the work done in
-/// between, which varies far less from run to run than latencies on a shared machine do.
+/// CPU time used so far, in seconds: by every `postgres` process of the machine, by the
+/// Nexus processes (`nexus-api`, `nexus`, …), by `redis-server`, by this benchmark (the load
+/// generator), and by the whole machine (all cores, not idle). Differences between two
+/// readings are the work done in between, which varies far less from run to run than
+/// latencies on a shared machine do.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CpuReading {
     pub(crate) postgres: f64,
+    pub(crate) nexus: f64,
+    pub(crate) redis: f64,
+    pub(crate) client: f64,
     pub(crate) machine: f64,
 }
 
@@ -51,7 +56,8 @@ impl CpuReading {
     pub(crate) fn now() -> Self {
         // Clock ticks per second of /proc: 100 on every Linux this runs on (USER_HZ).
         const TICKS: f64 = 100.0;
-        let mut postgres = 0u64;
+        let own = std::process::id().to_string();
+        let mut reading = Self::default();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
@@ -60,9 +66,16 @@ impl CpuReading {
             let Some((head, rest)) = stat.rsplit_once(')') else {
                 continue;
             };
-            if !head.ends_with("(postgres") {
+            let Some((pid, comm)) = head.split_once(" (") else {
                 continue;
-            }
+            };
+            let role = match comm {
+                "postgres" => &mut reading.postgres,
+                "redis-server" => &mut reading.redis,
+                _ if pid == own => &mut reading.client,
+                _ if comm.starts_with("nexus") => &mut reading.nexus,
+                _ => continue,
+            };
             let fields: Vec<&str> = rest.split_whitespace().collect();
             let ticks = |i: usize| {
                 fields
@@ -70,7 +83,10 @@ impl CpuReading {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0)
             };
-            postgres += ticks(11) + ticks(12);
+            #[allow(clippy::cast_precision_loss)]
+            {
+                *role += (ticks(11) + ticks(12)) as f64 / TICKS;
+            }
         }
         let machine = std::fs::read_to_string("/proc/stat")
             .ok()
@@ -83,16 +99,19 @@ impl CpuReading {
             })
             .unwrap_or(0);
         #[allow(clippy::cast_precision_loss)]
-        Self {
-            postgres: postgres as f64 / TICKS,
-            machine: machine as f64 / TICKS,
+        {
+            reading.machine = machine as f64 / TICKS;
         }
+        reading
     }
 
     /// The CPU used from `earlier` to this reading.
     pub(crate) fn since(self, earlier: Self) -> Self {
         Self {
             postgres: self.postgres - earlier.postgres,
+            nexus: self.nexus - earlier.nexus,
+            redis: self.redis - earlier.redis,
+            client: self.client - earlier.client,
             machine: self.machine - earlier.machine,
         }
     }

@@ -11,14 +11,33 @@ use sqlx::{
 /// The migrations of `migrations/`, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// A pooled connection idle for at least this long is checked (a round trip to the server)
+/// before it is handed out; one used more recently is handed out as it is.
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Opens a pool to `url` with at most `max_connections` connections.
 ///
 /// Connections are opened lazily and re-opened after failures, so a process started while
-/// Postgres is down comes up (unready) and recovers when the database returns.
+/// Postgres is down comes up (unready) and recovers when the database returns. A connection
+/// that sat idle for [`CHECK_IDLE_AFTER`] is checked before use and replaced if the server
+/// closed it; checking every connection on every use would add a round trip to each
+/// statement (docs/operations.md, "Failure behaviour").
 ///
 /// # Errors
 /// `url` is not a valid Postgres URL.
 pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    pool_checking_after(url, max_connections, CHECK_IDLE_AFTER)
+}
+
+/// [`pool`], checking connections idle for at least `check_after` before use.
+///
+/// # Errors
+/// `url` is not a valid Postgres URL.
+pub fn pool_checking_after(
+    url: &str,
+    max_connections: u32,
+    check_after: Duration,
+) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .context("NEXUS_DATABASE_URL is not a valid Postgres URL")?
         .log_statements(tracing::log::LevelFilter::Trace)
@@ -28,6 +47,16 @@ pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                // A failed check discards the connection and the pool tries the next one.
+                if meta.idle_for >= check_after {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options))
 }
 

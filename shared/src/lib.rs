@@ -6,6 +6,7 @@ pub mod config;
 pub mod coord;
 pub mod crypto;
 pub mod db;
+mod group;
 pub mod kv;
 pub mod model;
 pub mod ops;

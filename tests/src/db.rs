@@ -52,7 +52,10 @@ impl TestDb {
             .expect("create the test database");
         admin.close().await.ok();
         let url = url_for(&name);
-        let pool = nexus_shared::db::pool(&url, 5).expect("valid URL");
+        // Checked on every use: a test that ends the database's sessions (as a restart would)
+        // goes on with its own queries unharmed.
+        let pool = nexus_shared::db::pool_checking_after(&url, 5, std::time::Duration::ZERO)
+            .expect("valid URL");
         nexus_shared::db::migrate(&pool)
             .await
             .expect("migrations apply");

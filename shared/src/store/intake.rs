@@ -7,47 +7,48 @@
 //! job and audit entry of each, see [`insert_received`]) and one commit for all of them, and
 //! each caller is answered once that commit is done, so a 202 still means committed.
 //!
-//! Nothing waits to form a batch: a call that arrives while nothing is being written is
-//! written at once, alone, so an idle process adds no latency. Under load one write is in
-//! flight at a time and batches grow with the load. A write still in flight after
-//! [`STALLED`] — it waits for a trigger that another transaction holds, or the database is
-//! slow — does not hold up the rest: the next write starts beside it, up to [`WRITERS`].
+//! How the writes are grouped — at once when none is in flight, batches growing with the
+//! load, a stalled write not holding up the rest — is [`crate::group`]'s, with [`LIMITS`].
 
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::TimeDelta;
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
     Announcer, StoreError, StoreResult,
     runs::{Received, insert_received},
 };
-use crate::{clock::SharedClock, model::Run};
+use crate::{
+    clock::SharedClock,
+    group::{Group, Limits, RoundTrip},
+    model::Run,
+};
 
-/// The most writes in flight at once (each on its own connection).
-const WRITERS: u32 = 4;
-/// How long the writes in flight may take before another one starts beside them. A write
-/// normally takes a few milliseconds; one waiting for a lock may take much longer.
-const STALLED: TimeDelta = TimeDelta::milliseconds(20);
-/// The most runs written by one statement.
-const MAX_BATCH: usize = 256;
+/// Up to four writes in flight (each on its own connection); one in flight for 20 ms — a
+/// write normally takes a few milliseconds, one waiting for a lock much longer — no longer
+/// holds up the next; at most 256 runs in one statement.
+const LIMITS: Limits = Limits {
+    in_flight: 4,
+    stalled: TimeDelta::milliseconds(20),
+    most: 256,
+};
 
 /// What the writer answers: the run, or — when it was not written (its guard refused or its
 /// idempotency key was taken) — the request given back for the caller to find out why.
 pub(super) type Answer = StoreResult<Result<Run, Received>>;
 
-struct Pending {
+pub(super) struct Pending {
     received: Received,
     answer: oneshot::Sender<Answer>,
 }
 
-/// The queue of acceptances waiting to be written, and the task writing them (started on the
-/// first acceptance, in the caller's runtime).
+/// The acceptances waiting to be written, and the task writing them.
 #[derive(Debug, Default)]
 pub(super) struct Intake {
-    queue: std::sync::OnceLock<mpsc::UnboundedSender<Pending>>,
+    group: Group<Writer>,
 }
 
 impl Intake {
@@ -59,18 +60,15 @@ impl Intake {
         clock: &SharedClock,
         received: Received,
     ) -> Answer {
-        let queue = self.queue.get_or_init(|| {
-            let (queue, waiting) = mpsc::unbounded_channel();
+        let (answer, answered) = oneshot::channel();
+        let writer = || {
             let writer = Writer {
                 pool: pool.clone(),
                 announcer: Arc::clone(announcer),
-                clock: Arc::clone(clock),
             };
-            tokio::spawn(writer.collect(waiting));
-            queue
-        });
-        let (answer, answered) = oneshot::channel();
-        if let Err(mpsc::error::SendError(pending)) = queue.send(Pending { received, answer }) {
+            (writer, LIMITS, Arc::clone(clock))
+        };
+        if let Err(pending) = self.group.submit(Pending { received, answer }, writer) {
             // The writing task is gone with the runtime that started it: write alone.
             let written = write_one(pool, pending.received).await;
             if matches!(written, Ok(Ok(_))) {
@@ -86,49 +84,18 @@ impl Intake {
     }
 }
 
-/// What the writing task works with.
+/// What writes the acceptances.
 struct Writer {
     pool: PgPool,
     announcer: Arc<Announcer>,
-    clock: SharedClock,
 }
 
-impl Writer {
-    /// Takes the waiting acceptances (up to [`MAX_BATCH`]) whenever a write may start: when
-    /// none is in flight, or when those in flight have all run for [`STALLED`] and there are
-    /// fewer than [`WRITERS`].
-    async fn collect(self, mut waiting: mpsc::UnboundedReceiver<Pending>) {
-        let writers = Arc::new(Semaphore::new(WRITERS as usize));
-        let mut latest_start = self.clock.now();
-        loop {
-            let Some(first) = waiting.recv().await else {
-                return;
-            };
-            if writers.available_permits() < WRITERS as usize {
-                // Until every write in flight has ended (all writers free) or they stall.
-                tokio::select! {
-                    idle = Arc::clone(&writers).acquire_many_owned(WRITERS) => drop(idle),
-                    () = self.clock.sleep_until(latest_start + STALLED) => {}
-                }
-            }
-            // Dropped however the write ends.
-            let Ok(writer) = Arc::clone(&writers).acquire_owned().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH
-                && let Ok(next) = waiting.try_recv()
-            {
-                batch.push(next);
-            }
-            latest_start = self.clock.now();
-            let (pool, announcer) = (self.pool.clone(), Arc::clone(&self.announcer));
-            tokio::spawn(async move {
-                if write_batch(&pool, batch).await {
-                    announcer.announce(&pool);
-                }
-                drop(writer);
-            });
+impl RoundTrip for Writer {
+    type Call = Pending;
+
+    async fn send(&self, batch: Vec<Pending>) {
+        if write_batch(&self.pool, batch).await {
+            self.announcer.announce(&self.pool);
         }
     }
 }

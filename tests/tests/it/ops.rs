@@ -330,3 +330,53 @@ async fn the_api_and_scheduler_roles_refuse_to_start_without_a_redis_url() {
         "{worker:#}"
     );
 }
+
+/// Ends every session of the pool's one connection from the outside (as a database restart
+/// or a failover does), and waits until the server has closed it.
+async fn terminate_the_connection(db: &TestDb, pool: &sqlx::PgPool) {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .expect("the pool connects");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .expect("terminate");
+    assert!(ended, "backend {pid} did not end");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_server_is_replaced_when_it_was_idle_long_enough() {
+    nexus_tests::needs_servers!();
+    let db = TestDb::create().await;
+    // Checked on every use (idle for at least zero): the closed connection is noticed before
+    // the statement and replaced, so the statement succeeds on a new session.
+    let checked =
+        nexus_shared::db::pool_checking_after(&db.url, 1, std::time::Duration::ZERO).expect("pool");
+    terminate_the_connection(&db, &checked).await;
+    let answer: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&checked)
+        .await
+        .expect("a new connection answers");
+    assert_eq!(answer, 1);
+    // Used again within the threshold: handed out unchecked, so the statement meets the closed
+    // session — which is what the check saves a connection idle for longer from.
+    let unchecked =
+        nexus_shared::db::pool_checking_after(&db.url, 1, std::time::Duration::from_secs(3600))
+            .expect("pool");
+    terminate_the_connection(&db, &unchecked).await;
+    assert!(
+        sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&unchecked)
+            .await
+            .is_err(),
+        "an unchecked closed connection cannot answer"
+    );
+    // The failed connection is dropped from the pool, and the next statement gets a new one.
+    let answer: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&unchecked)
+        .await
+        .expect("the pool reconnects");
+    assert_eq!(answer, 1);
+}

@@ -577,6 +577,64 @@ async fn the_rate_limit_is_shared_by_every_replica() {
     assert_eq!(run_count(&app, &hook.routine).await, 4);
 }
 
+/// Concurrent calls reach Redis together (one script call for all the admissions waiting):
+/// each still gets its own token and replay check, in order.
+#[tokio::test]
+async fn concurrent_calls_each_get_their_own_token_and_replay_check() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn_with(Options {
+        env: vec![
+            // Slow enough that no token comes back while the calls are answered.
+            ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
+            ("NEXUS_WEBHOOK_BURST", "10".to_owned()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let team = app.seed_team().await;
+    let limited = hook(&app, &team, "hmac_sha256").await;
+    let url = on(&app, &limited.url);
+    let now = now_secs();
+    // 30 distinct calls at once on a bucket of 10: ten are accepted, twenty limited.
+    let requests: Vec<_> = (0..30)
+        .map(|n| {
+            let body = format!("{{\"n\":{n}}}").into_bytes();
+            (signed(&limited.secret, now, &body), body)
+        })
+        .collect();
+    let calls = requests
+        .iter()
+        .map(|(headers, body)| send(&url, headers, body.clone()));
+    let mut codes: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .map(|sent| sent.status)
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [[202; 10].as_slice(), &[429; 20]].concat());
+    assert_eq!(run_count(&app, &limited.routine).await, 10);
+
+    // The same signed call sent 10 times at once (a replay takes a token too, so all fit a
+    // new trigger's bucket): one is accepted, the others are replays — also those that went to
+    // Redis in the same script call as the accepted one.
+    let replayed = hook(&app, &team, "hmac_sha256").await;
+    let url = on(&app, &replayed.url);
+    let body = b"{\"same\":true}".to_vec();
+    let headers = signed(&replayed.secret, now, &body);
+    let calls = (0..10).map(|_| send(&url, &headers, body.clone()));
+    let sent = futures_util::future::join_all(calls).await;
+    let mut outcomes: Vec<(u16, Option<&str>)> = sent
+        .iter()
+        .map(|s| (s.status, s.body["code"].as_str()))
+        .collect();
+    outcomes.sort_unstable();
+    let mut expected = vec![(202, None)];
+    expected.extend([(409, Some("replayed")); 9]);
+    assert_eq!(outcomes, expected);
+    assert_eq!(run_count(&app, &replayed.routine).await, 1);
+}
+
 #[tokio::test]
 async fn a_change_made_through_another_replica_applies_at_once_to_a_cached_trigger() {
     nexus_tests::needs_servers!();
