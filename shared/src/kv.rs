@@ -233,28 +233,20 @@ impl Redis {
             }),
             answer,
         };
-        let admitter = || {
-            let admitter = Admitter {
-                connection: self.connection(),
-            };
-            (admitter, ADMISSIONS, Arc::new(SystemClock) as SharedClock)
+        let admitter = || Admitter {
+            connection: self.connection(),
         };
-        match self.admissions.submit(ask, admitter) {
-            Ok(()) => answered.await.unwrap_or_else(|_| {
-                Err(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "the admission was dropped while the process shut down",
-                )))
-            }),
+        let start = || (admitter(), ADMISSIONS, Arc::new(SystemClock) as SharedClock);
+        if let Err(ask) = self.admissions.submit(ask, start) {
             // The sending task is gone with the runtime that started it: ask alone.
-            Err(ask) => {
-                let mut admissions =
-                    admit_all(&mut self.connection(), std::slice::from_ref(&ask)).await?;
-                admissions.pop().ok_or_else(|| {
-                    redis::RedisError::from((redis::ErrorKind::Parse, "no admission answered"))
-                })
-            }
+            admitter().send(vec![ask]).await;
         }
+        answered.await.unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the admission was dropped while the process shut down",
+            )))
+        })
     }
 
     /// Forgets `name`.
