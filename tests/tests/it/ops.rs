@@ -333,11 +333,19 @@ async fn the_api_and_scheduler_roles_refuse_to_start_without_a_redis_url() {
 
 /// Ends every session of the pool's one connection from the outside (as a database restart
 /// or a failover does), and waits until the server has closed it.
+///
+/// sqlx returns a connection to its pool in a spawned task that first checks it with a round
+/// trip; the session is ended only once the connection is back and idle, so that check cannot
+/// meet the ended session and quietly replace it.
 async fn terminate_the_connection(db: &TestDb, pool: &sqlx::PgPool) {
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(pool)
         .await
         .expect("the pool connects");
+    nexus_tests::eventually(5, "the connection to be back in the pool", || async {
+        (pool.num_idle() == 1).then_some(())
+    })
+    .await;
     let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
         .bind(pid)
         .fetch_one(&db.pool)
