@@ -128,10 +128,15 @@ async fn write_batch(pool: &PgPool, batch: Vec<Pending>) -> bool {
             any
         }
         // Anything else (the connection failed) may have committed or not: each caller is
-        // told, none is retried.
+        // told, none is retried. The last caller (a lone one, say) gets the error itself.
         Err(error) => {
+            let mut answers = answers.into_iter();
+            let last = answers.next_back();
             for answer in answers {
                 drop(answer.send(Err(copy(&error))));
+            }
+            if let Some(last) = last {
+                drop(last.send(Err(error)));
             }
             false
         }

@@ -388,3 +388,70 @@ async fn a_pooled_connection_closed_by_the_server_is_replaced_when_it_was_idle_l
         .expect("the pool reconnects");
     assert_eq!(answer, 1);
 }
+
+#[tokio::test]
+async fn a_lone_webhook_call_on_a_session_the_server_ended_is_unavailable_and_loses_nothing() {
+    use nexus_shared::{
+        model::{Actor, Label, ReplayWindow, RunSource, SigningMode, TriggerConfig},
+        store::{NewRun, NewTrigger, NewTriggerKind},
+    };
+    nexus_tests::needs_servers!();
+    let db = TestDb::create().await;
+    // One connection, not checked before use: the call meets the session the server ended.
+    let pool =
+        nexus_shared::db::pool_checking_after(&db.url, 1, std::time::Duration::from_secs(3600))
+            .expect("pool");
+    let store =
+        nexus_shared::Store::postgres(pool.clone(), Arc::new(SystemClock), &SecretKey::generate());
+    let routine = nexus_tests::seed_store_routine(&store, "Hook").await;
+    let hook = NewTrigger {
+        kind: NewTriggerKind::Webhook {
+            signing_mode: SigningMode::Bearer,
+            replay_window: ReplayWindow::parse(300).expect("window"),
+        },
+        label: Label::default(),
+        enabled: true,
+    };
+    let (trigger, _) = store
+        .create_trigger(routine, hook, Actor::System)
+        .await
+        .expect("trigger");
+    let TriggerConfig::Webhook { public_id, .. } = &trigger.config else {
+        panic!("a webhook trigger");
+    };
+    let read = store
+        .webhook_trigger(public_id)
+        .await
+        .expect("lookup")
+        .expect("found");
+    let call = || NewRun {
+        source: RunSource::Webhook,
+        trigger_id: Some(trigger.id),
+        payload: serde_json::Map::new(),
+        idempotency_key: None,
+        trace_context: None,
+    };
+    terminate_the_connection(&db, &pool).await;
+    // Alone in its write, the call gets the connection's own failure, which the API answers
+    // 503 (retry) — not a copy of it that reads as an internal error.
+    let failed = store
+        .accept_webhook_run(&read, call())
+        .await
+        .expect_err("the session was ended");
+    let shown = format!("{failed}");
+    let status = nexus_api::error::ApiError::from(failed).status();
+    assert_eq!(status.as_u16(), 503, "{shown}");
+    // Nothing was half-written, and the next call is accepted on a new connection.
+    assert!(
+        store
+            .runs(routine, None, 10)
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+    store
+        .accept_webhook_run(&read, call())
+        .await
+        .expect("accepted on a new connection");
+    assert_eq!(store.runs(routine, None, 10).await.expect("runs").len(), 1);
+}
