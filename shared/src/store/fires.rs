@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{PgStore, StoreError, StoreResult, new_id, runs::dispatch_job};
+use super::{PgStore, StoreError, StoreResult, new_id, plan_by_key, runs::dispatch_job};
 use crate::{
     model::CatchUpPolicy,
     queue::JobSpec,
@@ -262,6 +262,7 @@ impl PgStore {
         let now = self.now();
         let window = FireWindow::new(now, grace, lookahead);
         let mut tx = self.pool.begin().await?;
+        plan_by_key(&mut tx).await?;
         fence(&mut tx, leadership, now).await?;
         let due = sqlx::query_as!(
             DueTrigger,

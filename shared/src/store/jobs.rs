@@ -206,8 +206,9 @@ impl PgStore {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
         let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
         let mut tx = self.pool.begin().await?;
-        // As in `claim_jobs`: walk `jobs_due` in order whatever the statistics say; only for
-        // the claim, the dispatch statements are planned with the usual settings.
+        // As in `claim_jobs`: walk `jobs_due` in order whatever the statistics say. Sorts are
+        // allowed again for the dispatch statements; sequential scans stay ruled out
+        // (`plan_by_key`).
         sqlx::query!(
             r#"SELECT set_config('enable_sort', 'off', true) AS "sort!",
                       set_config('enable_seqscan', 'off', true) AS "seqscan!",
@@ -233,7 +234,7 @@ impl PgStore {
             tx.commit().await?;
             return Ok(Taken::default());
         }
-        sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT")
+        sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT")
             .execute(&mut *tx)
             .await?;
         let jobs: Vec<Job> = taken
