@@ -249,9 +249,9 @@ fn new_id() -> Uuid {
 /// The engine's batch statements — a fire pass, a dispatch — reach every row they touch by its
 /// key, hundreds of ids at a time. Given that many ids, the planner prefers reading the whole
 /// table into a hash over probing its primary key once per id; but the tables they join grow
-/// with every fire (an updated row leaves its old version until vacuum, and runs are history),
-/// and in the minute burst those scans were a third of Postgres's CPU (docs/benchmarks.md,
-/// § 1, "Batches planned by key").
+/// with every fire (an updated row leaves its old version until vacuum, and runs are history).
+/// Ruling the scans out cut Postgres's CPU per minute-burst boundary by about a fifth
+/// (docs/benchmarks.md, § 1, "Batches planned by key").
 async fn plan_by_key(conn: &mut PgConnection) -> StoreResult<()> {
     sqlx::raw_sql("SET LOCAL enable_seqscan = off")
         .execute(conn)
