@@ -18,7 +18,7 @@ use super::{
     NewActivity, PgStore, StoreResult,
     activity::record_all,
     heartbeats::{NewHeartbeat, insert_heartbeats},
-    new_id, plan_by_key,
+    new_id,
     routines::{RoutineRow, fetch_routines},
 };
 use crate::{
@@ -133,7 +133,8 @@ impl PgStore {
     ///
     /// Locks: the routines' rows (in id order, `FOR NO KEY UPDATE`, see
     /// [`fetch_routines`]), then the runs' rows (in id order), then the agents' rows (shared).
-    /// The rest of the caller's transaction is planned by key ([`plan_by_key`]).
+    /// The caller's transaction must be planned by key ([`super::plan_by_key`]): every statement
+    /// here reaches its rows through a batch of ids.
     ///
     /// # Errors
     /// The database failed; the caller rolls back and retries.
@@ -143,7 +144,6 @@ impl PgStore {
         run_ids: &[Uuid],
     ) -> StoreResult<Vec<(Uuid, RunStatus)>> {
         let now = self.now();
-        plan_by_key(conn).await?;
         let routine_ids = sqlx::query_scalar!(
             "SELECT DISTINCT routine_id FROM routine_runs WHERE id = ANY($1)",
             run_ids

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     DISPATCH_RUN, Dispatched, PgStore, StoreError, StoreResult, Subscription, TRIGGERS_CHANNEL,
-    Taken, Topic,
+    Taken, Topic, plan_by_key,
 };
 use crate::queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure};
 
@@ -327,6 +327,7 @@ impl PgStore {
     /// A payload without a run id; the database failed.
     pub async fn dispatch_jobs(&self, jobs: &[Job]) -> StoreResult<Dispatched> {
         let (mut tx, held) = self.begin_fenced_all(jobs).await?;
+        plan_by_key(&mut tx).await?;
         let run_ids = held
             .iter()
             .map(|job| run_id_of(job))
