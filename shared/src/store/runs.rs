@@ -74,7 +74,9 @@ pub(crate) fn trigger_changed() -> StoreError {
     )
 }
 
-/// The conflict code of [`trigger_changed`]: read the trigger again and retry.
+/// The conflict code of an acceptance made with an outdated read of its webhook trigger (its
+/// secret was rotated, or its signing mode or replay window changed, since it was read): read
+/// the trigger again and retry.
 pub const TRIGGER_CHANGED: &str = "trigger_changed";
 
 impl std::fmt::Debug for WebhookTrigger {
@@ -245,7 +247,7 @@ impl PgStore {
     /// Accepts a webhook call of `trigger`: the trigger must be enabled, its routine active and
     /// its credentials, signing mode and window still those of `trigger`; then like a manual run
     /// (idempotency by key, run and job committed together). Concurrent calls are committed
-    /// together (see [`Intake`]).
+    /// together (see the `intake` module).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] (the trigger was deleted); [`StoreError::Conflict`]
