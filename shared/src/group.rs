@@ -63,9 +63,20 @@ impl<S: RoundTrip> Default for Group<S> {
 }
 
 impl<S: RoundTrip> Group<S> {
+    /// Sends `call` with whatever waits beside it; on the first call, `start` gives what sends
+    /// them. Returns once the call is queued (its answer comes through the means it carries),
+    /// or — when the sending task is gone with the runtime that started it — once it was sent
+    /// alone.
+    pub(crate) async fn send(&self, call: S::Call, start: impl Fn() -> (S, Limits, SharedClock)) {
+        if let Err(call) = self.submit(call, &start) {
+            let (sender, _, _) = start();
+            sender.send(vec![call]).await;
+        }
+    }
+
     /// Queues `call`; on the first call, `start` gives what sends them. Gives `call` back when
-    /// the sending task is gone with the runtime that started it: the caller sends it alone.
-    pub(crate) fn submit(
+    /// the sending task is gone.
+    fn submit(
         &self,
         call: S::Call,
         start: impl FnOnce() -> (S, Limits, SharedClock),
@@ -211,5 +222,40 @@ mod tests {
         for answered in waiting {
             answered.await.expect("every call is answered");
         }
+    }
+
+    #[test]
+    fn a_call_made_after_the_sending_runtime_ended_is_sent_alone() {
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        let recorder = Arc::new(Recorder::default());
+        let group: Group<Sender> = Group::default();
+        let start = || {
+            let shared: SharedClock = clock.clone();
+            (Sender(Arc::clone(&recorder)), LIMITS, shared)
+        };
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        // The first call starts the sending task in a runtime that then ends, taking the task
+        // (and the call it held) with it.
+        let (answer, lost) = oneshot::channel();
+        let first = runtime();
+        first.block_on(group.send(answer, start));
+        drop(first);
+        // A call from another runtime is sent alone, at once, and answered.
+        recorder.release.notify_one();
+        let (answer, answered) = oneshot::channel();
+        runtime().block_on(async {
+            group.send(answer, start).await;
+            answered.await.expect("the call is answered");
+        });
+        assert_eq!(recorder.sizes.lock().expect("sizes").last(), Some(&1));
+        assert!(
+            lost.blocking_recv().is_err(),
+            "the call queued in the ended runtime is dropped, not answered"
+        );
     }
 }

@@ -233,14 +233,13 @@ impl Redis {
             }),
             answer,
         };
-        let admitter = || Admitter {
-            connection: self.connection(),
+        let start = || {
+            let admitter = Admitter {
+                connection: self.connection(),
+            };
+            (admitter, ADMISSIONS, Arc::new(SystemClock) as SharedClock)
         };
-        let start = || (admitter(), ADMISSIONS, Arc::new(SystemClock) as SharedClock);
-        if let Err(ask) = self.admissions.submit(ask, start) {
-            // The sending task is gone with the runtime that started it: ask alone.
-            admitter().send(vec![ask]).await;
-        }
+        self.admissions.send(ask, start).await;
         answered.await.unwrap_or_else(|_| {
             Err(redis::RedisError::from((
                 redis::ErrorKind::Io,

@@ -68,14 +68,7 @@ impl Intake {
             };
             (writer, LIMITS, Arc::clone(clock))
         };
-        if let Err(pending) = self.group.submit(Pending { received, answer }, writer) {
-            // The writing task is gone with the runtime that started it: write alone.
-            let written = write_one(pool, pending.received).await;
-            if matches!(written, Ok(Ok(_))) {
-                announcer.announce(pool);
-            }
-            return written;
-        }
+        self.group.send(Pending { received, answer }, writer).await;
         // The writer answers every request it takes, unless its runtime is shutting down — in
         // which case whether the write committed is unknown, and it is not retried.
         answered
