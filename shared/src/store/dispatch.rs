@@ -133,7 +133,7 @@ impl PgStore {
     ///
     /// Locks: the routines' rows (in id order, `FOR NO KEY UPDATE`, see
     /// [`fetch_routines`]), then the runs' rows (in id order), then the agents' rows (shared).
-    /// The caller's transaction must be planned by key ([`super::plan_by_key`]): every statement
+    /// The caller's transaction must be planned by key ([`super::begin_by_key`]): every statement
     /// here reaches its rows through a batch of ids.
     ///
     /// # Errors

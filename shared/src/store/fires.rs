@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{PgStore, StoreError, StoreResult, new_id, plan_by_key, runs::dispatch_job};
+use super::{PgStore, StoreError, StoreResult, begin_by_key, new_id, runs::dispatch_job};
 use crate::{
     model::CatchUpPolicy,
     queue::JobSpec,
@@ -261,8 +261,7 @@ impl PgStore {
         let mut report = FireReport::default();
         let now = self.now();
         let window = FireWindow::new(now, grace, lookahead);
-        let mut tx = self.pool.begin().await?;
-        plan_by_key(&mut tx).await?;
+        let mut tx = begin_by_key(&self.pool).await?;
         fence(&mut tx, leadership, now).await?;
         let due = sqlx::query_as!(
             DueTrigger,

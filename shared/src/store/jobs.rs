@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     DISPATCH_RUN, Dispatched, PgStore, StoreError, StoreResult, Subscription, TRIGGERS_CHANNEL,
-    Taken, Topic, plan_by_key,
+    Taken, Topic, begin_by_key,
 };
 use crate::queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure};
 
@@ -207,8 +207,8 @@ impl PgStore {
         let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
         let mut tx = self.pool.begin().await?;
         // As in `claim_jobs`: walk `jobs_due` in order whatever the statistics say. Sorts are
-        // allowed again for the dispatch statements; sequential scans stay ruled out
-        // (`plan_by_key`).
+        // allowed again for the dispatch statements; sequential scans stay ruled out, as in
+        // every transaction that dispatches (`begin_by_key`).
         sqlx::query!(
             r#"SELECT set_config('enable_sort', 'off', true) AS "sort!",
                       set_config('enable_seqscan', 'off', true) AS "seqscan!",
@@ -279,13 +279,14 @@ impl PgStore {
         })
     }
 
-    /// Opens a transaction holding the rows of those `jobs` whose lease this worker still
-    /// holds (locked in id order, so concurrent callers cannot deadlock), and returns them.
+    /// Opens a transaction (planned by key, [`begin_by_key`]) holding the rows of those `jobs`
+    /// whose lease this worker still holds (locked in id order, so concurrent callers cannot
+    /// deadlock), and returns them.
     async fn begin_fenced_all<'j>(
         &self,
         jobs: &'j [Job],
-    ) -> Result<(Transaction<'static, Postgres>, Vec<&'j Job>), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    ) -> StoreResult<(Transaction<'static, Postgres>, Vec<&'j Job>)> {
+        let mut tx = begin_by_key(&self.pool).await?;
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| j.attempts).collect();
         let owners: Vec<String> = jobs.iter().map(|j| j.lease_owner.clone()).collect();
@@ -327,7 +328,6 @@ impl PgStore {
     /// A payload without a run id; the database failed.
     pub async fn dispatch_jobs(&self, jobs: &[Job]) -> StoreResult<Dispatched> {
         let (mut tx, held) = self.begin_fenced_all(jobs).await?;
-        plan_by_key(&mut tx).await?;
         let run_ids = held
             .iter()
             .map(|job| run_id_of(job))
