@@ -221,9 +221,11 @@ impl PgStore {
             ));
         }
         if let Some(trigger_id) = new.trigger_id {
+            // Held until the run commits, so a deletion of the trigger waits for the run and
+            // then clears the trigger from it (see `delete_trigger`).
             let trigger = sqlx::query!(
                 r#"SELECT kind AS "kind: TriggerKind", enabled FROM routine_triggers
-                   WHERE id = $1 AND routine_id = $2"#,
+                   WHERE id = $1 AND routine_id = $2 FOR KEY SHARE"#,
                 trigger_id,
                 routine_id
             )

@@ -499,6 +499,17 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
+        // Its runs keep existing without it. Whoever writes a run naming a trigger holds the
+        // trigger until that commits, and the `DELETE` above waited for them: this statement,
+        // on a snapshot taken after it, sees every such run. Found through the routine's index
+        // (no index leads with the trigger, see migration `20261201000004`).
+        sqlx::query!(
+            "UPDATE routine_runs SET trigger_id = NULL WHERE routine_id = $1 AND trigger_id = $2",
+            routine_id,
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
         NewActivity {
             company_id: routine.company_id,
             actor,

@@ -365,3 +365,164 @@ async fn a_webhook_secret_is_shown_only_on_create_and_rotate_and_never_stored_in
         "the stored secret is sealed (nonce + ciphertext + tag)"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_triggers_runs_stay_and_lose_only_that_trigger() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let board = app.board();
+    let routine = app.seed_routine(&team, &json!({})).await;
+    let other_routine = app.seed_routine(&team, &json!({})).await;
+    let (deleted, kept, elsewhere) = (
+        api_trigger(&app, &routine).await,
+        api_trigger(&app, &routine).await,
+        api_trigger(&app, &other_routine).await,
+    );
+    let of_deleted = [
+        run_via(&app, &routine, &deleted).await,
+        run_via(&app, &routine, &deleted).await,
+    ];
+    let of_kept = run_via(&app, &routine, &kept).await;
+    let of_elsewhere = run_via(&app, &other_routine, &elsewhere).await;
+
+    board.delete_trigger(&deleted).await.expect(204);
+
+    for run in &of_deleted {
+        let run = board.get_run(run).await.expect(200).body;
+        assert!(
+            run["triggerId"].is_null() && run["trigger"].is_null(),
+            "{run}"
+        );
+        assert_eq!(run["source"], "api");
+    }
+    for (run, trigger) in [(&of_kept, &kept), (&of_elsewhere, &elsewhere)] {
+        let run = board.get_run(run).await.expect(200).body;
+        assert_eq!(run["triggerId"], trigger.as_str(), "{run}");
+        assert_eq!(run["trigger"]["id"], trigger.as_str(), "{run}");
+    }
+    assert_eq!(
+        board.list_runs(&routine, "").await.expect(200).body["runs"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // A run naming the deleted trigger is refused.
+    board
+        .run_routine(&routine, &json!({ "source": "api", "triggerId": deleted }))
+        .await
+        .expect_error(422, "invalid_reference");
+}
+
+/// A new api trigger of `routine` (enabled); returns its id.
+async fn api_trigger(app: &TestApp, routine: &str) -> String {
+    let created = app.seed_trigger(routine, &json!({ "kind": "api" })).await;
+    str_at(&created, "/trigger/id")
+}
+
+/// An api run of `routine` through `trigger`; returns its id.
+async fn run_via(app: &TestApp, routine: &str, trigger: &str) -> String {
+    let body = json!({ "source": "api", "triggerId": trigger });
+    app.board()
+        .run_routine(routine, &body)
+        .await
+        .expect(202)
+        .id()
+}
+
+/// How many sessions of this test's database wait for a lock.
+async fn waiting_for_a_lock(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE NOT l.granted AND a.datname = current_database()",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("locks")
+}
+
+#[tokio::test]
+async fn a_run_committed_while_its_trigger_is_deleted_is_left_without_it() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &json!({})).await;
+    let trigger = api_trigger(&app, &routine).await;
+    let ids = |s: &str| uuid::Uuid::parse_str(s).expect("uuid");
+    // A writer holding the trigger as the webhook acceptance does, with its run written but
+    // not yet committed.
+    let run = uuid::Uuid::now_v7();
+    let mut writer = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT FROM routine_triggers WHERE id = $1 FOR SHARE")
+        .bind(ids(&trigger))
+        .execute(&mut *writer)
+        .await
+        .expect("hold the trigger");
+    sqlx::query(
+        "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
+                                   triggered_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'webhook', 'received', now(), now())",
+    )
+    .bind(run)
+    .bind(ids(&team.company))
+    .bind(ids(&routine))
+    .bind(ids(&trigger))
+    .execute(&mut *writer)
+    .await
+    .expect("run");
+
+    let board = app.board();
+    let (deleted, ()) = tokio::join!(board.delete_trigger(&trigger), async {
+        nexus_tests::eventually(10, "the deletion to wait for the writer", || async {
+            (waiting_for_a_lock(&app).await > 0).then_some(())
+        })
+        .await;
+        writer.commit().await.expect("commit the run");
+    });
+    deleted.expect(204);
+    let left: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT trigger_id FROM routine_runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("the run stays");
+    assert_eq!(left, None);
+}
+
+#[tokio::test]
+async fn a_run_naming_a_trigger_being_deleted_waits_and_is_refused() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &json!({})).await;
+    let trigger = api_trigger(&app, &routine).await;
+    // A deletion in flight: the trigger's row deleted, not yet committed.
+    let mut deletion = app.db.pool.begin().await.expect("begin");
+    sqlx::query("DELETE FROM routine_triggers WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&trigger).expect("uuid"))
+        .execute(&mut *deletion)
+        .await
+        .expect("delete");
+
+    let board = app.board();
+    let body = json!({ "source": "api", "triggerId": trigger });
+    let (refused, ()) = tokio::join!(board.run_routine(&routine, &body), async {
+        nexus_tests::eventually(10, "the run to wait for the deletion", || async {
+            (waiting_for_a_lock(&app).await > 0).then_some(())
+        })
+        .await;
+        deletion.commit().await.expect("commit the deletion");
+    });
+    let refused = refused.expect_error(422, "invalid_reference");
+    assert_eq!(refused.body["details"]["field"], "triggerId");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid",
+            &routine
+        )
+        .await,
+        0
+    );
+}

@@ -1,0 +1,14 @@
+-- A run's trigger is no longer a foreign key; deleting a trigger clears it from its runs
+-- itself (`Store::delete_trigger`).
+--
+-- The key's `ON DELETE SET NULL` searched the runs table for the deleted trigger, and no index
+-- leads with `trigger_id` for webhook and api runs (one would cost every accepted run another
+-- index entry), so Postgres read the whole table under the deleting transaction — seconds on
+-- a large history, growing with it. The store now clears the trigger from the runs of its
+-- routine, found by `routine_runs_routine`. Every writer of a run that names a trigger holds
+-- that trigger's row until it commits — the webhook acceptance `FOR SHARE`, the scheduler
+-- `FOR UPDATE`, a manual or api run `FOR KEY SHARE` — and the deletion waits for them before
+-- it clears, so no run is left pointing at a deleted trigger. The check the key made for each
+-- inserted run (a query per row) is gone with it: the same transactions read the trigger
+-- under those locks already.
+ALTER TABLE routine_runs DROP CONSTRAINT routine_runs_company_id_trigger_id_fkey;
