@@ -441,14 +441,37 @@ async fn waiting_for_a_lock(app: &TestApp) -> i64 {
     .expect("locks")
 }
 
+/// Sends `request` while `holder` is open, and commits `holder` once the request waits for a
+/// lock; returns the request's answer.
+async fn once_it_waits<T>(
+    app: &TestApp,
+    holder: sqlx::Transaction<'static, sqlx::Postgres>,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    let (answer, ()) = tokio::join!(request, async {
+        nexus_tests::eventually(10, "the request to wait for a lock", || async {
+            (waiting_for_a_lock(app).await > 0).then_some(())
+        })
+        .await;
+        holder.commit().await.expect("commit the holder");
+    });
+    answer
+}
+
+/// A routine with an api trigger: `(team, routine, trigger)`.
+async fn routine_with_api_trigger(app: &TestApp) -> (nexus_tests::Team, String, String) {
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &json!({})).await;
+    let trigger = api_trigger(app, &routine).await;
+    (team, routine, trigger)
+}
+
 #[tokio::test]
 async fn a_run_committed_while_its_trigger_is_deleted_is_left_without_it() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
-    let team = app.seed_team().await;
-    let routine = app.seed_routine(&team, &json!({})).await;
-    let trigger = api_trigger(&app, &routine).await;
+    let (team, routine, trigger) = routine_with_api_trigger(&app).await;
     let ids = |s: &str| uuid::Uuid::parse_str(s).expect("uuid");
     // A writer holding the trigger as the webhook acceptance does, with its run written but
     // not yet committed.
@@ -473,14 +496,9 @@ async fn a_run_committed_while_its_trigger_is_deleted_is_left_without_it() {
     .expect("run");
 
     let board = app.board();
-    let (deleted, ()) = tokio::join!(board.delete_trigger(&trigger), async {
-        nexus_tests::eventually(10, "the deletion to wait for the writer", || async {
-            (waiting_for_a_lock(&app).await > 0).then_some(())
-        })
-        .await;
-        writer.commit().await.expect("commit the run");
-    });
-    deleted.expect(204);
+    once_it_waits(&app, writer, board.delete_trigger(&trigger))
+        .await
+        .expect(204);
     let left: Option<uuid::Uuid> =
         sqlx::query_scalar("SELECT trigger_id FROM routine_runs WHERE id = $1")
             .bind(run)
@@ -495,9 +513,7 @@ async fn a_run_naming_a_trigger_being_deleted_waits_and_is_refused() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
     let app = TestApp::spawn().await;
-    let team = app.seed_team().await;
-    let routine = app.seed_routine(&team, &json!({})).await;
-    let trigger = api_trigger(&app, &routine).await;
+    let (_, routine, trigger) = routine_with_api_trigger(&app).await;
     // A deletion in flight: the trigger's row deleted, not yet committed.
     let mut deletion = app.db.pool.begin().await.expect("begin");
     sqlx::query("DELETE FROM routine_triggers WHERE id = $1")
@@ -508,14 +524,9 @@ async fn a_run_naming_a_trigger_being_deleted_waits_and_is_refused() {
 
     let board = app.board();
     let body = json!({ "source": "api", "triggerId": trigger });
-    let (refused, ()) = tokio::join!(board.run_routine(&routine, &body), async {
-        nexus_tests::eventually(10, "the run to wait for the deletion", || async {
-            (waiting_for_a_lock(&app).await > 0).then_some(())
-        })
-        .await;
-        deletion.commit().await.expect("commit the deletion");
-    });
-    let refused = refused.expect_error(422, "invalid_reference");
+    let refused = once_it_waits(&app, deletion, board.run_routine(&routine, &body))
+        .await
+        .expect_error(422, "invalid_reference");
     assert_eq!(refused.body["details"]["field"], "triggerId");
     assert_eq!(
         app.count(
