@@ -413,6 +413,25 @@ impl TestApp {
             .await
             .expect("count query")
     }
+
+    /// Waits (up to 10 s) until a session of this app's database waits for a lock — a request
+    /// that has reached a row the test holds.
+    ///
+    /// # Panics
+    /// When the query fails or no session waits in time.
+    pub async fn until_a_session_waits_for_a_lock(&self, what: &str) {
+        eventually(10, what, || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("activity");
+            (waiting > 0).then_some(())
+        })
+        .await;
+    }
 }
 
 impl TestApp {

@@ -430,17 +430,6 @@ async fn run_via(app: &TestApp, routine: &str, trigger: &str) -> String {
         .id()
 }
 
-/// How many sessions of this test's database wait for a lock.
-async fn waiting_for_a_lock(app: &TestApp) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE NOT l.granted AND a.datname = current_database()",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("locks")
-}
-
 /// Sends `request` while `holder` is open, and commits `holder` once the request waits for a
 /// lock; returns the request's answer.
 async fn once_it_waits<T>(
@@ -449,10 +438,8 @@ async fn once_it_waits<T>(
     request: impl std::future::Future<Output = T>,
 ) -> T {
     let (answer, ()) = tokio::join!(request, async {
-        nexus_tests::eventually(10, "the request to wait for a lock", || async {
-            (waiting_for_a_lock(app).await > 0).then_some(())
-        })
-        .await;
+        app.until_a_session_waits_for_a_lock("the request to wait for a lock")
+            .await;
         holder.commit().await.expect("commit the holder");
     });
     answer

@@ -831,22 +831,8 @@ async fn a_stalled_write_holds_up_calls_for_other_triggers_only_until_it_counts_
     };
     let holder = hold(&app, held.trigger.parse().expect("trigger id")).await;
     let stuck = accept(&held);
-    let waiting_for_locks = || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("activity");
-        (waiting > 0).then_some(())
-    };
-    nexus_tests::eventually(
-        10,
-        "the write to wait for the held trigger",
-        waiting_for_locks,
-    )
-    .await;
+    app.until_a_session_waits_for_a_lock("the write to wait for the held trigger")
+        .await;
 
     // The clock stands still: the other call waits for the write in flight, the writing task
     // asleep on the clock until that write counts as stalled.
