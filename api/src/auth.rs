@@ -13,6 +13,18 @@ use crate::{
     state::AppState,
 };
 
+/// The credentials of an `Authorization: Bearer <credentials>` header; the scheme name is
+/// case-insensitive (RFC 9110), and spaces after it are skipped.
+pub(crate) fn bearer_credentials(value: &axum::http::HeaderValue) -> Option<&[u8]> {
+    let bytes = value.as_bytes();
+    let (scheme, rest) = bytes.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    Some(&rest[start..])
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy)]
 pub struct Auth(pub Actor);
@@ -24,11 +36,8 @@ impl FromRequestParts<AppState> for Auth {
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(bearer_credentials)
+            .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 512)
             .ok_or_else(ApiError::unauthorized)?;

@@ -6,7 +6,7 @@ use axum::{
     Json,
     extract::{
         FromRequest, FromRequestParts, Request,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
+        rejection::{PathRejection, QueryRejection},
     },
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
@@ -188,6 +188,18 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
             StoreError::Database(e) if is_unavailable(&e) => Self::unavailable(e),
+            // A value the database cannot hold (SQLSTATE class 22, "data exception"): the
+            // edge should have refused it, but it is the caller's input, not a fault.
+            StoreError::Database(sqlx::Error::Database(db))
+                if db.code().is_some_and(|c| c.starts_with("22")) =>
+            {
+                tracing::warn!(error = %db, "the database refused a value the API let through");
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_value",
+                    "a value in the request cannot be stored",
+                )
+            }
             StoreError::Database(e) => Self::internal(e),
         }
     }
@@ -203,25 +215,72 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
     ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
 }
 
-/// A JSON body parsed strictly: unknown fields, wrong types and malformed JSON are 400, a
-/// missing or wrong content type 415.
+/// A request body: which of its fields accept an explicit `null` (it clears the value, or
+/// means "none" at creation). `null` for any other field is 400: it would otherwise read as
+/// "absent" and be silently ignored.
+pub trait RequestBody {
+    /// The fields (as sent, camelCase) that may be `null`.
+    const NULLABLE: &'static [&'static str] = &[];
+}
+
+/// A JSON body parsed strictly: unknown fields, wrong types, an explicit `null` for a field
+/// that cannot be cleared and malformed JSON are 400; a body with another content type 415. An
+/// empty body (with or without a content type) reads as `{}`, so a POST whose fields are all
+/// optional needs none, and one with required fields is 400 naming the missing field.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned + RequestBody, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|value| is_json_content_type(value.to_str().unwrap_or_default()));
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is too large",
+                    )
+                } else {
+                    ApiError::bad_request("invalid_body", rejection.body_text())
+                }
+            })?;
+        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Object(serde_json::Map::new())
+        } else if is_json == Some(true) {
+            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            })?
+        } else {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON with content type application/json",
+            ));
+        };
         // Parse to a JSON value first: serde would otherwise accept an array in place of an
         // object (structs deserialise from sequences).
-        let Json(value) = Json::<serde_json::Value>::from_request(req, state)
-            .await
-            .map_err(|rejection| json_rejection(&rejection))?;
-        if !value.is_object() {
+        let Some(object) = value.as_object() else {
             return Err(ApiError::bad_request(
                 "invalid_body",
                 "the body must be a JSON object",
             ));
+        };
+        if let Some((name, _)) = object
+            .iter()
+            .find(|(name, value)| value.is_null() && !T::NULLABLE.contains(&name.as_str()))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!("{name} cannot be null; leave it out to keep its value"),
+            )
+            .with_details(json!({ "field": name })));
         }
         serde_json::from_value(value).map(Self).map_err(|e| {
             ApiError::bad_request(
@@ -232,30 +291,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the request body must be JSON with content type application/json",
-        ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
-            "malformed_json",
-            format!("the body is not valid JSON: {}", e.body_text()),
-        ),
-        JsonRejection::JsonDataError(e) => ApiError::bad_request(
-            "invalid_body",
-            format!("the body does not fit this endpoint: {}", e.body_text()),
-        ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-            )
-        }
-        other => ApiError::bad_request("invalid_body", other.body_text()),
-    }
+/// Whether a content type names JSON: `application/json` or `application/<x>+json`, with any
+/// parameters.
+pub(crate) fn is_json_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence.starts_with("application/") && essence.ends_with("+json")
 }
 
 /// Query parameters parsed strictly: unknown parameters and values of the wrong type are 400.

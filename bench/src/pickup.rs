@@ -69,6 +69,7 @@ async fn measure(runs: usize, notifications: bool) -> anyhow::Result<Stats> {
             payload: serde_json::Map::new(),
             idempotency_key: None,
             trace_context: None,
+            signature: None,
         };
         let accepted = store.accept_manual_run(routine, new, Actor::System).await?;
         wait_dispatched(&database, accepted.run.id).await?;

@@ -1,11 +1,11 @@
-//! Coordination between the processes of a deployment: per-trigger rate limits, the memory of
-//! accepted webhook signatures (replay protection) and the scheduler's leader lease.
+//! Coordination between the processes of a deployment: per-trigger rate limits and the
+//! scheduler's leader lease. (The memory of accepted webhook signatures is not here: it is in
+//! the database, written with the run it admits, in every deployment.)
 //!
-//! With `NEXUS_REDIS_URL` set, all three live in Redis and every replica shares them
+//! With `NEXUS_REDIS_URL` set, both live in Redis and every replica shares them
 //! ([`Coordination::Redis`]). Without it — the single-process mode, `nexus serve` — one process
 //! is the whole deployment ([`Coordination::Local`]): the lease and the rate-limit buckets live
-//! in the process, and accepted signatures in the database (`webhook_signatures`), so replay
-//! protection survives a restart. The separate API and scheduler binaries require Redis.
+//! in the process. The separate API and scheduler binaries require Redis.
 //!
 //! What the local mode gives up: the rate-limit buckets start full after a restart, and two
 //! `nexus serve` processes on one Postgres database would each lead — fencing still prevents a
@@ -17,8 +17,6 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
-
-use chrono::TimeDelta;
 
 use crate::{
     clock::SharedClock,
@@ -39,10 +37,9 @@ pub enum Coordination {
 }
 
 impl Coordination {
-    /// In-process coordination, remembering signatures in `store` and reading time from its
-    /// clock.
+    /// In-process coordination, reading time from `store`'s clock.
     #[must_use]
-    pub fn local(store: Store) -> Self {
+    pub fn local(store: &Store) -> Self {
         Self::Local(Arc::new(Local::new(store)))
     }
 
@@ -60,43 +57,24 @@ impl Coordination {
         }
     }
 
-    /// Takes one token from the bucket `bucket` and, when that succeeds and `remember` is
-    /// given, remembers that name for its time unless it is already remembered (one round trip
-    /// to Redis).
+    /// Takes one token from the bucket `bucket` (one round trip to Redis).
     ///
     /// # Errors
-    /// Redis (or, in process, the database) is unreachable.
+    /// Redis is unreachable.
     pub async fn admit(
         &self,
         bucket: &str,
         rate: u32,
         burst: u32,
-        remember: Option<(&str, Duration)>,
     ) -> Result<Admission, CoordError> {
         match self {
-            Self::Redis(redis) => Ok(redis.admit(bucket, rate, burst, remember).await?),
+            Self::Redis(redis) => Ok(redis.admit(bucket, rate, burst).await?),
             Self::Local(local) => match local.take_token(bucket, rate, burst) {
                 RateDecision::Limited { retry_after_ms } => {
                     Ok(Admission::Limited { retry_after_ms })
                 }
-                RateDecision::Allowed => match remember {
-                    Some((name, ttl)) if !local.remember(name, ttl).await? => {
-                        Ok(Admission::Replayed)
-                    }
-                    _ => Ok(Admission::Admitted),
-                },
+                RateDecision::Allowed => Ok(Admission::Admitted),
             },
-        }
-    }
-
-    /// Forgets `name`.
-    ///
-    /// # Errors
-    /// Redis or the database is unreachable.
-    pub async fn forget(&self, name: &str) -> Result<(), CoordError> {
-        match self {
-            Self::Redis(redis) => Ok(redis.forget(name).await?),
-            Self::Local(local) => Ok(local.store.forget_signature(name).await?),
         }
     }
 }
@@ -116,7 +94,6 @@ enum RateDecision {
 /// Coordination state of a single process.
 #[derive(Debug)]
 pub struct Local {
-    store: Store,
     clock: SharedClock,
     buckets: Mutex<Buckets>,
     lease: Mutex<Lease>,
@@ -162,10 +139,9 @@ struct Lease {
 }
 
 impl Local {
-    fn new(store: Store) -> Self {
+    fn new(store: &Store) -> Self {
         Self {
             clock: store.clock().clone(),
-            store,
             buckets: Mutex::new(Buckets::new()),
             lease: Mutex::new(Lease {
                 holder: None,
@@ -211,12 +187,6 @@ impl Local {
         };
         buckets.insert(name.to_owned(), bucket, now);
         decision
-    }
-
-    /// Remembers `name` in the database for `ttl`; `true` when it was new.
-    async fn remember(&self, name: &str, ttl: Duration) -> Result<bool, CoordError> {
-        let until = self.clock.now() + TimeDelta::from_std(ttl).unwrap_or(TimeDelta::days(1));
-        Ok(self.store.remember_signature(name, until).await?)
     }
 
     /// Takes the lease for `id` unless another holder's is still valid; a new term gets the
@@ -269,9 +239,6 @@ pub enum CoordError {
     /// Redis is unreachable.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The database (the in-process mode's replay memory) failed.
-    #[error("database: {0}")]
-    Store(#[from] crate::store::StoreError),
 }
 
 #[cfg(test)]
@@ -294,7 +261,7 @@ mod tests {
         let store = SqliteStore::open(&dir, clock.clone(), &SecretKey::generate(), "http://x")
             .await
             .expect("store");
-        (clock, Local::new(Store::new(store)), dir)
+        (clock, Local::new(&Store::new(store)), dir)
     }
 
     #[tokio::test]
@@ -327,33 +294,6 @@ mod tests {
             local.take_token("t", 2, 3),
             RateDecision::Limited { .. }
         ));
-        drop(std::fs::remove_dir_all(dir));
-    }
-
-    #[tokio::test]
-    async fn signatures_are_remembered_in_the_database_until_they_expire_or_are_forgotten() {
-        let (clock, local, dir) = local().await;
-        let window = Duration::from_secs(300);
-        assert!(local.remember("sig", window).await.expect("db"));
-        assert!(!local.remember("sig", window).await.expect("db"));
-        clock.advance(TimeDelta::seconds(299));
-        assert!(!local.remember("sig", window).await.expect("db"));
-        clock.advance(TimeDelta::seconds(1));
-        assert!(local.remember("sig", window).await.expect("db"), "expired");
-        let coordination = Coordination::Local(Arc::new(local));
-        coordination.forget("sig").await.expect("db");
-        let Coordination::Local(local) = &coordination else {
-            unreachable!()
-        };
-        assert!(
-            local.remember("sig", window).await.expect("db"),
-            "forgotten"
-        );
-        // A new process on the same data remembers it too: replay protection survives a
-        // restart. (The store lives on in `local`; a second handle shares its database.)
-        assert!(!local.remember("sig", window).await.expect("db"));
-        clock.advance(TimeDelta::seconds(301));
-        assert_eq!(local.store.purge_signatures().await.expect("db"), 1);
         drop(std::fs::remove_dir_all(dir));
     }
 

@@ -77,22 +77,16 @@ impl Redis {
 /// A token bucket per key, kept in Redis so every API replica shares it, for each of a group
 /// of calls in order. Time comes from the Redis server (`TIME`, once for the group), so
 /// replicas with skewed clocks agree. `ARGV[1]` is the number of calls; call *i* has
-/// `ARGV[2+3i..4+3i]` = rate per second, burst, and how long to remember its name (ms, 0 for
-/// nothing to remember), and its keys next in `KEYS`: its bucket, then its name when it has
-/// one. A call that gets its token also remembers its name unless it is already remembered
-/// (the replay memory). Returns `{wait_ms, remembered}` per call: `remembered` is 1 (new), 0
-/// (already remembered) or -1 (not asked, or limited). The bucket is a hash (`tokens`, `at`).
+/// `ARGV[2+2i..3+2i]` = rate per second and burst, and its bucket is `KEYS[1+i]`. Returns the
+/// wait in milliseconds per call (0: admitted). The bucket is a hash (`tokens`, `at`).
 const TOKEN_BUCKETS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local answers = {}
-local key = 1
 for call = 0, tonumber(ARGV[1]) - 1 do
-  local rate = tonumber(ARGV[2 + 3 * call])
-  local burst = tonumber(ARGV[3 + 3 * call])
-  local ttl = tonumber(ARGV[4 + 3 * call])
-  local bucket = KEYS[key]
-  key = key + 1
+  local rate = tonumber(ARGV[2 + 2 * call])
+  local burst = tonumber(ARGV[3 + 2 * call])
+  local bucket = KEYS[call + 1]
   local state = redis.call('HMGET', bucket, 'tokens', 'at')
   local tokens = tonumber(state[1])
   local at = tonumber(state[2])
@@ -109,16 +103,7 @@ for call = 0, tonumber(ARGV[1]) - 1 do
   end
   redis.call('HSET', bucket, 'tokens', tostring(tokens), 'at', now)
   redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
-  local remembered = -1
-  if ttl > 0 then
-    local name = KEYS[key]
-    key = key + 1
-    if wait == 0 then
-      remembered = redis.call('SET', name, 1, 'NX', 'PX', ttl) and 1 or 0
-    end
-  end
   answers[#answers + 1] = wait
-  answers[#answers + 1] = remembered
 end
 return answers";
 
@@ -130,27 +115,23 @@ const ADMISSIONS: Limits = Limits {
     most: 256,
 };
 
-/// Outcome of [`Redis::admit`]: a rate-limit check and, for a call that passed it, the replay
-/// check.
+/// Outcome of [`Redis::admit`]: a rate-limit check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Too many calls; retry after this many milliseconds (nothing was remembered).
+    /// Too many calls; retry after this many milliseconds.
     Limited {
         /// Milliseconds until a token is available.
         retry_after_ms: u64,
     },
-    /// The name to remember was already remembered: a replay.
-    Replayed,
-    /// Go ahead (the name, if any, is now remembered).
+    /// Go ahead.
     Admitted,
 }
 
-/// One call's admission: its bucket and, optionally, the name to remember (full keys).
+/// One call's admission: its bucket (full key).
 struct Ask {
     bucket: String,
     rate: u32,
     burst: u32,
-    remember: Option<(String, u64)>,
     answer: oneshot::Sender<redis::RedisResult<Admission>>,
 }
 
@@ -190,18 +171,13 @@ async fn admit_all(
     invocation.arg(asks.len());
     for ask in asks {
         invocation.key(&ask.bucket).arg(ask.rate).arg(ask.burst);
-        match &ask.remember {
-            Some((name, ttl_ms)) => invocation.key(name).arg(*ttl_ms),
-            None => invocation.arg(0),
-        };
     }
-    let answers: Vec<(u64, i64)> = invocation.invoke_async(connection).await?;
+    let answers: Vec<u64> = invocation.invoke_async(connection).await?;
     Ok(answers
         .into_iter()
-        .map(|(wait, remembered)| match (wait, remembered) {
-            (0, 0) => Admission::Replayed,
-            (0, _) => Admission::Admitted,
-            (wait, _) => Admission::Limited {
+        .map(|wait| match wait {
+            0 => Admission::Admitted,
+            wait => Admission::Limited {
                 retry_after_ms: wait,
             },
         })
@@ -209,9 +185,8 @@ async fn admit_all(
 }
 
 impl Redis {
-    /// Takes one token from the bucket `bucket` and, when that succeeds and `remember` is
-    /// given, remembers its name for its time unless it is already remembered — one round
-    /// trip, shared with the admissions of concurrent calls.
+    /// Takes one token from the bucket `bucket` — one round trip, shared with the admissions
+    /// of concurrent calls.
     ///
     /// # Errors
     /// Redis is unreachable.
@@ -220,17 +195,12 @@ impl Redis {
         bucket: &str,
         rate: u32,
         burst: u32,
-        remember: Option<(&str, Duration)>,
     ) -> redis::RedisResult<Admission> {
         let (answer, answered) = oneshot::channel();
         let ask = Ask {
             bucket: self.key(bucket),
             rate,
             burst,
-            remember: remember.map(|(name, ttl)| {
-                let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                (self.key(name), ttl_ms)
-            }),
             answer,
         };
         let start = || {
@@ -246,18 +216,5 @@ impl Redis {
                 "the admission was dropped while the process shut down",
             )))
         })
-    }
-
-    /// Forgets `name`.
-    ///
-    /// # Errors
-    /// Redis is unreachable.
-    pub async fn forget(&self, name: &str) -> redis::RedisResult<()> {
-        let mut conn = self.connection();
-        redis::cmd("DEL")
-            .arg(self.key(name))
-            .query_async::<i64>(&mut conn)
-            .await
-            .map(drop)
     }
 }

@@ -200,7 +200,8 @@ impl Actor {
 }
 
 /// A text whose length, in characters, lies in `MIN..=MAX`; when `MIN > 0` it must also contain
-/// something other than white space.
+/// something other than white space. It never contains U+0000 (which Postgres cannot store in
+/// `text`; refused on every backend alike).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct BoundedText<const MIN: usize, const MAX: usize>(String);
@@ -223,6 +224,9 @@ impl<const MIN: usize, const MAX: usize> BoundedText<MIN, MAX> {
         let len = value.chars().count();
         if len > MAX {
             return Err(format!("must be at most {MAX} characters (got {len})"));
+        }
+        if value.contains('\0') {
+            return Err("must not contain the character U+0000".to_owned());
         }
         if MIN > 0 && value.trim().is_empty() {
             return Err("must not be empty".to_owned());
@@ -786,4 +790,37 @@ pub struct Run {
     pub heartbeat_run_id: Option<Uuid>,
     /// A sentence explaining a failure.
     pub failure_reason: Option<String>,
+}
+
+/// A run's payload as it is kept: every U+0000 in its strings and keys replaced by U+FFFD
+/// (Postgres `jsonb` cannot hold U+0000; the embedded backend gets the same payload). The
+/// request is accepted; nothing else changes.
+#[must_use]
+pub fn stored_payload(
+    payload: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    fn clean_text(text: String) -> String {
+        if text.contains('\0') {
+            text.replace('\0', "\u{FFFD}")
+        } else {
+            text
+        }
+    }
+    fn clean(value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(text) => Value::String(clean_text(text)),
+            Value::Array(items) => Value::Array(items.into_iter().map(clean).collect()),
+            Value::Object(map) => Value::Object(clean_map(map)),
+            other => other,
+        }
+    }
+    fn clean_map(
+        map: serde_json::Map<String, serde_json::Value>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        map.into_iter()
+            .map(|(key, value)| (clean_text(key), clean(value)))
+            .collect()
+    }
+    clean_map(payload)
 }

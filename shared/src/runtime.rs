@@ -51,11 +51,16 @@ impl Resources {
                 if config.auto_migrate {
                     db::migrate(&pool).await?;
                 }
-                Store::from(PgStore::new(pool, clock, key).with_public_url(&config.public_url))
+                Store::from(
+                    PgStore::new(pool, clock, key)
+                        .with_public_url(&config.public_url)
+                        .with_misfire_grace(config.misfire_grace),
+                )
             }
             None => {
-                let store =
-                    SqliteStore::open(&config.data_dir, clock, key, &config.public_url).await?;
+                let store = SqliteStore::open(&config.data_dir, clock, key, &config.public_url)
+                    .await?
+                    .with_misfire_grace(config.misfire_grace);
                 tracing::info!(
                     path = %config.data_dir.join(crate::store::sqlite::DATABASE_FILE).display(),
                     "no database URL: using the embedded database"
@@ -71,7 +76,7 @@ impl Resources {
         }
         let coordination = match &config.redis_url {
             Some(url) => Coordination::Redis(Redis::new(url, &config.redis_prefix)?),
-            None => Coordination::local(store.clone()),
+            None => Coordination::local(&store),
         };
         Ok(Self {
             config,

@@ -42,6 +42,7 @@ async fn sigterm_during_a_burst_loses_nothing_and_leaves_no_job_running() {
             payload: serde_json::Map::new(),
             idempotency_key: None,
             trace_context: None,
+            signature: None,
         };
         store
             .accept_manual_run(routine, run, Actor::System)

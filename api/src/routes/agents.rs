@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, field, limit},
+    error::{
+        ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, RequestBody, field, limit,
+    },
     state::AppState,
 };
 
@@ -279,3 +281,7 @@ async fn my_heartbeat_runs(
         .await?;
     Ok(Json(HeartbeatRunList { heartbeat_runs }))
 }
+
+impl RequestBody for CreateAgent {}
+
+impl RequestBody for UpdateAgent {}

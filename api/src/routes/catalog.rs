@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ApiPath, ErrorBody, Found as _, field},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody, Found as _, RequestBody, field},
     state::AppState,
 };
 
@@ -124,3 +124,7 @@ async fn list_goals(
         goals: state.store.goals(company_id).await?,
     }))
 }
+
+impl RequestBody for CreateProject {}
+
+impl RequestBody for CreateGoal {}

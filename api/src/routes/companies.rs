@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ErrorBody, Found as _, field},
+    error::{ApiError, ApiJson, ErrorBody, Found as _, RequestBody, field},
     state::AppState,
 };
 
@@ -61,3 +61,5 @@ async fn list_companies(
     };
     Ok(Json(CompanyList { companies }))
 }
+
+impl RequestBody for CreateCompany {}

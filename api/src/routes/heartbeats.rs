@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ApiPath, ErrorBody, Found as _, field},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody, Found as _, RequestBody, field},
     state::AppState,
 };
 
@@ -89,3 +89,5 @@ async fn finish(
     metrics::counter!("nexus_heartbeat_runs_total", "status" => run.status.as_str()).increment(1);
     Ok(Json(run))
 }
+
+impl RequestBody for FinishBody {}

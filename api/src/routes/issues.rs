@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, field, limit},
+    error::{
+        ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, RequestBody, field, limit,
+    },
     state::AppState,
 };
 
@@ -182,3 +184,15 @@ async fn update_issue(
             .found("issue")?,
     ))
 }
+
+impl RequestBody for CreateIssue {
+    const NULLABLE: &'static [&'static str] = &[
+        "description",
+        "projectId",
+        "goalId",
+        "parentIssueId",
+        "assigneeAgentId",
+    ];
+}
+
+impl RequestBody for UpdateIssue {}

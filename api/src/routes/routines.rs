@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, field, limit},
+    error::{
+        ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, RequestBody, field, limit,
+    },
     state::AppState,
 };
 
@@ -63,13 +65,16 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Body of `PATCH /api/routines/{routineId}`: any create field; `null` clears `goalId` and
-/// `parentIssueId`.
+/// Body of `PATCH /api/routines/{routineId}`: any create field; `null` clears `description`,
+/// `goalId` and `parentIssueId` (and is 400 for any other field).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct UpdateRoutine {
     title: Option<String>,
-    description: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
     assignee_agent_id: Option<Uuid>,
     project_id: Option<Uuid>,
     #[serde(default, deserialize_with = "nullable")]
@@ -265,7 +270,7 @@ async fn update_routine(
             .transpose()?,
         description: body
             .description
-            .map(|d| field("description", Description::parse(d)))
+            .map(|d| field("description", Description::parse(d.unwrap_or_default())))
             .transpose()?,
         assignee_agent_id: body.assignee_agent_id,
         project_id: body.project_id,
@@ -335,4 +340,12 @@ async fn upcoming(
     fires.sort_by_key(|f| (f.at, f.trigger_id));
     fires.truncate(count);
     Ok(Json(UpcomingFires { fires }))
+}
+
+impl RequestBody for CreateRoutine {
+    const NULLABLE: &'static [&'static str] = &["description", "goalId", "parentIssueId"];
+}
+
+impl RequestBody for UpdateRoutine {
+    const NULLABLE: &'static [&'static str] = &["description", "goalId", "parentIssueId"];
 }

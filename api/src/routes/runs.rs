@@ -7,7 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use nexus_shared::{
-    model::{IdempotencyKey, Run, RunSource},
+    model::{IdempotencyKey, Run, RunSource, stored_payload},
     store::NewRun,
 };
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, field, limit},
+    error::{
+        ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Found as _, RequestBody, field, limit,
+    },
     state::AppState,
     trace,
 };
@@ -97,12 +99,13 @@ async fn run_routine(
             ManualSource::Api => RunSource::Api,
         },
         trigger_id: body.trigger_id,
-        payload: body.payload.unwrap_or_default(),
+        payload: stored_payload(body.payload.unwrap_or_default()),
         idempotency_key: body
             .idempotency_key
             .map(|k| field("idempotencyKey", IdempotencyKey::parse(k)))
             .transpose()?,
         trace_context: Some(trace::context_from(&headers)),
+        signature: None,
     };
     let accepted = state
         .store
@@ -160,3 +163,5 @@ async fn get_run(
     auth.see(run.company_id, "run")?;
     Ok(Json(run))
 }
+
+impl RequestBody for RunRequest {}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ApiJson, ApiPath, ErrorBody, Found as _, field},
+    error::{ApiError, ApiJson, ApiPath, ErrorBody, Found as _, RequestBody, field},
     state::AppState,
 };
 
@@ -300,3 +300,7 @@ async fn rotate_secret(
         secret_material: Some(material.into()),
     }))
 }
+
+impl RequestBody for CreateTrigger {}
+
+impl RequestBody for UpdateTrigger {}

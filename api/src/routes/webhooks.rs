@@ -17,8 +17,8 @@ use axum::{
 use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
     kv::Admission,
-    model::{IdempotencyKey, RunSource, SigningMode},
-    store::{NewRun, StoreError, TRIGGER_CHANGED, WebhookTrigger},
+    model::{IdempotencyKey, RunSource, SigningMode, stored_payload},
+    store::{CallSignature, NewRun, StoreError, TRIGGER_CHANGED, WebhookTrigger},
 };
 use serde_json::Value;
 use subtle::ConstantTimeEq as _;
@@ -76,7 +76,7 @@ async fn handle(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(headers, body).await?;
-    let found = if public_id.len() <= MAX_PUBLIC_ID {
+    let found = if could_exist(public_id) {
         state.webhook_triggers.get(&state.store, public_id).await?
     } else {
         None
@@ -87,80 +87,70 @@ async fn handle(
     // token and, for a valid signature, the replay memory are one round trip, and a limited
     // caller gets 429 whatever its credentials (the contract's order). A refusal is never
     // decided on a cached read: the secret may have been rotated.
+    // Credentials are checked before the rate limit is consulted, but answered after it (the
+    // contract's order: a limited caller gets 429 whatever its credentials). A refusal is never
+    // decided on a cached read: the secret may have been rotated.
     let now_ms = state.store.clock().now().timestamp_millis();
     let mut authenticated = authenticate(&trigger, headers, &bytes, now_ms);
-    let mut cached = found.cached;
-    if authenticated.is_none() && cached {
+    if authenticated.is_none() && found.cached {
         trigger = read_trigger(state, public_id).await?;
         authenticated = authenticate(&trigger, headers, &bytes, now_ms);
-        cached = false;
     }
-    let replay_key = authenticated
-        .as_ref()
-        .and_then(Option::as_ref)
-        .map(|s| format!("replay:{}:{}", trigger.id, hex::encode(s)));
-    let window =
-        std::time::Duration::from_secs(u64::try_from(trigger.replay_window_sec).unwrap_or(300));
     let bucket = format!("ratelimit:{}", trigger.id);
     let admission = state
         .coordination
-        .admit(
-            &bucket,
-            state.webhook_rate,
-            state.webhook_burst,
-            replay_key.as_deref().map(|key| (key, window)),
-        )
+        .admit(&bucket, state.webhook_rate, state.webhook_burst)
         .await
         .map_err(ApiError::unavailable)?;
-    match admission {
-        Admission::Limited { retry_after_ms } => return Err(rate_limited(retry_after_ms)),
-        _ if authenticated.is_none() => return Err(bad_credentials()),
-        Admission::Replayed => {
-            // Credentials come first: a replay of a call signed with a rotated-out secret is
-            // refused as unauthenticated.
-            if cached
-                && authenticate(
-                    &*read_trigger(state, public_id).await?,
-                    headers,
-                    &bytes,
-                    now_ms,
-                )
-                .is_none()
-            {
-                return Err(bad_credentials());
-            }
-            return Err(ApiError::conflict(
-                "replayed",
-                "this signature was already accepted; sign a new request",
-            ));
-        }
-        Admission::Admitted => {}
+    if let Admission::Limited { retry_after_ms } = admission {
+        return Err(rate_limited(retry_after_ms));
     }
-    let new = new_run(&trigger, headers, &bytes)?;
+    let Some(signature) = authenticated else {
+        return Err(bad_credentials());
+    };
+    // The memory of accepted signatures is in the database, written with the run: a replay
+    // is refused there, before the trigger's state is looked at. Only a call whose body no
+    // longer parses (its content type was changed) asks for it here, to keep the order.
+    let new = match new_run(&trigger, headers, &bytes, signature.clone()) {
+        Ok(new) => new,
+        Err(error) => {
+            if let Some(signature) = signature
+                && state
+                    .store
+                    .signature_seen(trigger.id, signature.mac)
+                    .await?
+            {
+                return Err(ApiError::conflict(
+                    "replayed",
+                    "this signature was already accepted; sign a new request",
+                ));
+            }
+            return Err(error);
+        }
+    };
     let mut accepted = state.store.accept_webhook_run(&trigger, new).await;
     if matches!(&accepted, Err(StoreError::Conflict { code, .. }) if *code == TRIGGER_CHANGED) {
         // The trigger changed after it was read (here or in the cache): the call is checked
         // again against the trigger as it is now, and accepted only if it still passes.
         trigger = read_trigger(state, public_id).await?;
-        if authenticate(&trigger, headers, &bytes, now_ms).is_none() {
+        let Some(signature) = authenticate(&trigger, headers, &bytes, now_ms) else {
             return Err(bad_credentials());
-        }
-        let new = new_run(&trigger, headers, &bytes)?;
+        };
+        let new = new_run(&trigger, headers, &bytes, signature)?;
         accepted = state.store.accept_webhook_run(&trigger, new).await;
     }
-    match accepted {
-        Ok(accepted) => Ok(accepted_response(accepted.run, accepted.replayed)),
-        Err(error) => {
-            let error = ApiError::from(error);
-            if error.status().is_server_error()
-                && let Some(key) = &replay_key
-            {
-                // Nothing was accepted: let the sender's retry of the same request through.
-                drop(state.coordination.forget(key).await);
-            }
-            Err(error)
-        }
-    }
+    let accepted = accepted?;
+    Ok(accepted_response(accepted.run, accepted.replayed))
+}
+
+/// Whether `public_id` has the form of a public id (URL-safe base64, bounded): anything else
+/// (U+0000, say) is unknown without asking the database.
+fn could_exist(public_id: &str) -> bool {
+    !public_id.is_empty()
+        && public_id.len() <= MAX_PUBLIC_ID
+        && public_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The trigger as the database has it now; 404 when it was deleted.
@@ -172,11 +162,13 @@ async fn read_trigger(state: &AppState, public_id: &str) -> Result<Arc<WebhookTr
         .ok_or_else(|| ApiError::not_found("webhook"))
 }
 
-/// The run a call asks for: its payload and idempotency key (400/415 when malformed).
+/// The run a call asks for: its payload and idempotency key (400/415 when malformed), and the
+/// signature that authenticated it.
 fn new_run(
     trigger: &WebhookTrigger,
     headers: &HeaderMap,
     bytes: &[u8],
+    signature: Option<CallSignature>,
 ) -> Result<NewRun, ApiError> {
     let payload = parse_payload(headers, bytes)?;
     let idempotency_key = match headers.get("idempotency-key") {
@@ -197,6 +189,7 @@ fn new_run(
         payload,
         idempotency_key,
         trace_context: Some(trace::context_from(headers)),
+        signature,
     })
 }
 
@@ -227,20 +220,18 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
     }
 }
 
-/// Checks the call's credentials. `Some(None)` for a valid bearer call, `Some(Some(mac))` for
-/// a valid signed call (the MAC, remembered against replays), `None` otherwise.
+/// Checks the call's credentials. `Some(None)` for a valid bearer call, `Some(Some(signature))`
+/// for a valid signed call (its MAC, remembered against replays until its own timestamp has
+/// left the window), `None` otherwise.
 fn authenticate(
     trigger: &WebhookTrigger,
     headers: &HeaderMap,
     body: &[u8],
     now_ms: i64,
-) -> Option<Option<Vec<u8>>> {
+) -> Option<Option<CallSignature>> {
     match trigger.signing_mode {
         SigningMode::Bearer => {
-            let presented = headers
-                .get(header::AUTHORIZATION)?
-                .as_bytes()
-                .strip_prefix(b"Bearer ")?;
+            let presented = crate::auth::bearer_credentials(headers.get(header::AUTHORIZATION)?)?;
             bool::from(presented.ct_eq(trigger.secret.as_bytes())).then_some(None)
         }
         SigningMode::HmacSha256 => {
@@ -273,7 +264,13 @@ fn authenticate(
             mac.update(b".");
             mac.update(body);
             mac.verify_slice(&signature).ok()?;
-            Some(Some(signature))
+            // One second more than the window, rounded up: past it, the timestamp no longer
+            // authenticates.
+            let remember_until = sent_ms.checked_add(window_ms)?.div_euclid(1000) + 2;
+            Some(Some(CallSignature {
+                mac: signature,
+                remember_until,
+            }))
         }
     }
 }
@@ -304,7 +301,7 @@ fn parse_payload(
         return Ok(serde_json::Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => Ok(stored_payload(map)),
         Ok(_) => Err(ApiError::bad_request(
             "invalid_body",
             "the body must be a JSON object",

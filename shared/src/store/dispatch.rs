@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -23,8 +23,8 @@ use super::{
 };
 use crate::{
     model::{
-        Actor, AgentStatus, ConcurrencyPolicy, HeartbeatContext, HeartbeatRun, HeartbeatStatus,
-        IssueEventType, Priority, RoutineStatus, RunSource, RunStatus,
+        Actor, AgentStatus, CatchUpPolicy, ConcurrencyPolicy, HeartbeatContext, HeartbeatRun,
+        HeartbeatStatus, IssueEventType, Priority, RoutineStatus, RunSource, RunStatus,
     },
     schedule::TimeZone,
 };
@@ -54,7 +54,86 @@ pub(super) struct PendingRun {
     pub(super) timezone: Option<String>,
     pub(super) scheduled_for: Option<DateTime<Utc>>,
     pub(super) triggered_at: DateTime<Utc>,
+    pub(super) catch_up: bool,
     pub(super) payload: Value,
+}
+
+impl PendingRun {
+    /// When a schedule run should have been dispatched: its nominal time, or, for a catch-up
+    /// run the scheduler created after an outage, when it was created. `None` for other
+    /// sources.
+    fn due_at(&self) -> Option<DateTime<Utc>> {
+        match (self.source, self.scheduled_for) {
+            (RunSource::Schedule, Some(_)) if self.catch_up => Some(self.triggered_at),
+            (RunSource::Schedule, Some(at)) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Whether it is dispatched more than `grace` after it was due (the workers were down or
+    /// backlogged): it then follows its routine's catch-up policy, as a missed fire would.
+    pub(super) fn is_late(&self, now: DateTime<Utc>, grace: TimeDelta) -> bool {
+        self.due_at().is_some_and(|due| now - due > grace)
+    }
+}
+
+/// What the catch-up policy makes of a schedule run dispatched late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Late {
+    /// `skip_missed`: skipped (`missed_schedule`).
+    Missed,
+    /// `enqueue_missed_with_cap`, one of the `catchUpCap` most recent late runs of its trigger:
+    /// dispatched as a catch-up.
+    CatchUp,
+    /// `enqueue_missed_with_cap`, older than the `catchUpCap` most recent: skipped
+    /// (`catch_up_cap`).
+    OverCap,
+}
+
+/// Decides the late runs of a batch. `newer_late` holds, for each late run of a routine with
+/// `enqueue_missed_with_cap`, how many later runs of its trigger are still waiting and late as
+/// well (the backends count them; a run missing from it counts none).
+pub(super) fn late_runs(
+    runs: &[PendingRun],
+    routines: &HashMap<Uuid, RoutineRow>,
+    (now, grace): (DateTime<Utc>, TimeDelta),
+    newer_late: &HashMap<Uuid, i64>,
+) -> HashMap<Uuid, Late> {
+    runs.iter()
+        .filter(|run| run.is_late(now, grace))
+        .filter_map(|run| {
+            let routine = routines.get(&run.routine_id)?;
+            let late = match routine.catch_up_policy {
+                CatchUpPolicy::SkipMissed => Late::Missed,
+                CatchUpPolicy::EnqueueMissedWithCap => {
+                    let newer = newer_late.get(&run.id).copied().unwrap_or(0);
+                    if newer < i64::from(routine.catch_up_cap) {
+                        Late::CatchUp
+                    } else {
+                        Late::OverCap
+                    }
+                }
+            };
+            Some((run.id, late))
+        })
+        .collect()
+}
+
+/// The late runs of a batch whose routine catches up with a cap: the ones whose later
+/// waiting runs the backend must count for [`late_runs`].
+pub(super) fn capped_late<'a>(
+    runs: &'a [PendingRun],
+    routines: &HashMap<Uuid, RoutineRow>,
+    (now, grace): (DateTime<Utc>, TimeDelta),
+) -> Vec<&'a PendingRun> {
+    runs.iter()
+        .filter(|run| run.is_late(now, grace))
+        .filter(|run| {
+            routines
+                .get(&run.routine_id)
+                .is_some_and(|r| r.catch_up_policy == CatchUpPolicy::EnqueueMissedWithCap)
+        })
+        .collect()
 }
 
 /// A routine's open execution issue, as the concurrency policy sees it.
@@ -76,6 +155,10 @@ pub(super) struct Outcome {
     pub(super) coalesced_into_run_id: Option<Uuid>,
     /// Index into the batch's new heartbeat runs.
     pub(super) heartbeat: Option<usize>,
+    /// Set when a late run is dispatched as a catch-up.
+    pub(super) catch_up: bool,
+    /// `{count, from, to}` of a late run skipped as missed.
+    pub(super) missed: Option<Value>,
 }
 
 impl Outcome {
@@ -87,6 +170,17 @@ impl Outcome {
             linked_issue_id: None,
             coalesced_into_run_id: None,
             heartbeat: None,
+            catch_up: false,
+            missed: None,
+        }
+    }
+
+    /// A late schedule run skipped under its catch-up policy: it stands for its one fire.
+    fn missed(run: &PendingRun, reason: &'static str) -> Self {
+        let at = run.scheduled_for;
+        Self {
+            missed: Some(json!({ "count": 1, "from": at, "to": at })),
+            ..Self::ended(RunStatus::Skipped, reason)
         }
     }
 }
@@ -161,7 +255,8 @@ impl PgStore {
         let mut runs = sqlx::query_as!(
             PendingRun,
             r#"SELECT r.id, r.routine_id, r.source AS "source: RunSource",
-                      r.trigger_id, t.timezone AS "timezone?", r.scheduled_for, r.triggered_at, r.payload
+                      r.trigger_id, COALESCE(r.timezone, t.timezone) AS "timezone?", r.scheduled_for,
+                      r.triggered_at, r.catch_up, r.payload
                FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
                WHERE r.id = ANY($1) AND r.status = 'received'
                ORDER BY r.id
@@ -178,7 +273,11 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let mut situation = situation(conn, &routines).await?;
-        let plan = plan(&mut situation, &routines, &runs);
+        let timing = (now, self.misfire_grace);
+        let newer_late =
+            count_newer_late(conn, &capped_late(&runs, &routines, timing), timing).await?;
+        let late = late_runs(&runs, &routines, timing, &newer_late);
+        let plan = plan(&mut situation, &routines, &runs, &late);
         write(conn, &routines, &runs, plan, now).await
     }
 
@@ -281,6 +380,35 @@ impl PgStore {
     }
 }
 
+/// For each of `runs` (late runs of routines that catch up with a cap), how many later runs of
+/// its trigger are still waiting and late as well (see [`late_runs`]).
+async fn count_newer_late(
+    conn: &mut PgConnection,
+    runs: &[&PendingRun],
+    (now, grace): (DateTime<Utc>, TimeDelta),
+) -> StoreResult<HashMap<Uuid, i64>> {
+    if runs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
+    Ok(sqlx::query!(
+        r#"SELECT r.id,
+                  (SELECT count(*) FROM routine_runs o
+                   WHERE o.trigger_id = r.trigger_id AND o.scheduled_for > r.scheduled_for
+                     AND o.status = 'received' AND o.source = 'schedule'
+                     AND CASE WHEN o.catch_up THEN o.triggered_at ELSE o.scheduled_for END < $2
+                  ) AS "newer!"
+           FROM routine_runs r WHERE r.id = ANY($1)"#,
+        &ids,
+        now - grace,
+    )
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|row| (row.id, row.newer))
+    .collect())
+}
+
 /// Reads what the batch's decisions depend on: the assignees' status (held shared until
 /// commit, so an agent is not terminated under a dispatch), the open issues of routines whose
 /// policy looks at them, and which of those issues have an agent awake on them.
@@ -355,16 +483,25 @@ async fn situation(
 
 /// The concurrency policy applied to one run; what it creates goes into `plan`, and
 /// `situation` is updated so later runs of the batch see it.
-/// Decides every run in order (a later run sees what an earlier one planned).
+/// Decides every run in order (a later run sees what an earlier one planned), with the state
+/// found now: a routine paused or archived since the run was accepted, and `late` (see
+/// [`late_runs`]).
 pub(super) fn plan(
     situation: &mut Situation,
     routines: &HashMap<Uuid, RoutineRow>,
     runs: &[PendingRun],
+    late: &HashMap<Uuid, Late>,
 ) -> Plan {
     let mut plan = Plan::default();
     for run in runs {
         let routine = &routines[&run.routine_id];
-        let outcome = decide(situation, &mut plan, routine, run);
+        let outcome = decide(
+            situation,
+            &mut plan,
+            routine,
+            run,
+            late.get(&run.id).copied(),
+        );
         plan.outcomes.push((run.id, outcome));
     }
     plan
@@ -375,10 +512,39 @@ fn decide(
     plan: &mut Plan,
     routine: &RoutineRow,
     run: &PendingRun,
+    late: Option<Late>,
 ) -> Outcome {
     if routine.status == RoutineStatus::Archived {
         return Outcome::ended(RunStatus::Skipped, "routine_archived");
     }
+    // A paused routine does not fire from schedules or webhooks, also when the fire was
+    // accepted before the pause; a run by hand is dispatched as usual.
+    if routine.status == RoutineStatus::Paused
+        && matches!(run.source, RunSource::Schedule | RunSource::Webhook)
+    {
+        return Outcome::ended(RunStatus::Skipped, "routine_paused");
+    }
+    match late {
+        Some(Late::Missed) => return Outcome::missed(run, "missed_schedule"),
+        Some(Late::OverCap) => return Outcome::missed(run, "catch_up_cap"),
+        Some(Late::CatchUp) => {
+            return Outcome {
+                catch_up: true,
+                ..apply_policy(situation, plan, routine, run)
+            };
+        }
+        None => {}
+    }
+    apply_policy(situation, plan, routine, run)
+}
+
+/// The assignee check and the concurrency policy.
+fn apply_policy(
+    situation: &mut Situation,
+    plan: &mut Plan,
+    routine: &RoutineRow,
+    run: &PendingRun,
+) -> Outcome {
     if situation
         .agents
         .get(&routine.assignee_agent_id)
@@ -486,6 +652,8 @@ fn create_execution_issue(
         linked_issue_id: Some(issue_id),
         coalesced_into_run_id: None,
         heartbeat: Some(plan.heartbeats.len() - 1),
+        catch_up: false,
+        missed: None,
     }
 }
 
@@ -540,7 +708,11 @@ async fn write(
     let mut linked = Vec::with_capacity(n);
     let mut coalesced = Vec::with_capacity(n);
     let mut heartbeat_of = Vec::with_capacity(n);
+    let mut catch_ups = Vec::with_capacity(n);
+    let mut missed = Vec::with_capacity(n);
     for (id, outcome) in &outcomes {
+        catch_ups.push(outcome.catch_up);
+        missed.push(outcome.missed.clone());
         ids.push(*id);
         statuses.push(outcome.status.as_str().to_owned());
         reasons.push(outcome.reason.map(str::to_owned));
@@ -559,9 +731,12 @@ async fn write(
              linked_issue_id = o.linked, coalesced_into_run_id = o.coalesced,
              heartbeat_run_id = o.heartbeat,
              completed_at = CASE WHEN o.status = 'issue_created' THEN NULL ELSE $8::timestamptz END,
-             updated_at = $8
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[])
-              AS o(id, status, reason, failure_reason, linked, coalesced, heartbeat)
+             updated_at = $8,
+             catch_up = r.catch_up OR o.catch_up,
+             missed = COALESCE(o.missed, r.missed)
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[],
+                     $9::bool[], $10::jsonb[])
+              AS o(id, status, reason, failure_reason, linked, coalesced, heartbeat, catch_up, missed)
          WHERE r.id = o.id",
         &ids,
         &statuses,
@@ -571,6 +746,8 @@ async fn write(
         &coalesced as &[Option<Uuid>],
         &heartbeat_of as &[Option<Uuid>],
         now,
+        &catch_ups,
+        &missed as &[Option<Value>],
     )
     .execute(&mut *conn)
     .await?;
@@ -590,11 +767,15 @@ async fn write(
              SET last_fired_at = GREATEST(t.last_fired_at, l.fired), last_result = l.result
              FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS l(id, fired, result)
              WHERE t.id = l.id
-               AND (t.last_fired_at IS NULL OR t.last_fired_at < l.fired
+               AND (GREATEST(t.last_fired_at,
+                             CASE WHEN t.prepared_fire_at <= $4 THEN t.prepared_fire_at END)
+                        IS DISTINCT FROM GREATEST(t.last_fired_at, l.fired,
+                             CASE WHEN t.prepared_fire_at <= $4 THEN t.prepared_fire_at END)
                     OR t.last_result IS DISTINCT FROM l.result)",
             &ids,
             &fired,
             &results,
+            now,
         )
         .execute(&mut *conn)
         .await?;

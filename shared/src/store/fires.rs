@@ -92,18 +92,32 @@ impl FireReport {
 /// A run a fire pass inserted: id, nominal time, catch-up flag, trigger.
 pub(super) type InsertedFire = (Uuid, DateTime<Utc>, bool, Uuid);
 
-/// When each trigger that fired in a batch last fired: the latest effective time of its runs.
-pub(super) fn fired_at(
-    window: &FireWindow,
-    inserted: &[InsertedFire],
-) -> HashMap<Uuid, DateTime<Utc>> {
-    let mut fired: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+/// What a batch's fires of one trigger change on it: the latest fire that happened (at the
+/// pass's now) and the earliest fire prepared ahead (at its nominal time).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fired {
+    /// The pass's now, when a fire of the trigger was due by then.
+    pub(super) now: Option<DateTime<Utc>>,
+    /// The nominal time of the earliest fire prepared ahead.
+    pub(super) prepared: Option<DateTime<Utc>>,
+}
+
+/// What each trigger that fired in a batch records. A prepared fire is not recorded as fired:
+/// it is kept apart (`prepared_fire_at`) until its nominal time, so nothing of it shows before
+/// then (see `TriggerRow::into_trigger`).
+pub(super) fn fired_at(window: &FireWindow, inserted: &[InsertedFire]) -> HashMap<Uuid, Fired> {
+    let mut fired: HashMap<Uuid, Fired> = HashMap::new();
     for (_, scheduled_for, _, trigger) in inserted {
-        let at = window.effective(*scheduled_for);
-        fired
-            .entry(*trigger)
-            .and_modify(|t| *t = (*t).max(at))
-            .or_insert(at);
+        let entry = fired.entry(*trigger).or_default();
+        if *scheduled_for > window.now {
+            entry.prepared = Some(
+                entry
+                    .prepared
+                    .map_or(*scheduled_for, |p| p.min(*scheduled_for)),
+            );
+        } else {
+            entry.now = Some(window.now);
+        }
     }
     fired
 }
@@ -303,20 +317,31 @@ impl PgStore {
         }
         // A trigger that fired records it now, in the row this update writes anyway (its
         // `next_run_at` moves), so the dispatch leaves the row alone unless the result changes.
+        // A prepared fire is recorded apart, and an earlier one that has happened since is
+        // folded into `last_fired_at`.
         let fired = fired_at(&window, &inserted);
         let (ids, nexts): (Vec<Uuid>, Vec<Option<DateTime<Utc>>>) = next.into_iter().unzip();
-        let fired: Vec<Option<DateTime<Utc>>> =
-            ids.iter().map(|id| fired.get(id).copied()).collect();
+        let fired: Vec<Fired> = ids
+            .iter()
+            .map(|id| fired.get(id).copied().unwrap_or_default())
+            .collect();
+        let prepared: Vec<Option<DateTime<Utc>>> = fired.iter().map(|f| f.prepared).collect();
+        let fired: Vec<Option<DateTime<Utc>>> = fired.iter().map(|f| f.now).collect();
         sqlx::query!(
             "UPDATE routine_triggers t
              SET next_run_at = n.next,
-                 last_fired_at = CASE WHEN n.fired IS NULL THEN t.last_fired_at
-                                      ELSE GREATEST(t.last_fired_at, n.fired) END
-             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS n(id, next, fired)
+                 last_fired_at = GREATEST(t.last_fired_at, n.fired,
+                                          CASE WHEN t.prepared_fire_at <= $4 THEN t.prepared_fire_at END),
+                 prepared_fire_at = CASE WHEN t.prepared_fire_at > $4 THEN t.prepared_fire_at
+                                         ELSE n.prepared END
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $5::timestamptz[])
+                  AS n(id, next, fired, prepared)
              WHERE t.id = n.id",
             &ids,
             &nexts as &[Option<DateTime<Utc>>],
             &fired as &[Option<DateTime<Utc>>],
+            now,
+            &prepared as &[Option<DateTime<Utc>>],
         )
         .execute(&mut *tx)
         .await?;
@@ -364,6 +389,14 @@ pub(crate) async fn withdraw_prepared(
     sqlx::query!(
         "DELETE FROM routine_runs
          WHERE trigger_id = ANY($1) AND scheduled_for > $2 AND source = 'schedule' AND status = 'received'",
+        triggers,
+        now,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE routine_triggers SET prepared_fire_at = NULL
+         WHERE id = ANY($1) AND prepared_fire_at > $2",
         triggers,
         now,
     )
@@ -523,6 +556,8 @@ pub(super) struct NewFires {
     pub(super) triggers: Vec<Uuid>,
     pub(super) scheduled_for: Vec<DateTime<Utc>>,
     pub(super) catch_up: Vec<bool>,
+    /// The time zone each fire was computed in (kept with the run for `{{date}}`).
+    pub(super) zones: Vec<String>,
 }
 
 impl NewFires {
@@ -532,6 +567,7 @@ impl NewFires {
         self.triggers.push(trigger.id);
         self.scheduled_for.push(scheduled_for);
         self.catch_up.push(catch_up);
+        self.zones.push(trigger.zone.clone());
     }
 
     /// Inserts `received` schedule runs, triggered at `now` or, when prepared ahead, at their
@@ -549,11 +585,12 @@ impl NewFires {
         let ids: Vec<Uuid> = self.triggers.iter().map(|_| new_id()).collect();
         let rows = sqlx::query!(
             r#"INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
-                                        catch_up, triggered_at, payload, updated_at)
+                                        catch_up, triggered_at, payload, updated_at, timezone)
                SELECT id, company_id, routine_id, trigger_id, 'schedule', 'received', scheduled_for,
-                      catch_up, GREATEST($7, scheduled_for), '{}', $7
-               FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bool[])
-                    AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up)
+                      catch_up, GREATEST($7, scheduled_for), '{}', $7, timezone
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bool[],
+                           $8::text[])
+                    AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up, timezone)
                ORDER BY id
                ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
                RETURNING id, scheduled_for AS "scheduled_for!", catch_up, trigger_id AS "trigger_id!""#,
@@ -564,6 +601,7 @@ impl NewFires {
             &self.scheduled_for,
             &self.catch_up,
             now,
+            &self.zones,
         )
         .fetch_all(conn)
         .await?;
@@ -589,8 +627,9 @@ async fn record_missed(
     let missed: Value = json!({ "count": count, "from": from, "to": to });
     sqlx::query!(
         "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
-                                   scheduled_for, missed, triggered_at, completed_at, payload, updated_at)
-         VALUES ($1, $2, $3, $4, 'schedule', 'skipped', $5, $6, $7, $8, $8, '{}', $8)
+                                   scheduled_for, missed, triggered_at, completed_at, payload, updated_at,
+                                   timezone)
+         VALUES ($1, $2, $3, $4, 'schedule', 'skipped', $5, $6, $7, $8, $8, '{}', $8, $9)
          ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING",
         new_id(),
         trigger.company_id,
@@ -600,6 +639,7 @@ async fn record_missed(
         to,
         missed,
         now,
+        trigger.zone,
     )
     .execute(&mut *conn)
     .await?;
@@ -697,7 +737,20 @@ mod tests {
             "catch-up fires have no lateness; a prepared one is not late"
         );
         let fired = fired_at(&window, &inserted);
-        assert_eq!(fired[&a], at("2026-11-29T10:00:00Z"));
-        assert_eq!(fired[&b], now);
+        assert_eq!(
+            fired[&a],
+            Fired {
+                now: Some(now),
+                prepared: Some(at("2026-11-29T10:00:00Z"))
+            },
+            "a prepared fire is kept apart from the fire that happened"
+        );
+        assert_eq!(
+            fired[&b],
+            Fired {
+                now: Some(now),
+                prepared: None
+            }
+        );
     }
 }

@@ -433,34 +433,19 @@ impl PgStore {
             .collect())
     }
 
-    /// Remembers a signature until `until` unless a live one is remembered under `key`.
+    /// Whether webhook trigger `trigger_id` has accepted a call with signature `mac` that is
+    /// still remembered (see `webhook_signatures`).
     ///
     /// # Errors
     /// The database failed.
-    pub async fn remember_signature(&self, key: &str, until: DateTime<Utc>) -> StoreResult<bool> {
-        let remembered = sqlx::query_scalar!(
-            "INSERT INTO webhook_signatures (key, expires_at) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
-             WHERE webhook_signatures.expires_at <= $3
-             RETURNING key",
-            key,
-            until,
-            self.now(),
+    pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT FROM webhook_signatures WHERE trigger_id = $1 AND signature = $2) AS "seen!""#,
+            trigger_id,
+            mac,
         )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(remembered.is_some())
-    }
-
-    /// Forgets a remembered signature.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn forget_signature(&self, key: &str) -> StoreResult<()> {
-        sqlx::query!("DELETE FROM webhook_signatures WHERE key = $1", key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Deletes remembered signatures whose time is up.
@@ -470,7 +455,7 @@ impl PgStore {
     pub async fn purge_signatures(&self) -> StoreResult<u64> {
         let deleted = sqlx::query!(
             "DELETE FROM webhook_signatures WHERE expires_at <= $1",
-            self.now()
+            self.now().timestamp()
         )
         .execute(&self.pool)
         .await?;

@@ -39,7 +39,8 @@ pub use self::{
     jobs::JOBS_CHANNEL,
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
     runs::{
-        Accepted, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, TRIGGER_CHANGED, WebhookTrigger,
+        Accepted, CallSignature, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, TRIGGER_CHANGED,
+        WebhookTrigger,
     },
     storage::{Dispatched, Storage, Store, Subscription, Taken, Topic},
     triggers::{
@@ -133,9 +134,15 @@ pub struct PgStore {
     hasher: Arc<TokenHasher>,
     secrets: Arc<SecretBox>,
     public_url: Arc<str>,
+    /// How late a schedule run may be dispatched before it counts as missed.
+    misfire_grace: chrono::TimeDelta,
     announcer: Arc<Announcer>,
     intake: Arc<intake::Intake>,
 }
+
+/// How late a schedule fire may be handled before it is missed, unless configured
+/// (`NEXUS_MISFIRE_GRACE_SECS`).
+pub const DEFAULT_MISFIRE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// Sends the job announcements of concurrent acceptances as one `NOTIFY`: each acceptance
 /// wakes the announcer (a permit, so wake-ups during a `NOTIFY` are kept, and many become
@@ -175,6 +182,7 @@ impl PgStore {
             hasher: Arc::new(TokenHasher::new(key)),
             secrets: Arc::new(SecretBox::new(key)),
             public_url: Arc::from("http://127.0.0.1:8080"),
+            misfire_grace: DEFAULT_MISFIRE_GRACE,
             announcer: Arc::new(Announcer::default()),
             intake: Arc::new(intake::Intake::default()),
         }
@@ -184,6 +192,14 @@ impl PgStore {
     #[must_use]
     pub fn with_public_url(mut self, public_url: &str) -> Self {
         self.public_url = Arc::from(public_url.trim_end_matches('/'));
+        self
+    }
+
+    /// Sets how late a schedule run may be dispatched before it counts as missed
+    /// (`NEXUS_MISFIRE_GRACE_SECS`).
+    #[must_use]
+    pub fn with_misfire_grace(mut self, grace: std::time::Duration) -> Self {
+        self.misfire_grace = chrono::TimeDelta::from_std(grace).unwrap_or(self.misfire_grace);
         self
     }
 

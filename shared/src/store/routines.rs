@@ -407,11 +407,12 @@ impl PgStore {
         conn: &mut PgConnection,
         routine_ids: &[Uuid],
     ) -> StoreResult<HashMap<Uuid, Vec<Trigger>>> {
+        let now = self.now();
         let rows = sqlx::query_as!(
             TriggerRow,
             r#"SELECT id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                       next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                      last_fired_at, last_result, created_at, updated_at
+                      last_fired_at, last_result, created_at, updated_at, prepared_fire_at
                FROM routine_triggers WHERE routine_id = ANY($1)
                ORDER BY created_at, id"#,
             routine_ids,
@@ -423,7 +424,7 @@ impl PgStore {
             grouped
                 .entry(row.routine_id)
                 .or_default()
-                .push(row.into_trigger(&self.public_url));
+                .push(row.into_trigger(&self.public_url, now));
         }
         Ok(grouped)
     }

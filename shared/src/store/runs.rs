@@ -33,6 +33,20 @@ pub struct NewRun {
     pub idempotency_key: Option<IdempotencyKey>,
     /// Trace context of the request.
     pub trace_context: Option<Value>,
+    /// For a signed webhook call, its signature: remembered with the run, in its transaction.
+    pub signature: Option<CallSignature>,
+}
+
+/// The signature of a signed webhook call. Accepting the call remembers it (a unique key per
+/// trigger, in the run's own transaction); a call whose signature is remembered is a replay.
+#[derive(Debug, Clone)]
+pub struct CallSignature {
+    /// The MAC the call carried.
+    pub mac: Vec<u8>,
+    /// Until when it is remembered (Unix seconds): until its own timestamp has left the
+    /// trigger's replay window (a call dated ahead is remembered longer, so it cannot be sent
+    /// again once the memory would otherwise have ended).
+    pub remember_until: i64,
 }
 
 /// A webhook trigger as its public endpoint needs it.
@@ -282,7 +296,10 @@ impl PgStore {
             }
             Err(received) => received,
         };
-        // Nothing was written: find out why, holding the trigger.
+        // Nothing was written: find out why, holding the trigger, and decide again. The
+        // batch may have remembered this call's signature although its run was not written
+        // (its idempotency key was taken): that memory is undone first, and kept only if the
+        // call is answered 202 after all.
         let mut tx = self.pool.begin().await?;
         let state = sqlx::query!(
             r#"SELECT t.enabled, r.status AS "status: RoutineStatus", t.secret_enc AS "secret_enc!",
@@ -302,7 +319,21 @@ impl PgStore {
         ) {
             return Err(trigger_changed());
         }
+        sqlx::query!(
+            "DELETE FROM webhook_signatures WHERE trigger_id = $1 AND run_id = $2",
+            trigger.id,
+            received.run_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        if let Some(signature) = &received.new.signature
+            && signature_taken(&mut tx, trigger.id, &signature.mac).await?
+        {
+            tx.commit().await?;
+            return Err(replayed());
+        }
         if !state.enabled || state.status != RoutineStatus::Active {
+            tx.commit().await?;
             return Err(StoreError::conflict(
                 "not_active",
                 "the trigger is disabled or its routine is paused or archived",
@@ -311,7 +342,12 @@ impl PgStore {
         if let Some(key) = &received.new.idempotency_key
             && let Some(existing) = find_by_key(&mut tx, trigger.routine_id, key.as_str()).await?
         {
-            return replay(existing, &received.new.payload);
+            let answer = replay(existing, &received.new.payload);
+            if let (Ok(accepted), Some(signature)) = (&answer, &received.new.signature) {
+                remember_signature(&mut tx, trigger.id, signature, accepted.run.id).await?;
+            }
+            tx.commit().await?;
+            return answer;
         }
         // The trigger was re-enabled in between: accept under the lock (held here, so the
         // statement need not check it again).
@@ -319,10 +355,14 @@ impl PgStore {
             guard: None,
             ..received
         };
-        let run = insert_received(&mut tx, std::slice::from_ref(&unguarded))
+        let Some(run) = insert_received(&mut tx, std::slice::from_ref(&unguarded))
             .await?
             .pop()
-            .ok_or(StoreError::NotFound)?;
+        else {
+            // A concurrent call took the signature or the idempotency key meanwhile.
+            tx.rollback().await?;
+            return Err(replayed());
+        };
         tx.commit().await?;
         Ok(self.accepted(run))
     }
@@ -396,15 +436,20 @@ impl PgStore {
         }))
     }
 
-    /// One run.
+    /// One run; a fire prepared ahead of its nominal time is not found before that time.
     ///
     /// # Errors
     /// [`StoreError::NotFound`], or the database failed.
     pub async fn run(&self, id: Uuid) -> StoreResult<Run> {
-        fetch_run(&mut *self.pool.acquire().await?, id).await
+        let run = fetch_run(&mut *self.pool.acquire().await?, id).await?;
+        if run.triggered_at > self.now() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(run)
     }
 
-    /// A routine's runs, newest first, older than `before` when given.
+    /// A routine's runs, newest first by `triggered_at` (ties by id), older than the run
+    /// `before` when given; fires prepared ahead of their nominal time are left out until then.
     ///
     /// # Errors
     /// The database failed.
@@ -423,12 +468,16 @@ impl PgStore {
                       r.idempotency_key, r.payload, r.linked_issue_id, r.coalesced_into_run_id,
                       r.heartbeat_run_id, r.failure_reason
                FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
-               WHERE r.routine_id = $1 AND ($2::uuid IS NULL OR r.id < $2)
-               ORDER BY r.id DESC
+               WHERE r.routine_id = $1 AND r.triggered_at <= $4
+                 AND ($2::uuid IS NULL
+                      OR (r.triggered_at, r.id) < (SELECT b.triggered_at, b.id FROM routine_runs b
+                                                   WHERE b.id = $2 AND b.routine_id = $1))
+               ORDER BY r.triggered_at DESC, r.id DESC
                LIMIT $3"#,
             routine_id,
             before,
             limit,
+            self.now(),
         )
         .fetch_all(&self.pool)
         .await?;
@@ -484,9 +533,11 @@ impl Received {
 
 /// Writes `received` runs, each with its dispatch job and its audit entry, in one statement
 /// (the ingestion hot path: one round trip for any number of runs), returning the runs written
-/// as the API shows them. A run is not written when its idempotency key is taken, or when its
-/// guard — a webhook trigger, held `FOR SHARE` — is not enabled with an active routine, or no
-/// longer has the credentials the call was checked against.
+/// as the API shows them. A run is not written when its idempotency key is taken, when its
+/// guard — a webhook trigger, held `FOR SHARE` — is not enabled with an active routine or no
+/// longer has the credentials the call was checked against, or when its call's signature is
+/// already remembered; a signed call's signature is remembered when its guard passes (even if
+/// the key then turns out to be taken: the caller's fallback undoes that).
 pub(super) async fn insert_received(
     conn: &mut PgConnection,
     all: &[Received],
@@ -499,7 +550,7 @@ pub(super) async fn insert_received(
     let (mut traces, mut entries, mut actor_types, mut actor_ids) =
         (vec![], vec![], vec![], vec![]);
     let (mut details, mut guards, mut sealed, mut modes) = (vec![], vec![], vec![], vec![]);
-    let mut windows = vec![];
+    let (mut windows, mut macs, mut remember) = (vec![], vec![], vec![]);
     for r in all {
         let new = &r.new;
         runs.push(r.run_id);
@@ -522,6 +573,8 @@ pub(super) async fn insert_received(
         sealed.push(r.guard.as_ref().map(|t| t.sealed.clone()));
         modes.push(r.guard.as_ref().map(|t| t.signing_mode.as_str()));
         windows.push(r.guard.as_ref().map(|t| t.replay_window_sec));
+        macs.push(new.signature.as_ref().map(|s| s.mac.clone()));
+        remember.push(new.signature.as_ref().map(|s| s.remember_until));
     }
     let inserted = sqlx::query_as!(
         RunRow,
@@ -530,26 +583,42 @@ pub(super) async fn insert_received(
                                     $6::timestamptz[], $7::text[], $8::jsonb[], $9::uuid[],
                                     $10::jsonb[], $11::uuid[], $12::text[], $13::uuid[],
                                     $14::jsonb[], $15::uuid[], $16::bytea[], $17::text[],
-                                    $18::int4[])
+                                    $18::int4[], $21::bytea[], $22::int8[])
                    AS i(run_id, company_id, routine_id, trigger_id, source, at, idempotency_key,
                         payload, job_id, trace_context, entry_id, actor_type, actor_id, details,
-                        guard, sealed, signing_mode, replay_window_sec)),
+                        guard, sealed, signing_mode, replay_window_sec, signature, remember_until)),
            guard AS (
                SELECT t.id, t.secret_enc, t.signing_mode, t.replay_window_sec
                FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
                WHERE t.id = ANY($15) AND t.enabled AND r.status = 'active'
                FOR SHARE OF t),
+           allowed AS (
+               SELECT i.run_id FROM input i
+               WHERE i.guard IS NULL
+                  OR EXISTS (SELECT FROM guard g
+                             WHERE g.id = i.guard AND g.secret_enc = i.sealed
+                               AND g.signing_mode = i.signing_mode
+                               AND g.replay_window_sec = i.replay_window_sec)),
+           signature AS (
+               INSERT INTO webhook_signatures (trigger_id, signature, run_id, expires_at)
+               SELECT i.trigger_id, i.signature, i.run_id, i.remember_until
+               FROM input i JOIN allowed a ON a.run_id = i.run_id
+               WHERE i.signature IS NOT NULL
+                 AND (i.idempotency_key IS NULL
+                      OR NOT EXISTS (SELECT FROM routine_runs k
+                                     WHERE k.routine_id = i.routine_id
+                                       AND k.idempotency_key = i.idempotency_key))
+               ORDER BY i.run_id
+               ON CONFLICT DO NOTHING
+               RETURNING run_id),
            run AS (
                INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
                                          triggered_at, idempotency_key, payload, updated_at)
                SELECT i.run_id, i.company_id, i.routine_id, i.trigger_id, i.source, 'received',
                       i.at, i.idempotency_key, i.payload, i.at
-               FROM input i
-               WHERE i.guard IS NULL
-                  OR EXISTS (SELECT FROM guard g
-                             WHERE g.id = i.guard AND g.secret_enc = i.sealed
-                               AND g.signing_mode = i.signing_mode
-                               AND g.replay_window_sec = i.replay_window_sec)
+               FROM input i JOIN allowed a ON a.run_id = i.run_id
+               WHERE i.signature IS NULL
+                  OR EXISTS (SELECT FROM signature s WHERE s.run_id = i.run_id)
                ORDER BY i.run_id
                ON CONFLICT (routine_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                RETURNING *),
@@ -593,6 +662,8 @@ pub(super) async fn insert_received(
         &windows as &[Option<i32>],
         DISPATCH_RUN,
         DISPATCH_MAX_ATTEMPTS,
+        &macs as &[Option<Vec<u8>>],
+        &remember as &[Option<i64>],
     )
     .fetch_all(conn)
     .await?;
@@ -615,6 +686,49 @@ async fn find_by_key(
         Some(id) => Ok(Some(fetch_run(conn, id).await?)),
         None => Ok(None),
     }
+}
+
+/// Whether trigger `trigger_id` has remembered signature `mac`.
+async fn signature_taken(
+    conn: &mut PgConnection,
+    trigger_id: Uuid,
+    mac: &[u8],
+) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT FROM webhook_signatures WHERE trigger_id = $1 AND signature = $2) AS "taken!""#,
+        trigger_id,
+        mac,
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Remembers an accepted call's signature with the run it was answered with.
+async fn remember_signature(
+    conn: &mut PgConnection,
+    trigger_id: Uuid,
+    signature: &CallSignature,
+    run_id: Uuid,
+) -> StoreResult<()> {
+    sqlx::query!(
+        "INSERT INTO webhook_signatures (trigger_id, signature, run_id, expires_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        trigger_id,
+        signature.mac,
+        run_id,
+        signature.remember_until,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The answer to a call whose signature was already accepted.
+pub(crate) fn replayed() -> StoreError {
+    StoreError::conflict(
+        "replayed",
+        "this signature was already accepted; sign a new request",
+    )
 }
 
 pub(super) fn replay(

@@ -357,7 +357,8 @@ storage! {
     /// # Errors
     /// `NotFound`; the database failed.
     async fn run(&self, id: Uuid) -> StoreResult<Run>;
-    /// A routine's runs, newest first, before the run `before`.
+    /// A routine's runs, newest first by `triggered_at` (ties by id), after the run `before` in
+    /// that order; a fire prepared ahead is neither listed nor found (`run`) before its time.
     ///
     /// # Errors
     /// The database failed.
@@ -457,17 +458,13 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn time_out_heartbeats(&self, timeout: Duration) -> StoreResult<u64>;
-    /// Remembers an accepted signature until `until` unless a live one is remembered under
-    /// `key`; `true` when it was new (the replay memory where no Redis is configured).
+    /// Whether webhook trigger `trigger_id` accepted a call signed `mac` that is still
+    /// remembered (accepted signatures are written with their run, see
+    /// [`Storage::accept_webhook_run`]).
     ///
     /// # Errors
     /// The database failed.
-    async fn remember_signature(&self, key: &str, until: DateTime<Utc>) -> StoreResult<bool>;
-    /// Forgets a remembered signature (its request was not accepted after all).
-    ///
-    /// # Errors
-    /// The database failed.
-    async fn forget_signature(&self, key: &str) -> StoreResult<()>;
+    async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool>;
     /// Deletes remembered signatures whose time is up; returns how many.
     ///
     /// # Errors

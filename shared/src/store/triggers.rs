@@ -112,15 +112,25 @@ pub(crate) struct TriggerRow {
     pub(crate) last_result: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// The nominal time of the trigger's pending prepared fire (see `fires.rs`).
+    pub(crate) prepared_fire_at: Option<DateTime<Utc>>,
 }
 
 impl TriggerRow {
-    pub(crate) fn into_trigger(self, public_url: &str) -> Trigger {
+    /// The trigger as the API shows it at `now`. A fire prepared ahead is invisible before its
+    /// nominal time: until then `nextRunAt` is that time and `lastFiredAt` the fire before it;
+    /// from then on it counts as fired.
+    pub(crate) fn into_trigger(self, public_url: &str, now: DateTime<Utc>) -> Trigger {
+        let (next_run_at, last_fired_at) = match self.prepared_fire_at {
+            Some(prepared) if prepared > now => (Some(prepared), self.last_fired_at),
+            Some(prepared) => (self.next_run_at, self.last_fired_at.max(Some(prepared))),
+            None => (self.next_run_at, self.last_fired_at),
+        };
         let config = match self.kind {
             TriggerKind::Schedule => TriggerConfig::Schedule {
                 cron_expression: self.cron_expression.unwrap_or_default(),
                 timezone: self.timezone.unwrap_or_default(),
-                next_run_at: self.next_run_at,
+                next_run_at,
             },
             TriggerKind::Webhook => {
                 let public_id = self.public_id.unwrap_or_default();
@@ -139,7 +149,7 @@ impl TriggerRow {
             config,
             label: self.label,
             enabled: self.enabled,
-            last_fired_at: self.last_fired_at,
+            last_fired_at,
             last_result: self.last_result,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -202,6 +212,17 @@ async fn changeable_routine_of(
     conn: &mut PgConnection,
     trigger_id: Uuid,
 ) -> StoreResult<RoutineRow> {
+    let routine = routine_of(conn, trigger_id).await?;
+    if routine.status == RoutineStatus::Archived {
+        return Err(archived());
+    }
+    Ok(routine)
+}
+
+/// The routine of trigger `trigger_id`, locked, whatever its status: deleting a trigger and
+/// rotating its secret stay allowed on an archived routine, so a leaked secret can always be
+/// destroyed.
+async fn routine_of(conn: &mut PgConnection, trigger_id: Uuid) -> StoreResult<RoutineRow> {
     let routine_id = sqlx::query_scalar!(
         "SELECT routine_id FROM routine_triggers WHERE id = $1",
         trigger_id
@@ -209,11 +230,7 @@ async fn changeable_routine_of(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NotFound)?;
-    let routine = fetch_routine(conn, routine_id, true).await?;
-    if routine.status == RoutineStatus::Archived {
-        return Err(archived());
-    }
-    Ok(routine)
+    fetch_routine(conn, routine_id, true).await
 }
 
 /// The kind-specific columns of a new trigger: a schedule's next fire (only while enabled on
@@ -306,7 +323,7 @@ impl PgStore {
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at"#,
             id,
             routine.company_id,
             routine_id,
@@ -324,7 +341,7 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        let trigger = row.into_trigger(&self.public_url);
+        let trigger = row.into_trigger(&self.public_url, now);
         NewActivity {
             company_id: routine.company_id,
             actor,
@@ -354,7 +371,7 @@ impl PgStore {
                       t.cron_expression, t.timezone, t.next_run_at, t.public_id,
                       t.signing_mode AS "signing_mode: SigningMode", t.replay_window_sec,
                       t.last_fired_at, t.last_result, t.created_at, t.updated_at,
-                      r.company_id, r.assignee_agent_id
+                      t.prepared_fire_at, r.company_id, r.assignee_agent_id
                FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
                WHERE t.id = $1"#,
             id
@@ -378,8 +395,9 @@ impl PgStore {
             last_result: row.last_result,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            prepared_fire_at: row.prepared_fire_at,
         }
-        .into_trigger(&self.public_url);
+        .into_trigger(&self.public_url, self.now());
         Ok(TriggerInRoutine {
             trigger,
             company_id: row.company_id,
@@ -403,7 +421,7 @@ impl PgStore {
         let routine = changeable_routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
         let current = sqlx::query!(
-            r#"SELECT enabled, cron_expression, timezone FROM routine_triggers WHERE id = $1 FOR UPDATE"#,
+            r#"SELECT enabled, cron_expression, timezone, replay_window_sec FROM routine_triggers WHERE id = $1 FOR UPDATE"#,
             id
         )
         .fetch_one(&mut *tx)
@@ -444,7 +462,7 @@ impl PgStore {
                WHERE id = $1
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at"#,
             id,
             changes.label.as_ref().map(Label::as_str),
             enabled,
@@ -458,7 +476,20 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        let trigger = row.into_trigger(&self.public_url);
+        if let (Some(window), Some(old)) = (changes.replay_window, current.replay_window_sec)
+            && window.get() > old
+        {
+            // A wider window accepts older timestamps: the signatures accepted under the
+            // narrower one are remembered that much longer, so none can be accepted again.
+            sqlx::query!(
+                "UPDATE webhook_signatures SET expires_at = expires_at + $2 WHERE trigger_id = $1",
+                id,
+                i64::from(window.get() - old),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let trigger = row.into_trigger(&self.public_url, now);
         NewActivity {
             company_id: routine.company_id,
             actor,
@@ -482,15 +513,15 @@ impl PgStore {
         Ok(trigger)
     }
 
-    /// Deletes a trigger and, with it, its secret. Runs it created keep existing (their trigger
-    /// becomes `null`).
+    /// Deletes a trigger and, with it, its secret (allowed on an archived routine too). Runs it
+    /// created keep existing (their trigger becomes `null`).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `routine_archived`; the database failed.
+    /// [`StoreError::NotFound`]; the database failed.
     pub async fn delete_trigger(&self, id: Uuid, actor: Actor) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let routine = changeable_routine_of(&mut tx, id).await?;
+        let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
         withdraw_prepared(&mut tx, &[id], now).await?;
         let kind = sqlx::query_scalar!(
@@ -510,6 +541,9 @@ impl PgStore {
         )
         .execute(&mut *tx)
         .await?;
+        sqlx::query!("DELETE FROM webhook_signatures WHERE trigger_id = $1", id)
+            .execute(&mut *tx)
+            .await?;
         NewActivity {
             company_id: routine.company_id,
             actor,
@@ -525,10 +559,12 @@ impl PgStore {
         Ok(())
     }
 
-    /// Replaces a webhook trigger's secret; the previous one stops working at once.
+    /// Replaces a webhook trigger's secret (allowed on an archived routine too); the previous
+    /// one stops working at once.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `routine_archived`; the database failed.
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] `not_a_webhook_trigger`; the database
+    /// failed.
     pub async fn rotate_trigger_secret(
         &self,
         id: Uuid,
@@ -538,7 +574,7 @@ impl PgStore {
         let secret = generate_token(WEBHOOK_SECRET_PREFIX);
         let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let mut tx = self.pool.begin().await?;
-        let routine = changeable_routine_of(&mut tx, id).await?;
+        let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
         let row = sqlx::query_as!(
             TriggerRow,
@@ -546,7 +582,7 @@ impl PgStore {
                WHERE id = $1 AND kind = 'webhook'
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at"#,
             id,
             sealed,
             now,
@@ -554,7 +590,7 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::conflict("not_a_webhook_trigger", "only webhook triggers have a secret"))?;
-        let trigger = row.into_trigger(&self.public_url);
+        let trigger = row.into_trigger(&self.public_url, now);
         NewActivity {
             company_id: routine.company_id,
             actor,

@@ -17,9 +17,9 @@ use nexus_shared::{
     queue::{JobError, JobSpec, RetryOutcome},
     schedule::{CronExpression, TimeZone},
     store::{
-        AgentChanges, DISPATCH_RUN, IssueFilter, Leadership, NewIssue, NewRoutine, NewRun,
-        NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter, StoreError, TRIGGER_CHANGED,
-        TriggerChanges, WakeupSpec,
+        AgentChanges, CallSignature, DISPATCH_RUN, IssueFilter, Leadership, NewIssue, NewRoutine,
+        NewRun, NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter, StoreError,
+        TRIGGER_CHANGED, TriggerChanges, WakeupSpec,
     },
 };
 use serde_json::json;
@@ -255,11 +255,16 @@ mod catalog {
             store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
             for refused in [
                 store.create_trigger(routine_id, schedule("* * * * *", "UTC"), board()).await.map(drop),
-                store.delete_trigger(trigger.id, board()).await,
-                store.rotate_trigger_secret(trigger.id, board()).await.map(drop),
+                store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.map(drop),
             ] {
                 assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
             }
+            // A leaked secret of an archived routine can still be destroyed: rotated, and the
+            // trigger deleted.
+            let (_, last) = store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate on an archived routine");
+            assert_ne!(last.webhook_secret, rotated.webhook_secret);
+            store.delete_trigger(trigger.id, board()).await.expect("delete on an archived routine");
+            assert!(matches!(store.trigger(trigger.id).await, Err(StoreError::NotFound)));
             let _ = clock;
         }
     }
@@ -311,6 +316,7 @@ fn manual(payload: serde_json::Value, key: Option<&str>) -> NewRun {
         payload,
         idempotency_key: key.map(|k| IdempotencyKey::parse(k.to_owned()).expect("key")),
         trace_context: None,
+        signature: None,
     }
 }
 
@@ -565,18 +571,65 @@ mod flow {
             let _ = clock;
         }
 
-        async fn accepted_signatures_are_remembered_for_their_window(store, clock) {
-        let window = |seconds: i64| clock.now() + TimeDelta::seconds(seconds);
-        assert!(store.remember_signature("replay:a", window(300)).await.expect("db"));
-        assert!(!store.remember_signature("replay:a", window(300)).await.expect("db"), "a replay");
-        assert!(store.remember_signature("replay:b", window(10)).await.expect("db"));
-        clock.advance(TimeDelta::seconds(10));
-        assert!(store.remember_signature("replay:b", window(10)).await.expect("db"), "its window is over");
-        store.forget_signature("replay:a").await.expect("db");
-        assert!(store.remember_signature("replay:a", window(5)).await.expect("db"), "forgotten");
-        clock.advance(TimeDelta::seconds(10));
-        assert_eq!(store.purge_signatures().await.expect("db"), 2);
-        assert_eq!(store.purge_signatures().await.expect("db"), 0);
+        async fn accepted_signatures_are_remembered_with_their_run_and_only_then(store, clock) {
+        let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        let hook = NewTrigger {
+            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window") },
+            label: Label::default(),
+            enabled: true,
+        };
+        let (trigger, _) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
+        let TriggerConfig::Webhook { public_id, .. } = &trigger.config else { panic!("webhook") };
+        let read = store.webhook_trigger(public_id).await.expect("lookup").expect("found");
+        let until = clock.now().timestamp() + 62;
+        let call = |mac: u8, key: Option<&str>, n: i64| NewRun {
+            source: RunSource::Webhook,
+            trigger_id: Some(trigger.id),
+            signature: Some(CallSignature { mac: vec![mac; 32], remember_until: until }),
+            ..manual(json!({ "n": n }), key)
+        };
+        let replayed = |result: Result<_, StoreError>| matches!(result, Err(StoreError::Conflict { code: "replayed", .. }));
+        // Accepted once, then a replay — also when sent many times at once (on Postgres,
+        // written together in one statement): exactly one run.
+        let first = store.accept_webhook_run(&read, call(1, None, 0)).await.expect("accepted");
+        assert!(replayed(store.accept_webhook_run(&read, call(1, None, 0)).await));
+        let results = futures_util::future::join_all((0..8).map(|_| store.accept_webhook_run(&read, call(2, None, 0)))).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "one of eight identical calls accepted");
+        assert!(results.into_iter().filter(|r| r.is_err()).all(replayed));
+        assert!(store.signature_seen(trigger.id, vec![1; 32]).await.expect("db"));
+        // A refused call leaves no trace: refused while disabled, accepted once re-enabled.
+        store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.expect("disable");
+        let refused = store.accept_webhook_run(&read, call(3, None, 0)).await;
+        assert!(matches!(refused, Err(StoreError::Conflict { code: "not_active", .. })), "{refused:?}");
+        assert!(!store.signature_seen(trigger.id, vec![3; 32]).await.expect("db"));
+        store.update_trigger(trigger.id, TriggerChanges { enabled: Some(true), ..Default::default() }, board()).await.expect("enable");
+        store.accept_webhook_run(&read, call(3, None, 0)).await.expect("accepted after all");
+        // An idempotent replay is an acceptance (its signature is remembered); a reused key
+        // with another payload is refused (its signature is not).
+        let keyed = store.accept_webhook_run(&read, call(4, Some("k"), 1)).await.expect("accepted");
+        let again = store.accept_webhook_run(&read, call(5, Some("k"), 1)).await.expect("idempotent replay");
+        assert!(again.replayed && again.run.id == keyed.run.id);
+        assert!(replayed(store.accept_webhook_run(&read, call(5, Some("k"), 1)).await));
+        let reused = store.accept_webhook_run(&read, call(6, Some("k"), 2)).await;
+        assert!(matches!(reused, Err(StoreError::Unprocessable { code: "idempotency_key_reused", .. })), "{reused:?}");
+        assert!(!store.signature_seen(trigger.id, vec![6; 32]).await.expect("db"));
+        assert_eq!(store.runs(routine_id, None, 100).await.expect("runs").len(), 4);
+        // Widening the window extends the memory by as much; purging forgets only what has
+        // expired.
+        let wider = TriggerChanges { replay_window: Some(ReplayWindow::parse(120).expect("window")), ..Default::default() };
+        store.update_trigger(trigger.id, wider, board()).await.expect("widen");
+        clock.advance(TimeDelta::seconds(63));
+        assert_eq!(store.purge_signatures().await.expect("db"), 0, "kept 60 s longer");
+        clock.advance(TimeDelta::seconds(60));
+        assert_eq!(store.purge_signatures().await.expect("db"), 5);
+        assert!(!store.signature_seen(trigger.id, vec![1; 32]).await.expect("db"));
+        // Deleting the trigger forgets its signatures.
+        let fresh = store.webhook_trigger(public_id).await.expect("lookup").expect("found");
+        let until = clock.now().timestamp() + 122;
+        store.accept_webhook_run(&fresh, NewRun { signature: Some(CallSignature { mac: vec![7; 32], remember_until: until }), ..call(7, None, 0) }).await.expect("accepted");
+        store.delete_trigger(trigger.id, board()).await.expect("delete");
+        assert!(!store.signature_seen(trigger.id, vec![7; 32]).await.expect("db"));
+        let _ = first;
     }
 
     async fn heartbeat_runs_are_claimed_finished_and_timed_out(store, clock) {
@@ -664,20 +717,24 @@ mod flow {
             let of = |runs: &[nexus_shared::model::Run], s: &str| runs.iter().filter(|r| r.scheduled_for == Some(at(s))).map(|r| (r.id, r.status)).collect::<Vec<_>>();
 
             // Three seconds before 10:01 its fire is prepared: a received run triggered at its
-            // nominal time, and a dispatch job due then; the trigger moves on to 10:02.
+            // nominal time, and a dispatch job due then. Nothing of it shows before then: no
+            // run, and the trigger's next fire is still 10:01, its last fire none.
             clock.set(at("10:00:57"));
             let report = store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare");
             assert_eq!((report.dispatched, report.prepared, report.lateness.clone()), (1, 1, vec![TimeDelta::zero()]));
+            assert!(store.runs(routine_id, None, 50).await.expect("runs").is_empty(), "not listed before its time");
+            let before = store.trigger(trigger).await.expect("trigger").trigger;
+            assert_eq!((next_run_at(&before.config), before.last_fired_at), (Some(at("10:01:00")), None));
+            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("again").dispatched, 0, "prepared once");
+            assert!(store.claim_and_dispatch("w", lease, 100).await.expect("take").is_empty(), "not due before its time");
+            assert_eq!(store.next_job_at().await.expect("next"), Some(at("10:01:00")));
+            clock.set(at("10:01:00"));
             let runs = store.runs(routine_id, None, 50).await.expect("runs");
             assert_eq!(runs.len(), 1);
             assert_eq!((runs[0].status, runs[0].scheduled_for, runs[0].triggered_at), (RunStatus::Received, Some(at("10:01:00")), at("10:01:00")));
             let prepared = runs[0].id;
             let fired = store.trigger(trigger).await.expect("trigger").trigger;
             assert_eq!((next_run_at(&fired.config), fired.last_fired_at), (Some(at("10:02:00")), Some(at("10:01:00"))));
-            assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("again").dispatched, 0, "prepared once");
-            assert!(store.claim_and_dispatch("w", lease, 100).await.expect("take").is_empty(), "not due before its time");
-            assert_eq!(store.next_job_at().await.expect("next"), Some(at("10:01:00")));
-            clock.set(at("10:01:00"));
             assert_eq!(store.next_job_at().await.expect("next"), None, "due now");
             let taken = store.claim_and_dispatch("w", lease, 100).await.expect("take");
             assert_eq!(taken.outcomes, [(prepared, RunStatus::IssueCreated)]);
@@ -687,13 +744,16 @@ mod flow {
             clock.set(at("10:01:57"));
             assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare").prepared, 1);
             let relabel = TriggerChanges { label: Some(Label::parse("minutely".to_owned()).expect("label")), ..Default::default() };
-            store.update_trigger(trigger, relabel, board()).await.expect("label");
-            assert_eq!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:02:00").len(), 1, "kept");
+            let relabelled = store.update_trigger(trigger, relabel, board()).await.expect("label");
+            assert_eq!((next_run_at(&relabelled.config), relabelled.last_fired_at), (Some(at("10:02:00")), Some(at("10:01:00"))));
             let every_five = TriggerChanges { cron: Some(CronExpression::parse("*/5 * * * *").expect("cron")), ..Default::default() };
             let changed = store.update_trigger(trigger, every_five, board()).await.expect("cron");
             assert_eq!(next_run_at(&changed.config), Some(at("10:05:00")));
-            assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:02:00").is_empty(), "withdrawn");
+            assert_eq!(changed.last_fired_at, Some(at("10:01:00")), "the withdrawn fire left no trace");
             clock.set(at("10:02:00"));
+            assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:02:00").is_empty(), "withdrawn");
+            let unchanged = store.trigger(trigger).await.expect("trigger").trigger;
+            assert_eq!((next_run_at(&unchanged.config), unchanged.last_fired_at), (Some(at("10:05:00")), Some(at("10:01:00"))));
             let taken = store.claim_and_dispatch("w", lease, 100).await.expect("take");
             assert_eq!((taken.dispatched.len(), taken.outcomes.len()), (1, 0));
             assert_eq!(store.next_job_at().await.expect("next"), None);
@@ -704,7 +764,6 @@ mod flow {
             assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare").prepared, 1);
             let status = |s| RoutineChanges { status: Some(s), ..Default::default() };
             store.update_routine(routine_id, status(RoutineStatus::Paused), board()).await.expect("pause");
-            assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:05:00").is_empty(), "withdrawn");
             assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("paused").dispatched, 0);
             clock.set(at("10:04:57"));
             store.update_routine(routine_id, status(RoutineStatus::Active), board()).await.expect("resume");
@@ -719,8 +778,133 @@ mod flow {
             clock.set(at("10:09:58"));
             assert_eq!(store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare").prepared, 1);
             store.delete_trigger(trigger, board()).await.expect("delete");
+            clock.set(at("10:10:00"));
             assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:10:00").is_empty(), "withdrawn");
             assert_eq!(store.runs(routine_id, None, 50).await.expect("runs").len(), 2, "the 10:01 and 10:05 runs");
+        }
+    }
+}
+
+/// What the worker finds when it dispatches decides, not what held when the run was accepted
+/// (the contract's "State at dispatch"), and runs are listed by when they were triggered.
+mod at_dispatch {
+    use super::*;
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .to_utc()
+    }
+
+    nexus_tests::conformance! {
+        async fn a_routine_paused_before_dispatch_skips_its_schedule_and_webhook_runs(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            let hook = NewTrigger {
+                kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window") },
+                label: Label::default(),
+                enabled: true,
+            };
+            let (trigger, _) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
+            let TriggerConfig::Webhook { public_id, .. } = &trigger.config else { panic!("webhook") };
+            let read = store.webhook_trigger(public_id).await.expect("lookup").expect("found");
+            let webhook = store.accept_webhook_run(&read, NewRun { source: RunSource::Webhook, trigger_id: Some(trigger.id), ..manual(json!({}), None) }).await.expect("accepted").run.id;
+            let by_hand = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await.expect("accepted").run.id;
+            store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Paused), ..Default::default() }, board()).await.expect("pause");
+            drain!(store, "w");
+            let webhook = store.run(webhook).await.expect("run");
+            assert_eq!((webhook.status, webhook.reason.as_deref()), (RunStatus::Skipped, Some("routine_paused")));
+            assert!(webhook.linked_issue_id.is_none());
+            assert_eq!(store.run(by_hand).await.expect("run").status, RunStatus::IssueCreated, "a run by hand is dispatched while paused");
+            // Archived since: skipped as archived.
+            let again = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await.expect("accepted").run.id;
+            store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
+            drain!(store, "w");
+            let again = store.run(again).await.expect("run");
+            assert_eq!((again.status, again.reason.as_deref()), (RunStatus::Skipped, Some("routine_archived")));
+            let _ = clock;
+        }
+
+        async fn a_schedule_run_dispatched_late_follows_the_catch_up_policy(store, clock) {
+            let (grace, lease) = (TimeDelta::seconds(60), Duration::from_secs(30));
+            // skip_missed: a fire whose workers were down for two minutes is skipped as missed.
+            let (_, _, skipping) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            store.create_trigger(skipping, schedule("* * * * *", "UTC"), board()).await.expect("trigger");
+            clock.set(at("2026-11-30T10:01:00Z"));
+            assert_eq!(store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire").dispatched, 1);
+            clock.set(at("2026-11-30T10:02:00Z"));
+            let on_time = store.claim_and_dispatch("w", lease, 100).await.expect("take");
+            assert_eq!(on_time.outcomes.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [RunStatus::IssueCreated], "within the grace: on time");
+            clock.set(at("2026-11-30T10:02:00Z"));
+            store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
+            clock.set(at("2026-11-30T10:03:00.001Z"));
+            let late = store.claim_and_dispatch("w", lease, 100).await.expect("take");
+            assert_eq!(late.outcomes.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [RunStatus::Skipped]);
+            let run = store.run(late.outcomes[0].0).await.expect("run");
+            assert_eq!(run.reason.as_deref(), Some("missed_schedule"));
+            let nominal = at("2026-11-30T10:02:00Z");
+            assert_eq!(run.missed, Some(json!({ "count": 1, "from": nominal, "to": nominal })));
+
+            // enqueue_missed_with_cap (cap 2): of five fires left waiting, the two most recent
+            // are dispatched as catch-ups, the older three skipped over the cap.
+            let company = store.create_company(title("Beta"), board()).await.expect("company").id;
+            let agent = store.create_agent(company, title("Bo"), WakeupSpec::Poll, board()).await.expect("agent").agent.id;
+            let project = store.create_project(company, title("Ops"), board()).await.expect("project").id;
+            let capped = NewRoutine {
+                concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue,
+                catch_up_policy: CatchUpPolicy::EnqueueMissedWithCap,
+                catch_up_cap: CatchUpCap::parse(2).expect("cap"),
+                ..routine(agent, project)
+            };
+            let capped = store.create_routine(company, capped, board()).await.expect("routine").id;
+            store.create_trigger(capped, schedule("* * * * *", "UTC"), board()).await.expect("trigger");
+            for minute in 4..=8 {
+                clock.set(at(&format!("2026-11-30T10:0{minute}:00Z")));
+                store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
+            }
+            clock.set(at("2026-11-30T10:20:00Z"));
+            store.claim_and_dispatch("w", lease, 100).await.expect("take");
+            let runs = store.runs(capped, None, 50).await.expect("runs");
+            let seen: Vec<_> = runs.iter().rev().map(|r| (r.scheduled_for.map(|t| t.format("%H:%M").to_string()), r.status, r.reason.clone(), r.catch_up)).collect();
+            let skipped = |hm: &str| (Some(hm.to_owned()), RunStatus::Skipped, Some("catch_up_cap".to_owned()), false);
+            let caught_up = |hm: &str| (Some(hm.to_owned()), RunStatus::IssueCreated, None, true);
+            assert_eq!(seen, [skipped("10:04"), skipped("10:05"), skipped("10:06"), caught_up("10:07"), caught_up("10:08")]);
+        }
+
+        async fn date_renders_in_the_zone_the_trigger_had_when_it_fired(store, clock) {
+            let (company, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            store.update_routine(routine_id, RoutineChanges { title: Some(title("Report {{date}}")), ..Default::default() }, board()).await.expect("title");
+            // 20:00 in New York on 30 November is 01:00 UTC on 1 December.
+            let trigger = store.create_trigger(routine_id, schedule("0 20 * * *", "America/New_York"), board()).await.expect("trigger").0.id;
+            clock.set(at("2026-12-01T01:00:00Z"));
+            assert_eq!(store.fire_due(&leader(1), TimeDelta::seconds(60), TimeDelta::zero(), 500).await.expect("fire").dispatched, 1);
+            // The trigger moves to Tokyo (where it is already 1 December) before the dispatch.
+            let tokyo = TriggerChanges { zone: Some(TimeZone::parse("Asia/Tokyo").expect("zone")), ..Default::default() };
+            store.update_trigger(trigger, tokyo, board()).await.expect("edit");
+            drain!(store, "w");
+            let issues = store.issues(company, IssueFilter { limit: 10, ..Default::default() }).await.expect("issues");
+            assert_eq!(issues.iter().map(|i| i.title.as_str()).collect::<Vec<_>>(), ["Report 2026-11-30"]);
+        }
+
+        async fn runs_are_listed_newest_first_by_when_they_were_triggered(store, clock) {
+            let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+            store.create_trigger(routine_id, schedule("0 11 * * *", "UTC"), board()).await.expect("trigger");
+            // The 11:00 fire is prepared at 10:59:57 (created first, triggered at 11:00); a run
+            // by hand accepted at 10:59:58 was triggered before it.
+            clock.set(at("2026-11-30T10:59:57Z"));
+            assert_eq!(store.fire_due(&leader(1), TimeDelta::seconds(60), TimeDelta::seconds(5), 500).await.expect("prepare").prepared, 1);
+            clock.set(at("2026-11-30T10:59:58Z"));
+            let by_hand = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await.expect("accepted").run.id;
+            assert_eq!(store.runs(routine_id, None, 10).await.expect("runs").iter().map(|r| r.id).collect::<Vec<_>>(), [by_hand]);
+            clock.set(at("2026-11-30T11:00:01Z"));
+            let later = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await.expect("accepted").run.id;
+            let listed: Vec<(Uuid, RunSource)> = store.runs(routine_id, None, 10).await.expect("runs").iter().map(|r| (r.id, r.source)).collect();
+            assert_eq!(listed.len(), 3);
+            assert_eq!((listed[0].0, listed[1].1, listed[2].0), (later, RunSource::Schedule, by_hand), "{listed:?}");
+            // Pages follow the same order.
+            let page: Vec<Uuid> = store.runs(routine_id, Some(listed[0].0), 1).await.expect("page").iter().map(|r| r.id).collect();
+            assert_eq!(page, [listed[1].0]);
+            let page: Vec<Uuid> = store.runs(routine_id, Some(listed[1].0), 5).await.expect("page").iter().map(|r| r.id).collect();
+            assert_eq!(page, [by_hand]);
         }
     }
 }

@@ -430,6 +430,7 @@ async fn a_lone_webhook_call_on_a_session_the_server_ended_is_unavailable_and_lo
         payload: serde_json::Map::new(),
         idempotency_key: None,
         trace_context: None,
+        signature: None,
     };
     terminate_the_connection(&db, &pool).await;
     // Alone in its write, the call gets the connection's own failure, which the API answers

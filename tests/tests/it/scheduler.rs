@@ -490,17 +490,24 @@ async fn a_fire_is_prepared_ahead_and_an_idle_worker_takes_it_at_its_time_withou
     .expect("worker");
     let (worker_stop, worker_stopped) = watch::channel(false);
     let working = tokio::spawn(worker.run(worker_stopped));
-    // Four seconds ahead the loop wakes and prepares the 09:30 fire; nothing dispatches it yet.
+    // Four seconds ahead the loop wakes and prepares the 09:30 fire (its dispatch job is due
+    // then); nothing dispatches it yet, and nothing of it is visible before its time.
     clock.set(utc("2026-11-29T09:29:56Z"));
-    let prepared = eventually(10, "the prepared 09:30 fire", || async {
-        let got = runs(&app, &routine).await;
-        (!got.is_empty()).then_some(got)
+    eventually(10, "the prepared 09:30 fire", || async {
+        let next = app.store.next_job_at().await.expect("next job");
+        (next == Some(utc("2026-11-29T09:30:00Z"))).then_some(())
     })
     .await;
-    assert_eq!(
-        (prepared[0].0.as_str(), prepared[0].1.as_str()),
-        ("2026-11-29T09:30:00Z", "received")
+    assert!(
+        runs(&app, &routine).await.is_empty(),
+        "not listed before its time"
     );
+    let routine_now = app.board().get_routine(&routine).await.expect(200).body;
+    assert_eq!(
+        routine_now["triggers"][0]["nextRunAt"],
+        json!("2026-11-29T09:30:00Z")
+    );
+    assert_eq!(routine_now["triggers"][0]["lastFiredAt"], Value::Null);
     // At 09:30 the idle worker wakes for the job that has become due.
     clock.set(utc("2026-11-29T09:30:00Z"));
     eventually(10, "the dispatch at 09:30", || async {

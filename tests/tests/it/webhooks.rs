@@ -745,6 +745,7 @@ async fn concurrent_calls_commit_together_and_a_failing_one_fails_alone() {
         payload: serde_json::Map::from_iter([("n".to_owned(), json!(n))]),
         idempotency_key: None,
         trace_context: None,
+        signature: None,
     };
     // 64 calls while the trigger is held elsewhere: the first writes wait for it and the
     // others queue behind them; once it is released, the queue is written in one statement.
@@ -824,6 +825,7 @@ async fn a_stalled_write_holds_up_calls_for_other_triggers_only_until_it_counts_
                 trigger_id: Some(trigger.id),
                 payload: serde_json::Map::new(),
                 idempotency_key: None,
+                signature: None,
                 trace_context: None,
             };
             store.accept_webhook_run(&trigger, call).await

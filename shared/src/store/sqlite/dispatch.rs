@@ -17,7 +17,10 @@ use crate::{
     model::{Actor, AgentStatus, ConcurrencyPolicy, HeartbeatStatus, RunStatus},
     store::{
         StoreError, StoreResult, WakeupDelivery,
-        dispatch::{OpenIssue, PendingRun, Plan, Situation, dispatch_entries, last_fires, plan},
+        dispatch::{
+            OpenIssue, PendingRun, Plan, Situation, capped_late, dispatch_entries, last_fires,
+            late_runs, plan,
+        },
         open_secret,
         routines::RoutineRow,
     },
@@ -144,7 +147,9 @@ async fn write(
         sqlx::query(
             "UPDATE routine_runs SET status = ?2, reason = ?3, failure_reason = ?4,
                                      linked_issue_id = ?5, coalesced_into_run_id = ?6,
-                                     heartbeat_run_id = ?7, completed_at = ?8, updated_at = ?9
+                                     heartbeat_run_id = ?7, completed_at = ?8, updated_at = ?9,
+                                     catch_up = (catch_up OR ?10),
+                                     missed = COALESCE(?11, missed)
              WHERE id = ?1",
         )
         .bind(id)
@@ -156,6 +161,8 @@ async fn write(
         .bind(heartbeat)
         .bind(completed_at)
         .bind(now)
+        .bind(outcome.catch_up)
+        .bind(outcome.missed.clone())
         .execute(&mut *conn)
         .await?;
     }
@@ -212,8 +219,9 @@ impl SqliteStore {
                 continue;
             }
             let run = sqlx::query_as::<_, PendingRun>(
-                "SELECT r.id, r.routine_id, r.source, r.trigger_id, t.timezone, r.scheduled_for,
-                        r.triggered_at, r.payload
+                "SELECT r.id, r.routine_id, r.source, r.trigger_id,
+                        COALESCE(r.timezone, t.timezone) AS timezone, r.scheduled_for,
+                        r.triggered_at, r.catch_up, r.payload
                  FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
                  WHERE r.id = ?1 AND r.status = 'received'",
             )
@@ -233,7 +241,25 @@ impl SqliteStore {
             }
         }
         let mut situation = situation(conn, &routines).await?;
-        let plan = plan(&mut situation, &routines, &runs);
+        let timing = (now, self.misfire_grace);
+        let mut newer_late = HashMap::new();
+        for run in capped_late(&runs, &routines, timing) {
+            // As on Postgres: later runs of the trigger still waiting, and late as well.
+            let newer = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM routine_runs o
+                 WHERE o.trigger_id = ?1 AND o.scheduled_for > ?2
+                   AND o.status = 'received' AND o.source = 'schedule'
+                   AND CASE WHEN o.catch_up THEN o.triggered_at ELSE o.scheduled_for END < ?3",
+            )
+            .bind(run.trigger_id)
+            .bind(run.scheduled_for)
+            .bind(now - self.misfire_grace)
+            .fetch_one(&mut *conn)
+            .await?;
+            newer_late.insert(run.id, newer);
+        }
+        let late = late_runs(&runs, &routines, timing, &newer_late);
+        let plan = plan(&mut situation, &routines, &runs, &late);
         write(conn, &routines, &runs, plan, now).await
     }
 

@@ -53,8 +53,8 @@ async fn record_missed(
     sqlx::query(
         "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
                                    scheduled_for, missed, triggered_at, completed_at, payload,
-                                   updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'schedule', 'skipped', ?5, ?6, ?7, ?8, ?8, '{}', ?8)
+                                   updated_at, timezone)
+         VALUES (?1, ?2, ?3, ?4, 'schedule', 'skipped', ?5, ?6, ?7, ?8, ?8, '{}', ?8, ?9)
          ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
     )
     .bind(new_id())
@@ -65,6 +65,7 @@ async fn record_missed(
     .bind(to)
     .bind(json!({ "count": count, "from": from, "to": to }))
     .bind(now)
+    .bind(&trigger.zone)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -91,6 +92,14 @@ pub(super) async fn withdraw_prepared(
     sqlx::query(
         "DELETE FROM routine_runs
          WHERE trigger_id = ?1 AND scheduled_for > ?2 AND source = 'schedule' AND status = 'received'",
+    )
+    .bind(trigger)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE routine_triggers SET prepared_fire_at = NULL
+         WHERE id = ?1 AND prepared_fire_at > ?2",
     )
     .bind(trigger)
     .bind(now)
@@ -174,8 +183,8 @@ impl SqliteStore {
             let written = sqlx::query(
                 "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
                                            scheduled_for, catch_up, triggered_at, payload,
-                                           updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'schedule', 'received', ?5, ?6, ?7, '{}', ?8)
+                                           updated_at, timezone)
+                 VALUES (?1, ?2, ?3, ?4, 'schedule', 'received', ?5, ?6, ?7, '{}', ?8, ?9)
                  ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
             )
             .bind(id)
@@ -186,6 +195,7 @@ impl SqliteStore {
             .bind(fires.catch_up[i])
             .bind(window.effective(scheduled_for))
             .bind(now)
+            .bind(&fires.zones[i])
             .execute(&mut *tx)
             .await?;
             if written.rows_affected() == 1 {
@@ -197,19 +207,26 @@ impl SqliteStore {
         let fired = fired_at(&window, &inserted);
         let announce = !jobs.is_empty();
         enqueue(&mut tx, jobs, now).await?;
-        // As on Postgres: a trigger that fired records it with its next fire.
+        // As on Postgres: a trigger that fired records it with its next fire, a prepared
+        // fire apart, and folds an earlier prepared fire that has happened since.
         for (id, next_run_at) in next {
+            let fired = fired.get(&id).copied().unwrap_or_default();
             sqlx::query(
                 "UPDATE routine_triggers
                  SET next_run_at = ?2,
-                     last_fired_at = CASE WHEN ?3 IS NOT NULL
-                                               AND (last_fired_at IS NULL OR last_fired_at < ?3)
-                                          THEN ?3 ELSE last_fired_at END
+                     last_fired_at = (SELECT max(v) FROM (
+                         SELECT last_fired_at AS v
+                         UNION ALL SELECT ?3
+                         UNION ALL SELECT CASE WHEN prepared_fire_at <= ?4 THEN prepared_fire_at END)),
+                     prepared_fire_at = CASE WHEN prepared_fire_at > ?4 THEN prepared_fire_at
+                                             ELSE ?5 END
                  WHERE id = ?1",
             )
             .bind(id)
             .bind(next_run_at)
-            .bind(fired.get(&id).copied())
+            .bind(fired.now)
+            .bind(now)
+            .bind(fired.prepared)
             .execute(&mut *tx)
             .await?;
         }

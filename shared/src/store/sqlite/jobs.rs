@@ -337,35 +337,18 @@ impl SqliteStore {
         Ok(report)
     }
 
-    /// See [`crate::store::Storage::remember_signature`].
+    /// See [`crate::store::Storage::signature_seen`].
     ///
     /// # Errors
     /// The database failed.
-    pub async fn remember_signature(&self, key: &str, until: DateTime<Utc>) -> StoreResult<bool> {
-        let remembered = sqlx::query_scalar::<_, String>(
-            "INSERT INTO webhook_signatures (key, expires_at) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE webhook_signatures.expires_at <= ?3
-             RETURNING key",
+    pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM webhook_signatures WHERE trigger_id = ?1 AND signature = ?2)",
         )
-        .bind(key)
-        .bind(until)
-        .bind(self.now())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(remembered.is_some())
-    }
-
-    /// See [`crate::store::Storage::forget_signature`].
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn forget_signature(&self, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM webhook_signatures WHERE key = ?1")
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        .bind(trigger_id)
+        .bind(mac)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// See [`crate::store::Storage::purge_signatures`].
@@ -374,7 +357,7 @@ impl SqliteStore {
     /// The database failed.
     pub async fn purge_signatures(&self) -> StoreResult<u64> {
         let deleted = sqlx::query("DELETE FROM webhook_signatures WHERE expires_at <= ?1")
-            .bind(self.now())
+            .bind(self.now().timestamp())
             .execute(&self.pool)
             .await?;
         Ok(deleted.rows_affected())

@@ -53,6 +53,8 @@ pub struct SqliteStore {
     hasher: Arc<TokenHasher>,
     secrets: Arc<SecretBox>,
     public_url: Arc<str>,
+    /// How late a schedule run may be dispatched before it counts as missed.
+    misfire_grace: chrono::TimeDelta,
     jobs: broadcast::Sender<()>,
     triggers: broadcast::Sender<()>,
     /// Held (locked) for as long as the store lives.
@@ -115,10 +117,19 @@ impl SqliteStore {
             hasher: Arc::new(TokenHasher::new(key)),
             secrets: Arc::new(SecretBox::new(key)),
             public_url: Arc::from(public_url.trim_end_matches('/')),
+            misfire_grace: super::DEFAULT_MISFIRE_GRACE,
             jobs,
             triggers,
             _lock: Arc::new(lock),
         })
+    }
+
+    /// Sets how late a schedule run may be dispatched before it counts as missed
+    /// (`NEXUS_MISFIRE_GRACE_SECS`).
+    #[must_use]
+    pub fn with_misfire_grace(mut self, grace: std::time::Duration) -> Self {
+        self.misfire_grace = chrono::TimeDelta::from_std(grace).unwrap_or(self.misfire_grace);
+        self
     }
 
     /// The clock.

@@ -39,7 +39,8 @@ macro_rules! routine_columns {
 macro_rules! trigger_columns {
     () => {
         "id, routine_id, kind, label, enabled, cron_expression, timezone, next_run_at, public_id,
-         signing_mode, replay_window_sec, last_fired_at, last_result, created_at, updated_at"
+         signing_mode, replay_window_sec, last_fired_at, last_result, created_at, updated_at,
+         prepared_fire_at"
     };
 }
 
@@ -154,17 +155,23 @@ async fn changeable_routine_of(
     conn: &mut SqliteConnection,
     trigger_id: Uuid,
 ) -> StoreResult<RoutineRow> {
+    let routine = routine_of(conn, trigger_id).await?;
+    if routine.status == RoutineStatus::Archived {
+        return Err(archived());
+    }
+    Ok(routine)
+}
+
+/// The routine of trigger `trigger_id`, whatever its status (deleting a trigger and rotating
+/// its secret stay allowed on an archived routine).
+async fn routine_of(conn: &mut SqliteConnection, trigger_id: Uuid) -> StoreResult<RoutineRow> {
     let routine_id =
         sqlx::query_scalar::<_, Uuid>("SELECT routine_id FROM routine_triggers WHERE id = ?1")
             .bind(trigger_id)
             .fetch_optional(&mut *conn)
             .await?
             .ok_or(StoreError::NotFound)?;
-    let routine = fetch_routine(conn, routine_id).await?;
-    if routine.status == RoutineStatus::Archived {
-        return Err(archived());
-    }
-    Ok(routine)
+    fetch_routine(conn, routine_id).await
 }
 
 impl SqliteStore {
@@ -397,7 +404,7 @@ impl SqliteStore {
                 grouped
                     .entry(row.routine_id)
                     .or_default()
-                    .push(row.into_trigger(&self.public_url));
+                    .push(row.into_trigger(&self.public_url, self.now()));
             }
         }
         Ok(grouped)
@@ -456,7 +463,7 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let trigger = row.into_trigger(&self.public_url);
+        let trigger = row.into_trigger(&self.public_url, now);
         let entry = NewActivity {
             company_id: routine.company_id,
             actor,
@@ -492,7 +499,7 @@ impl SqliteStore {
         .ok_or(StoreError::NotFound)?;
         let routine = fetch_routine(&mut conn, row.routine_id).await?;
         Ok(TriggerInRoutine {
-            trigger: row.into_trigger(&self.public_url),
+            trigger: row.into_trigger(&self.public_url, self.now()),
             company_id: routine.company_id,
             assignee_agent_id: routine.assignee_agent_id,
         })
@@ -512,9 +519,10 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let routine = changeable_routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
-        let (enabled_now, cron_now, zone_now) =
-            sqlx::query_as::<_, (bool, Option<String>, Option<String>)>(
-                "SELECT enabled, cron_expression, timezone FROM routine_triggers WHERE id = ?1",
+        let (enabled_now, cron_now, zone_now, window_now) =
+            sqlx::query_as::<_, (bool, Option<String>, Option<String>, Option<i32>)>(
+                "SELECT enabled, cron_expression, timezone, replay_window_sec
+                 FROM routine_triggers WHERE id = ?1",
             )
             .bind(id)
             .fetch_one(&mut *tx)
@@ -564,7 +572,19 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let trigger = row.into_trigger(&self.public_url);
+        if let (Some(window), Some(old)) = (changes.replay_window, window_now)
+            && window.get() > old
+        {
+            // As on Postgres: a wider window keeps accepted signatures remembered longer.
+            sqlx::query(
+                "UPDATE webhook_signatures SET expires_at = expires_at + ?2 WHERE trigger_id = ?1",
+            )
+            .bind(id)
+            .bind(i64::from(window.get() - old))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let trigger = row.into_trigger(&self.public_url, now);
         let entry = NewActivity {
             company_id: routine.company_id,
             actor,
@@ -594,7 +614,7 @@ impl SqliteStore {
     pub async fn delete_trigger(&self, id: Uuid, actor: Actor) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let routine = changeable_routine_of(&mut tx, id).await?;
+        let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
         withdraw_prepared(&mut tx, id, now).await?;
         let kind = sqlx::query_scalar::<_, TriggerKind>(
@@ -603,6 +623,10 @@ impl SqliteStore {
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM webhook_signatures WHERE trigger_id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let entry = NewActivity {
             company_id: routine.company_id,
             actor,
@@ -630,7 +654,7 @@ impl SqliteStore {
         let secret = crate::crypto::generate_token(WEBHOOK_SECRET_PREFIX);
         let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let mut tx = self.pool.begin().await?;
-        let routine = changeable_routine_of(&mut tx, id).await?;
+        let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
         let row = sqlx::query_as::<_, TriggerRow>(concat!(
             "UPDATE routine_triggers SET secret_enc = ?2, updated_at = ?3
@@ -649,7 +673,7 @@ impl SqliteStore {
                 "only webhook triggers have a secret",
             )
         })?;
-        let trigger = row.into_trigger(&self.public_url);
+        let trigger = row.into_trigger(&self.public_url, now);
         let entry = NewActivity {
             company_id: routine.company_id,
             actor,

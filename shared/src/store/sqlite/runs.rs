@@ -13,7 +13,7 @@ use crate::{
     store::{
         Accepted, NewActivity, NewRun, StoreError, StoreResult, WebhookTrigger, new_id,
         open_secret,
-        runs::{RunRow, dispatch_job, replay, trigger_changed},
+        runs::{CallSignature, RunRow, dispatch_job, replay, replayed, trigger_changed},
     },
 };
 
@@ -57,6 +57,41 @@ async fn find_by_key(
         Some(id) => Ok(Some(fetch_run(conn, id).await?)),
         None => Ok(None),
     }
+}
+
+/// Whether trigger `trigger_id` has remembered signature `mac`.
+async fn signature_taken(
+    conn: &mut SqliteConnection,
+    trigger_id: Uuid,
+    mac: &[u8],
+) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM webhook_signatures WHERE trigger_id = ?1 AND signature = ?2)",
+    )
+    .bind(trigger_id)
+    .bind(mac)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Remembers an accepted call's signature with the run it was answered with.
+async fn remember_signature(
+    conn: &mut SqliteConnection,
+    trigger_id: Uuid,
+    signature: &CallSignature,
+    run_id: Uuid,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO webhook_signatures (trigger_id, signature, run_id, expires_at)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    )
+    .bind(trigger_id)
+    .bind(&signature.mac)
+    .bind(run_id)
+    .bind(signature.remember_until)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Writes a received run, its dispatch job and its audit entry.
@@ -179,6 +214,12 @@ impl SqliteStore {
         if !trigger.is_current(&sealed, signing_mode, window) {
             return Err(trigger_changed());
         }
+        let signature = new.signature.as_ref();
+        if let Some(signature) = signature
+            && signature_taken(&mut tx, trigger.id, &signature.mac).await?
+        {
+            return Err(replayed());
+        }
         if !enabled || status != RoutineStatus::Active {
             return Err(StoreError::conflict(
                 "not_active",
@@ -188,7 +229,12 @@ impl SqliteStore {
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = find_by_key(&mut tx, trigger.routine_id, key.as_str()).await?
         {
-            return replay(existing, &new.payload);
+            let answer = replay(existing, &new.payload);
+            if let (Ok(accepted), Some(signature)) = (&answer, signature) {
+                remember_signature(&mut tx, trigger.id, signature, accepted.run.id).await?;
+                tx.commit().await?;
+            }
+            return answer;
         }
         let run = insert_received(
             &mut tx,
@@ -198,6 +244,9 @@ impl SqliteStore {
             now,
         )
         .await?;
+        if let Some(signature) = signature {
+            remember_signature(&mut tx, trigger.id, signature, run.id).await?;
+        }
         tx.commit().await?;
         self.announce_jobs();
         Ok(Accepted {
@@ -239,7 +288,11 @@ impl SqliteStore {
     /// # Errors
     /// `NotFound`; the database failed.
     pub async fn run(&self, id: Uuid) -> StoreResult<Run> {
-        fetch_run(&mut *self.pool.acquire().await?, id).await
+        let run = fetch_run(&mut *self.pool.acquire().await?, id).await?;
+        if run.triggered_at > self.now() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(run)
     }
 
     /// See [`crate::store::Storage::runs`].
@@ -256,13 +309,17 @@ impl SqliteStore {
             "SELECT ",
             run_columns!(),
             " FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
-              WHERE r.routine_id = ?1 AND (?2 IS NULL OR r.id < ?2)
-              ORDER BY r.id DESC
+              WHERE r.routine_id = ?1 AND r.triggered_at <= ?4
+                AND (?2 IS NULL
+                     OR (r.triggered_at, r.id) < (SELECT b.triggered_at, b.id FROM routine_runs b
+                                                  WHERE b.id = ?2 AND b.routine_id = ?1))
+              ORDER BY r.triggered_at DESC, r.id DESC
               LIMIT ?3"
         ))
         .bind(routine_id)
         .bind(before)
         .bind(limit)
+        .bind(self.now())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Run::from).collect())
