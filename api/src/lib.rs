@@ -48,6 +48,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// # Errors
 /// The address cannot be bound.
 pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Result<App> {
+    nexus_shared::telemetry::register_metrics(nexus_shared::telemetry::Role::Api);
     // Install the metrics recorder before anything records.
     nexus_shared::telemetry::metrics();
     let listener = TcpListener::bind(listen)

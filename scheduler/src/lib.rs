@@ -66,6 +66,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// # Errors
 /// The address cannot be bound.
 pub async fn build_with(resources: &Resources, listen: SocketAddr) -> anyhow::Result<App> {
+    nexus_shared::telemetry::register_metrics(nexus_shared::telemetry::Role::Scheduler);
     let health = Health::new(
         resources.store.clone(),
         Some(resources.coordination.clone()),

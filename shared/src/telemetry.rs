@@ -208,3 +208,116 @@ pub fn metrics() -> &'static PrometheusHandle {
             .expect("no other metrics recorder is installed")
     })
 }
+
+/// A role whose metric families [`register_metrics`] declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// The scheduler (leader or standby).
+    Scheduler,
+    /// The worker.
+    Worker,
+}
+
+/// Installs the recorder and declares every metric family of `role`, each with its help text
+/// and, where it has no value yet, a zero — so `/metrics` shows them from the start: a standby
+/// scheduler reports `nexus_scheduler_is_leader 0`, and a dashboard can tell a healthy idle
+/// role from a dead exporter. Safe to call more than once.
+pub fn register_metrics(role: Role) {
+    use metrics::{
+        Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    };
+    metrics();
+    match role {
+        Role::Api => {
+            describe_counter!(
+                "nexus_http_requests_total",
+                "HTTP requests answered, by method, route and status"
+            );
+            describe_histogram!(
+                "nexus_http_request_duration_seconds",
+                Unit::Seconds,
+                "HTTP request duration, by method and route"
+            );
+            describe_counter!(
+                "nexus_webhook_responses_total",
+                "Answers of the public webhook endpoint, by status"
+            );
+            describe_counter!(
+                "nexus_heartbeat_runs_total",
+                "Heartbeat runs by the status they reached"
+            );
+            for status in ["202", "401", "409", "429"] {
+                counter!("nexus_webhook_responses_total", "status" => status).absolute(0);
+            }
+        }
+        Role::Scheduler => {
+            describe_gauge!(
+                "nexus_scheduler_is_leader",
+                "1 while this scheduler leads, else 0"
+            );
+            describe_counter!(
+                "nexus_scheduler_leadership_changes_total",
+                "Leadership terms this process began or ended"
+            );
+            describe_counter!(
+                "nexus_fires_total",
+                "Schedule fires, by outcome (dispatched or missed)"
+            );
+            describe_histogram!(
+                "nexus_fire_lateness_seconds",
+                Unit::Seconds,
+                "How late on-time schedule fires were handled"
+            );
+            describe_histogram!(
+                "nexus_scheduler_pass_seconds",
+                Unit::Seconds,
+                "Duration of one fire pass"
+            );
+            gauge!("nexus_scheduler_is_leader").set(0.0);
+            counter!("nexus_scheduler_leadership_changes_total").absolute(0);
+            for outcome in ["dispatched", "missed"] {
+                counter!("nexus_fires_total", "outcome" => outcome).absolute(0);
+            }
+            drop(histogram!("nexus_fire_lateness_seconds"));
+            drop(histogram!("nexus_scheduler_pass_seconds"));
+        }
+        Role::Worker => {
+            describe_counter!("nexus_jobs_total", "Jobs handled, by kind and outcome");
+            describe_histogram!(
+                "nexus_job_claim_seconds",
+                Unit::Seconds,
+                "Duration of one claim"
+            );
+            describe_histogram!(
+                "nexus_job_pickup_seconds",
+                Unit::Seconds,
+                "From a job being due to its claim, by kind"
+            );
+            describe_histogram!(
+                "nexus_job_duration_seconds",
+                Unit::Seconds,
+                "Duration of one job, by kind"
+            );
+            describe_counter!(
+                "nexus_heartbeat_runs_total",
+                "Heartbeat runs by the status they reached"
+            );
+            describe_counter!(
+                "nexus_runs_dispatched_total",
+                "Runs dispatched, by the status they reached"
+            );
+            describe_gauge!("nexus_queue_depth", "Jobs in the queue, by kind and state");
+            describe_gauge!(
+                "nexus_queue_oldest_age_seconds",
+                Unit::Seconds,
+                "Age of the oldest job, by kind and state"
+            );
+            counter!("nexus_jobs_total", "kind" => "dispatch_run", "outcome" => "succeeded")
+                .absolute(0);
+            counter!("nexus_runs_dispatched_total", "status" => "issue_created").absolute(0);
+            drop(histogram!("nexus_job_claim_seconds"));
+        }
+    }
+}

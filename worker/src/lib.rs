@@ -64,6 +64,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// # Errors
 /// The address cannot be bound, or the HTTP client cannot be built.
 pub async fn build_with(resources: &Resources, listen: SocketAddr) -> anyhow::Result<App> {
+    nexus_shared::telemetry::register_metrics(nexus_shared::telemetry::Role::Worker);
     let health = Health::new(resources.store.clone(), None);
     let worker = Worker::new(
         resources.store.clone(),

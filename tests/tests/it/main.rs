@@ -6,6 +6,7 @@ mod agents;
 mod auth;
 mod deploy;
 mod dispatch;
+mod edges;
 mod heartbeats;
 mod issues;
 mod logs;

@@ -11,14 +11,14 @@ use nexus_tests::{Options, Team, TestApp, str_at};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-struct Hook {
-    url: String,
-    secret: String,
-    trigger: String,
-    routine: String,
+pub(crate) struct Hook {
+    pub(crate) url: String,
+    pub(crate) secret: String,
+    pub(crate) trigger: String,
+    pub(crate) routine: String,
 }
 
-async fn hook(app: &TestApp, team: &Team, mode: &str) -> Hook {
+pub(crate) async fn hook(app: &TestApp, team: &Team, mode: &str) -> Hook {
     let routine = app.seed_routine(team, &json!({})).await;
     let created = app
         .seed_trigger(
@@ -35,7 +35,7 @@ async fn hook(app: &TestApp, team: &Team, mode: &str) -> Hook {
 }
 
 /// Rewrites the webhook URL (built from NEXUS_PUBLIC_URL) onto the test server.
-fn on(app: &TestApp, url: &str) -> String {
+pub(crate) fn on(app: &TestApp, url: &str) -> String {
     let path = url.split("/api/").nth(1).expect("api path");
     format!("{}/api/{path}", app.base)
 }
@@ -44,13 +44,13 @@ fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     nexus_tests::webhook_signature(secret, timestamp, body)
 }
 
-struct Sent {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Sent {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
-async fn send(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Sent {
+pub(crate) async fn send(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Sent {
     let mut request = nexus_tests::http_client().post(url).body(body);
     for (name, value) in headers {
         request = request.header(*name, value);
@@ -70,7 +70,7 @@ fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn signed(secret: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+pub(crate) fn signed(secret: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
     let ts = timestamp.to_string();
     vec![
         ("x-paperclip-timestamp", ts.clone()),
