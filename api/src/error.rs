@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use nexus_shared::store::StoreError;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 use serde_json::json;
 use utoipa::ToSchema;
 
@@ -238,6 +238,19 @@ impl<T: DeserializeOwned + RequestBody, S: Send + Sync> FromRequest<S> for ApiJs
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .map(|value| is_json_content_type(value.to_str().unwrap_or_default()));
+        // A body announced over the limit is refused before any of it is read.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > crate::MAX_BODY_BYTES as u64) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            ));
+        }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rejection| {
@@ -331,6 +344,31 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .await
             .map(|p| Self(p.0))
             .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// Deserialises an optional integer field that JSON may spell as a whole number with a
+/// fraction (`25.0` is the integer 25 in JSON Schema); a fraction that is not zero, or a number
+/// beyond 64 bits, is a type error (400).
+///
+/// # Errors
+/// Not a whole number.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error as _;
+    let number = serde_json::Number::deserialize(d)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
+            Ok(Some(f as i64))
+        }
+        _ => Err(D::Error::custom(format!(
+            "{number} is not a whole number in range"
+        ))),
     }
 }
 

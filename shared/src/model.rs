@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 /// Declares a closed set of snake_case names stored as `text` and shown as strings.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:tt),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
         pub enum $name {
@@ -249,6 +249,56 @@ impl<const MIN: usize, const MAX: usize> BoundedText<MIN, MAX> {
         self.0
     }
 }
+
+/// The characters that do not count as content in a text that must not be blank: exactly
+/// those `str::trim` removes (Unicode `White_Space`), as ranges.
+const BLANK: [(char, char); 10] = [
+    ('\u{9}', '\u{d}'),
+    (' ', ' '),
+    ('\u{85}', '\u{85}'),
+    ('\u{a0}', '\u{a0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200a}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202f}', '\u{202f}'),
+    ('\u{205f}', '\u{205f}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
+/// [`BLANK`] as the inside of a regular-expression class, every character written as `\uXXXX`
+/// so that every engine reads the published pattern the same way.
+fn blank_class() -> String {
+    BLANK
+        .iter()
+        .map(|&(from, to)| {
+            if from == to {
+                format!("\\u{:04x}", u32::from(from))
+            } else {
+                format!("\\u{:04x}-\\u{:04x}", u32::from(from), u32::from(to))
+            }
+        })
+        .collect()
+}
+
+impl<const MIN: usize, const MAX: usize> utoipa::PartialSchema for BoundedText<MIN, MAX> {
+    /// A string of `MIN` to `MAX` characters without U+0000 and, when `MIN > 0`, not blank —
+    /// exactly what [`BoundedText::parse`] accepts.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let pattern = if MIN > 0 {
+            format!("^[^\\u0000]*[^\\u0000{}][^\\u0000]*$", blank_class())
+        } else {
+            "^[^\\u0000]*$".to_owned()
+        };
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length((MIN > 0).then_some(MIN))
+            .max_length(Some(MAX))
+            .pattern(Some(pattern))
+            .into()
+    }
+}
+
+impl<const MIN: usize, const MAX: usize> ToSchema for BoundedText<MIN, MAX> {}
 
 impl<const MAX: usize> Default for BoundedText<0, MAX> {
     fn default() -> Self {
@@ -608,13 +658,10 @@ impl<const MIN: i64, const MAX: i64> BoundedInt<MIN, MAX> {
 
 /// What a trigger of each kind carries besides the common fields.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TriggerConfig {
     /// Fires on a cron schedule in a time zone.
+    #[serde(rename_all = "camelCase")]
     Schedule {
         /// The cron expression, as written.
         cron_expression: String,
@@ -624,6 +671,7 @@ pub enum TriggerConfig {
         next_run_at: Option<DateTime<Utc>>,
     },
     /// Fires on a signed call to its public URL.
+    #[serde(rename_all = "camelCase")]
     Webhook {
         /// `bearer` or `hmac_sha256`.
         signing_mode: SigningMode,
@@ -823,4 +871,52 @@ pub fn stored_payload(
             .collect()
     }
     clean_map(payload)
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn the_published_blank_class_is_exactly_what_trim_removes() {
+        let listed = |c: char| BLANK.iter().any(|&(from, to)| (from..=to).contains(&c));
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            assert_eq!(c.is_whitespace(), listed(c), "{c:?}");
+        }
+        assert!(blank_class().starts_with("\\u0009-\\u000d\\u0020"));
+    }
+
+    #[test]
+    fn bounded_texts_refuse_u0000_and_blank_and_publish_their_bounds() {
+        assert!(Title::parse("a\0b".to_owned()).is_err());
+        assert!(Title::parse(" \u{3000}\t".to_owned()).is_err());
+        assert!(
+            Title::parse("\u{feff}".to_owned()).is_ok(),
+            "not White_Space"
+        );
+        assert!(Description::parse(String::new()).is_ok());
+        let schema =
+            serde_json::to_value(<Title as utoipa::PartialSchema>::schema()).expect("json");
+        assert_eq!(
+            (schema["minLength"].as_u64(), schema["maxLength"].as_u64()),
+            (Some(1), Some(200))
+        );
+        let schema =
+            serde_json::to_value(<Description as utoipa::PartialSchema>::schema()).expect("json");
+        assert_eq!(schema["pattern"], "^[^\\u0000]*$");
+        assert!(schema.get("minLength").is_none());
+    }
+
+    #[test]
+    fn payloads_keep_u0000_as_u_fffd_in_strings_and_keys() {
+        let payload = serde_json::json!({ "a\u{0}": ["x\u{0}y", { "b": "\u{0}" }], "n": 1 });
+        let serde_json::Value::Object(payload) = payload else {
+            unreachable!()
+        };
+        let stored = stored_payload(payload);
+        assert_eq!(
+            serde_json::Value::Object(stored),
+            serde_json::json!({ "a\u{fffd}": ["x\u{fffd}y", { "b": "\u{fffd}" }], "n": 1 })
+        );
+    }
 }

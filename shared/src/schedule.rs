@@ -112,12 +112,12 @@ impl CronExpression {
     /// # Errors
     /// A sentence saying what is wrong: the field, the value and the allowed range.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.chars().count() > MAX_CRON_LEN {
+            return Err(format!("must be at most {MAX_CRON_LEN} characters"));
+        }
         let text = text.trim();
         if text.is_empty() {
             return Err("must not be empty".to_owned());
-        }
-        if text.len() > MAX_CRON_LEN {
-            return Err(format!("must be at most {MAX_CRON_LEN} characters"));
         }
         let expanded = if text.starts_with('@') {
             MACROS
@@ -193,6 +193,36 @@ impl CronExpression {
             .map(|t| t.naive_utc())
     }
 }
+
+impl utoipa::PartialSchema for CronExpression {
+    /// A string of at most [`MAX_CRON_LEN`] characters in the `cron` format: five fields or a
+    /// macro, as the contract defines them. (Which expressions name a real date is beyond what a
+    /// pattern can say: those that never match, such as `0 0 30 2 *`, are 422.)
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::Custom(
+                "cron".to_owned(),
+            )))
+            .min_length(Some(1))
+            .max_length(Some(MAX_CRON_LEN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CronExpression {}
+
+impl utoipa::PartialSchema for TimeZone {
+    /// One of the IANA names this build knows (exactly those [`TimeZone::parse`] accepts).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimeZone {}
 
 trait WithSecond {
     fn with_second(self, second: u32) -> Self;

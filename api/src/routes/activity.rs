@@ -23,6 +23,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct ActivityQuery {
     /// At most this many (default 50; above 200 is treated as 200).
+    #[param(minimum = 1)]
     limit: Option<i64>,
 }
 

@@ -33,10 +33,11 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum WakeupRequest {
     /// The agent polls for heartbeat runs.
-    Poll,
+    Poll {},
     /// Signed POSTs to `url`.
     Http {
-        /// An absolute http(s) URL.
+        /// An absolute http(s) URL without credentials, at most 2,048 characters.
+        #[schema(max_length = 2048, format = "uri")]
         url: String,
     },
 }
@@ -44,7 +45,7 @@ pub(crate) enum WakeupRequest {
 impl WakeupRequest {
     fn parse(self) -> Result<WakeupSpec, ApiError> {
         Ok(match self {
-            Self::Poll => WakeupSpec::Poll,
+            Self::Poll {} => WakeupSpec::Poll,
             Self::Http { url } => WakeupSpec::Http(field("wakeup.url", WakeupUrl::parse(&url))?),
         })
     }
@@ -55,6 +56,7 @@ impl WakeupRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateAgent {
     /// 1–200 characters.
+    #[schema(value_type = nexus_shared::model::Title, inline)]
     name: String,
     /// Default `{"kind": "poll"}`.
     wakeup: Option<WakeupRequest>,
@@ -81,6 +83,8 @@ pub(crate) struct AgentList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateAgent {
+    /// 1–200 characters.
+    #[schema(value_type = Option<nexus_shared::model::Title>, inline)]
     name: Option<String>,
     status: Option<AgentStatus>,
     wakeup: Option<WakeupRequest>,
@@ -113,6 +117,7 @@ pub(crate) struct HeartbeatQuery {
     /// Only runs in this status.
     status: Option<HeartbeatStatus>,
     /// At most this many (default 100, at most 500).
+    #[param(minimum = 1)]
     limit: Option<i64>,
 }
 

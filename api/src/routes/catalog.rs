@@ -24,6 +24,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateProject {
     /// 1–200 characters.
+    #[schema(value_type = nexus_shared::model::Title, inline)]
     name: String,
 }
 
@@ -38,6 +39,7 @@ pub(crate) struct ProjectList {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateGoal {
     /// 1–200 characters.
+    #[schema(value_type = nexus_shared::model::Title, inline)]
     title: String,
 }
 

@@ -21,6 +21,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateCompany {
     /// 1–200 characters.
+    #[schema(value_type = nexus_shared::model::Title, inline)]
     name: String,
 }
 

@@ -26,6 +26,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 pub(crate) struct FinishBody {
     status: FinishStatus,
     /// Up to 10,000 characters.
+    #[schema(value_type = Option<nexus_shared::model::Summary>, inline)]
     summary: Option<String>,
 }
 

@@ -30,8 +30,10 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateIssue {
     /// 1–200 characters.
+    #[schema(value_type = nexus_shared::model::Title, inline)]
     title: String,
     /// Up to 10,000 characters.
+    #[schema(value_type = Option<nexus_shared::model::Description>, inline)]
     description: Option<String>,
     project_id: Option<Uuid>,
     goal_id: Option<Uuid>,
@@ -56,6 +58,7 @@ pub(crate) struct IssueQuery {
     /// Only issues older than this issue id (the previous page's `nextBefore`).
     before: Option<Uuid>,
     /// At most this many (default 100; above 500 is treated as 500).
+    #[param(minimum = 1)]
     limit: Option<i64>,
 }
 

@@ -12,9 +12,10 @@ mod runs;
 mod triggers;
 mod webhooks;
 
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::state::AppState;
+use crate::{error::RequestBody, state::AppState};
 
 /// Every `/api` route.
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -29,4 +30,29 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(runs::router())
         .merge(triggers::router())
         .merge(webhooks::router())
+}
+
+/// Every request body schema by name, with the fields that accept an explicit `null` (the
+/// document shows `null` for those alone).
+pub(crate) fn request_bodies() -> Vec<(std::borrow::Cow<'static, str>, &'static [&'static str])> {
+    fn body<T: ToSchema + RequestBody>() -> (std::borrow::Cow<'static, str>, &'static [&'static str])
+    {
+        (T::name(), T::NULLABLE)
+    }
+    vec![
+        body::<companies::CreateCompany>(),
+        body::<agents::CreateAgent>(),
+        body::<agents::UpdateAgent>(),
+        body::<catalog::CreateProject>(),
+        body::<catalog::CreateGoal>(),
+        body::<issues::CreateIssue>(),
+        body::<issues::UpdateIssue>(),
+        body::<heartbeats::FinishBody>(),
+        body::<routines::CreateRoutine>(),
+        body::<routines::UpdateRoutine>(),
+        body::<runs::RunRequest>(),
+        body::<triggers::CreateTrigger>(),
+        body::<triggers::UpdateTrigger>(),
+        (agents::WakeupRequest::name(), &[]),
+    ]
 }

@@ -35,8 +35,10 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateRoutine {
     /// 1–200 characters; `{{date}}` and `{{payload.<key>}}` are substituted in issues.
+    #[schema(value_type = nexus_shared::model::Title, inline)]
     title: String,
     /// Up to 10,000 characters.
+    #[schema(value_type = Option<nexus_shared::model::Description>, inline)]
     description: Option<String>,
     /// An agent of the company that is not terminated (an agent may only name itself).
     assignee_agent_id: Uuid,
@@ -45,16 +47,18 @@ pub(crate) struct CreateRoutine {
     parent_issue_id: Option<Uuid>,
     /// Default `medium`.
     priority: Option<Priority>,
-    /// `active` (default) or `paused`.
+    /// `active` (default) or `paused`; `archived` is 422.
     status: Option<RoutineStatus>,
     /// Default `coalesce_if_active`.
     concurrency_policy: Option<ConcurrencyPolicy>,
     /// Default `skip_missed`.
     catch_up_policy: Option<CatchUpPolicy>,
     /// 1–100, default 25.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::error::whole_number")]
     catch_up_cap: Option<i64>,
-    /// Not accepted: triggers are added with `POST /api/routines/{id}/triggers`.
-    #[schema(value_type = Option<Object>)]
+    /// Not accepted (400): triggers are added with `POST /api/routines/{id}/triggers`.
+    #[schema(ignore)]
     triggers: Option<IgnoredAny>,
 }
 
@@ -70,10 +74,12 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct UpdateRoutine {
+    /// 1–200 characters.
+    #[schema(value_type = Option<nexus_shared::model::Title>, inline)]
     title: Option<String>,
-    /// `null` clears it.
+    /// Up to 10,000 characters; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<nexus_shared::model::Description>, inline)]
     description: Option<Option<String>>,
     assignee_agent_id: Option<Uuid>,
     project_id: Option<Uuid>,
@@ -87,6 +93,9 @@ pub(crate) struct UpdateRoutine {
     status: Option<RoutineStatus>,
     concurrency_policy: Option<ConcurrencyPolicy>,
     catch_up_policy: Option<CatchUpPolicy>,
+    /// 1–100.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::error::whole_number")]
     catch_up_cap: Option<i64>,
 }
 
@@ -101,6 +110,7 @@ pub(crate) struct RoutineQuery {
     /// Only routines older than this routine id (the previous page's `nextBefore`).
     before: Option<Uuid>,
     /// At most this many (default 100; above 500 is treated as 500).
+    #[param(minimum = 1)]
     limit: Option<i64>,
 }
 
@@ -119,6 +129,7 @@ pub(crate) struct RoutineList {
 #[into_params(parameter_in = Query)]
 pub(crate) struct UpcomingQuery {
     /// 1–100, default 10.
+    #[param(minimum = 1, maximum = 100)]
     count: Option<i64>,
 }
 

@@ -51,6 +51,7 @@ pub(crate) struct RunRequest {
     #[schema(value_type = Option<Object>)]
     payload: Option<serde_json::Map<String, serde_json::Value>>,
     /// 1–255 characters; a repeated key returns the original run.
+    #[schema(value_type = Option<nexus_shared::model::IdempotencyKey>, inline)]
     idempotency_key: Option<String>,
     /// An `api` trigger of this routine.
     trigger_id: Option<Uuid>,
@@ -62,6 +63,7 @@ pub(crate) struct RunRequest {
 #[into_params(parameter_in = Query)]
 pub(crate) struct RunQuery {
     /// Default 50; above 200 is treated as 200; below 1 is 422.
+    #[param(minimum = 1)]
     limit: Option<i64>,
     /// Only runs older than this run id (the previous page's `nextBefore`).
     before: Option<Uuid>,

@@ -26,35 +26,41 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 
 /// Body of `POST /api/routines/{routineId}/triggers`, by kind. Fields of another kind are 400.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase",
-    deny_unknown_fields
-)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum CreateTrigger {
     /// A cron schedule in a time zone.
+    #[serde(rename_all = "camelCase")]
     Schedule {
         /// Up to 120 characters.
+        #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
         label: Option<String>,
         /// Default `true`.
         enabled: Option<bool>,
         /// Five fields, or a macro (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
+        #[schema(value_type = nexus_shared::schedule::CronExpression, inline)]
         cron_expression: String,
         /// IANA name, default `UTC`.
+        #[schema(value_type = Option<nexus_shared::schedule::TimeZone>, inline)]
         timezone: Option<String>,
     },
     /// A signed public URL.
+    #[serde(rename_all = "camelCase")]
     Webhook {
+        /// Up to 120 characters.
+        #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
         label: Option<String>,
         enabled: Option<bool>,
         /// Default `bearer`.
         signing_mode: Option<SigningMode>,
         /// 30–86400, default 300.
+        #[schema(minimum = 30, maximum = 86400)]
+        #[serde(default, deserialize_with = "crate::error::whole_number")]
         replay_window_sec: Option<i64>,
     },
     /// Manual runs that name it.
     Api {
+        /// Up to 120 characters.
+        #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
         label: Option<String>,
         enabled: Option<bool>,
     },
@@ -66,11 +72,21 @@ pub(crate) enum CreateTrigger {
 pub(crate) struct UpdateTrigger {
     /// May be given, but only with the trigger's own kind: a kind cannot change.
     kind: Option<TriggerKind>,
+    /// Up to 120 characters.
+    #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
     label: Option<String>,
     enabled: Option<bool>,
+    /// Schedule triggers only.
+    #[schema(value_type = Option<nexus_shared::schedule::CronExpression>, inline)]
     cron_expression: Option<String>,
+    /// Schedule triggers only: an IANA name.
+    #[schema(value_type = Option<nexus_shared::schedule::TimeZone>, inline)]
     timezone: Option<String>,
+    /// Webhook triggers only.
     signing_mode: Option<SigningMode>,
+    /// Webhook triggers only: 30–86400.
+    #[schema(minimum = 30, maximum = 86400)]
+    #[serde(default, deserialize_with = "crate::error::whole_number")]
     replay_window_sec: Option<i64>,
 }
 

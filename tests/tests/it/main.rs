@@ -8,6 +8,7 @@ mod deploy;
 mod dispatch;
 mod edges;
 mod heartbeats;
+mod hostile;
 mod issues;
 mod logs;
 mod ops;
