@@ -368,9 +368,13 @@ mod flow {
             let listed: Vec<Uuid> = store.runs(routine_id, None, 10).await.expect("runs").into_iter().map(|r| r.id).collect();
             assert_eq!(listed, [other.run.id, first.run.id], "newest first");
             assert_eq!(store.run(first.run.id).await.expect("run").payload, json!({ "n": 1 }));
+            // Numbers at the edges of what JSON carries come back as they went in.
+            let edges = json!({ "max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "u": u64::MAX, "i": i64::MIN, "f": 0.1 });
+            let stored = store.accept_manual_run(routine_id, manual(edges.clone(), None), board()).await.expect("accept");
+            assert_eq!(store.run(stored.run.id).await.expect("run").payload, edges);
             // One dispatch job per accepted run.
             let jobs = store.claim_jobs("w", Duration::from_secs(30), 100).await.expect("claim");
-            assert_eq!(jobs.len(), 2);
+            assert_eq!(jobs.len(), 3);
 
             store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
             let refused = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await;

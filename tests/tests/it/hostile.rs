@@ -39,6 +39,7 @@ fn hostile_values() -> Vec<String> {
         "[]".to_owned(),
         "{}".to_owned(),
         r#"{"kind":"http","url":"http://169.254.169.254/"}"#.to_owned(),
+        r#"{"max":1.7976931348623157e308,"min":-1.7976931348623157e308,"tiny":5e-324,"u":18446744073709551615}"#.to_owned(),
         format!("{}1{}", "[".repeat(200), "]".repeat(200)),
     ]
 }
