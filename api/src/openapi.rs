@@ -51,6 +51,7 @@ pub(crate) fn split(api: OpenApiRouter<AppState>) -> (Router<AppState>, serde_js
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
     complete_error_answers(&mut doc);
     fold_inline_descriptions(&mut doc);
+    distribute_tagged_unions(&mut doc);
     for (name, nullable) in crate::routes::request_bodies() {
         if let Some(schema) = doc.pointer_mut(&format!("/components/schemas/{name}")) {
             refuse_nulls(schema, nullable);
@@ -187,12 +188,19 @@ fn complete_error_answers(doc: &mut serde_json::Value) {
         return;
     };
     for (path, item) in paths {
-        if !path.starts_with("/api/") || path == "/api/openapi.json" {
-            continue;
-        }
         let Some(item) = item.as_object_mut() else {
             continue;
         };
+        for responses in item
+            .values_mut()
+            .filter_map(|operation| operation.get_mut("responses"))
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            describe_responses(responses);
+        }
+        if !path.starts_with("/api/") || path == "/api/openapi.json" {
+            continue;
+        }
         for (method, operation) in item.iter_mut() {
             if !matches!(method.as_str(), "get" | "post" | "put" | "patch" | "delete") {
                 continue;
@@ -219,20 +227,6 @@ fn complete_error_answers(doc: &mut serde_json::Value) {
             else {
                 continue;
             };
-            for (status, response) in responses.iter_mut() {
-                // Every response has a description (the status's reason phrase by default).
-                if let Some(response) = response.as_object_mut()
-                    && !response.contains_key("description")
-                {
-                    let reason = status
-                        .parse::<u16>()
-                        .ok()
-                        .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
-                        .and_then(|code| code.canonical_reason())
-                        .unwrap_or("Answer");
-                    response.insert("description".to_owned(), reason.into());
-                }
-            }
             let mut add = |status: &str, description: &str| {
                 responses
                     .entry(status.to_owned())
@@ -256,6 +250,90 @@ fn complete_error_answers(doc: &mut serde_json::Value) {
                 "503",
                 "The database or Redis is unreachable; retry after `Retry-After` seconds",
             );
+        }
+    }
+}
+
+/// A resource whose kind-specific fields are a tagged union flattened into it (a trigger: its
+/// common fields, plus its kind's) comes out of the generator as `allOf: [<the union>, <the
+/// common fields>]`. That is valid, but code generators cannot build a type from an `allOf` over
+/// a `oneOf`; this spells it as the equivalent `oneOf` of one complete object per kind.
+fn distribute_tagged_unions(doc: &mut serde_json::Value) {
+    let Some(schemas) = doc
+        .pointer("/components/schemas")
+        .and_then(serde_json::Value::as_object)
+        .cloned()
+    else {
+        return;
+    };
+    for (name, schema) in &schemas {
+        let Some([union, common]) = schema
+            .get("allOf")
+            .and_then(serde_json::Value::as_array)
+            .map(Vec::as_slice)
+        else {
+            continue;
+        };
+        let union = match union.get("$ref").and_then(serde_json::Value::as_str) {
+            Some(reference) => reference
+                .strip_prefix("#/components/schemas/")
+                .and_then(|n| schemas.get(n))
+                .unwrap_or(union),
+            None => union,
+        };
+        let (Some(variants), Some(common)) = (
+            union.get("oneOf").and_then(serde_json::Value::as_array),
+            common.as_object(),
+        ) else {
+            continue;
+        };
+        let merged: Vec<serde_json::Value> = variants
+            .iter()
+            .map(|variant| {
+                let mut variant = variant.clone();
+                for key in ["properties", "required"] {
+                    let extra = common.get(key).cloned().unwrap_or_default();
+                    match (variant.get_mut(key), extra) {
+                        (Some(serde_json::Value::Object(mine)), serde_json::Value::Object(more)) => {
+                            mine.extend(more);
+                        }
+                        (Some(serde_json::Value::Array(mine)), serde_json::Value::Array(more)) => {
+                            mine.extend(more);
+                        }
+                        (None, extra) if !extra.is_null() => {
+                            variant[key] = extra;
+                        }
+                        _ => {}
+                    }
+                }
+                variant["type"] = "object".into();
+                variant
+            })
+            .collect();
+        let mut flat = serde_json::Map::new();
+        if let Some(description) = schema.get("description") {
+            flat.insert("description".to_owned(), description.clone());
+        }
+        flat.insert("oneOf".to_owned(), merged.into());
+        doc["components"]["schemas"][name] = flat.into();
+    }
+}
+
+/// Gives every response a description (required by OpenAPI): the status's reason phrase where
+/// the handler's annotation has none.
+fn describe_responses(responses: &mut serde_json::Map<String, serde_json::Value>) {
+    for (status, response) in responses.iter_mut() {
+        // Every response has a description (the status's reason phrase by default).
+        if let Some(response) = response.as_object_mut()
+            && !response.contains_key("description")
+        {
+            let reason = status
+                .parse::<u16>()
+                .ok()
+                .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
+                .and_then(|code| code.canonical_reason())
+                .unwrap_or("Answer");
+            response.insert("description".to_owned(), reason.into());
         }
     }
 }
