@@ -294,7 +294,10 @@ fn distribute_tagged_unions(doc: &mut serde_json::Value) {
                 for key in ["properties", "required"] {
                     let extra = common.get(key).cloned().unwrap_or_default();
                     match (variant.get_mut(key), extra) {
-                        (Some(serde_json::Value::Object(mine)), serde_json::Value::Object(more)) => {
+                        (
+                            Some(serde_json::Value::Object(mine)),
+                            serde_json::Value::Object(more),
+                        ) => {
                             mine.extend(more);
                         }
                         (Some(serde_json::Value::Array(mine)), serde_json::Value::Array(more)) => {

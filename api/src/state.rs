@@ -16,7 +16,7 @@ use nexus_shared::{
 pub struct AppState {
     /// The store.
     pub store: Store,
-    /// Rate limits and replay memory (Redis, or in process).
+    /// Rate limits (Redis, or in process).
     pub coordination: Coordination,
     /// Base of webhook URLs.
     pub public_url: String,

@@ -15,7 +15,7 @@ pub struct Config {
     /// database in `NEXUS_DATA_DIR`.
     pub database_url: Option<String>,
     /// `NEXUS_REDIS_URL`; `None` when unset. The role binaries require it; `nexus serve` without
-    /// it keeps rate limits, replay memory and leadership in process (see [`crate::coord`]).
+    /// it keeps rate limits and leadership in process (see [`crate::coord`]).
     pub redis_url: Option<String>,
     /// `NEXUS_REDIS_PREFIX`: prefix of every Redis key, so deployments can share one Redis.
     pub redis_prefix: String,
@@ -356,7 +356,7 @@ impl Config {
     }
 
     /// The configured Redis URL; the role binaries cannot work without one, because replicas
-    /// share leadership, replay memory and rate limits through it.
+    /// share leadership and rate limits through it.
     ///
     /// # Errors
     /// `NEXUS_REDIS_URL` is unset.

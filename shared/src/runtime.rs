@@ -27,7 +27,7 @@ pub struct Resources {
     pub config: Config,
     /// The store.
     pub store: Store,
-    /// Rate limits, replay memory and leadership: Redis, or this process without a Redis URL.
+    /// Rate limits and leadership: Redis, or this process without a Redis URL.
     pub coordination: Coordination,
 }
 

@@ -4,7 +4,8 @@
 //! first failing one answering: body size (413, enforced while reading), unknown trigger (404),
 //! rate limit (429), credentials (401, one body whatever the cause), replayed signature (409),
 //! body format (415, 400), trigger and routine state (409), then idempotency. Secrets and
-//! signatures are compared in constant time and never logged.
+//! signatures are compared in constant time and never logged. Accepted signatures are
+//! remembered by the store, with the run they admit (see `store::CallSignature`).
 
 use std::sync::Arc;
 
@@ -83,10 +84,6 @@ async fn handle(
     };
     let found = found.ok_or_else(|| ApiError::not_found("webhook"))?;
     let mut trigger = found.trigger;
-    // Credentials are checked before the rate limit is consulted, but answered after it: the
-    // token and, for a valid signature, the replay memory are one round trip, and a limited
-    // caller gets 429 whatever its credentials (the contract's order). A refusal is never
-    // decided on a cached read: the secret may have been rotated.
     // Credentials are checked before the rate limit is consulted, but answered after it (the
     // contract's order: a limited caller gets 429 whatever its credentials). A refusal is never
     // decided on a cached read: the secret may have been rotated.

@@ -907,7 +907,8 @@ async fn hold(app: &TestApp, trigger: uuid::Uuid) -> sqlx::Transaction<'static, 
     holder
 }
 
-/// Random hostile requests: never a 5xx, and a run only for a validly authenticated request.
+/// Random hostile requests, to the trigger's public id or to a mangled one: never a 5xx, and a
+/// run only for a validly authenticated request to the real id.
 #[test]
 fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
     if !nexus_tests::backend_is_postgres() {
@@ -957,8 +958,32 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
         Just(Some("application/json; charset=utf-8"))
     ];
     // How the request is signed: 0 not at all, 1 random headers, 2 valid, 3 valid but skewed too far, 4 valid for another body.
+    // Where it goes: the real public id (most often), or a printable string, a hostile
+    // percent-encoded byte sequence, the real id altered by one character, or a very long id.
+    let public_id = url
+        .split("/public/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a public id")
+        .to_owned();
+    let path = prop_oneof![
+        4 => Just(None),
+        1 => "[ -~]{0,100}".prop_map(Some),
+        1 => prop_oneof![Just("%00"), Just("%ff%fe"), Just("%ED%A0%80"), Just("a%2Fb"), Just("..")]
+            .prop_map(|s| Some(s.to_owned())),
+        1 => (0usize..22, "[A-Za-z0-9_-]").prop_map({
+            let public_id = public_id.clone();
+            move |(at, c)| {
+                let mut altered: Vec<char> = public_id.chars().collect();
+                let at = at.min(altered.len().saturating_sub(1));
+                altered[at] = c.chars().next().unwrap_or('x');
+                Some(altered.into_iter().collect::<String>())
+            }
+        }),
+        1 => (1usize..6000).prop_map(|n| Some("A".repeat(n))),
+    ];
     let strategy = (
-        0u8..5,
+        (0u8..5, path),
         header_value.clone(),
         header_value,
         body,
@@ -970,7 +995,7 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
         failure_persistence: None,
         ..ProptestConfig::default()
     };
-    proptest!(config, |((how, ts_header, sig_header, body, content_type, skew) in strategy)| {
+    proptest!(config, |(((how, path), ts_header, sig_header, body, content_type, skew) in strategy)| {
         let now = chrono::Utc::now().timestamp();
         let mut headers: Vec<(&str, String)> = Vec::new();
         let mut valid = false;
@@ -998,13 +1023,29 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
         if let Some(content_type) = content_type {
             headers.push(("content-type", content_type.to_owned()));
         }
-        let sent = runtime.block_on(send(&url, &headers, body));
+        let (target, real) = match &path {
+            None => (url.clone(), true),
+            Some(other) => {
+                let encoded: String = other
+                    .chars()
+                    .map(|c| match c {
+                        'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '%' | '.' => c.to_string(),
+                        c => format!("%{:02X}", u32::from(c)),
+                    })
+                    .collect();
+                (url.replacen(&public_id, &encoded, 1), *other == public_id)
+            }
+        };
+        let sent = runtime.block_on(send(&target, &headers, body));
         prop_assert!(sent.status < 500, "5xx: {} {}", sent.status, sent.body);
+        prop_assert!(sent.status >= 400 || sent.status == 202, "answered {}", sent.status);
         if sent.status == 202 {
-            prop_assert!(valid, "a run without a valid signature");
+            prop_assert!(valid && real, "a run without a valid signature to the real id");
             accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        if !valid {
+        if !real {
+            prop_assert!(matches!(sent.status, 400 | 404 | 405), "another id answered {}", sent.status);
+        } else if !valid {
             prop_assert!(matches!(sent.status, 401), "unsigned request answered {}", sent.status);
         }
     });
