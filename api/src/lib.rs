@@ -29,6 +29,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     health: Health,
+    limits: nexus_shared::config::HttpLimits,
 }
 
 /// Builds the API from configuration: connects (running migrations unless disabled) and binds
@@ -58,6 +59,7 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         resources.store.clone(),
         Some(resources.coordination.clone()),
     );
+    let limits = resources.config.http;
     let state = AppState {
         store: resources.store,
         coordination: resources.coordination,
@@ -71,6 +73,7 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         listener,
         router,
         health,
+        limits,
     })
 }
 
@@ -122,7 +125,14 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        nexus_shared::ops::serve(self.listener, self.router, self.health, shutdown).await?;
+        nexus_shared::ops::serve(
+            self.listener,
+            self.router,
+            self.health,
+            self.limits,
+            shutdown,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -72,7 +72,7 @@ pub async fn build_with(resources: &Resources, listen: SocketAddr) -> anyhow::Re
         Some(resources.coordination.clone()),
     );
     Ok(App {
-        ops: OpsServer::bind(listen, health).await?,
+        ops: OpsServer::bind(listen, health, resources.config.http).await?,
         scheduler: scheduler(resources),
     })
 }

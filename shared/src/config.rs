@@ -52,6 +52,8 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// `NEXUS_DB_MAX_CONNECTIONS`: size of the Postgres connection pool of one process.
     pub db_max_connections: u32,
+    /// What every HTTP listener allows a client (`NEXUS_HTTP_*`).
+    pub http: HttpLimits,
     /// `NEXUS_DATA_DIR`: local state of the single-process mode (its generated secret key).
     pub data_dir: PathBuf,
     /// `NEXUS_LOG`: tracing filter directives.
@@ -117,6 +119,10 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_WEBHOOK_BURST",
     "NEXUS_HEARTBEAT_TIMEOUT_SECS",
     "NEXUS_DB_MAX_CONNECTIONS",
+    "NEXUS_HTTP_HEADER_TIMEOUT_SECS",
+    "NEXUS_HTTP_REQUEST_TIMEOUT_SECS",
+    "NEXUS_HTTP_MAX_CONNECTIONS",
+    "NEXUS_HTTP_SHUTDOWN_SECS",
     "NEXUS_DATA_DIR",
     "NEXUS_LOG",
     "NEXUS_LOG_FORMAT",
@@ -124,6 +130,35 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_SERVICE_NAME",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
 ];
+
+/// What an HTTP listener allows each client, so that no client can hold the process's
+/// connections or memory: the headers of a request must arrive within `header_timeout` (also
+/// the longest a kept-alive connection may sit idle), the whole request be handled within
+/// `request_timeout`, at most `max_connections` be open at once (further clients wait in the
+/// kernel's queue), and a process shutting down closes what is still open after
+/// `shutdown_deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `NEXUS_HTTP_HEADER_TIMEOUT_SECS` (default 30).
+    pub header_timeout: Duration,
+    /// `NEXUS_HTTP_REQUEST_TIMEOUT_SECS` (default 60).
+    pub request_timeout: Duration,
+    /// `NEXUS_HTTP_MAX_CONNECTIONS` (default 4096).
+    pub max_connections: usize,
+    /// `NEXUS_HTTP_SHUTDOWN_SECS` (default 10).
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Shortest accepted `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
 pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 24;
@@ -289,6 +324,20 @@ impl Config {
                 _ => Err("http/protobuf or http/json (gRPC export is not built in)".to_owned()),
             },
         )?;
+        let seconds = |var: &'static str, default: &str, min: u64, max: u64| {
+            parse_or(var, get(var), default, |v| int_in_range(v, min, max)).map(Duration::from_secs)
+        };
+        let http = HttpLimits {
+            header_timeout: seconds("NEXUS_HTTP_HEADER_TIMEOUT_SECS", "30", 1, 300)?,
+            request_timeout: seconds("NEXUS_HTTP_REQUEST_TIMEOUT_SECS", "60", 1, 3600)?,
+            max_connections: parse_or(
+                "NEXUS_HTTP_MAX_CONNECTIONS",
+                get("NEXUS_HTTP_MAX_CONNECTIONS"),
+                "4096",
+                |v| int_in_range(v, 16, 1_000_000).map(|n| usize::try_from(n).unwrap_or(4096)),
+            )?,
+            shutdown_deadline: seconds("NEXUS_HTTP_SHUTDOWN_SECS", "10", 0, 300)?,
+        };
         let otel_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
         if let Some(endpoint) = &otel_endpoint {
             check_url_scheme(
@@ -316,6 +365,7 @@ impl Config {
             webhook_burst,
             heartbeat_timeout,
             db_max_connections,
+            http,
             data_dir,
             log,
             log_format,

@@ -19,7 +19,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{coord::Coordination, store::Store, telemetry};
+use crate::{config::HttpLimits, coord::Coordination, store::Store, telemetry};
 
 /// What readiness depends on.
 #[derive(Clone, Debug)]
@@ -58,8 +58,15 @@ impl Health {
 /// `/readyz` fail before the port closes.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 
-/// Serves `router` on `listener` until `shutdown` resolves: `/readyz` turns unready at once,
-/// the listener closes after [`SHUTDOWN_DRAIN`], and in-flight requests finish.
+/// Serves `router` on `listener` until `shutdown` resolves, within `limits`: `/readyz` turns
+/// unready at once, the listener closes after [`SHUTDOWN_DRAIN`], requests in flight may finish
+/// until `limits.shutdown_deadline`, and whatever is still open then is closed.
+///
+/// Every connection is served by hyper with a timer, so a client that does not complete a
+/// request's headers within `limits.header_timeout` (or keeps a connection idle that long) is
+/// disconnected; a request not handled within `limits.request_timeout` is answered 408 and its
+/// connection closed; at most `limits.max_connections` connections are open at once — past that
+/// the listener stops accepting until one closes.
 ///
 /// # Errors
 /// The listener failed.
@@ -67,6 +74,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     health: Health,
+    limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let signal = async move {
@@ -75,9 +83,85 @@ pub async fn serve(
         tokio::time::sleep(SHUTDOWN_DRAIN).await;
     };
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(signal)
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        limits.request_timeout,
+        request_deadline,
+    ));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut signal => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait a moment rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_deadline, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            deadline_secs = limits.shutdown_deadline.as_secs(),
+            "connections still open at the shutdown deadline are closed"
+        );
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Answers 408 (and closes the connection) when the request is not handled within `timeout`:
+/// a body that trickles in, or a handler stuck on something, cannot hold a connection longer.
+async fn request_deadline(
+    State(timeout): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let body = json!({
+                "error": format!("the request was not complete within {} s", timeout.as_secs()),
+                "code": "request_timeout",
+            });
+            let mut response = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// How long a role waits for its work in flight after a shutdown signal before exiting anyway
@@ -146,6 +230,7 @@ pub async fn metrics() -> Response {
 pub struct OpsServer {
     listener: tokio::net::TcpListener,
     health: Health,
+    limits: HttpLimits,
 }
 
 impl OpsServer {
@@ -153,11 +238,16 @@ impl OpsServer {
     ///
     /// # Errors
     /// The address cannot be bound.
-    pub async fn bind(listen: std::net::SocketAddr, health: Health) -> std::io::Result<Self> {
+    pub async fn bind(
+        listen: std::net::SocketAddr,
+        health: Health,
+        limits: HttpLimits,
+    ) -> std::io::Result<Self> {
         telemetry::metrics();
         Ok(Self {
             listener: tokio::net::TcpListener::bind(listen).await?,
             health,
+            limits,
         })
     }
 
@@ -184,7 +274,7 @@ impl OpsServer {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = router(self.health.clone());
-        serve(self.listener, router, self.health, shutdown).await
+        serve(self.listener, router, self.health, self.limits, shutdown).await
     }
 }
 

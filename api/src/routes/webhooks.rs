@@ -76,24 +76,37 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(headers, body).await?;
+    // What can be refused without the body is refused first: a body announced too large, an
+    // unknown trigger (no read for an id found unknown a moment ago).
+    check_declared_size(headers)?;
     let found = if could_exist(public_id) {
         state.webhook_triggers.get(&state.store, public_id).await?
     } else {
         None
     };
     let found = found.ok_or_else(|| ApiError::not_found("webhook"))?;
+    let bytes = read_body(body).await?;
     let mut trigger = found.trigger;
     // Credentials are checked before the rate limit is consulted, but answered after it (the
-    // contract's order: a limited caller gets 429 whatever its credentials). A refusal is never
-    // decided on a cached read: the secret may have been rotated.
+    // contract's order: a limited caller gets 429 whatever its credentials). A refusal decided
+    // on a cached read is checked against the trigger as stored (the secret may have been
+    // rotated), at most once a second per trigger.
     let now_ms = state.store.clock().now().timestamp_millis();
     let mut authenticated = authenticate(&trigger, headers, &bytes, now_ms);
-    if authenticated.is_none() && found.cached {
+    if authenticated.is_none()
+        && found.cached
+        && state.webhook_triggers.may_reread(&state.store, trigger.id)
+    {
         trigger = read_trigger(state, public_id).await?;
         authenticated = authenticate(&trigger, headers, &bytes, now_ms);
     }
-    let bucket = format!("ratelimit:{}", trigger.id);
+    // Calls with bad credentials draw on a bucket of their own: a flood of them is limited
+    // (429 before 401, the contract's order) without using up the sender's tokens.
+    let bucket = if authenticated.is_some() {
+        format!("ratelimit:{}", trigger.id)
+    } else {
+        format!("ratelimit-refused:{}", trigger.id)
+    };
     let admission = state
         .coordination
         .admit(&bucket, state.webhook_rate, state.webhook_burst)
@@ -190,15 +203,16 @@ fn new_run(
     })
 }
 
-/// Reads at most [`MAX_WEBHOOK_BODY`] bytes; a larger body is refused without reading it all.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the body is over 256 KiB",
-        )
-    };
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the body is over 256 KiB",
+    )
+}
+
+/// 413 for a body whose `Content-Length` is over [`MAX_WEBHOOK_BODY`], before any of it is read.
+fn check_declared_size(headers: &HeaderMap) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -206,6 +220,11 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
     if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
         return Err(too_large());
     }
+    Ok(())
+}
+
+/// Reads at most [`MAX_WEBHOOK_BODY`] bytes; a larger body is refused without reading it all.
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_WEBHOOK_BODY);
     match http_body_util::BodyExt::collect(limited).await {
         Ok(collected) => Ok(collected.to_bytes()),

@@ -44,8 +44,8 @@ pub use self::{
     },
     storage::{Dispatched, Storage, Store, Subscription, Taken, Topic},
     triggers::{
-        NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
-        WEBHOOK_SECRET_PREFIX, webhook_url,
+        MAX_TRIGGERS_PER_ROUTINE, NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges,
+        TriggerInRoutine, WEBHOOK_SECRET_PREFIX, webhook_url,
     },
 };
 use crate::{

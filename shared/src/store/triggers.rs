@@ -272,6 +272,17 @@ impl NewColumns {
     }
 }
 
+/// The most triggers one routine may have (the contract's cap).
+pub const MAX_TRIGGERS_PER_ROUTINE: i64 = 50;
+
+/// The answer to a 51st trigger.
+pub(super) fn too_many_triggers() -> StoreError {
+    StoreError::Unprocessable {
+        code: "too_many_triggers",
+        message: format!("a routine has at most {MAX_TRIGGERS_PER_ROUTINE} triggers"),
+    }
+}
+
 pub(super) fn archived() -> StoreError {
     StoreError::conflict(
         "routine_archived",
@@ -302,6 +313,17 @@ impl PgStore {
         let routine = fetch_routine(&mut tx, routine_id, true).await?;
         if routine.status == RoutineStatus::Archived {
             return Err(archived());
+        }
+        // Counted under the routine's lock (held since `fetch_routine`): concurrent additions
+        // cannot pass the cap together.
+        let count = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM routine_triggers WHERE routine_id = $1"#,
+            routine_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if count >= MAX_TRIGGERS_PER_ROUTINE {
+            return Err(too_many_triggers());
         }
         let NewColumns {
             cron,

@@ -10,6 +10,7 @@ mod edges;
 mod heartbeats;
 mod hostile;
 mod issues;
+mod limits;
 mod logs;
 mod ops;
 mod routine_access;

@@ -21,7 +21,10 @@ use crate::{
         NewActivity, NewRoutine, NewTrigger, RoutineChanges, RoutineFilter, SecretMaterial,
         StoreError, StoreResult, TriggerChanges, TriggerInRoutine, WEBHOOK_SECRET_PREFIX, new_id,
         routines::{RoutineRow, routine_change_details},
-        triggers::{NewColumns, TriggerRow, archived, kind_of, next_fire},
+        triggers::{
+            MAX_TRIGGERS_PER_ROUTINE, NewColumns, TriggerRow, archived, kind_of, next_fire,
+            too_many_triggers,
+        },
         webhook_url,
     },
 };
@@ -426,6 +429,16 @@ impl SqliteStore {
         let routine = fetch_routine(&mut tx, routine_id).await?;
         if routine.status == RoutineStatus::Archived {
             return Err(archived());
+        }
+        // Writes are serialised on the embedded database: the count holds until the insert.
+        let count = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM routine_triggers WHERE routine_id = ?1",
+        )
+        .bind(routine_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if count >= MAX_TRIGGERS_PER_ROUTINE {
+            return Err(too_many_triggers());
         }
         let NewColumns {
             cron,

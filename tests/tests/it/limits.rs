@@ -1,0 +1,201 @@
+//! What no caller can make the API hold: connections whose headers never complete, requests
+//! that never finish, more connections than the cap, a routine with more triggers than the
+//! contract allows, and a flood of wrong webhook secrets draining the sender's rate limit.
+
+use std::time::Duration;
+
+use nexus_tests::{Options, TestApp, str_at};
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::webhooks::{hook, on, send};
+
+async fn app_with(env: Vec<(&'static str, String)>) -> TestApp {
+    TestApp::spawn_with(Options {
+        env,
+        ..Default::default()
+    })
+    .await
+}
+
+/// Opens a connection and sends the start of a request whose headers never end.
+async fn half_open(base: &str) -> tokio::net::TcpStream {
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET /api/companies HTTP/1.1\r\nhost: {address}\r\nx-slow: ").as_bytes())
+        .await
+        .expect("write");
+    stream
+}
+
+/// Whether the server has closed `stream` (reads to the end within `wait`).
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut buffer = [0u8; 256];
+    let read = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(wait, read).await.unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_half_open_connections_are_closed_after_the_header_timeout() {
+    nexus_tests::needs_servers!();
+    let app = app_with(vec![("NEXUS_HTTP_HEADER_TIMEOUT_SECS", "2".to_owned())]).await;
+    let mut connections = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        connections.push(half_open(&app.base).await);
+    }
+    // Meanwhile ordinary requests are served.
+    for _ in 0..20 {
+        app.board().list_companies().await.expect(200);
+    }
+    // Every half-open connection is closed once its headers are 2 s late (checked together,
+    // within a generous margin for a loaded machine).
+    let checks = connections
+        .iter_mut()
+        .map(|stream| closed_within(stream, Duration::from_secs(20)));
+    let closed = futures_util::future::join_all(checks).await;
+    assert_eq!(closed.iter().filter(|c| **c).count(), 1000);
+    app.board().list_companies().await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_complete_within_the_request_timeout_is_answered_408() {
+    nexus_tests::needs_servers!();
+    let app = app_with(vec![("NEXUS_HTTP_REQUEST_TIMEOUT_SECS", "1".to_owned())]).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/companies HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\"",
+        app.board_token
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    // The body trickles in and never completes.
+    let mut answer = String::new();
+    let read = async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            tokio::select! {
+                n = stream.read(&mut buffer) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                },
+                () = tokio::time::sleep(Duration::from_millis(300)) => {
+                    if stream.write_all(b" ").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the server answers and closes");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // Nothing was created.
+    let companies = app.board().list_companies().await.expect(200).body;
+    assert_eq!(companies["companies"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    nexus_tests::needs_servers!();
+    let app = app_with(vec![
+        ("NEXUS_HTTP_MAX_CONNECTIONS", "16".to_owned()),
+        ("NEXUS_HTTP_HEADER_TIMEOUT_SECS", "30".to_owned()),
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(half_open(&app.base).await);
+    }
+    // A 17th client is not served while 16 connections are open ...
+    let waiting = tokio::spawn({
+        let http = nexus_tests::http_client();
+        let url = format!("{}/healthz", app.base);
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!waiting.is_finished(), "served past the cap");
+    // ... and is as soon as one of them goes away.
+    drop(held.pop());
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a connection closed")
+        .expect("task")
+        .expect("answer");
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_routine_has_at_most_fifty_triggers() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &json!({})).await;
+    for _ in 0..nexus_shared::store::MAX_TRIGGERS_PER_ROUTINE {
+        app.seed_trigger(&routine, &json!({ "kind": "api" })).await;
+    }
+    let refused = app
+        .board()
+        .create_trigger(
+            &routine,
+            &json!({ "kind": "schedule", "cronExpression": "* * * * *" }),
+        )
+        .await
+        .expect_error(422, "too_many_triggers");
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("50"))
+    );
+    // Deleting one makes room again.
+    let triggers = app.board().get_routine(&routine).await.expect(200).body;
+    let first = str_at(&triggers, "/triggers/0/id");
+    app.board().delete_trigger(&first).await.expect(204);
+    app.seed_trigger(&routine, &json!({ "kind": "api" })).await;
+}
+
+#[tokio::test]
+async fn wrong_secrets_do_not_use_up_the_senders_rate_limit() {
+    nexus_tests::needs_servers!();
+    let app = app_with(vec![
+        ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
+        ("NEXUS_WEBHOOK_BURST", "100".to_owned()),
+    ])
+    .await;
+    let team = app.seed_team().await;
+    let hook = hook(&app, &team, "bearer").await;
+    let url = on(&app, &hook.url);
+    let wrong = [("authorization", "Bearer whs_not-the-secret".to_owned())];
+    let mut answers = Vec::new();
+    for _ in 0..110 {
+        answers.push(send(&url, &wrong, Vec::new()).await.status);
+    }
+    // The flood is limited on its own bucket: 401 for the first hundred (and for the odd token
+    // refilled meanwhile), 429 after.
+    let refused = answers.iter().filter(|s| **s == 401).count();
+    let limited = answers.iter().filter(|s| **s == 429).count();
+    assert_eq!(refused + limited, 110, "{answers:?}");
+    assert!(
+        refused >= 100 && limited >= 5,
+        "{refused} refused, {limited} limited"
+    );
+    // The sender's own calls still have their whole burst.
+    let right = [("authorization", format!("Bearer {}", hook.secret))];
+    for _ in 0..5 {
+        assert_eq!(send(&url, &right, Vec::new()).await.status, 202);
+    }
+}
