@@ -67,6 +67,7 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         webhook_rate: resources.config.webhook_rate_per_sec,
         webhook_burst: resources.config.webhook_burst,
         webhook_triggers: Arc::default(),
+        allow_private_urls: resources.config.allow_private_urls,
     };
     let router = router(state, health.clone());
     Ok(App {

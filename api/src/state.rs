@@ -26,6 +26,8 @@ pub struct AppState {
     pub webhook_burst: u32,
     /// Webhook triggers as this process last read them.
     pub webhook_triggers: Arc<WebhookTriggers>,
+    /// Whether wake-up URLs may name loopback, link-local or private addresses.
+    pub allow_private_urls: bool,
 }
 
 /// Webhook triggers by public id, as this process last read them, so that a call does not

@@ -54,6 +54,9 @@ pub struct Config {
     pub db_max_connections: u32,
     /// What every HTTP listener allows a client (`NEXUS_HTTP_*`).
     pub http: HttpLimits,
+    /// `NEXUS_ALLOW_PRIVATE_URLS`: whether wake-up URLs may reach loopback, link-local or
+    /// private addresses (default `false`; see [`crate::outbound`]).
+    pub allow_private_urls: bool,
     /// `NEXUS_DATA_DIR`: local state of the single-process mode (its generated secret key).
     pub data_dir: PathBuf,
     /// `NEXUS_LOG`: tracing filter directives.
@@ -123,6 +126,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_HTTP_REQUEST_TIMEOUT_SECS",
     "NEXUS_HTTP_MAX_CONNECTIONS",
     "NEXUS_HTTP_SHUTDOWN_SECS",
+    "NEXUS_ALLOW_PRIVATE_URLS",
     "NEXUS_DATA_DIR",
     "NEXUS_LOG",
     "NEXUS_LOG_FORMAT",
@@ -338,6 +342,16 @@ impl Config {
             )?,
             shutdown_deadline: seconds("NEXUS_HTTP_SHUTDOWN_SECS", "10", 0, 300)?,
         };
+        let allow_private_urls = parse_or(
+            "NEXUS_ALLOW_PRIVATE_URLS",
+            get("NEXUS_ALLOW_PRIVATE_URLS"),
+            "false",
+            |v| match v {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("true or false".to_owned()),
+            },
+        )?;
         let otel_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
         if let Some(endpoint) = &otel_endpoint {
             check_url_scheme(
@@ -366,6 +380,7 @@ impl Config {
             heartbeat_timeout,
             db_max_connections,
             http,
+            allow_private_urls,
             data_dir,
             log,
             log_format,

@@ -10,6 +10,7 @@ mod group;
 pub mod kv;
 pub mod model;
 pub mod ops;
+pub mod outbound;
 pub mod queue;
 pub mod runtime;
 pub mod schedule;

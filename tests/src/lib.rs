@@ -176,6 +176,8 @@ impl TestApp {
             ("NEXUS_SECRET_KEY", key.to_base64()),
             ("NEXUS_LISTEN", "127.0.0.1:0".to_owned()),
             ("NEXUS_DB_MAX_CONNECTIONS", "20".to_owned()),
+            // Test receivers listen on loopback.
+            ("NEXUS_ALLOW_PRIVATE_URLS", "true".to_owned()),
         ];
         let data_dir =
             (std::env::var("NEXUS_TEST_BACKEND").as_deref() == Ok("sqlite")).then(|| {
@@ -381,6 +383,7 @@ impl TestApp {
     pub fn worker_batching(&self, name: &str, batch: usize) -> nexus_worker::Worker {
         let settings = nexus_worker::Settings {
             poll_interval: std::time::Duration::from_millis(20),
+            allow_private_urls: self.config.allow_private_urls,
             batch,
             ..nexus_worker::Settings::default()
         };

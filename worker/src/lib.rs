@@ -32,6 +32,7 @@ pub fn settings(config: &Config) -> Settings {
         batch: config.worker_batch.get(),
         heartbeat_timeout: config.heartbeat_timeout,
         lease: config.job_lease,
+        allow_private_urls: config.allow_private_urls,
         ..Settings::default()
     }
 }

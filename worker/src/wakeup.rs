@@ -17,6 +17,9 @@ pub(crate) enum DeliveryError {
     /// The request failed or the agent did not answer 2xx.
     #[error("wake-up not acknowledged: {0}")]
     NotAcknowledged(String),
+    /// The URL names, or its name resolves to, an address wake-ups may not reach.
+    #[error("forbidden_address")]
+    Forbidden,
 }
 
 /// The `webhook-signature` header value for a message.
@@ -51,7 +54,12 @@ pub(crate) async fn deliver(
     http: &reqwest::Client,
     delivery: &WakeupDelivery,
     timestamp: i64,
+    allow_private: bool,
 ) -> Result<(), DeliveryError> {
+    // A literal address is not resolved, so the client's resolver never sees it: checked here.
+    if !allow_private && nexus_shared::outbound::check_url(&delivery.url).is_err() {
+        return Err(DeliveryError::Forbidden);
+    }
     let id = delivery.heartbeat_run.id.to_string();
     let body = serde_json::to_vec(
         &json!({ "type": "heartbeat_run.queued", "data": delivery.heartbeat_run }),
@@ -67,7 +75,13 @@ pub(crate) async fn deliver(
         .body(body)
         .send()
         .await
-        .map_err(|e| DeliveryError::NotAcknowledged(without_url(&e)))?;
+        .map_err(|e| {
+            if nexus_shared::outbound::is_forbidden_error(&e) {
+                DeliveryError::Forbidden
+            } else {
+                DeliveryError::NotAcknowledged(without_url(&e))
+            }
+        })?;
     if response.status().is_success() {
         Ok(())
     } else {

@@ -37,6 +37,9 @@ pub struct Settings {
     pub wakeup_timeout: Duration,
     /// Wake idle loops on `NOTIFY` (turn off only to measure the polling fallback).
     pub notifications: bool,
+    /// Whether wake-ups may reach loopback, link-local or private addresses
+    /// (`NEXUS_ALLOW_PRIVATE_URLS`; see `nexus_shared::outbound`).
+    pub allow_private_urls: bool,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             heartbeat_timeout: Duration::from_secs(3600),
             wakeup_timeout: Duration::from_secs(10),
             notifications: true,
+            allow_private_urls: false,
         }
     }
 }
@@ -79,12 +83,17 @@ impl Worker {
     /// The HTTP client cannot be built (no TLS provider).
     pub fn new(store: Store, owner: String, settings: Settings) -> anyhow::Result<Self> {
         nexus_shared::telemetry::install_tls_provider();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(settings.wakeup_timeout)
             .connect_timeout(settings.wakeup_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("nexus-routines/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("nexus-routines/", env!("CARGO_PKG_VERSION")));
+        if let Some(resolver) = nexus_shared::outbound::resolver(settings.allow_private_urls) {
+            // Names are resolved through the outbound address rules: the address checked is
+            // the address connected to.
+            http = http.dns_resolver(resolver);
+        }
+        let http = http.build()?;
         let queue = Queue::new(store.clone(), owner, settings.lease);
         Ok(Self {
             store,
@@ -286,10 +295,13 @@ impl Worker {
             .map_err(|e| JobError::Retry(e.to_string()))?;
         if let Some(delivery) = delivery {
             let timestamp = self.store.clock().now().timestamp();
-            wakeup::deliver(&self.http, &delivery, timestamp)
+            let allow_private = self.settings.allow_private_urls;
+            wakeup::deliver(&self.http, &delivery, timestamp, allow_private)
                 .await
                 .map_err(|e| match e {
-                    DeliveryError::BadSecret => JobError::Fatal(e.to_string()),
+                    DeliveryError::BadSecret | DeliveryError::Forbidden => {
+                        JobError::Fatal(e.to_string())
+                    }
                     DeliveryError::NotAcknowledged(_) => JobError::Retry(e.to_string()),
                 })?;
             tracing::info!(heartbeat_run_id = %heartbeat_run_id, "wake-up delivered");

@@ -43,10 +43,21 @@ pub(crate) enum WakeupRequest {
 }
 
 impl WakeupRequest {
-    fn parse(self) -> Result<WakeupSpec, ApiError> {
+    /// The wake-up, with its URL checked against the outbound address rules unless the
+    /// deployment allows private addresses (`NEXUS_ALLOW_PRIVATE_URLS`).
+    fn parse(self, allow_private: bool) -> Result<WakeupSpec, ApiError> {
         Ok(match self {
             Self::Poll {} => WakeupSpec::Poll,
-            Self::Http { url } => WakeupSpec::Http(field("wakeup.url", WakeupUrl::parse(&url))?),
+            Self::Http { url } => {
+                let url = field("wakeup.url", WakeupUrl::parse(&url))?;
+                if !allow_private {
+                    field(
+                        "wakeup.url",
+                        nexus_shared::outbound::check_url(url.as_str()),
+                    )?;
+                }
+                WakeupSpec::Http(url)
+            }
         })
     }
 }
@@ -145,7 +156,7 @@ async fn create_agent(
     let name = field("name", Title::parse(body.name))?;
     let wakeup = body
         .wakeup
-        .map_or(Ok(WakeupSpec::Poll), WakeupRequest::parse)?;
+        .map_or(Ok(WakeupSpec::Poll), |w| w.parse(state.allow_private_urls))?;
     let created = state
         .store
         .create_agent(company_id, name, wakeup, auth.0)
@@ -197,7 +208,10 @@ async fn update_agent(
             .map(|n| field("name", Title::parse(n)))
             .transpose()?,
         status: body.status,
-        wakeup: body.wakeup.map(WakeupRequest::parse).transpose()?,
+        wakeup: body
+            .wakeup
+            .map(|w| w.parse(state.allow_private_urls))
+            .transpose()?,
     };
     let updated = state
         .store

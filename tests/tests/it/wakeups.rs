@@ -407,3 +407,108 @@ async fn stale_heartbeat_runs_time_out() {
         .await
         .expect_error(409, "not_running");
 }
+
+/// A worker that may not reach private addresses (the default outside tests).
+fn guarded_worker(app: &TestApp) -> nexus_worker::Worker {
+    let settings = nexus_worker::Settings {
+        allow_private_urls: false,
+        poll_interval: std::time::Duration::from_millis(20),
+        ..nexus_worker::Settings::default()
+    };
+    nexus_worker::Worker::new(app.store.clone(), "guarded".to_owned(), settings).expect("worker")
+}
+
+#[tokio::test]
+async fn wakeup_urls_naming_private_addresses_are_refused_by_the_api() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn_with(Options {
+        env: vec![("NEXUS_ALLOW_PRIVATE_URLS", "false".to_owned())],
+        ..Default::default()
+    })
+    .await;
+    let company = app.seed_company("Acme").await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8080/internal-admin",
+        "http://10.0.0.7/",
+        "http://[::1]:9000/",
+        "http://[fd00::1]/",
+        "http://0x7f000001/",
+    ] {
+        let refused = app
+            .board()
+            .create_agent(
+                &company,
+                &json!({ "name": "Ada", "wakeup": { "kind": "http", "url": url } }),
+            )
+            .await
+            .expect_error(422, "invalid_field");
+        assert_eq!(refused.body["details"]["field"], "wakeup.url", "{url}");
+    }
+    let agent = app
+        .board()
+        .create_agent(
+            &company,
+            &json!({ "name": "Ada", "wakeup": { "kind": "http", "url": "https://agents.example.com/wake" } }),
+        )
+        .await
+        .expect(201);
+    let agent = str_at(&agent.body, "/agent/id");
+    app.board()
+        .update_agent(
+            &agent,
+            &json!({ "wakeup": { "kind": "http", "url": "http://192.168.1.10/" } }),
+        )
+        .await
+        .expect_error(422, "invalid_field");
+}
+
+#[tokio::test]
+async fn a_wakeup_to_a_private_address_fails_at_delivery_with_forbidden_address() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    // Stored while private addresses were allowed (or a name resolving to one): the worker,
+    // which may not reach them, refuses both the literal address and the resolved name, and
+    // the receiver hears nothing.
+    let (url, receiver) = spawn_receiver(vec![200]).await;
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .expect("port")
+        .to_owned();
+    for target in [url.clone(), format!("http://localhost:{port}/wake")] {
+        let (agent_key, _, heartbeat) = http_agent_with_a_run(&app, &target).await;
+        let worker = guarded_worker(&app);
+        assert_eq!(
+            worker.run_once().await.expect("deliver"),
+            nexus_worker::Outcome::Worked(1)
+        );
+        let runs = app
+            .caller(Some(&agent_key))
+            .my_heartbeat_runs("")
+            .await
+            .expect(200)
+            .body;
+        let run = runs["heartbeatRuns"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["id"] == heartbeat.as_str()))
+            .cloned()
+            .expect("the heartbeat run");
+        assert_eq!(run["status"], "failed", "{target}: {run}");
+        assert!(
+            run["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("forbidden_address")),
+            "{target}: {run}"
+        );
+    }
+    assert!(
+        receiver
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty(),
+        "nothing reached the private address"
+    );
+}
