@@ -15,3 +15,5 @@ CREATE TABLE webhook_signatures (
     PRIMARY KEY (trigger_id, signature)
 );
 CREATE INDEX webhook_signatures_expiry ON webhook_signatures (expires_at);
+
+ALTER TABLE board_tokens ADD COLUMN last_used_at TEXT;

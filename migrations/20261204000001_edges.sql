@@ -27,3 +27,6 @@ CREATE TABLE webhook_signatures (
     PRIMARY KEY (trigger_id, signature)
 );
 CREATE INDEX webhook_signatures_expiry ON webhook_signatures (expires_at);
+
+-- When a board token was last used (kept to the minute), for `nexus board-token list`.
+ALTER TABLE board_tokens ADD COLUMN last_used_at timestamptz;

@@ -3,6 +3,8 @@
 //! - `nexus` or `nexus serve`: every role in one process: the API, the scheduler and the worker.
 //! - `nexus migrate`: apply pending migrations and exit.
 //! - `nexus board-token create [--label LABEL]`: print a new board token on the last line.
+//! - `nexus board-token list`: one line per board token (never the token itself).
+//! - `nexus board-token revoke ID`: revoke one; every replica refuses it from then on.
 
 mod key;
 
@@ -22,6 +24,8 @@ Usage:
   nexus [serve]                              run all roles in one process
   nexus migrate                              apply pending database migrations
   nexus board-token create [--label LABEL]   create a board (operator) token
+  nexus board-token list                     list board tokens: id, label, created, last used
+  nexus board-token revoke ID                revoke a board token (refused everywhere at once)
   nexus --help | --version
 
 Configuration comes from NEXUS_* environment variables; see docs/operations.md.";
@@ -30,6 +34,8 @@ enum Command {
     Serve,
     Migrate,
     CreateBoardToken { label: String },
+    ListBoardTokens,
+    RevokeBoardToken { id: uuid::Uuid },
     Help,
     Version,
 }
@@ -44,6 +50,12 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
         },
         ["board-token", "create", "--label", label] => Command::CreateBoardToken {
             label: (*label).to_owned(),
+        },
+        ["board-token", "list"] => Command::ListBoardTokens,
+        ["board-token", "revoke", id] => Command::RevokeBoardToken {
+            id: id.parse().map_err(|_| {
+                anyhow::anyhow!("{id:?} is not a board token id (a UUID)\n\n{USAGE}")
+            })?,
         },
         ["-h" | "--help" | "help"] => Command::Help,
         ["-V" | "--version"] => Command::Version,
@@ -95,6 +107,38 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 token.id
             );
             println!("{}", token.token);
+            Ok(())
+        }
+        Command::ListBoardTokens => {
+            let resources = connect(config).await?;
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%dT%H:%MZ").to_string(),
+                )
+            };
+            println!(
+                "{:<36}  {:<20}  {:<17}  {:<17}  REVOKED",
+                "ID", "LABEL", "CREATED", "LAST USED"
+            );
+            for token in resources.store.board_tokens().await? {
+                println!(
+                    "{:<36}  {:<20}  {:<17}  {:<17}  {}",
+                    token.id,
+                    token.label,
+                    time(Some(token.created_at)),
+                    time(token.last_used_at),
+                    time(token.revoked_at),
+                );
+            }
+            Ok(())
+        }
+        Command::RevokeBoardToken { id } => {
+            let resources = connect(config).await?;
+            if !resources.store.revoke_board_token(id).await? {
+                bail!("no board token has the id {id}");
+            }
+            println!("revoked board token {id}");
             Ok(())
         }
         Command::Help | Command::Version => Ok(()),

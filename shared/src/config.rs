@@ -164,6 +164,40 @@ impl Default for HttpLimits {
     }
 }
 
+/// Fewest distinct characters in an accepted `NEXUS_BOOTSTRAP_BOARD_TOKEN` (a long token of few
+/// characters — `aaaa…`, a hex string's 16 — is weak or not random).
+pub const MIN_BOOTSTRAP_TOKEN_DISTINCT: usize = 16;
+
+/// Placeholders and examples shipped in this repository: a token still set to one of them was
+/// never replaced, and anyone who reads the repository holds it.
+const EXAMPLE_TOKENS: &[&str] = &[
+    "REPLACE-with-at-least-24-random-characters",
+    "a-bootstrap-token-of-sufficient-length",
+    "bootstrap-token-0123456789abcdef",
+];
+
+/// Why `token` may not be the bootstrap board token, if it may not.
+fn bootstrap_token_problem(token: &str) -> Option<String> {
+    let distinct = token
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if token.len() < MIN_BOOTSTRAP_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        Some(format!(
+            "at least {MIN_BOOTSTRAP_TOKEN_LEN} printable characters without spaces"
+        ))
+    } else if distinct < MIN_BOOTSTRAP_TOKEN_DISTINCT {
+        Some(format!(
+            "a random token with at least {MIN_BOOTSTRAP_TOKEN_DISTINCT} distinct characters \
+             (e.g. openssl rand -base64 32)"
+        ))
+    } else if EXAMPLE_TOKENS.contains(&token) || token.starts_with("REPLACE") {
+        Some("a token of your own, not an example value from the repository".to_owned())
+    } else {
+        None
+    }
+}
+
 /// Shortest accepted `NEXUS_BOOTSTRAP_BOARD_TOKEN`.
 pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 24;
 
@@ -213,18 +247,13 @@ impl Config {
             })
             .transpose()?;
         let bootstrap_board_token = get("NEXUS_BOOTSTRAP_BOARD_TOKEN")
-            .map(|v| {
-                if v.len() >= MIN_BOOTSTRAP_TOKEN_LEN && v.bytes().all(|b| b.is_ascii_graphic()) {
-                    Ok(v)
-                } else {
-                    Err(ConfigError {
-                        var: "NEXUS_BOOTSTRAP_BOARD_TOKEN",
-                        value: "<redacted>".to_owned(),
-                        expected: format!(
-                            "at least {MIN_BOOTSTRAP_TOKEN_LEN} printable characters without spaces"
-                        ),
-                    })
-                }
+            .map(|v| match bootstrap_token_problem(&v) {
+                None => Ok(v),
+                Some(expected) => Err(ConfigError {
+                    var: "NEXUS_BOOTSTRAP_BOARD_TOKEN",
+                    value: "<redacted>".to_owned(),
+                    expected,
+                }),
             })
             .transpose()?;
         let misfire_grace = Duration::from_secs(parse_or(
@@ -543,6 +572,21 @@ mod tests {
             ("NEXUS_REDIS_URL", "localhost:6379"),
             ("NEXUS_PUBLIC_URL", "example.com"),
             ("NEXUS_BOOTSTRAP_BOARD_TOKEN", "short"),
+            (
+                "NEXUS_BOOTSTRAP_BOARD_TOKEN",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+            (
+                "NEXUS_BOOTSTRAP_BOARD_TOKEN",
+                "REPLACE-with-at-least-24-random-characters",
+            ),
+            (
+                "NEXUS_BOOTSTRAP_BOARD_TOKEN",
+                "a-bootstrap-token-of-sufficient-length",
+            ),
+            ("NEXUS_HTTP_HEADER_TIMEOUT_SECS", "0"),
+            ("NEXUS_HTTP_MAX_CONNECTIONS", "8"),
+            ("NEXUS_ALLOW_PRIVATE_URLS", "yes"),
             ("NEXUS_HEARTBEAT_TIMEOUT_SECS", "5"),
             ("NEXUS_LEADER_TTL_SECS", "1"),
             ("NEXUS_JOB_LEASE_SECS", "1"),
@@ -559,6 +603,18 @@ mod tests {
             );
             assert!(!line.contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_bootstrap_token_must_be_long_varied_and_not_an_example() {
+        let token = |t: &str| config(&[("NEXUS_BOOTSTRAP_BOARD_TOKEN", t)]);
+        assert!(token("Xq3vT9mB2kL7pR4wZ8nC5hJ6").is_ok());
+        // Fifteen distinct characters are too few; sixteen are enough.
+        assert!(token("0123456789abcde0123456789abcde").is_err());
+        assert!(token("0123456789abcdef0123456789abcdef").is_ok());
+        let err = token("REPLACE-with-at-least-24-random-characters").expect_err("example");
+        assert!(err.expected.contains("example"), "{err}");
+        assert!(!err.to_string().contains("REPLACE"), "never echoed");
     }
 
     #[test]

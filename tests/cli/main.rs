@@ -206,3 +206,61 @@ async fn serve_runs_the_api_the_worker_and_the_scheduler_in_one_process() {
     let status = child.wait().expect("exits");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn board_tokens_are_listed_without_their_secret_and_revoked_for_good() {
+    nexus_tests::needs_servers!();
+    let db = TestDb::create().await;
+    let key = SecretKey::generate();
+    let created = nexus(&db, &key, &["board-token", "create", "--label", "ops"], &[]);
+    assert!(created.status.success());
+    let token = String::from_utf8(created.stdout).expect("utf-8");
+    let token = token.lines().last().expect("a line").trim().to_owned();
+    let store = Store::postgres(
+        db::pool(&db.url, 2).expect("pool"),
+        std::sync::Arc::new(SystemClock),
+        &key,
+    );
+    assert!(store.authenticate(&token).await.expect("query").is_some());
+
+    let listed = nexus(&db, &key, &["board-token", "list"], &[]);
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).expect("utf-8");
+    let line = listed
+        .lines()
+        .find(|l| l.contains(" ops "))
+        .expect("the token's line");
+    assert!(
+        !listed.contains(&token),
+        "the token itself is never printed"
+    );
+    let id = line.split_whitespace().next().expect("an id").to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_ne!(fields[3], "-", "last used: {line}");
+    assert_eq!(fields[4], "-", "not revoked: {line}");
+
+    let revoked = nexus(&db, &key, &["board-token", "revoke", &id], &[]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert!(store.authenticate(&token).await.expect("query").is_none());
+    let listed = nexus(&db, &key, &["board-token", "list"], &[]);
+    let listed = String::from_utf8(listed.stdout).expect("utf-8");
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("still listed");
+    assert_ne!(line.split_whitespace().nth(4), Some("-"), "revoked: {line}");
+
+    let unknown = nexus(
+        &db,
+        &key,
+        &["board-token", "revoke", &uuid::Uuid::now_v7().to_string()],
+        &[],
+    );
+    assert!(!unknown.status.success());
+    let malformed = nexus(&db, &key, &["board-token", "revoke", "not-an-id"], &[]);
+    assert!(!malformed.status.success());
+}

@@ -1,6 +1,7 @@
 //! Bearer tokens: board tokens (instance-wide operators) and agent keys (one company). Only
 //! keyed hashes are stored; a presented token is hashed and looked up.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{PgStore, StoreResult, new_id};
@@ -8,6 +9,24 @@ use crate::{
     crypto::{AGENT_KEY_PREFIX, BOARD_TOKEN_PREFIX, generate_token},
     model::Actor,
 };
+
+/// A board token as `nexus board-token list` shows it (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardTokenInfo {
+    /// The token's id.
+    pub id: Uuid,
+    /// Its label.
+    pub label: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last used (to the minute), if ever.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// How stale a board token's `last_used_at` may be: it is written at most once this often.
+pub(crate) const LAST_USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// A newly created board token.
 #[derive(Debug)]
@@ -40,13 +59,60 @@ impl PgStore {
                 company_id: a.company_id,
             }));
         }
-        let board = sqlx::query_scalar!(
-            "SELECT id FROM board_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        let Some(board) = sqlx::query!(
+            "SELECT id, last_used_at FROM board_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
             hash
         )
         .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let now = self.now();
+        if board
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_EVERY)
+        {
+            sqlx::query!(
+                "UPDATE board_tokens SET last_used_at = $2 WHERE id = $1",
+                board.id,
+                now
+            )
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(Actor::Board { token_id: board.id }))
+    }
+
+    /// Every board token, oldest first, without the tokens themselves.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn board_tokens(&self) -> StoreResult<Vec<BoardTokenInfo>> {
+        Ok(sqlx::query_as!(
+            BoardTokenInfo,
+            "SELECT id, label, created_at, last_used_at, revoked_at FROM board_tokens
+             ORDER BY created_at, id"
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes a board token: it is refused from the next request on, by every replica (tokens
+    /// are looked up on every request). `false` when no such token exists; revoking a revoked
+    /// token keeps its first revocation time.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn revoke_board_token(&self, id: Uuid) -> StoreResult<bool> {
+        let found = sqlx::query!(
+            "UPDATE board_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+            id,
+            self.now()
+        )
+        .execute(&self.pool)
         .await?;
-        Ok(board.map(|token_id| Actor::Board { token_id }))
+        Ok(found.rows_affected() == 1)
     }
 
     /// Creates a board token.

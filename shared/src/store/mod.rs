@@ -32,7 +32,7 @@ use uuid::Uuid;
 pub use self::{
     activity::NewActivity,
     agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
-    auth::BoardToken,
+    auth::{BoardToken, BoardTokenInfo},
     dispatch::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS, WakeupDelivery},
     fires::{Deposed, FireReport, Leadership, TRIGGERS_CHANNEL},
     issues::{IssueFilter, NewIssue},

@@ -14,10 +14,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{
-    Accepted, AgentChanges, BoardToken, CreatedAgent, FireReport, IssueFilter, IssuedKey,
-    Leadership, NewIssue, NewRoutine, NewRun, NewTrigger, PgStore, RoutineChanges, RoutineFilter,
-    SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine, UpdatedAgent, WakeupDelivery,
-    WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
+    Accepted, AgentChanges, BoardToken, BoardTokenInfo, CreatedAgent, FireReport, IssueFilter,
+    IssuedKey, Leadership, NewIssue, NewRoutine, NewRun, NewTrigger, PgStore, RoutineChanges,
+    RoutineFilter, SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine, UpdatedAgent,
+    WakeupDelivery, WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
 };
 use crate::{
     clock::SharedClock,
@@ -161,6 +161,17 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn has_board_token(&self) -> StoreResult<bool>;
+    /// Every board token, oldest first (never the token itself).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn board_tokens(&self) -> StoreResult<Vec<BoardTokenInfo>>;
+    /// Revokes a board token (refused by every replica from the next request); `false` when
+    /// there is no such token.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn revoke_board_token(&self, id: Uuid) -> StoreResult<bool>;
 
     // --- Companies, projects, goals, the activity log ---
 

@@ -113,6 +113,30 @@ mod catalog {
             store.ensure_board_token("bootstrap-token-0123456789abcdef", "bootstrap").await.expect("again");
             assert!(store.authenticate("bootstrap-token-0123456789abcdef").await.expect("query").is_some());
 
+            // Listed without the token; last use kept to the minute; revoked for good.
+            let listed = store.board_tokens().await.expect("list");
+            let ops = listed.iter().find(|t| t.id == token.id).expect("listed");
+            let first_use = ops.last_used_at.expect("used");
+            assert_eq!((ops.label.as_str(), ops.revoked_at), ("ops", None));
+            clock.advance(TimeDelta::seconds(30));
+            store.authenticate(&token.token).await.expect("query");
+            let listed = store.board_tokens().await.expect("list");
+            assert_eq!(listed.iter().find(|t| t.id == token.id).and_then(|t| t.last_used_at), Some(first_use), "written at most once a minute");
+            clock.advance(TimeDelta::seconds(31));
+            store.authenticate(&token.token).await.expect("query");
+            let listed = store.board_tokens().await.expect("list");
+            assert_eq!(listed.iter().find(|t| t.id == token.id).and_then(|t| t.last_used_at), Some(clock.now()));
+            let doomed = store.create_board_token("doomed").await.expect("token");
+            assert!(store.revoke_board_token(doomed.id).await.expect("revoke"));
+            let revoked_at = store.board_tokens().await.expect("list").into_iter().find(|t| t.id == doomed.id).and_then(|t| t.revoked_at);
+            assert_eq!(revoked_at, Some(clock.now()));
+            clock.advance(TimeDelta::seconds(5));
+            assert!(store.revoke_board_token(doomed.id).await.expect("again"));
+            let again = store.board_tokens().await.expect("list").into_iter().find(|t| t.id == doomed.id).and_then(|t| t.revoked_at);
+            assert_eq!(again, revoked_at, "the first revocation stands");
+            assert!(store.authenticate(&doomed.token).await.expect("query").is_none());
+            assert!(!store.revoke_board_token(Uuid::now_v7()).await.expect("unknown"));
+
             let company = store.create_company(title("Acme"), board()).await.expect("company");
             let created = store.create_agent(company.id, title("Ada"), WakeupSpec::Poll, board()).await.expect("agent");
             let as_agent = Some(Actor::Agent { agent_id: created.agent.id, company_id: company.id });

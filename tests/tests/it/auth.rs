@@ -158,3 +158,46 @@ async fn tokens_and_secrets_are_never_stored_or_logged_in_plaintext() {
         assert!(!log.contains(secret.as_str()), "secret logged");
     }
 }
+
+#[tokio::test]
+async fn a_revoked_board_token_is_refused_by_every_replica_at_once() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn().await;
+    let replica = app.spawn_replica().await;
+    let token = app
+        .store
+        .create_board_token("to revoke")
+        .await
+        .expect("token");
+    let http = nexus_tests::http_client();
+    let status = |base: String| {
+        let (http, token) = (http.clone(), token.token.clone());
+        async move {
+            http.get(format!("{base}/api/companies"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answer")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(app.base.clone()).await, 200);
+    assert_eq!(status(replica.clone()).await, 200);
+    assert!(
+        app.store
+            .revoke_board_token(token.id)
+            .await
+            .expect("revoke")
+    );
+    assert_eq!(
+        status(replica.clone()).await,
+        401,
+        "the other replica refuses it at once"
+    );
+    assert_eq!(status(app.base.clone()).await, 401);
+    let listed = app.store.board_tokens().await.expect("list");
+    let entry = listed.iter().find(|t| t.id == token.id).expect("listed");
+    assert!(entry.revoked_at.is_some() && entry.last_used_at.is_some());
+}

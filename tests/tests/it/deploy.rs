@@ -67,7 +67,7 @@ fn resolve(name: &str, value: &str) -> String {
     }
     match name {
         "NEXUS_SECRET_KEY" => nexus_shared::crypto::SecretKey::generate().to_base64(),
-        "NEXUS_BOOTSTRAP_BOARD_TOKEN" => "a-bootstrap-token-of-sufficient-length".to_owned(),
+        "NEXUS_BOOTSTRAP_BOARD_TOKEN" => nexus_shared::crypto::SecretKey::generate().to_base64(),
         _ => String::new(),
     }
 }
@@ -111,7 +111,17 @@ fn docker_compose_runs_the_binaries_with_variables_they_read() {
             "{name} runs {command}, not a Nexus binary"
         );
         roles.push(command.to_owned());
-        assert_valid_configuration(name, &string_map(&service["environment"]));
+        let env = string_map(&service["environment"]);
+        assert_eq!(
+            env.contains_key("NEXUS_BOOTSTRAP_BOARD_TOKEN"),
+            command == "nexus-api",
+            "{name}: the bootstrap token is the API's alone"
+        );
+        assert!(
+            env.values().all(|v| !v.contains(":nexus@")),
+            "{name}: no password written into the file"
+        );
+        assert_valid_configuration(name, &env);
         assert!(
             service["healthcheck"]["test"].as_vec().is_some(),
             "{name} has a health check"
@@ -129,6 +139,22 @@ fn docker_compose_runs_the_binaries_with_variables_they_read() {
             "nexus-worker"
         ]
     );
+    let redis: Vec<&str> = services[&Yaml::String("redis".to_owned())]["command"]
+        .as_vec()
+        .expect("redis command")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        redis.windows(2).any(|w| w == ["--appendonly", "yes"]),
+        "Redis keeps its data: {redis:?}"
+    );
+    assert!(redis.contains(&"--requirepass"), "Redis has a password");
+    let postgres = string_map(&services[&Yaml::String("postgres".to_owned())]["environment"]);
+    assert!(
+        postgres["POSTGRES_PASSWORD"].starts_with("${"),
+        "no hard-coded password"
+    );
     let nginx =
         std::fs::read_to_string(root().join("deploy/compose/nginx.conf")).expect("nginx.conf");
     assert!(nginx.contains("api-1:8080") && nginx.contains("api-2:8080"));
@@ -136,14 +162,26 @@ fn docker_compose_runs_the_binaries_with_variables_they_read() {
 
 #[test]
 fn kubernetes_manifests_run_the_binaries_with_variables_they_read() {
-    let mut shared = BTreeMap::new();
+    // Every ConfigMap and Secret by name, with the variables it holds.
+    let mut sources: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for doc in load("deploy/kubernetes/config.yaml")
         .iter()
         .chain(&load("deploy/kubernetes/secret.example.yaml"))
     {
-        shared.extend(string_map(&doc["data"]));
-        shared.extend(string_map(&doc["stringData"]));
+        let name = doc["metadata"]["name"].as_str().expect("name").to_owned();
+        let vars = sources.entry(name).or_default();
+        vars.extend(string_map(&doc["data"]));
+        vars.extend(string_map(&doc["stringData"]));
     }
+    // A placeholder left in place stops the process.
+    let placeholder = &sources["nexus-bootstrap"]["NEXUS_BOOTSTRAP_BOARD_TOKEN"];
+    assert!(
+        Config::from_lookup(
+            |name| (name == "NEXUS_BOOTSTRAP_BOARD_TOKEN").then(|| placeholder.clone())
+        )
+        .is_err(),
+        "the example bootstrap token is refused"
+    );
     let mut kinds = Vec::new();
     for file in ["api.yaml", "scheduler.yaml", "worker.yaml"] {
         for doc in load(&format!("deploy/kubernetes/{file}")) {
@@ -153,10 +191,39 @@ fn kubernetes_manifests_run_the_binaries_with_variables_they_read() {
                 continue;
             }
             let spec = &doc["spec"]["template"]["spec"];
+            assert_eq!(
+                spec["automountServiceAccountToken"].as_bool(),
+                Some(false),
+                "{file}"
+            );
+            assert_eq!(
+                spec["securityContext"]["seccompProfile"]["type"].as_str(),
+                Some("RuntimeDefault"),
+                "{file}"
+            );
             for container in spec["containers"].as_vec().expect("containers") {
+                let drop: Vec<&str> = container["securityContext"]["capabilities"]["drop"]
+                    .as_vec()
+                    .map(|v| v.iter().filter_map(Yaml::as_str).collect())
+                    .unwrap_or_default();
+                assert_eq!(drop, ["ALL"], "{file}: capabilities dropped");
                 let command = container["command"][0].as_str().expect("command");
                 assert!(BINARIES.contains(&command), "{file} runs {command}");
-                let mut env = shared.clone();
+                let mut env = BTreeMap::new();
+                for source in container["envFrom"].as_vec().expect("envFrom") {
+                    let referenced = source["configMapRef"]["name"]
+                        .as_str()
+                        .or(source["secretRef"]["name"].as_str())
+                        .expect("a reference");
+                    let vars = sources
+                        .get(referenced)
+                        .unwrap_or_else(|| panic!("{file}: unknown envFrom {referenced}"));
+                    assert!(
+                        referenced != "nexus-bootstrap" || file == "api.yaml",
+                        "{file}: the bootstrap token is the API's alone"
+                    );
+                    env.extend(vars.clone());
+                }
                 for var in container["env"]
                     .as_vec()
                     .map(Vec::as_slice)
@@ -167,15 +234,11 @@ fn kubernetes_manifests_run_the_binaries_with_variables_they_read() {
                         var["value"].as_str().unwrap_or_default().to_owned(),
                     );
                 }
-                for source in container["envFrom"].as_vec().expect("envFrom") {
-                    let referenced = source["configMapRef"]["name"]
-                        .as_str()
-                        .or(source["secretRef"]["name"].as_str());
-                    assert!(
-                        matches!(referenced, Some("nexus-config" | "nexus-secrets")),
-                        "{file}: unknown envFrom"
-                    );
-                }
+                assert_eq!(
+                    env.contains_key("NEXUS_BOOTSTRAP_BOARD_TOKEN"),
+                    file == "api.yaml",
+                    "{file}"
+                );
                 assert_valid_configuration(file, &env);
                 assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(8080));
                 assert_eq!(
@@ -208,6 +271,18 @@ fn kubernetes_manifests_run_the_binaries_with_variables_they_read() {
     ] {
         assert!(kinds.iter().any(|k| k == expected), "missing {expected}");
     }
+    let policies = load("deploy/kubernetes/network-policy.yaml");
+    assert!(
+        policies
+            .iter()
+            .all(|p| p["kind"].as_str() == Some("NetworkPolicy")),
+        "network-policy.yaml holds NetworkPolicies"
+    );
+    assert_eq!(
+        policies[0]["spec"]["policyTypes"].as_vec().map(Vec::len),
+        Some(2),
+        "ingress and egress are both restricted"
+    );
 }
 
 #[test]

@@ -12,8 +12,8 @@ use crate::{
     },
     model::{ActivityEntry, Actor, Agent, AgentStatus, Company, Goal, Project, Title},
     store::{
-        AgentChanges, BoardToken, CreatedAgent, IssuedKey, NewActivity, StoreError, StoreResult,
-        UpdatedAgent, WakeupSpec, agents::AgentRow, new_id,
+        AgentChanges, BoardToken, BoardTokenInfo, CreatedAgent, IssuedKey, NewActivity, StoreError,
+        StoreResult, UpdatedAgent, WakeupSpec, agents::AgentRow, auth::LAST_USED_EVERY, new_id,
     },
 };
 
@@ -218,13 +218,73 @@ impl SqliteStore {
                 company_id,
             }));
         }
-        let board = sqlx::query_scalar::<_, Uuid>(
-            "SELECT id FROM board_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
+        let Some((id, last_used_at)) = sqlx::query_as::<_, (Uuid, Option<DateTime<Utc>>)>(
+            "SELECT id, last_used_at FROM board_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let now = self.now();
+        if last_used_at.is_none_or(|at| now - at >= LAST_USED_EVERY) {
+            sqlx::query("UPDATE board_tokens SET last_used_at = ?2 WHERE id = ?1")
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(Some(Actor::Board { token_id: id }))
+    }
+
+    /// See [`crate::store::Storage::board_tokens`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn board_tokens(&self) -> StoreResult<Vec<BoardTokenInfo>> {
+        let rows = sqlx::query_as::<
+            _,
+            (
+                Uuid,
+                String,
+                DateTime<Utc>,
+                Option<DateTime<Utc>>,
+                Option<DateTime<Utc>>,
+            ),
+        >(
+            "SELECT id, label, created_at, last_used_at, revoked_at FROM board_tokens
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
         .await?;
-        Ok(board.map(|token_id| Actor::Board { token_id }))
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, label, created_at, last_used_at, revoked_at)| BoardTokenInfo {
+                    id,
+                    label,
+                    created_at,
+                    last_used_at,
+                    revoked_at,
+                },
+            )
+            .collect())
+    }
+
+    /// See [`crate::store::Storage::revoke_board_token`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn revoke_board_token(&self, id: Uuid) -> StoreResult<bool> {
+        let found = sqlx::query(
+            "UPDATE board_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(found.rows_affected() == 1)
     }
 
     /// See [`crate::store::Storage::create_board_token`].
