@@ -24,6 +24,22 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 #[derive(Clone)]
 pub struct SecretKey([u8; 32]);
 
+/// Stands in for a secret in `Debug` output: types that hold a token, key or secret in
+/// plaintext show this instead, so no log line or panic message can carry one.
+pub struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `Redacted` for a secret that is present, `None` for one that is not.
+#[must_use]
+pub fn redacted<T>(secret: Option<&T>) -> Option<Redacted> {
+    secret.map(|_| Redacted)
+}
+
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretKey(<redacted>)")
@@ -256,5 +272,43 @@ mod tests {
             .decode(secret.trim_start_matches("whsec_"))
             .expect("base64");
         assert_eq!(raw.len(), 32);
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use crate::store::{BoardToken, IssuedKey, SecretMaterial};
+
+    #[test]
+    fn types_holding_secrets_never_show_them_in_debug_output() {
+        let id = uuid::Uuid::nil();
+        let shown = [
+            format!(
+                "{:?}",
+                BoardToken {
+                    id,
+                    token: "nxb_SECRET-1".to_owned()
+                }
+            ),
+            format!(
+                "{:?}",
+                IssuedKey {
+                    id,
+                    api_key: "nxa_SECRET-2".to_owned()
+                }
+            ),
+            format!(
+                "{:?}",
+                SecretMaterial {
+                    webhook_url: "https://x/fire".to_owned(),
+                    webhook_secret: "whs_SECRET-3".to_owned(),
+                }
+            ),
+            format!("{:?}", super::SecretKey::generate()),
+        ];
+        for line in &shown {
+            assert!(!line.contains("SECRET"), "{line}");
+        }
+        assert!(shown[0].contains("<redacted>") && shown[2].contains("https://x/fire"));
     }
 }

@@ -74,7 +74,8 @@ pub(crate) struct CreateAgent {
 }
 
 /// A new agent with its credentials, shown only here.
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it holds a secret in plaintext.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreatedAgentBody {
     agent: Agent,
@@ -103,7 +104,8 @@ pub(crate) struct UpdateAgent {
 
 /// An updated agent. `wakeupSecret` is set only when the change switched the agent to HTTP
 /// wake-ups and so created its secret (shown this once).
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it holds a secret in plaintext.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UpdatedAgentBody {
     #[serde(flatten)]
@@ -113,7 +115,8 @@ pub(crate) struct UpdatedAgentBody {
 }
 
 /// A new API key, shown only here.
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it holds a secret in plaintext.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct KeyBody {
     id: Uuid,

@@ -91,7 +91,8 @@ pub(crate) struct UpdateTrigger {
 }
 
 /// A webhook trigger's URL and secret, shown only on creation and rotation.
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it holds a secret in plaintext.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SecretMaterialBody {
     webhook_url: String,
@@ -99,7 +100,8 @@ pub(crate) struct SecretMaterialBody {
 }
 
 /// A trigger, with its secret material when it was just created or rotated.
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it holds a secret in plaintext.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TriggerWithSecret {
     trigger: Trigger,

@@ -21,7 +21,6 @@ pub enum WakeupSpec {
 }
 
 /// A new agent with its first API key (and wake-up secret for an HTTP agent), both shown once.
-#[derive(Debug)]
 pub struct CreatedAgent {
     /// The agent.
     pub agent: Agent,
@@ -29,6 +28,19 @@ pub struct CreatedAgent {
     pub api_key: String,
     /// Its Standard Webhooks secret, for an HTTP agent.
     pub wakeup_secret: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedAgent")
+            .field("agent", &self.agent)
+            .field("api_key", &crate::crypto::Redacted)
+            .field(
+                "wakeup_secret",
+                &crate::crypto::redacted(self.wakeup_secret.as_ref()),
+            )
+            .finish()
+    }
 }
 
 /// Changes to an agent; `None` leaves a field as it is.
@@ -43,7 +55,6 @@ pub struct AgentChanges {
 }
 
 /// An updated agent, with the wake-up secret when the change created one (a switch to HTTP).
-#[derive(Debug)]
 pub struct UpdatedAgent {
     /// The agent after the change.
     pub agent: Agent,
@@ -51,13 +62,33 @@ pub struct UpdatedAgent {
     pub wakeup_secret: Option<String>,
 }
 
+impl std::fmt::Debug for UpdatedAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdatedAgent")
+            .field("agent", &self.agent)
+            .field(
+                "wakeup_secret",
+                &crate::crypto::redacted(self.wakeup_secret.as_ref()),
+            )
+            .finish()
+    }
+}
+
 /// A newly issued API key.
-#[derive(Debug)]
 pub struct IssuedKey {
     /// The key's id (for revocation).
     pub id: Uuid,
     /// The key, in plaintext, shown once.
     pub api_key: String,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("id", &self.id)
+            .field("api_key", &crate::crypto::Redacted)
+            .finish()
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -29,12 +29,20 @@ pub struct BoardTokenInfo {
 pub(crate) const LAST_USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// A newly created board token.
-#[derive(Debug)]
 pub struct BoardToken {
     /// The token's id.
     pub id: Uuid,
     /// The token, in plaintext, shown once.
     pub token: String,
+}
+
+impl std::fmt::Debug for BoardToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoardToken")
+            .field("id", &self.id)
+            .field("token", &crate::crypto::Redacted)
+            .finish()
+    }
 }
 
 impl PgStore {

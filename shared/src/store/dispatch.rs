@@ -35,7 +35,7 @@ pub const DELIVER_WAKEUP: &str = "deliver_wakeup";
 pub const WAKEUP_MAX_ATTEMPTS: i32 = 8;
 
 /// What a wake-up delivery needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WakeupDelivery {
     /// Where to POST.
     pub url: String,
@@ -43,6 +43,15 @@ pub struct WakeupDelivery {
     pub secret: String,
     /// The heartbeat run announced.
     pub heartbeat_run: HeartbeatRun,
+}
+
+impl std::fmt::Debug for WakeupDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeupDelivery")
+            .field("heartbeat_run", &self.heartbeat_run.id)
+            .field("secret", &crate::crypto::Redacted)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(sqlx::FromRow)]

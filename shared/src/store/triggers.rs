@@ -75,12 +75,21 @@ pub struct TriggerChanges {
 }
 
 /// The secret of a webhook trigger, shown on creation and rotation only.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SecretMaterial {
     /// Where to send calls.
     pub webhook_url: String,
     /// The secret.
     pub webhook_secret: String,
+}
+
+impl std::fmt::Debug for SecretMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretMaterial")
+            .field("webhook_url", &self.webhook_url)
+            .field("webhook_secret", &crate::crypto::Redacted)
+            .finish()
+    }
 }
 
 /// A trigger with what access checks need of its routine.

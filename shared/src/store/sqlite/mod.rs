@@ -61,6 +61,32 @@ pub struct SqliteStore {
     _lock: Arc<std::fs::File>,
 }
 
+/// Gives `path` the permission bits `mode` (Unix); a failure (a directory owned by someone
+/// else, say) is logged, not fatal.
+fn restrict(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %path.display(), %error, "could not restrict the permissions");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist yet.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::File::options();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
 impl SqliteStore {
     /// Opens (creating it if needed) the database in `data_dir` and applies pending
     /// migrations. The directory is locked for the life of the store: a second process (or
@@ -77,6 +103,10 @@ impl SqliteStore {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        // The data are the owner's alone: the directory 0700, the database 0600 (created so
+        // before SQLite opens it; its journal files take the database's mode).
+        restrict(data_dir, 0o700);
+        create_private(&data_dir.join(DATABASE_FILE))?;
         let lock = std::fs::File::options()
             .create(true)
             .truncate(false)
@@ -109,6 +139,12 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("running the embedded database's migrations")?;
+        for file in [DATABASE_FILE, "nexus.db-wal", "nexus.db-shm", LOCK_FILE] {
+            let path = data_dir.join(file);
+            if path.exists() {
+                restrict(&path, 0o600);
+            }
+        }
         let (jobs, _) = broadcast::channel(16);
         let (triggers, _) = broadcast::channel(16);
         Ok(Self {
@@ -241,5 +277,32 @@ mod tests {
         assert!(again.ping().await);
         drop(again);
         drop(std::fs::remove_dir_all(&dir));
+    }
+}
+
+#[cfg(all(test, unix))]
+mod permission_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_data_directory_and_database_files_are_the_owners_alone() {
+        let dir = std::env::temp_dir().join(format!("nexus-perm-{}", uuid::Uuid::new_v4().simple()));
+        let store = SqliteStore::open(
+            &dir,
+            std::sync::Arc::new(crate::SystemClock),
+            &SecretKey::generate(),
+            "http://x",
+        )
+        .await
+        .expect("store");
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for file in [DATABASE_FILE, "nexus.db-wal", "nexus.db-shm", LOCK_FILE] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        drop(store);
+        drop(std::fs::remove_dir_all(dir));
     }
 }
