@@ -1,3 +1,8 @@
+-- Migrations may take longer than the pools' statement and lock timeouts (an index over a large
+-- table): none applies inside this one.
+SET LOCAL statement_timeout = 0;
+SET LOCAL lock_timeout = 0;
+
 -- A fire prepared ahead of its nominal time is invisible until then: the trigger keeps the
 -- nominal time of its pending prepared fire here, and `lastFiredAt` / `nextRunAt` are read
 -- through it (see `store/fires.rs`), instead of moving when the fire is prepared.

@@ -212,7 +212,12 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+        // 57P: the server is shutting down or restarting; 08: the connection failed; 57014:
+        // the statement ran past `statement_timeout`; 55P03: a lock was not granted within
+        // `lock_timeout`. All pass: retry.
+        c.starts_with("57P") || c.starts_with("08") || c == "57014" || c == "55P03"
+    }))
 }
 
 /// A request body: which of its fields accept an explicit `null` (it clears the value, or

@@ -54,6 +54,8 @@ pub struct Config {
     pub db_max_connections: u32,
     /// What every HTTP listener allows a client (`NEXUS_HTTP_*`).
     pub http: HttpLimits,
+    /// `NEXUS_DB_STATEMENT_TIMEOUT_MS` and `NEXUS_DB_LOCK_TIMEOUT_MS`.
+    pub db_timeouts: crate::db::DbTimeouts,
     /// `NEXUS_ALLOW_PRIVATE_URLS`: whether wake-up URLs may reach loopback, link-local or
     /// private addresses (default `false`; see [`crate::outbound`]).
     pub allow_private_urls: bool,
@@ -127,6 +129,8 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_HTTP_MAX_CONNECTIONS",
     "NEXUS_HTTP_SHUTDOWN_SECS",
     "NEXUS_ALLOW_PRIVATE_URLS",
+    "NEXUS_DB_STATEMENT_TIMEOUT_MS",
+    "NEXUS_DB_LOCK_TIMEOUT_MS",
     "NEXUS_DATA_DIR",
     "NEXUS_LOG",
     "NEXUS_LOG_FORMAT",
@@ -371,6 +375,14 @@ impl Config {
             )?,
             shutdown_deadline: seconds("NEXUS_HTTP_SHUTDOWN_SECS", "10", 0, 300)?,
         };
+        let millis = |var: &'static str, default: &str| {
+            parse_or(var, get(var), default, |v| int_in_range(v, 100, 3_600_000))
+                .map(Duration::from_millis)
+        };
+        let db_timeouts = crate::db::DbTimeouts {
+            statement: millis("NEXUS_DB_STATEMENT_TIMEOUT_MS", "30000")?,
+            lock: millis("NEXUS_DB_LOCK_TIMEOUT_MS", "10000")?,
+        };
         let allow_private_urls = parse_or(
             "NEXUS_ALLOW_PRIVATE_URLS",
             get("NEXUS_ALLOW_PRIVATE_URLS"),
@@ -409,6 +421,7 @@ impl Config {
             heartbeat_timeout,
             db_max_connections,
             http,
+            db_timeouts,
             allow_private_urls,
             data_dir,
             log,

@@ -29,6 +29,39 @@ pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     pool_checking_after(url, max_connections, CHECK_IDLE_AFTER)
 }
 
+/// How long a statement may run, and wait for a lock, before Postgres cancels it (on every
+/// connection of a pool; `NEXUS_DB_STATEMENT_TIMEOUT_MS`, `NEXUS_DB_LOCK_TIMEOUT_MS`). A request
+/// stuck behind a lock or on a slow statement is then answered 503 with `Retry-After` instead of
+/// holding its connection and its client until the request deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbTimeouts {
+    /// `statement_timeout`.
+    pub statement: Duration,
+    /// `lock_timeout`.
+    pub lock: Duration,
+}
+
+impl Default for DbTimeouts {
+    fn default() -> Self {
+        Self {
+            statement: Duration::from_secs(30),
+            lock: Duration::from_secs(10),
+        }
+    }
+}
+
+/// [`pool`] with `timeouts` instead of the defaults.
+///
+/// # Errors
+/// `url` is not a valid Postgres URL.
+pub fn pool_with_timeouts(
+    url: &str,
+    max_connections: u32,
+    timeouts: DbTimeouts,
+) -> anyhow::Result<PgPool> {
+    pool_with(url, max_connections, CHECK_IDLE_AFTER, timeouts)
+}
+
 /// [`pool`], checking connections idle for at least `check_after` before use.
 ///
 /// # Errors
@@ -38,8 +71,22 @@ pub fn pool_checking_after(
     max_connections: u32,
     check_after: Duration,
 ) -> anyhow::Result<PgPool> {
+    pool_with(url, max_connections, check_after, DbTimeouts::default())
+}
+
+fn pool_with(
+    url: &str,
+    max_connections: u32,
+    check_after: Duration,
+    timeouts: DbTimeouts,
+) -> anyhow::Result<PgPool> {
+    let millis = |d: Duration| d.as_millis().to_string();
     let options = PgConnectOptions::from_str(url)
         .context("NEXUS_DATABASE_URL is not a valid Postgres URL")?
+        .options([
+            ("statement_timeout", millis(timeouts.statement)),
+            ("lock_timeout", millis(timeouts.lock)),
+        ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     Ok(PgPoolOptions::new()

@@ -47,7 +47,8 @@ impl Resources {
     ) -> anyhow::Result<Self> {
         let store = match &config.database_url {
             Some(url) => {
-                let pool = db::pool(url, config.db_max_connections)?;
+                let pool =
+                    db::pool_with_timeouts(url, config.db_max_connections, config.db_timeouts)?;
                 if config.auto_migrate {
                     db::migrate(&pool).await?;
                 }

@@ -199,3 +199,34 @@ async fn wrong_secrets_do_not_use_up_the_senders_rate_limit() {
         assert_eq!(send(&url, &right, Vec::new()).await.status, 202);
     }
 }
+
+#[tokio::test]
+async fn a_request_waiting_on_a_lock_past_the_lock_timeout_is_answered_503() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = app_with(vec![("NEXUS_DB_LOCK_TIMEOUT_MS", "300".to_owned())]).await;
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &json!({})).await;
+    let mut holder = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM routines WHERE id = $1::uuid FOR UPDATE")
+        .bind(&routine)
+        .execute(&mut *holder)
+        .await
+        .expect("hold the routine");
+    let started = std::time::Instant::now();
+    let refused = app
+        .board()
+        .update_routine(&routine, &json!({ "title": "Renamed" }))
+        .await
+        .expect_error(503, "unavailable");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered at the lock timeout"
+    );
+    holder.rollback().await.expect("release");
+    app.board()
+        .update_routine(&routine, &json!({ "title": "Renamed" }))
+        .await
+        .expect(200);
+}

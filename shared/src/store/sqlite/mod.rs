@@ -288,7 +288,8 @@ mod permission_tests {
 
     #[tokio::test]
     async fn the_data_directory_and_database_files_are_the_owners_alone() {
-        let dir = std::env::temp_dir().join(format!("nexus-perm-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("nexus-perm-{}", uuid::Uuid::new_v4().simple()));
         let store = SqliteStore::open(
             &dir,
             std::sync::Arc::new(crate::SystemClock),
