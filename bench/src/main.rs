@@ -23,6 +23,7 @@ mod machine;
 mod pickup;
 mod queue;
 mod scale;
+mod upcoming;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -85,9 +86,10 @@ async fn main() -> anyhow::Result<()> {
             scale::run(&list("--routines", "10000,1000000")?, flag("--due", 1_000)?).await
         }
         Some("queue") => queue::run(flag("--jobs", 50_000)?, flag("--loops", 8)?).await,
+        Some("upcoming") => upcoming::run(flag("--calls", 200)?).await,
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|ingest|latency|scale|queue [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|ingest|latency|scale|queue|upcoming [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }

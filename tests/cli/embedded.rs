@@ -11,10 +11,10 @@ use chrono::{DurationRound as _, TimeDelta, Utc};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
 
-const TOKEN: &str = "embedded-test-board-token-0123456789";
+pub(crate) const TOKEN: &str = "embedded-test-board-token-0123456789";
 
 /// The process, killed when dropped (a failing test leaves nothing running).
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -24,8 +24,15 @@ impl Drop for Running {
 }
 
 fn start(dir: &Path, port: u16) -> Running {
+    start_with(dir, port, &[])
+}
+
+/// `nexus serve` on the embedded database in `dir`, listening on `port`, with `extra`
+/// variables.
+pub(crate) fn start_with(dir: &Path, port: u16, extra: &[(&str, &str)]) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_nexus"))
         .env_clear()
+        .envs(extra.iter().copied())
         .env("NEXUS_DATA_DIR", dir)
         .env("NEXUS_LISTEN", format!("127.0.0.1:{port}"))
         .env("NEXUS_BOOTSTRAP_BOARD_TOKEN", TOKEN)
@@ -38,13 +45,18 @@ fn start(dir: &Path, port: u16) -> Running {
     Running(child)
 }
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -57,13 +69,13 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Value {
         let (status, body) = self.send(reqwest::Method::POST, path, Some(body)).await;
         assert!((200..300).contains(&status), "{path}: {status} {body}");
         body
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let (status, body) = self.send(reqwest::Method::GET, path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
         body
@@ -78,7 +90,7 @@ impl Api {
     }
 }
 
-fn id(body: &Value) -> String {
+pub(crate) fn id(body: &Value) -> String {
     body["id"].as_str().expect("an id").to_owned()
 }
 

@@ -1,6 +1,7 @@
 //! The `nexus` command line, run as a real process against a fresh database.
 
 mod embedded;
+mod process_limits;
 
 use std::process::{Command, Output};
 
