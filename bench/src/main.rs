@@ -23,6 +23,7 @@ mod machine;
 mod pickup;
 mod queue;
 mod scale;
+mod slowloris;
 mod upcoming;
 
 #[tokio::main]
@@ -87,9 +88,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("queue") => queue::run(flag("--jobs", 50_000)?, flag("--loops", 8)?).await,
         Some("upcoming") => upcoming::run(flag("--calls", 200)?).await,
+        Some("slowloris") => {
+            slowloris::run(flag("--connections", 1_000)?, flag("--calls", 500)?).await
+        }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|ingest|latency|scale|queue|upcoming [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|ingest|latency|scale|queue|upcoming|slowloris [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }
