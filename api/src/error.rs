@@ -213,10 +213,16 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
     ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
-        // 57P: the server is shutting down or restarting; 08: the connection failed; 57014:
-        // the statement ran past `statement_timeout`; 55P03: a lock was not granted within
-        // `lock_timeout`. All pass: retry.
-        c.starts_with("57P") || c.starts_with("08") || c == "57014" || c == "55P03"
+        // 57P: the server is shutting down or restarting; 08: the connection failed; 53: the
+        // server is out of connections, memory or disk; 57014: the statement ran past
+        // `statement_timeout`; 55P03: a lock was not granted within `lock_timeout`; 55000 and
+        // 3D000: the database does not accept connections now, or is gone (seen when a new
+        // session is opened); 28: the server refused the credentials. Retry later, all.
+        c.starts_with("57P")
+            || c.starts_with("08")
+            || c.starts_with("53")
+            || c.starts_with("28")
+            || matches!(&*c, "57014" | "55P03" | "55000" | "3D000")
     }))
 }
 

@@ -230,3 +230,68 @@ async fn a_request_waiting_on_a_lock_past_the_lock_timeout_is_answered_503() {
         .await
         .expect(200);
 }
+
+#[tokio::test]
+async fn unknown_ids_and_wrong_secrets_are_answered_without_the_database() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    // A clock that stands still: "at most one read a second" and "unknown for 5 s" hold for
+    // the whole test, however slow the machine.
+    let clock: nexus_shared::clock::SharedClock =
+        nexus_shared::ManualClock::new(chrono::Utc::now());
+    let app = TestApp::spawn_with(Options {
+        clock: Some(clock),
+        ..Default::default()
+    })
+    .await;
+    let team = app.seed_team().await;
+    let hook = hook(&app, &team, "bearer").await;
+    let url = on(&app, &hook.url);
+    let unknown = url.replace(
+        url.split("/public/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .expect("id"),
+        "AAAAAAAAAAAAAAAAAAAAAA",
+    );
+    let wrong = [("authorization", "Bearer whs_wrong".to_owned())];
+    // Warm up: the unknown id is looked up once, the trigger read once and re-read once.
+    assert_eq!(send(&unknown, &[], Vec::new()).await.status, 404);
+    assert_eq!(send(&url, &wrong, Vec::new()).await.status, 401);
+    assert_eq!(send(&url, &wrong, Vec::new()).await.status, 401);
+    // Now the database refuses the API: its sessions are ended and no new one is allowed.
+    use sqlx::Connection as _;
+    let name = app.db.name.clone();
+    let admin_url = app.db.url.replacen(&format!("/{name}"), "/postgres", 1);
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("a session on the server's own database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("refuse new sessions");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .execute(&mut admin)
+    .await
+    .expect("end the API's sessions");
+    // Still answered: the unknown id from memory, wrong secrets against the kept copy.
+    for _ in 0..20 {
+        assert_eq!(send(&unknown, &[], Vec::new()).await.status, 404);
+        assert_eq!(send(&url, &wrong, Vec::new()).await.status, 401);
+    }
+    // Anything that does need the database is 503 (proof that it was unreachable).
+    let other = unknown.replace("AAAAAAAAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBBBBBBBB");
+    assert_eq!(send(&other, &[], Vec::new()).await.status, 503);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("allow sessions again");
+}
