@@ -85,21 +85,39 @@ async fn handle(
         None
     };
     let found = found.ok_or_else(|| ApiError::not_found("webhook"))?;
-    let bytes = read_body(body).await?;
     let mut trigger = found.trigger;
     // Credentials are checked before the rate limit is consulted, but answered after it (the
     // contract's order: a limited caller gets 429 whatever its credentials). A refusal decided
     // on a cached read is checked against the trigger as stored (the secret may have been
-    // rotated), at most once a second per trigger.
+    // rotated), at most once a second per trigger. What the headers decide — a bearer secret,
+    // a signed call's unusable timestamp or signature header — is decided, limited and
+    // answered before the body is read; only a signed call with usable headers is read.
     let now_ms = state.store.clock().now().timestamp_millis();
-    let mut authenticated = authenticate(&trigger, headers, &bytes, now_ms);
-    if authenticated.is_none()
+    let mut checked = check_headers(&trigger, headers, now_ms);
+    if matches!(checked, Headers::Refused)
         && found.cached
         && state.webhook_triggers.may_reread(&state.store, trigger.id)
     {
         trigger = read_trigger(state, public_id).await?;
-        authenticated = authenticate(&trigger, headers, &bytes, now_ms);
+        checked = check_headers(&trigger, headers, now_ms);
     }
+    let mut body = Some(body);
+    let (bytes, authenticated) = match checked {
+        Headers::Refused => (None, None),
+        Headers::Bearer => (None, Some(None)),
+        Headers::Signed { .. } => {
+            let bytes = read_body(body.take()).await?;
+            let mut authenticated = verify(&trigger, &checked, &bytes);
+            if authenticated.is_none()
+                && found.cached
+                && state.webhook_triggers.may_reread(&state.store, trigger.id)
+            {
+                trigger = read_trigger(state, public_id).await?;
+                authenticated = authenticate(&trigger, headers, &bytes, now_ms);
+            }
+            (Some(bytes), authenticated)
+        }
+    };
     // Calls with bad credentials draw on a bucket of their own: a flood of them is limited
     // (429 before 401, the contract's order) without using up the sender's tokens.
     let bucket = if authenticated.is_some() {
@@ -117,6 +135,11 @@ async fn handle(
     }
     let Some(signature) = authenticated else {
         return Err(bad_credentials());
+    };
+    // A bearer call's body is read only now, once it is admitted.
+    let bytes = match bytes {
+        Some(bytes) => bytes,
+        None => read_body(body.take()).await?,
     };
     // The memory of accepted signatures is in the database, written with the run: a replay
     // is refused there, before the trigger's state is looked at. Only a call whose body no
@@ -224,7 +247,10 @@ fn check_declared_size(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Reads at most [`MAX_WEBHOOK_BODY`] bytes; a larger body is refused without reading it all.
-async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+async fn read_body(body: Option<Body>) -> Result<axum::body::Bytes, ApiError> {
+    let Some(body) = body else {
+        return Ok(axum::body::Bytes::new());
+    };
     let limited = http_body_util::Limited::new(body, MAX_WEBHOOK_BODY);
     match http_body_util::BodyExt::collect(limited).await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -236,59 +262,107 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
     }
 }
 
-/// Checks the call's credentials. `Some(None)` for a valid bearer call, `Some(Some(signature))`
-/// for a valid signed call (its MAC, remembered against replays until its own timestamp has
-/// left the window), `None` otherwise.
+/// What a call's headers say of its credentials, before its body is read.
+enum Headers<'h> {
+    /// Refused already: no usable credentials, or a bearer secret that does not match.
+    Refused,
+    /// A bearer call with the trigger's secret.
+    Bearer,
+    /// A signed call whose headers are usable: the signature is checked against the body.
+    Signed {
+        timestamp: &'h str,
+        sent_ms: i64,
+        signature: Vec<u8>,
+    },
+}
+
+/// Checks what the headers alone can decide: a bearer secret, or whether a signed call's
+/// timestamp is within the window and its signature header well formed.
+fn check_headers<'h>(trigger: &WebhookTrigger, headers: &'h HeaderMap, now_ms: i64) -> Headers<'h> {
+    let checked = || -> Option<Headers<'h>> {
+        match trigger.signing_mode {
+            SigningMode::Bearer => {
+                let presented =
+                    crate::auth::bearer_credentials(headers.get(header::AUTHORIZATION)?)?;
+                bool::from(presented.ct_eq(trigger.secret.as_bytes())).then_some(Headers::Bearer)
+            }
+            SigningMode::HmacSha256 => {
+                let timestamp = headers.get("x-paperclip-timestamp")?.to_str().ok()?;
+                if timestamp.is_empty()
+                    || timestamp.len() > 20
+                    || !timestamp.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return None;
+                }
+                let value: i64 = timestamp.parse().ok()?;
+                let sent_ms = if value > 1_000_000_000_000 {
+                    value
+                } else {
+                    value.checked_mul(1000)?
+                };
+                let window_ms = i64::from(trigger.replay_window_sec) * 1000;
+                if now_ms.checked_sub(sent_ms)?.abs() > window_ms {
+                    return None;
+                }
+                let signature = headers.get("x-paperclip-signature")?.to_str().ok()?;
+                let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
+                if signature.len() != 64 {
+                    return None;
+                }
+                let signature = hex::decode(signature).ok()?;
+                Some(Headers::Signed {
+                    timestamp,
+                    sent_ms,
+                    signature,
+                })
+            }
+        }
+    };
+    checked().unwrap_or(Headers::Refused)
+}
+
+/// The call's credentials given its body: `Some(None)` for a valid bearer call,
+/// `Some(Some(signature))` for a valid signed call (its MAC, remembered against replays until
+/// its own timestamp has left the window), `None` otherwise.
+fn verify(
+    trigger: &WebhookTrigger,
+    checked: &Headers<'_>,
+    body: &[u8],
+) -> Option<Option<CallSignature>> {
+    match checked {
+        Headers::Refused => None,
+        Headers::Bearer => Some(None),
+        Headers::Signed {
+            timestamp,
+            sent_ms,
+            signature,
+        } => {
+            let mut mac =
+                hmac::Hmac::<sha2::Sha256>::new_from_slice(trigger.secret.as_bytes()).ok()?;
+            mac.update(timestamp.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            mac.verify_slice(signature).ok()?;
+            // One second more than the window, rounded up: past it, the timestamp no longer
+            // authenticates.
+            let window_ms = i64::from(trigger.replay_window_sec) * 1000;
+            let remember_until = sent_ms.checked_add(window_ms)?.div_euclid(1000) + 2;
+            Some(Some(CallSignature {
+                mac: signature.clone(),
+                remember_until,
+            }))
+        }
+    }
+}
+
+/// [`check_headers`] then [`verify`].
 fn authenticate(
     trigger: &WebhookTrigger,
     headers: &HeaderMap,
     body: &[u8],
     now_ms: i64,
 ) -> Option<Option<CallSignature>> {
-    match trigger.signing_mode {
-        SigningMode::Bearer => {
-            let presented = crate::auth::bearer_credentials(headers.get(header::AUTHORIZATION)?)?;
-            bool::from(presented.ct_eq(trigger.secret.as_bytes())).then_some(None)
-        }
-        SigningMode::HmacSha256 => {
-            let timestamp = headers.get("x-paperclip-timestamp")?.to_str().ok()?;
-            if timestamp.is_empty()
-                || timestamp.len() > 20
-                || !timestamp.bytes().all(|b| b.is_ascii_digit())
-            {
-                return None;
-            }
-            let value: i64 = timestamp.parse().ok()?;
-            let sent_ms = if value > 1_000_000_000_000 {
-                value
-            } else {
-                value.checked_mul(1000)?
-            };
-            let window_ms = i64::from(trigger.replay_window_sec) * 1000;
-            if now_ms.checked_sub(sent_ms)?.abs() > window_ms {
-                return None;
-            }
-            let signature = headers.get("x-paperclip-signature")?.to_str().ok()?;
-            let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
-            if signature.len() != 64 {
-                return None;
-            }
-            let signature = hex::decode(signature).ok()?;
-            let mut mac =
-                hmac::Hmac::<sha2::Sha256>::new_from_slice(trigger.secret.as_bytes()).ok()?;
-            mac.update(timestamp.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(&signature).ok()?;
-            // One second more than the window, rounded up: past it, the timestamp no longer
-            // authenticates.
-            let remember_until = sent_ms.checked_add(window_ms)?.div_euclid(1000) + 2;
-            Some(Some(CallSignature {
-                mac: signature,
-                remember_until,
-            }))
-        }
-    }
+    verify(trigger, &check_headers(trigger, headers, now_ms), body)
 }
 
 /// The payload: `{}` for an empty body, else a JSON object; JSON only when the content type

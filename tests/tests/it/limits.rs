@@ -295,3 +295,86 @@ async fn unknown_ids_and_wrong_secrets_are_answered_without_the_database() {
     .await
     .expect("allow sessions again");
 }
+
+/// Sends only the head of a webhook call announcing a 200 KB body (under the limit) and returns
+/// the status answered before any of the body is sent (`None` if the server waits for it).
+async fn answered_before_the_body(url: &str, headers: &[(&str, String)]) -> Option<u16> {
+    let rest = url.trim_start_matches("http://");
+    let (address, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: 200000\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .ok()??;
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn what_the_headers_decide_is_answered_before_the_body_is_read() {
+    nexus_tests::needs_servers!();
+    let app = app_with(vec![
+        ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
+        ("NEXUS_WEBHOOK_BURST", "3".to_owned()),
+    ])
+    .await;
+    let team = app.seed_team().await;
+    let bearer = hook(&app, &team, "bearer").await;
+    let signed = hook(&app, &team, "hmac_sha256").await;
+    let (bearer_url, signed_url) = (on(&app, &bearer.url), on(&app, &signed.url));
+    let unknown = bearer_url.replace(
+        bearer_url
+            .split("/public/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .expect("id"),
+        "AAAAAAAAAAAAAAAAAAAAAA",
+    );
+    // An unknown id, a wrong bearer secret, a signed call without usable headers: refused
+    // without waiting for the body.
+    assert_eq!(answered_before_the_body(&unknown, &[]).await, Some(404));
+    let wrong = [("authorization", "Bearer whs_wrong".to_owned())];
+    assert_eq!(
+        answered_before_the_body(&bearer_url, &wrong).await,
+        Some(401)
+    );
+    let stale = [
+        ("x-paperclip-timestamp", "1000".to_owned()),
+        ("x-paperclip-signature", "0".repeat(64)),
+    ];
+    assert_eq!(
+        answered_before_the_body(&signed_url, &stale).await,
+        Some(401)
+    );
+    // The sender's own bucket empty (burst 3): its next call is limited before its body.
+    let right = [("authorization", format!("Bearer {}", bearer.secret))];
+    for _ in 0..3 {
+        assert_eq!(send(&bearer_url, &right, Vec::new()).await.status, 202);
+    }
+    assert_eq!(
+        answered_before_the_body(&bearer_url, &right).await,
+        Some(429)
+    );
+}
