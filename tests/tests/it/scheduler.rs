@@ -323,7 +323,21 @@ async fn enqueue_missed_with_cap_dispatches_the_most_recent_fires_in_order() {
         got[0].4,
         json!({ "count": 5, "from": "2026-11-29T08:00:00Z", "to": "2026-11-29T09:00:00Z" })
     );
-    // The caught-up fires are dispatched in time order, each under the concurrency policy.
+    // The caught-up fires are queued in time order (the order workers take them: due time,
+    // then id) ...
+    let job_order: Vec<String> = sqlx::query_scalar(
+        "SELECT r.scheduled_for::text FROM jobs j JOIN routine_runs r ON r.id = (j.payload->>'runId')::uuid
+         WHERE j.state = 'queued' ORDER BY j.run_at, j.id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("jobs");
+    assert_eq!(job_order.len(), 4, "read before the jobs are handled (and deleted)");
+    let mut sorted = job_order.clone();
+    sorted.sort();
+    assert_eq!(job_order, sorted);
+    // ... and dispatched in that order, each under the concurrency policy: the issues, in the
+    // order they were created, stem from the fires in time order.
     assert_eq!(app.drain().await, 4);
     let issues = app
         .board()
@@ -331,16 +345,28 @@ async fn enqueue_missed_with_cap_dispatches_the_most_recent_fires_in_order() {
         .await
         .expect(200)
         .body;
-    assert_eq!(issues["issues"].as_array().map(Vec::len), Some(4));
-    let job_order: Vec<String> = sqlx::query_scalar(
-        "SELECT r.scheduled_for::text FROM jobs j JOIN routine_runs r ON r.id = (j.payload->>'runId')::uuid ORDER BY j.id",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("jobs");
-    let mut sorted = job_order.clone();
-    sorted.sort();
-    assert_eq!(job_order, sorted);
+    let mut created: Vec<Value> = issues["issues"].as_array().cloned().unwrap_or_default();
+    assert_eq!(created.len(), 4);
+    created.reverse(); // listed newest first
+    let mut fired = Vec::new();
+    for issue in &created {
+        let run = app
+            .board()
+            .get_run(issue["originRunId"].as_str().expect("origin run"))
+            .await
+            .expect(200)
+            .body;
+        fired.push(str_at(&run, "/scheduledFor"));
+    }
+    assert_eq!(
+        fired,
+        [
+            "2026-11-29T09:15:00Z",
+            "2026-11-29T09:30:00Z",
+            "2026-11-29T09:45:00Z",
+            "2026-11-29T10:00:00Z"
+        ]
+    );
 }
 
 #[tokio::test]
