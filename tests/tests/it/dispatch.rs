@@ -584,7 +584,11 @@ async fn fifty_concurrent_runs_across_four_workers_open_exactly_one_issue() {
         });
     }
     let per_worker: Vec<usize> = workers.join_all().await;
-    assert_eq!(per_worker.iter().sum::<usize>(), 50, "every job handled exactly once");
+    assert_eq!(
+        per_worker.iter().sum::<usize>(),
+        50,
+        "every job handled exactly once"
+    );
     assert!(
         per_worker.iter().filter(|n| **n > 0).count() >= 2,
         "several workers dispatched: {per_worker:?}"

@@ -332,7 +332,11 @@ async fn enqueue_missed_with_cap_dispatches_the_most_recent_fires_in_order() {
     .fetch_all(&app.db.pool)
     .await
     .expect("jobs");
-    assert_eq!(job_order.len(), 4, "read before the jobs are handled (and deleted)");
+    assert_eq!(
+        job_order.len(),
+        4,
+        "read before the jobs are handled (and deleted)"
+    );
     let mut sorted = job_order.clone();
     sorted.sort();
     assert_eq!(job_order, sorted);
