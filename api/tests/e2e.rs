@@ -359,12 +359,30 @@ async fn the_distributed_system_fires_exactly_once_through_crashes_and_outages()
         }
     }
     // Each termination costs at most the statements on the connections it broke (a pool's
-    // worth), and the API accepts again after every one of them.
+    // worth), and the API accepts again after every one of them: within each 20-request stretch
+    // after the first three, and within 20 more requests after the last.
     assert!(refused <= 40, "{refused} of 80 refused");
     assert!(
-        recovered.iter().all(|n| *n > 0),
+        recovered[..3].iter().all(|n| *n > 0),
         "the API recovered after each termination: {recovered:?}"
     );
+    if recovered[3] == 0 {
+        let mut again = false;
+        for n in 0..20 {
+            let (status, run) = cluster
+                .post(
+                    &format!("/api/routines/{manual}/run"),
+                    &json!({ "payload": { "db-after": n } }),
+                )
+                .await;
+            if status == 202 {
+                accepted.insert(run["id"].as_str().expect("id").to_owned());
+                again = true;
+                break;
+            }
+        }
+        assert!(again, "the API recovered after the last termination");
+    }
     cluster
         .settled("the runs accepted while connections were dropped")
         .await;
