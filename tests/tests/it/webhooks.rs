@@ -1107,3 +1107,46 @@ async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
     assert!(limited.headers.contains_key("retry-after"));
     assert_eq!(run_count(&app, &hook.routine).await, 2);
 }
+
+/// With Redis unreachable the endpoint fails closed — 503 with `Retry-After`, no run — and the
+/// sender's retry of the very same signed request is accepted once Redis is back (nothing of the
+/// refused call was remembered).
+#[tokio::test]
+async fn during_a_redis_outage_calls_fail_closed_and_the_retry_is_accepted_after() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let proxy = nexus_tests::RedisProxy::start(true).await;
+    let app = TestApp::spawn_with(Options {
+        env: vec![("NEXUS_REDIS_URL", proxy.url.clone())],
+        ..Default::default()
+    })
+    .await;
+    let team = app.seed_team().await;
+    let hook = hook(&app, &team, "hmac_sha256").await;
+    let url = on(&app, &hook.url);
+    let body = br#"{"deploy":"v9"}"#.to_vec();
+    let headers = signed(&hook.secret, now_secs(), &body);
+    proxy.set_open(false);
+    let refused = send(&url, &headers, body.clone()).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.body["code"], "unavailable");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(
+        run_count(&app, &hook.routine).await,
+        0,
+        "no run while Redis is away"
+    );
+    proxy.set_open(true);
+    let retried = nexus_tests::eventually(20, "the retry accepted once Redis is back", || {
+        let (url, headers, body) = (url.clone(), headers.clone(), body.clone());
+        async move {
+            let sent = send(&url, &headers, body).await;
+            (sent.status != 503).then_some(sent)
+        }
+    })
+    .await;
+    assert_eq!(retried.status, 202, "{}", retried.body);
+    assert_eq!(run_count(&app, &hook.routine).await, 1);
+    let replay = send(&url, &headers, body).await;
+    assert_eq!(replay.body["code"], "replayed");
+}
