@@ -20,14 +20,6 @@ impl Drop for Process {
     }
 }
 
-/// A free port on the loopback interface (bound, read and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn spawn(db: &TestDb, prefix: &str, key: &SecretKey, port: u16) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_nexus-scheduler"))
         .env_clear()
@@ -63,7 +55,7 @@ async fn a_standby_scheduler_exports_its_metric_families_from_the_start() {
     let db = TestDb::create().await;
     let key = SecretKey::generate();
     let prefix = format!("nexus-test:{}", uuid::Uuid::new_v4().simple());
-    let ports = [free_port(), free_port()];
+    let ports = [nexus_tests::free_port(), nexus_tests::free_port()];
     let _processes: Vec<Process> = ports
         .iter()
         .map(|port| spawn(&db, &prefix, &key, *port))

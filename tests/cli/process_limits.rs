@@ -9,13 +9,6 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::embedded::{Api, TOKEN, id, start_with};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn data_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("nexus-limits-{}", uuid::Uuid::new_v4().simple()))
 }
@@ -33,7 +26,7 @@ fn peak_kib(pid: u32) -> u64 {
 #[tokio::test]
 async fn a_slow_body_does_not_keep_a_stopping_process_alive_past_its_deadline() {
     let dir = data_dir();
-    let port = free_port();
+    let port = nexus_tests::free_port();
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
         http: nexus_tests::http_client(),
@@ -95,7 +88,7 @@ async fn a_slow_body_does_not_keep_a_stopping_process_alive_past_its_deadline() 
 #[tokio::test]
 async fn a_template_multiplying_a_large_payload_dispatches_in_bounded_memory() {
     let dir = data_dir();
-    let port = free_port();
+    let port = nexus_tests::free_port();
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
         http: nexus_tests::http_client(),

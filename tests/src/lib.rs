@@ -592,3 +592,44 @@ pub async fn seed_store_routine(store: &Store, title: &str) -> uuid::Uuid {
         .expect("routine")
         .id
 }
+
+/// A free port on the loopback interface (bound, read and released), for a process to listen on.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Sends `head` — a request's start line and headers, its body announced but not sent — to
+/// `address` (`host:port`) and returns the status answered within 5 s without the body (`None`
+/// when the server waits for the body, or closes without answering).
+pub async fn status_without_the_body(address: &str, head: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .ok()??;
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}

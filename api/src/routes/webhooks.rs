@@ -153,10 +153,7 @@ async fn handle(
                     .signature_seen(trigger.id, signature.mac)
                     .await?
             {
-                return Err(ApiError::conflict(
-                    "replayed",
-                    "this signature was already accepted; sign a new request",
-                ));
+                return Err(nexus_shared::store::replayed().into());
             }
             return Err(error);
         }

@@ -439,13 +439,7 @@ impl PgStore {
     /// # Errors
     /// The database failed.
     pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
-        Ok(sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT FROM webhook_signatures WHERE trigger_id = $1 AND signature = $2) AS "seen!""#,
-            trigger_id,
-            mac,
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        super::runs::signature_taken(&mut *self.pool.acquire().await?, trigger_id, &mac).await
     }
 
     /// Deletes remembered signatures whose time is up.

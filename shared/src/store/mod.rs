@@ -40,7 +40,7 @@ pub use self::{
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
     runs::{
         Accepted, CallSignature, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, TRIGGER_CHANGED,
-        WebhookTrigger,
+        WebhookTrigger, replayed,
     },
     storage::{Dispatched, Storage, Store, Subscription, Taken, Topic},
     triggers::{

@@ -689,7 +689,7 @@ async fn find_by_key(
 }
 
 /// Whether trigger `trigger_id` has remembered signature `mac`.
-async fn signature_taken(
+pub(super) async fn signature_taken(
     conn: &mut PgConnection,
     trigger_id: Uuid,
     mac: &[u8],
@@ -724,7 +724,8 @@ async fn remember_signature(
 }
 
 /// The answer to a call whose signature was already accepted.
-pub(crate) fn replayed() -> StoreError {
+#[must_use]
+pub fn replayed() -> StoreError {
     StoreError::conflict(
         "replayed",
         "this signature was already accepted; sign a new request",

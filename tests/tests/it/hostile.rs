@@ -89,33 +89,14 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
 /// Sends only the head of a request announcing a 3 MiB body and returns the status the server
 /// answers with before any of the body is sent (`None` if it waits for the body).
 async fn announce_huge_body(base: &str, method: &str, path: &str, token: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let address = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let head = format!(
         "{} {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n\
          content-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
         method.to_uppercase(),
         3 * 1024 * 1024
     );
-    stream.write_all(head.as_bytes()).await.ok()?;
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 1024];
-    let read = async {
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buffer).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            answer.extend_from_slice(&buffer[..n]);
-        }
-        Some(())
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), read)
-        .await
-        .ok()??;
-    let text = String::from_utf8_lossy(&answer);
-    text.split(' ').nth(1)?.parse().ok()
+    nexus_tests::status_without_the_body(address, &head).await
 }
 
 /// The properties a request body schema names (for a `oneOf`, each variant's, with its `kind`).

@@ -301,7 +301,6 @@ async fn unknown_ids_and_wrong_secrets_are_answered_without_the_database() {
 async fn answered_before_the_body(url: &str, headers: &[(&str, String)]) -> Option<u16> {
     let rest = url.trim_start_matches("http://");
     let (address, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let mut head = format!(
         "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: 200000\r\n"
     );
@@ -309,27 +308,7 @@ async fn answered_before_the_body(url: &str, headers: &[(&str, String)]) -> Opti
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.ok()?;
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 1024];
-    let read = async {
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buffer).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            answer.extend_from_slice(&buffer[..n]);
-        }
-        Some(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .ok()??;
-    String::from_utf8_lossy(&answer)
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
+    nexus_tests::status_without_the_body(address, &head).await
 }
 
 #[tokio::test]

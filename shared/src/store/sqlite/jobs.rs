@@ -342,13 +342,7 @@ impl SqliteStore {
     /// # Errors
     /// The database failed.
     pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
-        Ok(sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM webhook_signatures WHERE trigger_id = ?1 AND signature = ?2)",
-        )
-        .bind(trigger_id)
-        .bind(mac)
-        .fetch_one(&self.pool)
-        .await?)
+        super::runs::signature_taken(&mut *self.pool.acquire().await?, trigger_id, &mac).await
     }
 
     /// See [`crate::store::Storage::purge_signatures`].

@@ -60,7 +60,7 @@ async fn find_by_key(
 }
 
 /// Whether trigger `trigger_id` has remembered signature `mac`.
-async fn signature_taken(
+pub(super) async fn signature_taken(
     conn: &mut SqliteConnection,
     trigger_id: Uuid,
     mac: &[u8],
