@@ -154,8 +154,9 @@ fn fold_inline_descriptions(value: &mut serde_json::Value) {
 /// The answers every operation of the API can give whatever its handler does, added to each
 /// operation that does not document them itself: 400 (a path id, query or body that does not
 /// parse), 401 (no or a bad token, on operations that need one), 404 (an id in the path that
-/// names nothing the caller can see), 413 and 415 (a body too large or not JSON, on operations
-/// that take one) and 503 (the database or Redis is unreachable: retry).
+/// names nothing the caller can see), 408 (the request was not complete within the request
+/// timeout), 413 and 415 (a body too large or not JSON, on operations that take one) and 503
+/// (the database or Redis is unreachable, or a statement or lock wait timed out: retry).
 fn complete_error_answers(doc: &mut serde_json::Value) {
     let error = |description: &str| {
         serde_json::json!({
@@ -247,8 +248,13 @@ fn complete_error_answers(doc: &mut serde_json::Value) {
                 add("415", "The body is not JSON");
             }
             add(
+                "408",
+                "The request was not complete within the request timeout",
+            );
+            add(
                 "503",
-                "The database or Redis is unreachable; retry after `Retry-After` seconds",
+                "The database or Redis is unreachable, or a statement or lock wait timed out; \
+                 retry after `Retry-After` seconds",
             );
         }
     }
