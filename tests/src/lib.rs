@@ -423,6 +423,16 @@ impl TestApp {
     /// # Panics
     /// When the query fails or no session waits in time.
     pub async fn until_a_session_waits_for_a_lock(&self, what: &str) {
+        self.until_sessions_wait_for_a_lock(1, what).await;
+    }
+
+    /// Waits (up to 10 s) until at least `sessions` sessions of this app's database wait for a
+    /// lock: requests sent one after another, each once the one before waits, queue for a held
+    /// row in the order they were sent.
+    ///
+    /// # Panics
+    /// When the query fails or fewer sessions wait in time.
+    pub async fn until_sessions_wait_for_a_lock(&self, sessions: i64, what: &str) {
         eventually(10, what, || async {
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity
@@ -431,7 +441,7 @@ impl TestApp {
             .fetch_one(&self.db.pool)
             .await
             .expect("activity");
-            (waiting > 0).then_some(())
+            (waiting >= sessions).then_some(())
         })
         .await;
     }

@@ -239,7 +239,17 @@ async fn routine_of(conn: &mut PgConnection, trigger_id: Uuid) -> StoreResult<Ro
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NotFound)?;
-    fetch_routine(conn, routine_id, true).await
+    let routine = fetch_routine(conn, routine_id, true).await?;
+    // Every change to a trigger takes its routine's lock first: a change that waited for it
+    // behind a deletion of the same trigger finds the trigger gone here, and says so.
+    sqlx::query_scalar!(
+        r#"SELECT 1 AS "present!" FROM routine_triggers WHERE id = $1"#,
+        trigger_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    Ok(routine)
 }
 
 /// The kind-specific columns of a new trigger: a schedule's next fire (only while enabled on

@@ -524,3 +524,58 @@ async fn a_run_naming_a_trigger_being_deleted_waits_and_is_refused() {
         0
     );
 }
+
+#[tokio::test]
+async fn changes_queued_behind_the_deletion_of_their_trigger_are_404() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &json!({})).await;
+    let created = app
+        .seed_trigger(&routine, &json!({ "kind": "webhook" }))
+        .await;
+    let trigger = str_at(&created, "/trigger/id");
+    // Every change to a trigger takes its routine's lock first: hold it, and queue a deletion,
+    // an update, a rotation and a second deletion behind it, in that order.
+    let mut holder = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT FROM routines WHERE id = $1 FOR UPDATE")
+        .bind(uuid::Uuid::parse_str(&routine).expect("uuid"))
+        .execute(&mut *holder)
+        .await
+        .expect("hold the routine");
+    let mut queued = Vec::new();
+    for (n, step) in ["delete", "update", "rotate", "delete again"]
+        .into_iter()
+        .enumerate()
+    {
+        let (app_in_task, trigger) = (app.clone(), trigger.clone());
+        queued.push(tokio::spawn(async move {
+            let board = app_in_task.board();
+            match step {
+                "update" => {
+                    board
+                        .update_trigger(&trigger, &json!({ "replayWindowSec": 30 }))
+                        .await
+                }
+                "rotate" => board.rotate_trigger_secret(&trigger).await,
+                _ => board.delete_trigger(&trigger).await,
+            }
+        }));
+        app.until_sessions_wait_for_a_lock(i64::try_from(n + 1).expect("small"), step)
+            .await;
+    }
+    holder.commit().await.expect("release the routine");
+    let mut answers = Vec::new();
+    for request in queued {
+        answers.push(request.await.expect("request task"));
+    }
+    let mut answers = answers.into_iter();
+    answers.next().expect("delete").expect(204);
+    for _ in 0..3 {
+        answers
+            .next()
+            .expect("queued change")
+            .expect_error(404, "not_found");
+    }
+}
