@@ -83,6 +83,7 @@ impl PostgresBackend {
                 "Postgres does not answer (NEXUS_TEST_DATABASE_URL)",
                 "the Postgres conformance tests",
             );
+            skipped(SERVERS_MISSING);
             return None;
         }
         let db = TestDb::create().await;
@@ -107,6 +108,26 @@ pub(crate) fn notice(message: &str) {
     }
     said.push(message.to_owned());
     drop(writeln!(std::io::stderr(), "note: {message}"));
+}
+
+/// Why a test that needs Postgres and Redis did not run.
+pub const SERVERS_MISSING: &str = "servers missing";
+
+/// Why a test that reads Postgres rows did not run on the embedded backend.
+pub const POSTGRES_ROWS: &str = "reads Postgres rows";
+
+/// Reports, past the harness's capture, that the running test returned without checking
+/// anything: one line `skipped test: NAME (REASON)` per test, which `.ci/run` looks for (no
+/// test may skip on Postgres; on the embedded backend only the tests that read Postgres rows,
+/// which ran on Postgres just before).
+pub fn skipped(reason: &str) {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let line = format!(
+        "skipped test: {} ({reason})\n",
+        thread.name().unwrap_or("unnamed")
+    );
+    drop(std::io::stderr().write_all(line.as_bytes()));
 }
 
 /// Reports that `skipped` cannot run because `missing`: under CI (`CI` set) a failure, since CI

@@ -74,6 +74,7 @@ pub async fn servers_available() -> bool {
 macro_rules! needs_servers {
     () => {
         if !$crate::servers_available().await {
+            $crate::backends::skipped($crate::backends::SERVERS_MISSING);
             return;
         }
     };
@@ -100,6 +101,7 @@ pub fn backend_is_postgres() -> bool {
 macro_rules! needs_postgres_rows {
     () => {
         if !$crate::backend_is_postgres() {
+            $crate::backends::skipped($crate::backends::POSTGRES_ROWS);
             return;
         }
     };

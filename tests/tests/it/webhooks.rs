@@ -915,9 +915,7 @@ async fn hold(app: &TestApp, trigger: uuid::Uuid) -> sqlx::Transaction<'static, 
 /// run only for a validly authenticated request to the real id.
 #[test]
 fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
-    if !nexus_tests::backend_is_postgres() {
-        return;
-    }
+    nexus_tests::needs_postgres_rows!();
     use proptest::prelude::*;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -925,6 +923,7 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
         .build()
         .expect("runtime");
     if !runtime.block_on(nexus_tests::servers_available()) {
+        nexus_tests::backends::skipped(nexus_tests::backends::SERVERS_MISSING);
         return;
     }
     let (app, hook) = runtime.block_on(async {
