@@ -108,7 +108,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
                 Arc::new(SystemClock),
                 &key,
             );
-            let redis = Redis::new(&redis_url(), cluster.prefix())?;
+            let redis = Redis::new(&redis_url(), cluster.prefix(), Arc::new(SystemClock))?;
             let scheduler = Scheduler::new(
                 store.clone(),
                 LeaderLock::new(

@@ -134,8 +134,11 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_fires_stay_exactly_onc
     .await;
     let takeover = killed_at.elapsed();
     assert_eq!(pid_of(&second), processes[0].0.id());
+    // The lease lapses within the TTL and a standby tries every TTL / 3: a takeover is due
+    // about 4 s after the kill. The bound leaves real processes on two loaded cores the same
+    // again (a standby that waited for its minute-long safety sleep would still fail it).
     assert!(
-        takeover <= Duration::from_secs(TTL_SECS + 2),
+        takeover <= Duration::from_secs(2 * TTL_SECS + 5),
         "took over after {takeover:?}"
     );
 

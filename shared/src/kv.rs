@@ -19,6 +19,7 @@ use crate::{
 pub struct Redis {
     manager: ConnectionManager,
     prefix: String,
+    clock: SharedClock,
     admissions: Arc<Group<Admitter>>,
 }
 
@@ -31,12 +32,12 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// A handle to `url`. Nothing is connected until the first command, so a process starts
-    /// while Redis is down and recovers when it returns.
+    /// A handle to `url`; rate limits read time from `clock`. Nothing is connected until the
+    /// first command, so a process starts while Redis is down and recovers when it returns.
     ///
     /// # Errors
     /// `url` is not a valid Redis URL.
-    pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &str, prefix: &str, clock: SharedClock) -> anyhow::Result<Self> {
         let client =
             redis::Client::open(url).context("NEXUS_REDIS_URL is not a valid Redis URL")?;
         let config = ConnectionManagerConfig::new()
@@ -49,6 +50,7 @@ impl Redis {
         Ok(Self {
             manager,
             prefix: prefix.trim_end_matches(':').to_owned(),
+            clock,
             admissions: Arc::default(),
         })
     }
@@ -75,24 +77,29 @@ impl Redis {
 }
 
 /// A token bucket per key, kept in Redis so every API replica shares it, for each of a group
-/// of calls in order. Time comes from the Redis server (`TIME`, once for the group), so
-/// replicas with skewed clocks agree. `ARGV[1]` is the number of calls; call *i* has
-/// `ARGV[2+2i..3+2i]` = rate per second and burst, and its bucket is `KEYS[1+i]`. Returns the
-/// wait in milliseconds per call (0: admitted). The bucket is a hash (`tokens`, `at`).
+/// of calls in order. `ARGV[1]` is the number of calls and `ARGV[2]` the caller's time in
+/// milliseconds (its injected clock); call *i* has `ARGV[3+2i..4+2i]` = rate per second and
+/// burst, and its bucket is `KEYS[1+i]`. A bucket's time never goes back: a replica whose clock
+/// is behind the last writer's refills nothing until it catches up, so skew between replicas
+/// delays refills by at most the skew and never grants a token twice. Returns the wait in
+/// milliseconds per call (0: admitted). The bucket is a hash (`tokens`, `at`).
 const TOKEN_BUCKETS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local caller_now = tonumber(ARGV[2])
 local answers = {}
 for call = 0, tonumber(ARGV[1]) - 1 do
-  local rate = tonumber(ARGV[2 + 2 * call])
-  local burst = tonumber(ARGV[3 + 2 * call])
+  local rate = tonumber(ARGV[3 + 2 * call])
+  local burst = tonumber(ARGV[4 + 2 * call])
   local bucket = KEYS[call + 1]
   local state = redis.call('HMGET', bucket, 'tokens', 'at')
   local tokens = tonumber(state[1])
   local at = tonumber(state[2])
+  local now = caller_now
   if tokens == nil then
     tokens = burst
     at = now
+  end
+  if now < at then
+    now = at
   end
   tokens = math.min(burst, tokens + (now - at) * rate / 1000)
   local wait = 0
@@ -138,13 +145,15 @@ struct Ask {
 /// Sends groups of admissions in one script call.
 struct Admitter {
     connection: ConnectionManager,
+    clock: SharedClock,
 }
 
 impl RoundTrip for Admitter {
     type Call = Ask;
 
     async fn send(&self, asks: Vec<Ask>) {
-        let answers = admit_all(&mut self.connection.clone(), &asks).await;
+        let now_ms = self.clock.now().timestamp_millis();
+        let answers = admit_all(&mut self.connection.clone(), now_ms, &asks).await;
         for (i, ask) in asks.into_iter().enumerate() {
             let answer = match &answers {
                 Ok(admissions) => admissions.get(i).copied().ok_or_else(|| {
@@ -163,12 +172,13 @@ impl RoundTrip for Admitter {
 /// Runs [`TOKEN_BUCKETS`] for `asks`, in one round trip.
 async fn admit_all(
     connection: &mut ConnectionManager,
+    now_ms: i64,
     asks: &[Ask],
 ) -> redis::RedisResult<Vec<Admission>> {
     static SCRIPT: std::sync::LazyLock<redis::Script> =
         std::sync::LazyLock::new(|| redis::Script::new(TOKEN_BUCKETS));
     let mut invocation = SCRIPT.prepare_invoke();
-    invocation.arg(asks.len());
+    invocation.arg(asks.len()).arg(now_ms);
     for ask in asks {
         invocation.key(&ask.bucket).arg(ask.rate).arg(ask.burst);
     }
@@ -206,6 +216,7 @@ impl Redis {
         let start = || {
             let admitter = Admitter {
                 connection: self.connection(),
+                clock: self.clock.clone(),
             };
             (admitter, ADMISSIONS, Arc::new(SystemClock) as SharedClock)
         };

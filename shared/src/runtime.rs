@@ -76,7 +76,11 @@ impl Resources {
                 .context("registering NEXUS_BOOTSTRAP_BOARD_TOKEN")?;
         }
         let coordination = match &config.redis_url {
-            Some(url) => Coordination::Redis(Redis::new(url, &config.redis_prefix)?),
+            Some(url) => Coordination::Redis(Redis::new(
+                url,
+                &config.redis_prefix,
+                store.clock().clone(),
+            )?),
             None => Coordination::local(&store),
         };
         Ok(Self {

@@ -48,10 +48,11 @@ pub async fn servers_available() -> bool {
     *AVAILABLE
         .get_or_init(|| async {
             let postgres = backends::postgres_answers().await;
-            let redis = nexus_shared::kv::Redis::new(&redis_url(), "nexus-test")
-                .expect("NEXUS_TEST_REDIS_URL is a Redis URL")
-                .ping(std::time::Duration::from_secs(3))
-                .await;
+            let redis =
+                nexus_shared::kv::Redis::new(&redis_url(), "nexus-test", Arc::new(SystemClock))
+                    .expect("NEXUS_TEST_REDIS_URL is a Redis URL")
+                    .ping(std::time::Duration::from_secs(3))
+                    .await;
             if postgres && redis {
                 return true;
             }

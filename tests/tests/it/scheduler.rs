@@ -643,7 +643,12 @@ async fn without_redis_nobody_leads_or_fires_and_fires_resume_with_catch_up_when
         json!({ "cronExpression": "*/15 * * * *" }),
     )
     .await;
-    let redis = nexus_shared::kv::Redis::new(&proxy.url, &app.config.redis_prefix).expect("redis");
+    let redis = nexus_shared::kv::Redis::new(
+        &proxy.url,
+        &app.config.redis_prefix,
+        app.store.clock().clone(),
+    )
+    .expect("redis");
     let lock = nexus_scheduler::LeaderLock::new(
         nexus_shared::coord::Coordination::Redis(redis),
         "cut-off".to_owned(),

@@ -540,12 +540,14 @@ async fn secrets_and_signatures_never_reach_the_logs() {
 async fn the_rate_limit_is_shared_by_every_replica() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
+    // Both replicas read the same manual clock: no token comes back until the test says so.
+    let clock = nexus_shared::ManualClock::new(chrono::Utc::now());
     let app = TestApp::spawn_with(Options {
+        clock: Some(clock.clone()),
         env: vec![
             ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
             ("NEXUS_WEBHOOK_BURST", "4".to_owned()),
         ],
-        ..Default::default()
     })
     .await;
     let replica = app.spawn_replica().await;
@@ -562,23 +564,38 @@ async fn the_rate_limit_is_shared_by_every_replica() {
         statuses.push(send(&urls[n % 2], std::slice::from_ref(&auth), Vec::new()).await);
     }
     let codes: Vec<u16> = statuses.iter().map(|s| s.status).collect();
-    assert_eq!(&codes[..4], &[202, 202, 202, 202], "{codes:?}");
-    assert_eq!(codes[4], 429, "{codes:?}");
+    assert_eq!(codes, [202, 202, 202, 202, 429, 429]);
     let limited = &statuses[4];
     assert_eq!(limited.body["code"], "rate_limited");
-    let retry_after: u64 = limited.headers["retry-after"]
-        .to_str()
-        .expect("header")
-        .parse()
-        .expect("seconds");
-    assert!((1..=2).contains(&retry_after));
+    assert_eq!(limited.headers["retry-after"], "1");
+    // One token a second, on the shared bucket: not a millisecond early, on either replica.
+    clock.advance(chrono::TimeDelta::milliseconds(999));
+    assert_eq!(
+        send(&urls[1], std::slice::from_ref(&auth), Vec::new())
+            .await
+            .status,
+        429
+    );
+    clock.advance(chrono::TimeDelta::milliseconds(1));
+    assert_eq!(
+        send(&urls[1], std::slice::from_ref(&auth), Vec::new())
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        send(&urls[0], std::slice::from_ref(&auth), Vec::new())
+            .await
+            .status,
+        429
+    );
     // Calls without the secret draw on a bucket of their own (shared by the replicas too): the
     // sender's empty bucket does not limit them, and they never use up the sender's tokens.
     for n in 0..4 {
         assert_eq!(send(&urls[n % 2], &[], Vec::new()).await.status, 401);
     }
     assert_eq!(send(&urls[0], &[], Vec::new()).await.status, 429);
-    assert_eq!(run_count(&app, &hook.routine).await, 4);
+    assert_eq!(run_count(&app, &hook.routine).await, 5);
 }
 
 /// Concurrent calls reach Redis together (one script call for all the admissions waiting):
@@ -587,13 +604,13 @@ async fn the_rate_limit_is_shared_by_every_replica() {
 async fn concurrent_calls_each_get_their_own_token_and_replay_check() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
+    // A manual clock: no token comes back while the calls are answered.
     let app = TestApp::spawn_with(Options {
+        clock: Some(nexus_shared::ManualClock::new(chrono::Utc::now())),
         env: vec![
-            // Slow enough that no token comes back while the calls are answered.
             ("NEXUS_WEBHOOK_RATE_PER_SEC", "1".to_owned()),
             ("NEXUS_WEBHOOK_BURST", "10".to_owned()),
         ],
-        ..Default::default()
     })
     .await;
     let team = app.seed_team().await;
