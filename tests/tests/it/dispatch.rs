@@ -498,22 +498,24 @@ async fn a_terminated_assignee_fails_the_run_and_creates_nothing() {
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["reason"], "agent_not_assignable");
     assert!(failed["failureReason"].is_string() && failed["linkedIssueId"].is_null());
-    assert_eq!(
-        app.count(
-            "SELECT count(*) FROM issues WHERE routine_id = $1::uuid",
-            &routine
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        app.count(
-            "SELECT count(*) FROM heartbeat_runs WHERE agent_id = $1::uuid",
-            &team.agent
-        )
-        .await,
-        0
-    );
+    let issues = app
+        .board()
+        .list_issues(&team.company, &format!("routineId={routine}"))
+        .await
+        .expect(200);
+    assert_eq!(issues.body["issues"], json!([]));
+    // The agent's keys stopped working with it, so its heartbeat runs are read from the rows
+    // (on Postgres; the conformance suite checks the embedded backend).
+    if nexus_tests::backend_is_postgres() {
+        assert_eq!(
+            app.count(
+                "SELECT count(*) FROM heartbeat_runs WHERE agent_id = $1::uuid",
+                &team.agent
+            )
+            .await,
+            0
+        );
+    }
 }
 
 #[tokio::test]

@@ -802,3 +802,104 @@ async fn without_a_redis_url_the_process_elects_one_leader_in_memory_and_fires_o
     assert_eq!(fired.len(), 4, "one run per minute: {fired:?}");
     assert_eq!(runs(&app, &routine).await.len(), 4, "no duplicate");
 }
+
+#[tokio::test]
+async fn a_burst_past_one_batch_fires_every_trigger_once_in_side_by_side_batches() {
+    nexus_tests::needs_servers!();
+    let (app, clock) = app_at("2026-11-29T07:59:30Z").await;
+    let team = app.seed_team().await;
+    let routine = app
+        .seed_routine(&team, &json!({ "concurrencyPolicy": "always_enqueue" }))
+        .await;
+    for _ in 0..35 {
+        app.seed_trigger(
+            &routine,
+            &json!({ "kind": "schedule", "cronExpression": "0 8 * * *" }),
+        )
+        .await;
+    }
+    // Batches of 10: the first comes back full, so the rest run two at a time (10 + 10, then
+    // 5 + 0) — the loop a burst of more than 500 due triggers takes with the default batch.
+    let scheduler = app.scheduler_with(
+        "s1",
+        Duration::from_secs(10),
+        nexus_scheduler::Settings {
+            batch: 10,
+            ..Default::default()
+        },
+    );
+    clock.set(utc("2026-11-29T08:00:01Z"));
+    let report = scheduler.fire_once(&leader(1)).await.expect("fire");
+    assert_eq!((report.triggers, report.dispatched), (35, 35));
+    let again = scheduler.fire_once(&leader(1)).await.expect("fire");
+    assert_eq!((again.triggers, again.dispatched), (0, 0));
+    let body = app
+        .board()
+        .list_runs(&routine, "limit=100")
+        .await
+        .expect(200)
+        .body;
+    let fired: BTreeSet<String> = body["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["scheduledFor"], "2026-11-29T08:00:00Z");
+            str_at(r, "/triggerId")
+        })
+        .collect();
+    assert_eq!(fired.len(), 35, "one run per trigger");
+    assert_eq!(body["runs"].as_array().map(Vec::len), Some(35));
+}
+
+#[tokio::test]
+async fn a_fire_already_recorded_is_not_recorded_again_when_its_trigger_is_rewound() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let (app, clock) = app_at("2026-11-29T07:59:30Z").await;
+    let team = app.seed_team().await;
+    let (routine, trigger) = schedule(
+        &app,
+        &team,
+        json!({ "concurrencyPolicy": "always_enqueue" }),
+        json!({ "cronExpression": "* * * * *" }),
+    )
+    .await;
+    let scheduler = app.scheduler("s1", Duration::from_secs(10));
+    clock.set(utc("2026-11-29T08:00:01Z"));
+    assert_eq!(
+        scheduler
+            .fire_once(&leader(1))
+            .await
+            .expect("fire")
+            .dispatched,
+        1
+    );
+    // The trigger's next fire goes back to one already recorded (a restored backup, an
+    // operator's hand): the run for 08:00 exists, so the pass records nothing for it again —
+    // neither as a fire on time nor, later, as a missed one — and goes on with 08:01.
+    let rewind = || async {
+        sqlx::query("UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1::uuid")
+            .bind(&trigger)
+            .bind(utc("2026-11-29T08:00:00Z"))
+            .execute(&app.db.pool)
+            .await
+            .expect("rewind");
+    };
+    rewind().await;
+    clock.set(utc("2026-11-29T08:00:30Z"));
+    let report = scheduler.fire_once(&leader(1)).await.expect("fire");
+    assert_eq!((report.triggers, report.dispatched), (1, 0));
+    assert_eq!(next_run_at(&app, &trigger).await, Some(utc("2026-11-29T08:01:00Z")));
+    rewind().await;
+    clock.set(utc("2026-11-29T08:01:01Z"));
+    let report = scheduler.fire_once(&leader(1)).await.expect("fire");
+    assert_eq!((report.triggers, report.dispatched), (1, 1));
+    let fired: Vec<String> = runs(&app, &routine)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(fired, ["2026-11-29T08:00:00Z", "2026-11-29T08:01:00Z"]);
+    assert_eq!(next_run_at(&app, &trigger).await, Some(utc("2026-11-29T08:02:00Z")));
+}
