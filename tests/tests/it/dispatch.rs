@@ -829,3 +829,44 @@ async fn references_only_the_engine_writes_resolve_within_their_company() {
         );
     }
 }
+
+/// Two workers dispatch two runs of one `skip_if_active` routine at the same moment: the
+/// second waits for the first on the routine's row lock and then sees its issue. The test
+/// holds the agent's row, which every dispatch reads (shared) after taking its routine and
+/// run, so the first dispatch stops halfway and the second is sent while it is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_waits_for_an_open_dispatch_of_its_routine_and_sees_its_issue() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let routine = app
+        .seed_routine(&team, &json!({ "concurrencyPolicy": "skip_if_active" }))
+        .await;
+    let first = run(&app, &routine, json!({ "n": 1 })).await;
+    let second = run(&app, &routine, json!({ "n": 2 })).await;
+    let mut holder = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT FROM agents WHERE id = $1::uuid FOR UPDATE")
+        .bind(&team.agent)
+        .execute(&mut *holder)
+        .await
+        .expect("hold the agent");
+    let mut steps = Vec::new();
+    for (n, name) in ["first", "second"].into_iter().enumerate() {
+        let worker = app.worker_batching(name, 1);
+        steps.push(tokio::spawn(async move {
+            worker.run_once().await.expect("step")
+        }));
+        app.until_sessions_wait_for_a_lock(i64::try_from(n + 1).expect("small"), name)
+            .await;
+    }
+    holder.commit().await.expect("release the agent");
+    for step in steps {
+        assert_eq!(step.await.expect("step"), nexus_worker::Outcome::Worked(1));
+    }
+    let (first, second) = (get_run(&app, &first).await, get_run(&app, &second).await);
+    assert_eq!(first["status"], "issue_created");
+    assert_eq!(second["status"], "skipped", "{second}");
+    assert_eq!(second["reason"], "active_issue");
+    assert_eq!(open_issues(&app, &team, &routine).await.len(), 1);
+}

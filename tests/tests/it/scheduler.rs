@@ -890,7 +890,10 @@ async fn a_fire_already_recorded_is_not_recorded_again_when_its_trigger_is_rewou
     clock.set(utc("2026-11-29T08:00:30Z"));
     let report = scheduler.fire_once(&leader(1)).await.expect("fire");
     assert_eq!((report.triggers, report.dispatched), (1, 0));
-    assert_eq!(next_run_at(&app, &trigger).await, Some(utc("2026-11-29T08:01:00Z")));
+    assert_eq!(
+        next_run_at(&app, &trigger).await,
+        Some(utc("2026-11-29T08:01:00Z"))
+    );
     rewind().await;
     clock.set(utc("2026-11-29T08:01:01Z"));
     let report = scheduler.fire_once(&leader(1)).await.expect("fire");
@@ -901,5 +904,8 @@ async fn a_fire_already_recorded_is_not_recorded_again_when_its_trigger_is_rewou
         .map(|r| r.0)
         .collect();
     assert_eq!(fired, ["2026-11-29T08:00:00Z", "2026-11-29T08:01:00Z"]);
-    assert_eq!(next_run_at(&app, &trigger).await, Some(utc("2026-11-29T08:02:00Z")));
+    assert_eq!(
+        next_run_at(&app, &trigger).await,
+        Some(utc("2026-11-29T08:02:00Z"))
+    );
 }
