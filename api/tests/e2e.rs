@@ -8,6 +8,11 @@
 //! - cuts Redis across a minute boundary (manual runs are still accepted; the missed fire is
 //!   recorded under the catch-up policy when Redis returns).
 //!
+//! A second run (two APIs, a scheduler, a worker; Postgres reached through a proxy) SIGKILLs an
+//! API replica in the middle of a burst of keyed runs and then cuts Postgres for 8 s across a
+//! minute boundary: every 202 has its run, nothing refused or unanswered has one until the
+//! sender retries it with its key, and then exactly one; the boundary's fire happens once.
+//!
 //! The other roles' binaries are found next to `nexus-api`: `cargo test` builds the binaries
 //! of every package with integration tests (the scheduler and worker crates have theirs).
 
@@ -18,7 +23,7 @@ use std::{
 };
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Timelike as _, Utc};
-use nexus_tests::{RedisProxy, TestDb, eventually, redis_url};
+use nexus_tests::{Proxy, TestDb, eventually, redis_url};
 use serde_json::{Value, json};
 
 const BOARD: &str = "e2e-board-token-0123456789abcdef";
@@ -52,21 +57,115 @@ fn free_port() -> u16 {
 
 struct Cluster {
     db: TestDb,
+    /// What the processes use as `NEXUS_DATABASE_URL`: the database, or a proxy to it.
+    database_url: String,
     key: String,
     prefix: String,
-    redis: RedisProxy,
+    redis: Proxy,
     processes: HashMap<String, Process>,
     apis: Vec<String>,
     http: reqwest::Client,
     turn: std::sync::atomic::AtomicUsize,
 }
 
+/// A company's agent and project, as the cluster's API created them.
+struct Team {
+    company: String,
+    agent: String,
+    project: String,
+}
+
 impl Cluster {
+    /// A new database and Redis prefix; the processes reach Postgres through a proxy when
+    /// `proxied` (the test can then cut it). Nothing runs yet.
+    async fn new(proxied: bool) -> (Self, Option<Proxy>) {
+        let db = TestDb::create().await;
+        let proxy = if proxied {
+            Some(Proxy::postgres(&db.url, true).await)
+        } else {
+            None
+        };
+        let cluster = Self {
+            database_url: proxy
+                .as_ref()
+                .map_or_else(|| db.url.clone(), |p| p.url.clone()),
+            db,
+            key: nexus_shared::crypto::SecretKey::generate().to_base64(),
+            prefix: format!("nexus-test:{}", uuid::Uuid::new_v4().simple()),
+            redis: Proxy::redis(true).await,
+            processes: HashMap::new(),
+            apis: Vec::new(),
+            http: nexus_tests::http_client(),
+            turn: std::sync::atomic::AtomicUsize::new(0),
+        };
+        (cluster, proxy)
+    }
+
+    /// Starts `apis` API replicas and the named schedulers and workers; waits for the APIs.
+    async fn launch(&mut self, apis: usize, others: &[(&str, &str)]) {
+        self.apis = (1..=apis)
+            .map(|n| self.start(&format!("api-{n}"), "nexus-api"))
+            .collect();
+        for (name, binary_name) in others {
+            self.start(name, binary_name);
+        }
+        for api in &self.apis {
+            nexus_tests::wait_until_ready(api, 30).await;
+        }
+    }
+
+    /// A company with an agent and a project.
+    async fn team(&self) -> Team {
+        let (_, company) = self
+            .post("/api/companies", &json!({ "name": "Acme" }))
+            .await;
+        let company = company["id"].as_str().expect("company").to_owned();
+        let (_, agent) = self
+            .post(
+                &format!("/api/companies/{company}/agents"),
+                &json!({ "name": "Ada" }),
+            )
+            .await;
+        let (_, project) = self
+            .post(
+                &format!("/api/companies/{company}/projects"),
+                &json!({ "name": "Ops" }),
+            )
+            .await;
+        Team {
+            company,
+            agent: agent["agent"]["id"].as_str().expect("agent").to_owned(),
+            project: project["id"].as_str().expect("project").to_owned(),
+        }
+    }
+
+    /// An `always_enqueue` routine of `team`, with `trigger` when one is given; returns the
+    /// routine's id and the trigger's creation answer.
+    async fn routine(&self, team: &Team, title: &str, trigger: Option<Value>) -> (String, Value) {
+        let (status, routine) = self
+            .post(
+                &format!("/api/companies/{}/routines", team.company),
+                &json!({ "title": title, "assigneeAgentId": team.agent, "projectId": team.project,
+                         "concurrencyPolicy": "always_enqueue" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{routine}");
+        let id = routine["id"].as_str().expect("routine").to_owned();
+        let Some(trigger) = trigger else {
+            return (id, Value::Null);
+        };
+        let (status, created) = self
+            .post(&format!("/api/routines/{id}/triggers"), &trigger)
+            .await;
+        assert_eq!(status, 201, "{created}");
+        (id, created)
+    }
+
     fn start(&mut self, name: &str, binary_name: &str) -> String {
         let port = free_port();
         let child = Command::new(binary(binary_name))
             .env_clear()
-            .env("NEXUS_DATABASE_URL", &self.db.url)
+            .env("NEXUS_DATABASE_URL", &self.database_url)
             .env("NEXUS_REDIS_URL", &self.redis.url)
             .env("NEXUS_REDIS_PREFIX", &self.prefix)
             .env("NEXUS_SECRET_KEY", &self.key)
@@ -97,9 +196,14 @@ impl Cluster {
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_to(self.api(), path, body).await
+    }
+
+    /// Posts to one API replica; status 0 when no answer came.
+    async fn post_to(&self, api: &str, path: &str, body: &Value) -> (u16, Value) {
         let response = self
             .http
-            .post(format!("{}{path}", self.api()))
+            .post(format!("{api}{path}"))
             .bearer_auth(BOARD)
             .json(body)
             .send()
@@ -175,83 +279,31 @@ async fn until_second(from: u32, to: u32) {
 #[tokio::test]
 async fn the_distributed_system_fires_exactly_once_through_crashes_and_outages() {
     nexus_tests::needs_servers!();
-    let mut cluster = Cluster {
-        db: TestDb::create().await,
-        key: nexus_shared::crypto::SecretKey::generate().to_base64(),
-        prefix: format!("nexus-test:{}", uuid::Uuid::new_v4().simple()),
-        redis: RedisProxy::start(true).await,
-        processes: HashMap::new(),
-        apis: Vec::new(),
-        http: nexus_tests::http_client(),
-        turn: std::sync::atomic::AtomicUsize::new(0),
-    };
-    let api_1 = cluster.start("api-1", "nexus-api");
-    let api_2 = cluster.start("api-2", "nexus-api");
-    cluster.apis = vec![api_1, api_2];
-    for name in ["scheduler-1", "scheduler-2"] {
-        cluster.start(name, "nexus-scheduler");
-    }
-    for name in ["worker-1", "worker-2"] {
-        cluster.start(name, "nexus-worker");
-    }
-    for api in &cluster.apis {
-        nexus_tests::wait_until_ready(api, 30).await;
-    }
+    let (mut cluster, _) = Cluster::new(false).await;
+    cluster
+        .launch(
+            2,
+            &[
+                ("scheduler-1", "nexus-scheduler"),
+                ("scheduler-2", "nexus-scheduler"),
+                ("worker-1", "nexus-worker"),
+                ("worker-2", "nexus-worker"),
+            ],
+        )
+        .await;
 
     // A company with a minutely schedule, a webhook and a routine for manual runs.
-    let (_, company) = cluster
-        .post("/api/companies", &json!({ "name": "Acme" }))
-        .await;
-    let company = company["id"].as_str().expect("company").to_owned();
-    let (_, agent) = cluster
-        .post(
-            &format!("/api/companies/{company}/agents"),
-            &json!({ "name": "Ada" }),
+    let team = cluster.team().await;
+    cluster
+        .routine(
+            &team,
+            "minutely",
+            Some(json!({ "kind": "schedule", "cronExpression": "* * * * *" })),
         )
         .await;
-    let (_, project) = cluster
-        .post(
-            &format!("/api/companies/{company}/projects"),
-            &json!({ "name": "Ops" }),
-        )
-        .await;
-    let routine = |title: &str| {
-        json!({ "title": title, "assigneeAgentId": agent["agent"]["id"], "projectId": project["id"],
-                "concurrencyPolicy": "always_enqueue" })
-    };
-    let (_, minutely) = cluster
-        .post(
-            &format!("/api/companies/{company}/routines"),
-            &routine("minutely"),
-        )
-        .await;
-    let minutely = minutely["id"].as_str().expect("routine").to_owned();
-    let (status, schedule) = cluster
-        .post(
-            &format!("/api/routines/{minutely}/triggers"),
-            &json!({ "kind": "schedule", "cronExpression": "* * * * *" }),
-        )
-        .await;
-    assert_eq!(status, 201, "{schedule}");
-    let (_, manual) = cluster
-        .post(
-            &format!("/api/companies/{company}/routines"),
-            &routine("manual"),
-        )
-        .await;
-    let manual = manual["id"].as_str().expect("routine").to_owned();
-    let (_, hooked) = cluster
-        .post(
-            &format!("/api/companies/{company}/routines"),
-            &routine("hooked"),
-        )
-        .await;
-    let hooked = hooked["id"].as_str().expect("routine").to_owned();
+    let (manual, _) = cluster.routine(&team, "manual", None).await;
     let (_, webhook) = cluster
-        .post(
-            &format!("/api/routines/{hooked}/triggers"),
-            &json!({ "kind": "webhook" }),
-        )
+        .routine(&team, "hooked", Some(json!({ "kind": "webhook" })))
         .await;
     let webhook_secret = webhook["secretMaterial"]["webhookSecret"]
         .as_str()
@@ -482,5 +534,210 @@ async fn the_distributed_system_fires_exactly_once_through_crashes_and_outages()
         cluster.scalar("SELECT count(*) FROM jobs").await,
         0,
         "every job completed (deleted): none running, queued or dead"
+    );
+}
+
+/// What each request of a burst was answered, by idempotency key: the status (0: no answer,
+/// the connection failed) and the run's id on a 202.
+type Answers = Vec<(String, u16, Option<String>)>;
+
+/// One manual run with its own idempotency key `key`, to `api`.
+async fn keyed_run(
+    cluster: &Cluster,
+    api: &str,
+    routine: &str,
+    key: String,
+) -> (String, u16, Option<String>) {
+    let (status, run) = cluster
+        .post_to(
+            api,
+            &format!("/api/routines/{routine}/run"),
+            &json!({ "idempotencyKey": key, "payload": { "key": key } }),
+        )
+        .await;
+    let id = (status == 202).then(|| run["id"].as_str().expect("id").to_owned());
+    assert!(
+        matches!(status, 0 | 202 | 503),
+        "{key}: only accepted, unavailable or unanswered, never {status}: {run}"
+    );
+    (key, status, id)
+}
+
+/// Checks the outcome of `answers` against the database, after sending every unanswered or
+/// refused request again (the sender's retry, same key) to `api`: every 202 has its run, a
+/// retry of an accepted request gets the same run, and each key ends with exactly one run.
+async fn every_key_has_one_run(cluster: &Cluster, api: &str, routine: &str, answers: Answers) {
+    let mut runs_by_key: HashMap<String, String> = HashMap::new();
+    for (key, status, id) in answers {
+        let id = match (status, id) {
+            (202, Some(id)) => {
+                let stored: Option<String> = sqlx::query_scalar(
+                    "SELECT idempotency_key FROM routine_runs WHERE id = $1::uuid",
+                )
+                .bind(&id)
+                .fetch_optional(&cluster.db.pool)
+                .await
+                .expect("run");
+                assert_eq!(
+                    stored.as_deref(),
+                    Some(key.as_str()),
+                    "an accepted run was lost"
+                );
+                id
+            }
+            _ => {
+                let (_, retried, id) = keyed_run(cluster, api, routine, key.clone()).await;
+                assert_eq!(retried, 202, "{key}: the retry is accepted");
+                id.expect("id")
+            }
+        };
+        runs_by_key.insert(key, id);
+    }
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT idempotency_key, id::text FROM routine_runs
+         WHERE routine_id = $1::uuid AND idempotency_key = ANY($2)",
+    )
+    .bind(routine)
+    .bind(runs_by_key.keys().collect::<Vec<_>>())
+    .fetch_all(&cluster.db.pool)
+    .await
+    .expect("runs");
+    assert_eq!(stored.len(), runs_by_key.len(), "exactly one run per key");
+    let differing: Vec<_> = stored
+        .iter()
+        .filter(|(key, id)| runs_by_key.get(key) != Some(id))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "runs other than the ones answered: {differing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_api_replica_and_postgres_gone_for_seconds_lose_no_accepted_request() {
+    nexus_tests::needs_servers!();
+    let (mut cluster, postgres) = Cluster::new(true).await;
+    let postgres = postgres.expect("a proxied database");
+    cluster
+        .launch(
+            2,
+            &[
+                ("scheduler-1", "nexus-scheduler"),
+                ("worker-1", "nexus-worker"),
+            ],
+        )
+        .await;
+    let team = cluster.team().await;
+    let (manual, _) = cluster.routine(&team, "manual", None).await;
+    let (minutely, _) = cluster
+        .routine(
+            &team,
+            "minutely",
+            Some(json!({ "kind": "schedule", "cronExpression": "* * * * *" })),
+        )
+        .await;
+    let cluster = std::sync::Arc::new(tokio::sync::RwLock::new(cluster));
+
+    // 1. A burst of 200 keyed runs, 8 at a time, alternating between the replicas; api-1 is
+    //    SIGKILLed once 60 have been answered.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let apis = cluster.read().await.apis.clone();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    let mut burst = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let (cluster, gate, answered, api) = (
+            cluster.clone(),
+            gate.clone(),
+            answered.clone(),
+            apis[n % 2].clone(),
+        );
+        let manual = manual.clone();
+        burst.spawn(async move {
+            let _turn = gate.acquire_owned().await.expect("gate");
+            let answer =
+                keyed_run(&*cluster.read().await, &api, &manual, format!("kill-{n}")).await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answer
+        });
+    }
+    eventually(60, "60 answers", || async {
+        (answered.load(std::sync::atomic::Ordering::SeqCst) >= 60).then_some(())
+    })
+    .await;
+    let killed = cluster
+        .write()
+        .await
+        .processes
+        .remove("api-1")
+        .expect("api-1");
+    drop(killed); // SIGKILL, and reaped
+    let answers: Answers = burst.join_all().await;
+    let cluster = std::sync::Arc::into_inner(cluster)
+        .expect("the burst is over")
+        .into_inner();
+    // Requests in flight to api-1 and those sent to it after the kill had no answer.
+    assert!(answers.iter().any(|a| a.1 == 0) && answers.iter().any(|a| a.1 == 202));
+    every_key_has_one_run(&cluster, &apis[1], &manual, answers).await;
+
+    // 2. Postgres unreachable for 8 s across a minute boundary (every connection cut, new
+    //    ones refused) while runs are requested every 100 ms and the last ones are being
+    //    dispatched: requests are answered 503 (never 500, never a 202 without its run), the
+    //    API accepts again once Postgres is back, the boundary's fire happens exactly once,
+    //    and every run is dispatched once.
+    until_second(50, 53).await;
+    let boundary = Utc::now()
+        .duration_trunc(TimeDelta::minutes(1))
+        .expect("minute")
+        + TimeDelta::minutes(1);
+    let mut answers: Answers = Vec::new();
+    let mut cut_at = None;
+    for n in 0..150 {
+        if n == 40 {
+            postgres.set_open(false);
+            cut_at = Some(std::time::Instant::now());
+        }
+        if cut_at.is_some_and(|at| at.elapsed() >= std::time::Duration::from_secs(8)) {
+            postgres.set_open(true);
+            cut_at = None;
+        }
+        answers.push(keyed_run(&cluster, &apis[1], &manual, format!("outage-{n}")).await);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    postgres.set_open(true);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.1).collect();
+    assert!(statuses[..40].iter().all(|s| *s == 202), "{statuses:?}");
+    assert!(statuses.contains(&503), "the outage was seen: {statuses:?}");
+    assert_eq!(
+        statuses.last(),
+        Some(&202),
+        "accepted again after: {statuses:?}"
+    );
+    every_key_has_one_run(&cluster, &apis[1], &manual, answers).await;
+    cluster.settled("everything after the outage").await;
+    let fired: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM routine_runs WHERE routine_id = $1::uuid AND scheduled_for = $2",
+    )
+    .bind(&minutely)
+    .bind(boundary)
+    .fetch_all(&cluster.db.pool)
+    .await
+    .expect("fires");
+    assert_eq!(
+        fired,
+        ["issue_created"],
+        "the fire during the outage, once, on time"
+    );
+    let issues: Vec<(String, i64)> =
+        sqlx::query_as("SELECT origin_run_id::text, count(*) FROM issues GROUP BY origin_run_id")
+            .fetch_all(&cluster.db.pool)
+            .await
+            .expect("issues");
+    assert!(issues.iter().all(|(_, n)| *n == 1), "a run with two issues");
+    assert_eq!(
+        cluster
+            .scalar("SELECT count(*) FROM routine_runs WHERE status <> 'issue_created'")
+            .await,
+        0,
+        "every run dispatched"
     );
 }

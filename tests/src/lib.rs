@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 pub use crate::{
     client::{Caller, Resp},
     db::TestDb,
-    proxy::RedisProxy,
+    proxy::Proxy,
 };
 
 /// An HTTP client for tests (with the process's TLS provider installed).

@@ -627,7 +627,7 @@ async fn overlapping_and_deposed_leaders_fire_every_fire_exactly_once() {
 #[tokio::test]
 async fn without_redis_nobody_leads_or_fires_and_fires_resume_with_catch_up_when_it_returns() {
     nexus_tests::needs_servers!();
-    let proxy = nexus_tests::RedisProxy::start(false).await;
+    let proxy = nexus_tests::Proxy::redis(false).await;
     let clock = ManualClock::new(utc("2026-11-29T08:59:00Z"));
     let shared: SharedClock = clock.clone();
     let app = TestApp::spawn_with(Options {

@@ -1131,7 +1131,7 @@ async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
 async fn during_a_redis_outage_calls_fail_closed_and_the_retry_is_accepted_after() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
-    let proxy = nexus_tests::RedisProxy::start(true).await;
+    let proxy = nexus_tests::Proxy::redis(true).await;
     let app = TestApp::spawn_with(Options {
         env: vec![("NEXUS_REDIS_URL", proxy.url.clone())],
         ..Default::default()
@@ -1175,7 +1175,7 @@ async fn during_a_redis_outage_calls_fail_closed_and_the_retry_is_accepted_after
 async fn replays_are_refused_across_replicas_and_across_a_redis_outage() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
-    let proxy = nexus_tests::RedisProxy::start(true).await;
+    let proxy = nexus_tests::Proxy::redis(true).await;
     let app = TestApp::spawn_with(Options {
         env: vec![("NEXUS_REDIS_URL", proxy.url.clone())],
         ..Default::default()
