@@ -301,3 +301,22 @@ async fn run_history_is_newest_first_with_a_cursor() {
         .await
         .expect_error(404, "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_idempotency_key_get_one_run() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let routine = app.seed_routine(&team, &json!({})).await;
+    let body = json!({ "idempotencyKey": "deploy-43", "payload": { "sha": "abc" } });
+    let board = app.board();
+    let answers =
+        futures_util::future::join_all((0..12).map(|_| board.run_routine(&routine, &body))).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .into_iter()
+        .map(|answer| str_at(&answer.expect(202).body, "/id"))
+        .collect();
+    assert_eq!(ids.len(), 1, "every request answered with the one run");
+    let runs = board.list_runs(&routine, "").await.expect(200).body;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1));
+}
