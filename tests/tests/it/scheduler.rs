@@ -909,3 +909,57 @@ async fn a_fire_already_recorded_is_not_recorded_again_when_its_trigger_is_rewou
         Some(utc("2026-11-29T08:02:00Z"))
     );
 }
+
+#[tokio::test]
+async fn a_fire_is_on_time_up_to_the_grace_and_missed_past_it() {
+    nexus_tests::needs_servers!();
+    let (app, clock) = app_at("2026-11-29T07:58:00Z").await;
+    let team = app.seed_team().await;
+    let (late, _) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "59 7 * * *" }),
+    )
+    .await;
+    let (on_time, _) = schedule(
+        &app,
+        &team,
+        json!({}),
+        json!({ "cronExpression": "0 8 * * *" }),
+    )
+    .await;
+    // The scheduler's grace is 60 s: at 08:01:00 the 08:00 fire is exactly 60 s late (on
+    // time) and the 07:59 fire 120 s late (missed, recorded under skip_missed).
+    clock.set(utc("2026-11-29T08:01:00Z"));
+    let report = app
+        .scheduler("s1", Duration::from_secs(10))
+        .fire_once(&leader(1))
+        .await
+        .expect("fire");
+    assert_eq!(
+        (report.dispatched, report.skipped_runs, report.missed_fires),
+        (1, 1, 1)
+    );
+    let summary = |runs: Vec<(String, String, Option<String>, bool, Value)>| {
+        runs.into_iter()
+            .map(|r| (r.0, r.1, r.2))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        summary(runs(&app, &on_time).await),
+        [(
+            "2026-11-29T08:00:00Z".to_owned(),
+            "received".to_owned(),
+            None
+        )]
+    );
+    assert_eq!(
+        summary(runs(&app, &late).await),
+        [(
+            "2026-11-29T07:59:00Z".to_owned(),
+            "skipped".to_owned(),
+            Some("missed_schedule".to_owned())
+        )]
+    );
+}
