@@ -435,3 +435,120 @@ proptest! {
         prop_assert_eq!(got, oracle(&schedule, from, to), "{} in {}", expr, zone);
     }
 }
+
+#[test]
+fn an_expression_is_kept_as_written_and_compared_by_its_text() {
+    let daily = CronExpression::parse("  0 9 * * MON-FRI ").expect("valid");
+    assert_eq!(daily.as_str(), "0 9 * * MON-FRI");
+    assert_eq!(format!("{daily:?}"), "CronExpression(\"0 9 * * MON-FRI\")");
+    assert_eq!(
+        daily,
+        CronExpression::parse("0 9 * * MON-FRI").expect("valid")
+    );
+    // The same fires written differently are different expressions (what the user wrote is
+    // what the API shows).
+    assert_ne!(daily, CronExpression::parse("0 9 * * 1-5").expect("valid"));
+}
+
+#[test]
+fn the_length_limit_counts_characters_as_written() {
+    let padded = |len: usize| format!("{:<len$}", "0 0 * * *");
+    assert!(CronExpression::parse(&padded(MAX_CRON_LEN)).is_ok());
+    let err = CronExpression::parse(&padded(MAX_CRON_LEN + 1)).expect_err("too long");
+    assert_eq!(err, format!("must be at most {MAX_CRON_LEN} characters"));
+}
+
+#[test]
+fn messages_name_exactly_what_is_wrong() {
+    let refused = |expr: &str| CronExpression::parse(expr).expect_err(expr);
+    // The hint about seconds and years is for too many fields only.
+    assert_eq!(
+        refused("0 * * *"),
+        "must have 5 fields (minute hour day-of-month month day-of-week), got 4"
+    );
+    assert!(refused("0 0 * * * *").ends_with("got 6; seconds and years are not supported"));
+    // A step may be as large as the field's largest value, no larger.
+    assert!(CronExpression::parse("*/59 */23 * * *").is_ok());
+    assert_eq!(
+        refused("*/60 * * * *"),
+        "minute field \"*/60\": step 60 is out of range 1–59"
+    );
+    // A field without names says so without offering any.
+    assert_eq!(
+        refused("x * * * *"),
+        "minute field \"x\": \"x\" is not a number from 0 to 59"
+    );
+    assert_eq!(
+        refused("* * * x *"),
+        "month field \"x\": \"x\" is not a number from 1 to 12 or one of JAN, FEB, MAR, APR, MAY, JUN, JUL, AUG, SEP, OCT, NOV, DEC"
+    );
+}
+
+#[test]
+fn from_inside_a_repeated_hour_a_fixed_time_waits_for_the_next_day() {
+    // New York 2026-11-01: 01:00–02:00 happens twice; the second pass starts at 06:00 UTC.
+    // "30 1 * * *" fired at the first 01:30 (05:30 UTC); asked from inside the second pass,
+    // the next fire is the next day's, not the second 01:30.
+    let s = schedule("30 1 * * *", "America/New_York");
+    for after in ["2026-11-01T06:00:00Z", "2026-11-01T06:10:00Z"] {
+        assert_eq!(
+            s.next_after(utc(after)),
+            Some(utc("2026-11-02T06:30:00Z")),
+            "{after}"
+        );
+    }
+    // A cadence fires in both passes.
+    let s = schedule("30 * * * *", "America/New_York");
+    assert_eq!(
+        s.next_after(utc("2026-11-01T06:00:00Z")),
+        Some(utc("2026-11-01T06:30:00Z"))
+    );
+}
+
+#[test]
+fn a_fixed_time_months_ahead_on_a_fall_back_day_is_its_first_occurrence() {
+    // From February, the next "30 1 1 11 *" in New York is 2026-11-01 01:30 EDT (05:30 UTC),
+    // the first of that day's two 01:30s.
+    let s = schedule("30 1 1 11 *", "America/New_York");
+    assert_eq!(
+        s.next_after(utc("2026-02-01T12:00:00Z")),
+        Some(utc("2026-11-01T05:30:00Z"))
+    );
+}
+
+#[test]
+fn a_cadence_skips_the_times_a_gap_removes_without_inventing_one() {
+    // New York 2026-03-08: 02:00 EST jumps to 03:00 EDT (07:00 UTC); 02:30 does not exist, and
+    // an hourly ":30" does not fire at the gap's end either.
+    let got = fires(
+        "30 * * * *",
+        "America/New_York",
+        "2026-03-08T05:00:00Z",
+        "2026-03-08T09:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![
+            utc("2026-03-08T05:30:00Z"),
+            utc("2026-03-08T06:30:00Z"),
+            utc("2026-03-08T07:30:00Z"),
+            utc("2026-03-08T08:30:00Z"),
+        ]
+    );
+}
+
+#[test]
+fn a_fixed_time_in_a_two_hour_gap_fires_at_its_end() {
+    // Antarctica/Troll 2026-03-29: 01:00 (UTC+0) jumps to 03:00 (UTC+2); a daily 01:00 fires
+    // when the gap ends, 03:00 local = 01:00 UTC.
+    let got = fires(
+        "0 1 * * *",
+        "Antarctica/Troll",
+        "2026-03-28T12:00:00Z",
+        "2026-03-30T12:00:00Z",
+    );
+    assert_eq!(
+        got,
+        vec![utc("2026-03-29T01:00:00Z"), utc("2026-03-29T23:00:00Z")]
+    );
+}
