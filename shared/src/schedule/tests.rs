@@ -552,3 +552,26 @@ fn a_fixed_time_in_a_two_hour_gap_fires_at_its_end() {
         vec![utc("2026-03-29T01:00:00Z"), utc("2026-03-29T23:00:00Z")]
     );
 }
+
+#[test]
+fn the_fast_path_answers_away_from_offset_changes_and_agrees_with_the_careful_one() {
+    // Far from any offset change the first fire is computed with the current offset alone
+    // (the common case, and what keeps a fire pass cheap); near one it declines and the
+    // careful walk answers.
+    let s = schedule("*/15 * * * *", "Europe/Amsterdam");
+    let quiet = utc("2026-06-01T12:05:00Z");
+    assert_eq!(s.fast_next(quiet), Some(utc("2026-06-01T12:15:00Z")));
+    assert_eq!(s.careful_next(quiet), s.fast_next(quiet));
+    let daily = schedule("0 9 * * *", "Europe/Amsterdam");
+    assert_eq!(
+        daily.fast_next(quiet),
+        Some(utc("2026-06-02T07:00:00Z")),
+        "a day ahead"
+    );
+    let before_the_change = utc("2026-10-25T00:20:00Z");
+    assert_eq!(s.fast_next(before_the_change), None);
+    assert_eq!(
+        s.careful_next(before_the_change),
+        Some(utc("2026-10-25T00:30:00Z"))
+    );
+}
