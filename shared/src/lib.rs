@@ -6,6 +6,7 @@ pub mod config;
 pub mod coord;
 pub mod crypto;
 pub mod db;
+pub mod engine;
 mod group;
 pub mod kv;
 pub mod model;

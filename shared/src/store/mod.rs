@@ -34,7 +34,7 @@ pub use self::{
     agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
     auth::{BoardToken, BoardTokenInfo},
     dispatch::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS, WakeupDelivery},
-    fires::{Deposed, FireReport, Leadership, TRIGGERS_CHANNEL},
+    fires::{Deposed, Leadership, TRIGGERS_CHANNEL},
     issues::{IssueFilter, NewIssue},
     jobs::JOBS_CHANNEL,
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
@@ -48,6 +48,7 @@ pub use self::{
         TriggerInRoutine, WEBHOOK_SECRET_PREFIX, webhook_url,
     },
 };
+pub use crate::engine::fires::FireReport;
 use crate::{
     clock::SharedClock,
     crypto::{SecretBox, SecretKey, TokenHasher},

@@ -1,4 +1,4 @@
-//! Schedule fires on SQLite: the same plan as on Postgres (`store::fires::plan_fires`), one
+//! Schedule fires on SQLite: the same plan as on Postgres (`engine::fires::plan_fires`), one
 //! transaction per batch, fenced by the scheduler epoch. Runs are unique per
 //! `(trigger_id, scheduled_for)`, so a fire is never recorded twice.
 
@@ -8,11 +8,40 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, jobs::enqueue};
-use crate::store::{
-    Deposed, FireReport, Leadership, StoreError, StoreResult,
-    fires::{DueTrigger, FirePlan, FireWindow, fired_at, plan_fires},
-    new_id,
+use crate::{
+    engine::fires::{DueTrigger, FirePlan, FireWindow, fired_at, plan_fires},
+    model::CatchUpPolicy,
+    store::{
+        Deposed, FireReport, Leadership, StoreError, StoreResult, fires::dispatch_jobs, new_id,
+    },
 };
+
+/// A due trigger as SQLite returns it (see [`DueTrigger`]).
+type DueRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    String,
+    String,
+    DateTime<Utc>,
+    CatchUpPolicy,
+    i32,
+);
+
+fn due_trigger(
+    (id, company_id, routine_id, cron, zone, next_run_at, catch_up_policy, catch_up_cap): DueRow,
+) -> DueTrigger {
+    DueTrigger {
+        id,
+        company_id,
+        routine_id,
+        cron,
+        zone,
+        next_run_at,
+        catch_up_policy,
+        catch_up_cap,
+    }
+}
 
 /// Fails if a newer leader has written; moves the epoch forward at a term's first write.
 async fn fence(
@@ -143,7 +172,7 @@ impl SqliteStore {
         let window = FireWindow::new(now, grace, lookahead);
         let mut tx = self.pool.begin().await?;
         fence(&mut tx, leadership, now).await?;
-        let due = sqlx::query_as::<_, DueTrigger>(
+        let due: Vec<DueTrigger> = sqlx::query_as::<_, DueRow>(
             "SELECT t.id, t.company_id, t.routine_id, t.cron_expression AS cron,
                     t.timezone AS zone, t.next_run_at, r.catch_up_policy, r.catch_up_cap
              FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
@@ -155,7 +184,10 @@ impl SqliteStore {
         .bind(window.horizon)
         .bind(batch)
         .fetch_all(&mut *tx)
-        .await?;
+        .await?
+        .into_iter()
+        .map(due_trigger)
+        .collect();
         if due.is_empty() {
             tx.commit().await?;
             return Ok(FireReport::default());
@@ -203,7 +235,7 @@ impl SqliteStore {
             }
         }
         report.record(&window, &inserted);
-        let jobs = window.dispatch_jobs(&inserted);
+        let jobs = dispatch_jobs(&window, &inserted);
         let fired = fired_at(&window, &inserted);
         let announce = !jobs.is_empty();
         enqueue(&mut tx, jobs, now).await?;

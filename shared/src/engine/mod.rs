@@ -1,0 +1,8 @@
+//! The product's rules, decided once for every storage backend. Nothing here reads or writes
+//! a database or reads a clock: each operation of a backend loads what a decision needs, asks
+//! the engine with the time it was given, and writes the outcome in its own transaction.
+//!
+//! - [`fires`]: which fires of the due schedule triggers are on time, prepared ahead or
+//!   missed, what the catch-up policy makes of the missed ones, and each trigger's next fire.
+
+pub mod fires;
