@@ -4,5 +4,7 @@
 //!
 //! - [`fires`]: which fires of the due schedule triggers are on time, prepared ahead or
 //!   missed, what the catch-up policy makes of the missed ones, and each trigger's next fire.
+//! - [`render`]: what a routine's title and description templates become for one run.
 
 pub mod fires;
+pub mod render;
