@@ -2,9 +2,12 @@
 //! a database or reads a clock: each operation of a backend loads what a decision needs, asks
 //! the engine with the time it was given, and writes the outcome in its own transaction.
 //!
+//! - [`dispatch`]: what a routine's state and its catch-up and concurrency policies make of
+//!   each run of a batch.
 //! - [`fires`]: which fires of the due schedule triggers are on time, prepared ahead or
 //!   missed, what the catch-up policy makes of the missed ones, and each trigger's next fire.
 //! - [`render`]: what a routine's title and description templates become for one run.
 
+pub mod dispatch;
 pub mod fires;
 pub mod render;

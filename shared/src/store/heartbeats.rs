@@ -17,15 +17,7 @@ use crate::{
     queue::JobSpec,
 };
 
-/// A heartbeat run to queue.
-#[derive(Debug)]
-pub(crate) struct NewHeartbeat {
-    pub(crate) company_id: Uuid,
-    pub(crate) agent_id: Uuid,
-    pub(crate) issue_id: Uuid,
-    pub(crate) routine_run_id: Option<Uuid>,
-    pub(crate) context: HeartbeatContext,
-}
+pub(crate) use crate::engine::dispatch::NewHeartbeat;
 
 #[derive(sqlx::FromRow)]
 pub(super) struct HeartbeatRow {

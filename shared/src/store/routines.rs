@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -92,26 +91,7 @@ pub struct RoutineFilter {
     pub limit: i64,
 }
 
-/// A routine row without its triggers.
-#[derive(sqlx::FromRow)]
-pub(crate) struct RoutineRow {
-    pub(crate) id: Uuid,
-    pub(crate) company_id: Uuid,
-    pub(crate) title: String,
-    pub(crate) description: String,
-    pub(crate) assignee_agent_id: Uuid,
-    pub(crate) project_id: Uuid,
-    pub(crate) goal_id: Option<Uuid>,
-    pub(crate) parent_issue_id: Option<Uuid>,
-    pub(crate) priority: Priority,
-    pub(crate) status: RoutineStatus,
-    pub(crate) concurrency_policy: ConcurrencyPolicy,
-    pub(crate) catch_up_policy: CatchUpPolicy,
-    pub(crate) catch_up_cap: i32,
-    pub(crate) last_triggered_at: Option<DateTime<Utc>>,
-    pub(crate) created_at: DateTime<Utc>,
-    pub(crate) updated_at: DateTime<Utc>,
-}
+pub(crate) use crate::engine::dispatch::RoutineRow;
 
 impl RoutineRow {
     pub(super) fn with_triggers(self, triggers: Vec<Trigger>) -> Routine {

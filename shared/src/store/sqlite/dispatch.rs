@@ -14,16 +14,12 @@ use super::{
     routines::fetch_routine,
 };
 use crate::{
-    model::{Actor, AgentStatus, ConcurrencyPolicy, HeartbeatStatus, RunStatus},
-    store::{
-        StoreError, StoreResult, WakeupDelivery,
-        dispatch::{
-            OpenIssue, PendingRun, Plan, Situation, capped_late, dispatch_entries, last_fires,
-            late_runs, plan,
-        },
-        open_secret,
-        routines::RoutineRow,
+    engine::dispatch::{
+        OpenIssue, PendingRun, Plan, RoutineRow, Situation, capped_late, last_fires, late_runs,
+        plan,
     },
+    model::{Actor, AgentStatus, ConcurrencyPolicy, HeartbeatStatus, RunStatus},
+    store::{StoreError, StoreResult, WakeupDelivery, dispatch::dispatch_entries, open_secret},
 };
 
 async fn situation(

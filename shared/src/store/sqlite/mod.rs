@@ -17,6 +17,7 @@ mod fires;
 mod issues;
 mod jobs;
 mod routines;
+mod rows;
 mod runs;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};

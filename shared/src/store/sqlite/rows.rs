@@ -1,0 +1,45 @@
+//! How SQLite rows become the engine's types (the engine knows no database; Postgres builds
+//! them with its checked `query_as!` macros).
+
+use sqlx::{FromRow, Row as _, sqlite::SqliteRow};
+
+use crate::engine::dispatch::{PendingRun, RoutineRow};
+
+impl FromRow<'_, SqliteRow> for RoutineRow {
+    fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            company_id: row.try_get("company_id")?,
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            assignee_agent_id: row.try_get("assignee_agent_id")?,
+            project_id: row.try_get("project_id")?,
+            goal_id: row.try_get("goal_id")?,
+            parent_issue_id: row.try_get("parent_issue_id")?,
+            priority: row.try_get("priority")?,
+            status: row.try_get("status")?,
+            concurrency_policy: row.try_get("concurrency_policy")?,
+            catch_up_policy: row.try_get("catch_up_policy")?,
+            catch_up_cap: row.try_get("catch_up_cap")?,
+            last_triggered_at: row.try_get("last_triggered_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+impl FromRow<'_, SqliteRow> for PendingRun {
+    fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            routine_id: row.try_get("routine_id")?,
+            source: row.try_get("source")?,
+            trigger_id: row.try_get("trigger_id")?,
+            timezone: row.try_get("timezone")?,
+            scheduled_for: row.try_get("scheduled_for")?,
+            triggered_at: row.try_get("triggered_at")?,
+            catch_up: row.try_get("catch_up")?,
+            payload: row.try_get("payload")?,
+        })
+    }
+}
