@@ -20,6 +20,7 @@ use crate::{
 };
 
 /// A routine as stored (without its triggers): what the rules read of it.
+#[derive(Clone)]
 pub(crate) struct RoutineRow {
     pub(crate) id: Uuid,
     pub(crate) company_id: Uuid,
@@ -454,3 +455,6 @@ fn fire_date(run: &PendingRun) -> String {
         _ => run.triggered_at.format("%Y-%m-%d").to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;
