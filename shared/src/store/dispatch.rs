@@ -1,5 +1,5 @@
-//! Dispatch: turning a `received` run into its outcome under the routine's concurrency policy,
-//! in the caller's (fenced job) transaction, so the outcome, the issue, the heartbeat run, the
+//! Dispatch on Postgres: loads what the decisions read (`engine::dispatch` decides), writes
+//! the outcome in the caller's (fenced job) transaction, so the outcome, the issue, the heartbeat run, the
 //! wake-up job, the trigger's last result and the audit entry commit together with the job's
 //! completion — or not at all.
 //!

@@ -1,4 +1,5 @@
-//! Schedule fires: turning due schedule triggers into runs, exactly once.
+//! Schedule fires on Postgres: turning due schedule triggers into runs, exactly once (what fires
+//! and what is missed is decided by `engine::fires`).
 //!
 //! One transaction per batch: it takes due triggers (`next_run_at <= now + lookahead`, `FOR
 //! UPDATE SKIP LOCKED`), inserts their runs and dispatch jobs (unique `(trigger_id,

@@ -1,4 +1,4 @@
-//! Dispatch on SQLite: the same decisions as on Postgres (`store::dispatch::plan`), read and
+//! Dispatch on SQLite: the same decisions as on Postgres (`engine::dispatch::plan`), read and
 //! written row by row inside the caller's (serialised) transaction.
 
 use std::collections::{HashMap, HashSet};
