@@ -126,6 +126,10 @@ fn with_an_open_issue_each_policy_does_its_own_thing() {
             .iter()
             .all(|e| e.1 == issue.id && e.2 == IssueEventType::FireCoalesced)
     );
+    for (_, outcome) in &decided.outcomes {
+        assert_eq!(outcome.linked_issue_id, Some(issue.id));
+        assert_eq!(outcome.coalesced_into_run_id, issue.origin_run_id);
+    }
     assert_eq!(decided.heartbeats.len(), 1, "one wake-up for the batch");
     assert_eq!(decided.outcomes[0].1.heartbeat, Some(0));
     assert_eq!(decided.outcomes[1].1.heartbeat, None);
@@ -146,6 +150,12 @@ fn with_an_open_issue_each_policy_does_its_own_thing() {
         &[manual(&always)],
     );
     assert_eq!(statuses(&decided), [(RunStatus::IssueCreated, None)]);
+    // Each new issue's outcome points at its own heartbeat run.
+    let runs = [manual(&always), manual(&always)];
+    let decided = decide_all(&mut situation(&always, None), &always, &runs);
+    assert_eq!(decided.outcomes[0].1.heartbeat, Some(0));
+    assert_eq!(decided.outcomes[1].1.heartbeat, Some(1));
+    assert_eq!(decided.heartbeats[1].issue_id, decided.issues[1].id);
 }
 
 #[test]
@@ -294,6 +304,13 @@ fn late_schedule_runs_follow_the_catch_up_policy() {
         ]
     );
     assert!(decided.outcomes[1].1.catch_up);
+    // A fire handled late by the scheduler (triggered after its nominal time) is still due at
+    // its nominal time.
+    let handled_late = PendingRun {
+        triggered_at: at("2026-11-29T10:00:50Z"),
+        ..scheduled(&capped, "2026-11-29T09:59:30Z", "UTC")
+    };
+    assert!(handled_late.is_late(now, grace));
     // A catch-up run the scheduler created after an outage is due when it was created.
     let created_late = PendingRun {
         catch_up: true,
@@ -326,6 +343,37 @@ fn the_issue_renders_the_routine_templates_with_the_fire_date_in_its_zone() {
         &[run(&always, RunSource::Manual, json!({}))],
     );
     assert_eq!(decided.issues[0].title, "{{payload.missing}}");
+}
+
+#[test]
+fn a_batch_records_each_triggers_last_result_and_each_routines_last_fire() {
+    let routine = routine(ConcurrencyPolicy::SkipIfActive);
+    let trigger = Uuid::now_v7();
+    let first = PendingRun {
+        trigger_id: Some(trigger),
+        triggered_at: at("2026-11-29T10:00:00Z"),
+        ..run(&routine, RunSource::Webhook, json!({}))
+    };
+    let second = PendingRun {
+        trigger_id: Some(trigger),
+        triggered_at: at("2026-11-29T10:05:00Z"),
+        ..run(&routine, RunSource::Webhook, json!({}))
+    };
+    let by_hand = PendingRun {
+        triggered_at: at("2026-11-29T10:07:00Z"),
+        ..run(&routine, RunSource::Manual, json!({}))
+    };
+    let runs = [first, second, by_hand];
+    let decided = decide_all(&mut situation(&routine, None), &routine, &runs);
+    let (triggers, routines) = last_fires(&runs, &decided.outcomes);
+    assert_eq!(
+        triggers,
+        HashMap::from([(trigger, (at("2026-11-29T10:05:00Z"), "skipped"))])
+    );
+    assert_eq!(
+        routines,
+        HashMap::from([(routine.id, at("2026-11-29T10:07:00Z"))])
+    );
 }
 
 proptest! {
