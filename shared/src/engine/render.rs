@@ -69,21 +69,6 @@ impl Bounded {
     /// Appends what fits of `value` as JSON, serialising no more than can fit (a character
     /// is at most four bytes).
     fn push_json(&mut self, value: &Value) -> bool {
-        struct Capped(Vec<u8>, usize);
-        impl std::io::Write for Capped {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                let room = self.1 - self.0.len();
-                if room == 0 {
-                    return Err(std::io::ErrorKind::WriteZero.into());
-                }
-                let n = bytes.len().min(room);
-                self.0.extend_from_slice(&bytes[..n]);
-                Ok(n)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let mut capped = Capped(Vec::new(), self.left.saturating_add(1).saturating_mul(4));
         // Running out of room ends the serialisation early: what was written is kept, up to its
         // last whole character.
@@ -93,6 +78,26 @@ impl Bounded {
             Err(e) => std::str::from_utf8(&capped.0[..e.valid_up_to()]).unwrap_or_default(),
         };
         self.push(written)
+    }
+}
+
+/// A buffer that takes at most its capacity in bytes and refuses the rest, so a serialiser
+/// writing into it stops early instead of producing all of a large value.
+struct Capped(Vec<u8>, usize);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = self.1 - self.0.len();
+        if room == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let n = bytes.len().min(room);
+        self.0.extend_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -118,6 +123,19 @@ mod tests {
         assert_eq!(json, "{\"k\":\"xxxxxx");
         let short = render("a{{payload.n}}b", "", &json!({ "n": 1 }), 10);
         assert_eq!(short, "a1b");
+    }
+
+    #[test]
+    fn a_large_value_is_serialised_only_as_far_as_it_can_be_shown() {
+        use std::io::Write as _;
+        let mut capped = Capped(Vec::new(), 4);
+        assert_eq!(capped.write(b"abcdefgh").expect("room"), 4);
+        assert!(capped.write(b"i").is_err(), "full");
+        assert_eq!(capped.0, b"abcd");
+        let big = json!({ "k": "x".repeat(1_000_000) });
+        let mut capped = Capped(Vec::new(), 40);
+        assert!(serde_json::to_writer(&mut capped, &big).is_err());
+        assert_eq!(capped.0.len(), 40);
     }
 
     #[test]
