@@ -221,6 +221,18 @@ impl Cluster {
             .expect("query")
     }
 
+    /// How many runs have an issue, after checking that none has two.
+    async fn runs_with_one_issue(&self) -> usize {
+        let issues: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT origin_run_id::text, count(*) FROM issues GROUP BY origin_run_id",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("issues");
+        assert!(issues.iter().all(|(_, n)| *n == 1), "a run with two issues");
+        issues.len()
+    }
+
     async fn leader(&self) -> Option<String> {
         let client = redis::Client::open(redis_url()).ok()?;
         let mut conn = client.get_multiplexed_async_connection().await.ok()?;
@@ -522,14 +534,12 @@ async fn the_distributed_system_fires_exactly_once_through_crashes_and_outages()
         distinct.contains(&boundary),
         "the fire after the leader was killed"
     );
-    let issues: Vec<(String, i64)> =
-        sqlx::query_as("SELECT origin_run_id::text, count(*) FROM issues GROUP BY origin_run_id")
-            .fetch_all(&cluster.db.pool)
-            .await
-            .expect("issues");
-    assert!(issues.iter().all(|(_, n)| *n == 1), "a run with two issues");
     let created = runs.iter().filter(|r| r.3 == "issue_created").count();
-    assert_eq!(issues.len(), created, "every dispatched run has its issue");
+    assert_eq!(
+        cluster.runs_with_one_issue().await,
+        created,
+        "every dispatched run has its issue"
+    );
     assert_eq!(
         cluster.scalar("SELECT count(*) FROM jobs").await,
         0,
@@ -727,12 +737,7 @@ async fn a_killed_api_replica_and_postgres_gone_for_seconds_lose_no_accepted_req
         ["issue_created"],
         "the fire during the outage, once, on time"
     );
-    let issues: Vec<(String, i64)> =
-        sqlx::query_as("SELECT origin_run_id::text, count(*) FROM issues GROUP BY origin_run_id")
-            .fetch_all(&cluster.db.pool)
-            .await
-            .expect("issues");
-    assert!(issues.iter().all(|(_, n)| *n == 1), "a run with two issues");
+    cluster.runs_with_one_issue().await;
     assert_eq!(
         cluster
             .scalar("SELECT count(*) FROM routine_runs WHERE status <> 'issue_created'")

@@ -1124,6 +1124,26 @@ async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
     assert_eq!(run_count(&app, &hook.routine).await, 2);
 }
 
+/// An app whose Redis is reached through a proxy the test can cut.
+async fn behind_a_redis_proxy() -> (nexus_tests::Proxy, TestApp) {
+    let proxy = nexus_tests::Proxy::redis(true).await;
+    let app = TestApp::spawn_with(Options {
+        env: vec![("NEXUS_REDIS_URL", proxy.url.clone())],
+        ..Default::default()
+    })
+    .await;
+    (proxy, app)
+}
+
+/// Sends the call until it is answered other than 503 (Redis is back), for up to 20 s.
+async fn once_redis_answers(url: &str, headers: &[(&str, String)], body: &[u8]) -> Sent {
+    nexus_tests::eventually(20, "Redis back", || async {
+        let sent = send(url, headers, body.to_vec()).await;
+        (sent.status != 503).then_some(sent)
+    })
+    .await
+}
+
 /// With Redis unreachable the endpoint fails closed — 503 with `Retry-After`, no run — and the
 /// sender's retry of the very same signed request is accepted once Redis is back (nothing of the
 /// refused call was remembered).
@@ -1131,12 +1151,7 @@ async fn without_a_redis_url_replays_and_rate_limits_are_kept_in_process() {
 async fn during_a_redis_outage_calls_fail_closed_and_the_retry_is_accepted_after() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
-    let proxy = nexus_tests::Proxy::redis(true).await;
-    let app = TestApp::spawn_with(Options {
-        env: vec![("NEXUS_REDIS_URL", proxy.url.clone())],
-        ..Default::default()
-    })
-    .await;
+    let (proxy, app) = behind_a_redis_proxy().await;
     let team = app.seed_team().await;
     let hook = hook(&app, &team, "hmac_sha256").await;
     let url = on(&app, &hook.url);
@@ -1153,14 +1168,7 @@ async fn during_a_redis_outage_calls_fail_closed_and_the_retry_is_accepted_after
         "no run while Redis is away"
     );
     proxy.set_open(true);
-    let retried = nexus_tests::eventually(20, "the retry accepted once Redis is back", || {
-        let (url, headers, body) = (url.clone(), headers.clone(), body.clone());
-        async move {
-            let sent = send(&url, &headers, body).await;
-            (sent.status != 503).then_some(sent)
-        }
-    })
-    .await;
+    let retried = once_redis_answers(&url, &headers, &body).await;
     assert_eq!(retried.status, 202, "{}", retried.body);
     assert_eq!(run_count(&app, &hook.routine).await, 1);
     let replay = send(&url, &headers, body).await;
@@ -1175,12 +1183,7 @@ async fn during_a_redis_outage_calls_fail_closed_and_the_retry_is_accepted_after
 async fn replays_are_refused_across_replicas_and_across_a_redis_outage() {
     nexus_tests::needs_servers!();
     nexus_tests::needs_postgres_rows!();
-    let proxy = nexus_tests::Proxy::redis(true).await;
-    let app = TestApp::spawn_with(Options {
-        env: vec![("NEXUS_REDIS_URL", proxy.url.clone())],
-        ..Default::default()
-    })
-    .await;
+    let (proxy, app) = behind_a_redis_proxy().await;
     let replica = app.spawn_replica().await;
     let team = app.seed_team().await;
     let hook = hook(&app, &team, "hmac_sha256").await;
@@ -1212,14 +1215,7 @@ async fn replays_are_refused_across_replicas_and_across_a_redis_outage() {
     );
     assert_eq!(run_count(&app, &hook.routine).await, 1);
     proxy.set_open(true);
-    let replay = nexus_tests::eventually(20, "Redis back", || {
-        let (url, headers, body) = (urls[1].clone(), headers.clone(), body.clone());
-        async move {
-            let sent = send(&url, &headers, body).await;
-            (sent.status != 503).then_some(sent)
-        }
-    })
-    .await;
+    let replay = once_redis_answers(&urls[1], &headers, &body).await;
     assert_eq!(replay.status, 409, "{}", replay.body);
     assert_eq!(replay.body["code"], "replayed");
     assert_eq!(send(&urls[1], &later_headers, later).await.status, 202);
