@@ -1071,8 +1071,10 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
     });
     let runs = runtime.block_on(run_count(&app, &hook.routine));
     assert_eq!(runs, accepted.load(std::sync::atomic::Ordering::SeqCst));
+    // The inputs are random: about a quarter are valid calls to the real id (49 to 70 seen);
+    // the bound only proves that the accepting path was exercised, well below what chance gives.
     assert!(
-        runs > 50,
+        runs >= 20,
         "the property test exercised the accepting path ({runs} runs)"
     );
     runtime.block_on(async move { drop(app) });
