@@ -11,7 +11,7 @@ use axum::{
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
-use nexus_shared::store::StoreError;
+use nexus_shared::store::{RefusalKind, StoreError};
 use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -183,9 +183,12 @@ impl From<StoreError> for ApiError {
                 format!("{field} does not name a resource of this company"),
             )
             .with_details(json!({ "field": field })),
-            StoreError::Conflict { code, message } => Self::conflict(code, message),
-            StoreError::Unprocessable { code, message } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            StoreError::Refused(refusal) => {
+                let status = match refusal.kind() {
+                    RefusalKind::Conflict => StatusCode::CONFLICT,
+                    RefusalKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                Self::new(status, refusal.code(), refusal.to_string())
             }
             StoreError::Database(e) if is_unavailable(&e) => Self::unavailable(e),
             // A value the database cannot hold (SQLSTATE class 22, "data exception"): the

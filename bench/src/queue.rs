@@ -40,7 +40,7 @@ pub(crate) async fn run(jobs: usize, loops: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..loops {
-            let queue = Queue::new(store.clone(), format!("bench-{n}"), Duration::from_secs(60));
+            let queue = Queue::new(&store, format!("bench-{n}"), Duration::from_secs(60));
             tasks.spawn(async move {
                 let mut done = 0;
                 loop {

@@ -12,7 +12,7 @@ use std::{
 use chrono::TimeDelta;
 use nexus_shared::{
     Store,
-    store::{FireReport, Leadership, StoreError, Topic},
+    store::{FireReport, Leadership, Refusal, SchedulerStorage, StoreError, Topic},
 };
 use tokio::sync::{Notify, watch};
 
@@ -53,7 +53,7 @@ struct Term {
 /// A scheduler instance.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
-    store: Store,
+    store: Arc<dyn SchedulerStorage>,
     lock: LeaderLock,
     settings: Settings,
     term: watch::Sender<Option<Term>>,
@@ -65,7 +65,7 @@ impl Scheduler {
     pub fn new(store: Store, lock: LeaderLock, settings: Settings) -> Self {
         let (term, _) = watch::channel(None);
         Self {
-            store,
+            store: store.scheduler(),
             lock,
             settings,
             term,
@@ -123,7 +123,7 @@ impl Scheduler {
     pub async fn run(self, stop: watch::Receiver<bool>) {
         let changed = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(
-            self.store.clone(),
+            Arc::clone(&self.store),
             Arc::clone(&changed),
             stop.clone(),
         ));
@@ -147,11 +147,8 @@ impl Scheduler {
             };
             match self.fire_once(&term.leadership).await {
                 Ok(_) => {}
-                Err(StoreError::Conflict {
-                    code: "deposed",
-                    message,
-                }) => {
-                    tracing::warn!(%message, "standing down: another scheduler leads");
+                Err(StoreError::Refused(deposed @ Refusal::Deposed { .. })) => {
+                    tracing::warn!(%deposed, "standing down: another scheduler leads");
                     self.stand_down();
                     continue;
                 }
@@ -286,7 +283,11 @@ impl Scheduler {
 }
 
 /// Wakes the fire loop on every announced trigger change; reconnects after failures.
-async fn listen(store: Store, changed: Arc<Notify>, stop: watch::Receiver<bool>) {
+async fn listen(
+    store: Arc<dyn SchedulerStorage>,
+    changed: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+) {
     while !*stop.borrow() {
         let listening = async {
             let mut announcements = store.subscribe(Topic::Triggers).await?;

@@ -1,6 +1,6 @@
-//! The durable job queue: its types and each worker's [`Queue`] handle. The storage backend
-//! keeps the jobs (Postgres: one `jobs` table, see `store/jobs.rs`); every backend keeps these
-//! semantics:
+//! The durable job queue: each worker's [`Queue`] handle (the job types are the engine's,
+//! [`crate::engine::tasks`], re-exported here). The storage backend keeps the jobs (Postgres:
+//! one `jobs` table, see `store/pg/jobs.rs`); every backend keeps these semantics:
 //!
 //! - **Enqueue** happens inside the transaction of the row that needs the job, so a job exists
 //!   exactly when that row does; idle workers are woken at once ([`Topic::Jobs`]) instead of at
@@ -28,110 +28,23 @@
 //!
 //! [`Topic::Jobs`]: crate::store::Topic::Jobs
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::engine::tasks::{
+    AfterFailure, DELIVER_WAKEUP, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, Job, JobError, JobSpec,
+    QueueDepth, ReapReport, RetryOutcome, Task, WAKEUP_MAX_ATTEMPTS, after_failure, backoff,
+};
 use crate::{
     clock::SharedClock,
-    store::{Dispatched, Store, StoreError, StoreResult, Taken},
+    store::{Dispatched, Store, StoreResult, Taken, WorkerStorage},
 };
-
-/// A job to enqueue.
-#[derive(Debug, Clone)]
-pub struct JobSpec {
-    /// What handles it.
-    pub kind: &'static str,
-    /// Its arguments.
-    pub payload: Value,
-    /// Not before this instant.
-    pub run_at: DateTime<Utc>,
-    /// Attempts before it is `dead`.
-    pub max_attempts: i32,
-    /// W3C trace context of the request that caused it (`{"traceparent": …}`).
-    pub trace_context: Option<Value>,
-}
-
-/// A claimed job.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// Id.
-    pub id: Uuid,
-    /// Kind.
-    pub kind: String,
-    /// Arguments.
-    pub payload: Value,
-    /// This attempt's number (1 for the first).
-    pub attempts: i32,
-    /// Attempts before it is `dead`.
-    pub max_attempts: i32,
-    /// Trace context of its cause.
-    pub trace_context: Option<Value>,
-    /// When it was enqueued.
-    pub created_at: DateTime<Utc>,
-    /// When it became due (this attempt's `run_at`: `created_at` for a job due at once, later
-    /// for a job enqueued ahead, such as a prepared schedule fire, or a retry after its backoff).
-    pub run_at: DateTime<Utc>,
-    /// Who holds the lease.
-    pub lease_owner: String,
-}
-
-/// Why a job attempt did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// Try again after a backoff (until `max_attempts`).
-    #[error("{0}")]
-    Retry(String),
-    /// Never try again: the job is `dead` at once.
-    #[error("{0}")]
-    Fatal(String),
-}
-
-impl From<StoreError> for JobError {
-    fn from(error: StoreError) -> Self {
-        Self::Retry(error.to_string())
-    }
-}
-
-/// The delay before attempt `attempts + 1`: 1 s doubled per attempt, at most an hour, with
-/// "equal jitter" (between half and all of it) so retries of many jobs spread out.
-#[must_use]
-pub fn backoff(attempts: i32) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-    let full = Duration::from_secs(1u64 << exponent).min(Duration::from_secs(3600));
-    let jitter: [u8; 2] = crate::crypto::random_bytes();
-    let fraction = f64::from(u16::from_le_bytes(jitter)) / f64::from(u16::MAX);
-    full.mul_f64(0.5 + fraction / 2.0)
-}
-
-/// What a failed attempt leads to at `now`: `dead` (attempts used up, or a fatal error), or
-/// back to the queue at the returned instant.
-#[must_use]
-pub fn after_failure(job: &Job, error: &JobError, now: DateTime<Utc>) -> (bool, DateTime<Utc>) {
-    let dead = matches!(error, JobError::Fatal(_)) || job.attempts >= job.max_attempts;
-    let run_at = now
-        + chrono::TimeDelta::from_std(backoff(job.attempts))
-            .unwrap_or(chrono::TimeDelta::seconds(1));
-    (dead, run_at)
-}
-
-/// Where a retried job went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryOutcome {
-    /// Back in the queue, due at the given instant.
-    Requeued(DateTime<Utc>),
-    /// Out of attempts (or fatal): `dead`.
-    Dead,
-    /// The lease was lost to another worker; nothing was written.
-    LeaseLost,
-}
 
 /// One worker's handle on the queue: its lease owner name and lease length.
 #[derive(Debug, Clone)]
 pub struct Queue {
-    store: Store,
+    store: Arc<dyn WorkerStorage>,
     owner: String,
     lease: Duration,
 }
@@ -139,9 +52,9 @@ pub struct Queue {
 impl Queue {
     /// A queue handle claiming as `owner` with leases of `lease`.
     #[must_use]
-    pub fn new(store: Store, owner: String, lease: Duration) -> Self {
+    pub fn new(store: &Store, owner: String, lease: Duration) -> Self {
         Self {
-            store,
+            store: store.clone().worker(),
             owner,
             lease,
         }
@@ -233,47 +146,5 @@ impl Queue {
     /// The database failed.
     pub async fn depth(&self) -> StoreResult<Vec<QueueDepth>> {
         self.store.queue_depth().await
-    }
-}
-
-/// Queue depth of one kind and state.
-#[derive(Debug, Clone)]
-pub struct QueueDepth {
-    /// Job kind.
-    pub kind: String,
-    /// `queued` or `running`.
-    pub state: String,
-    /// How many.
-    pub count: i64,
-    /// Seconds since the oldest due one became due (queued) or was claimed (running).
-    pub oldest_age_secs: f64,
-}
-
-/// What a reaping pass did.
-#[derive(Debug, Default)]
-pub struct ReapReport {
-    /// Jobs returned to the queue.
-    pub requeued: usize,
-    /// Jobs that went `dead` (kind, payload).
-    pub dead: Vec<(String, Value)>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
-        for attempts in 1..=30 {
-            let full =
-                Duration::from_secs(1u64 << (attempts - 1).min(20)).min(Duration::from_secs(3600));
-            let delay = backoff(attempts);
-            assert!(
-                delay >= full / 2 && delay <= full,
-                "attempt {attempts}: {delay:?} vs {full:?}"
-            );
-        }
-        let samples: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(10)).collect();
-        assert!(samples.len() > 1, "jitter varies the delay");
     }
 }

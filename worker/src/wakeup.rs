@@ -5,7 +5,9 @@
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use hmac::{KeyInit as _, Mac as _};
-use nexus_shared::store::WakeupDelivery;
+use std::time::Duration;
+
+use nexus_shared::{engine::tasks::MAX_SNOOZE, store::WakeupDelivery};
 use serde_json::json;
 
 /// Why a wake-up was not acknowledged.
@@ -20,6 +22,30 @@ pub(crate) enum DeliveryError {
     /// The URL names, or its name resolves to, an address wake-ups may not reach.
     #[error("forbidden_address")]
     Forbidden,
+    /// The agent answered 429 or 503 with `Retry-After` in seconds: try again then, without
+    /// using up an attempt (at most [`MAX_SNOOZE`] later).
+    #[error("the agent asked to be called again in {0:?}")]
+    Busy(Duration),
+}
+
+/// How long an agent answering `status` with `headers` asks to wait before the next call: a
+/// 429 or 503 with `Retry-After` in whole seconds (an HTTP date is not followed: the retry
+/// then backs off as for any other refusal).
+fn asked_to_wait(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) -> Option<Duration> {
+    if !matches!(status.as_u16(), 429 | 503) {
+        return None;
+    }
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_SNOOZE))
 }
 
 /// The `webhook-signature` header value for a message.
@@ -84,6 +110,8 @@ pub(crate) async fn deliver(
         })?;
     if response.status().is_success() {
         Ok(())
+    } else if let Some(delay) = asked_to_wait(response.status(), response.headers()) {
+        Err(DeliveryError::Busy(delay))
     } else {
         Err(DeliveryError::NotAcknowledged(format!(
             "HTTP {}",
@@ -107,6 +135,42 @@ fn without_url(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_busy_answer_with_seconds_asks_to_wait() {
+        use reqwest::{
+            StatusCode,
+            header::{HeaderMap, HeaderValue, RETRY_AFTER},
+        };
+        let after = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).expect("header"));
+            headers
+        };
+        let busy = StatusCode::TOO_MANY_REQUESTS;
+        assert_eq!(
+            asked_to_wait(busy, &after("120")),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            asked_to_wait(StatusCode::SERVICE_UNAVAILABLE, &after(" 5 ")),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            asked_to_wait(busy, &after("999999")),
+            Some(MAX_SNOOZE),
+            "capped"
+        );
+        assert_eq!(
+            asked_to_wait(busy, &after("Wed, 21 Oct 2026 07:28:00 GMT")),
+            None
+        );
+        assert_eq!(asked_to_wait(busy, &HeaderMap::new()), None);
+        assert_eq!(
+            asked_to_wait(StatusCode::INTERNAL_SERVER_ERROR, &after("5")),
+            None
+        );
+    }
 
     #[test]
     fn signs_like_the_standard_webhooks_reference() {

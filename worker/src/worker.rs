@@ -8,10 +8,9 @@ use std::{sync::Arc, time::Duration};
 use nexus_shared::{
     Store,
     model::RunStatus,
-    queue::{Job, JobError, Queue, RetryOutcome},
-    store::{DELIVER_WAKEUP, DISPATCH_RUN, Taken, Topic},
+    queue::{DELIVER_WAKEUP, DISPATCH_RUN, Job, JobError, Queue, RetryOutcome, Task},
+    store::{Taken, Topic, WorkerStorage},
 };
-use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -70,7 +69,7 @@ pub enum Outcome {
 /// A worker: claims and handles jobs.
 #[derive(Debug, Clone)]
 pub struct Worker {
-    store: Store,
+    store: Arc<dyn WorkerStorage>,
     queue: Queue,
     http: reqwest::Client,
     settings: Settings,
@@ -94,9 +93,9 @@ impl Worker {
             http = http.dns_resolver(resolver);
         }
         let http = http.build()?;
-        let queue = Queue::new(store.clone(), owner, settings.lease);
+        let queue = Queue::new(&store, owner, settings.lease);
         Ok(Self {
-            store,
+            store: store.worker(),
             queue,
             http,
             settings,
@@ -154,7 +153,7 @@ impl Worker {
         let now = self.store.clock().now();
         for job in taken.dispatched.iter().chain(&taken.claimed) {
             let pickup = (now - job.run_at).as_seconds_f64().max(0.0);
-            metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.kind.clone())
+            metrics::histogram!("nexus_job_pickup_seconds", "kind" => job.task.kind().to_owned())
                 .record(pickup);
         }
         let handled = taken.len();
@@ -179,7 +178,7 @@ impl Worker {
         let (dispatches, others): (Vec<Job>, Vec<Job>) = taken
             .claimed
             .into_iter()
-            .partition(|j| j.kind == DISPATCH_RUN);
+            .partition(|j| matches!(j.task, Task::DispatchRun { .. }));
         let singles = if dispatches.len() > 1 {
             self.dispatch_batch(dispatches).await?
         } else {
@@ -233,12 +232,14 @@ impl Worker {
 
     async fn process(&self, job: Job) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let result = match job.kind.as_str() {
-            DISPATCH_RUN => self.dispatch(&job).await,
-            DELIVER_WAKEUP => self.deliver(&job).await,
-            other => Err(JobError::Fatal(format!("unknown job kind {other:?}"))),
+        let result = match &job.task {
+            Task::DispatchRun { run_id } => self.dispatch(&job, *run_id).await,
+            Task::DeliverWakeup { heartbeat_run_id } => self.deliver(&job, *heartbeat_run_id).await,
+            unreadable @ Task::Unreadable { .. } => {
+                Err(JobError::Fatal(unreadable.unreadable().unwrap_or_default()))
+            }
         };
-        let kind = job.kind.clone();
+        let kind = job.task.kind().to_owned();
         metrics::histogram!("nexus_job_duration_seconds", "kind" => kind.clone())
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -250,14 +251,17 @@ impl Worker {
             Err(error) => {
                 let outcome = self.queue.retry(&job, &error).await?;
                 let label = match outcome {
+                    RetryOutcome::Requeued(at) if matches!(error, JobError::Snooze(_)) => {
+                        tracing::info!(retry_at = %at, "the receiver asked for time; snoozed");
+                        "snoozed"
+                    }
                     RetryOutcome::Requeued(at) => {
                         tracing::warn!(%error, retry_at = %at, "job failed; will retry");
                         "retried"
                     }
                     RetryOutcome::Dead => {
                         tracing::error!(%error, "job failed for the last time");
-                        self.bury(&job.kind, &job.payload, &error.to_string())
-                            .await?;
+                        self.bury(&job.task, &error.to_string()).await?;
                         "dead"
                     }
                     RetryOutcome::LeaseLost => "lease_lost",
@@ -270,8 +274,7 @@ impl Worker {
     }
 
     /// Dispatches a run: its effects and the job's completion commit in one fenced transaction.
-    async fn dispatch(&self, job: &Job) -> Result<(), JobError> {
-        let run_id = id_in(&job.payload, "runId")?;
+    async fn dispatch(&self, job: &Job, run_id: Uuid) -> Result<(), JobError> {
         let dispatched = self.queue.dispatch(std::slice::from_ref(job)).await?;
         if dispatched.held.is_empty() {
             tracing::warn!("lease lost before dispatch; another worker has the job");
@@ -286,8 +289,7 @@ impl Worker {
 
     /// Delivers a wake-up: the POST first, then the job's completion. A crash in between
     /// delivers again; receivers deduplicate by `webhook-id`.
-    async fn deliver(&self, job: &Job) -> Result<(), JobError> {
-        let heartbeat_run_id = id_in(&job.payload, "heartbeatRunId")?;
+    async fn deliver(&self, job: &Job, heartbeat_run_id: Uuid) -> Result<(), JobError> {
         let delivery = self
             .store
             .wakeup_delivery(heartbeat_run_id)
@@ -303,6 +305,7 @@ impl Worker {
                         JobError::Fatal(e.to_string())
                     }
                     DeliveryError::NotAcknowledged(_) => JobError::Retry(e.to_string()),
+                    DeliveryError::Busy(delay) => JobError::Snooze(delay),
                 })?;
             tracing::info!(heartbeat_run_id = %heartbeat_run_id, "wake-up delivered");
         }
@@ -312,24 +315,24 @@ impl Worker {
 
     /// Leaves the record straight after a job's last failure: the run or heartbeat run it was
     /// for becomes `failed` with the reason.
-    async fn bury(&self, kind: &str, payload: &Value, error: &str) -> anyhow::Result<()> {
-        match kind {
-            DISPATCH_RUN => {
-                if let Ok(run_id) = id_in(payload, "runId") {
-                    let reason = format!("dispatch failed after repeated attempts: {error}");
-                    self.store.fail_undispatched_run(run_id, &reason).await?;
+    async fn bury(&self, task: &Task, error: &str) -> anyhow::Result<()> {
+        match task {
+            Task::DispatchRun { run_id } => {
+                let reason = format!("dispatch failed after repeated attempts: {error}");
+                self.store.fail_undispatched_run(*run_id, &reason).await?;
+            }
+            Task::DeliverWakeup { heartbeat_run_id } => {
+                let reason = format!("the wake-up could not be delivered: {error}");
+                if self
+                    .store
+                    .fail_undelivered_heartbeat(*heartbeat_run_id, &reason)
+                    .await?
+                {
+                    metrics::counter!("nexus_heartbeat_runs_total", "status" => "failed")
+                        .increment(1);
                 }
             }
-            DELIVER_WAKEUP => {
-                if let Ok(id) = id_in(payload, "heartbeatRunId") {
-                    let reason = format!("the wake-up could not be delivered: {error}");
-                    if self.store.fail_undelivered_heartbeat(id, &reason).await? {
-                        metrics::counter!("nexus_heartbeat_runs_total", "status" => "failed")
-                            .increment(1);
-                    }
-                }
-            }
-            _ => {}
+            Task::Unreadable { .. } => {}
         }
         Ok(())
     }
@@ -347,9 +350,8 @@ impl Worker {
                 "returned jobs with expired leases to the queue"
             );
         }
-        for (kind, payload) in &report.dead {
-            self.bury(kind, payload, "lease expired on the last attempt")
-                .await?;
+        for task in &report.dead {
+            self.bury(task, "lease expired on the last attempt").await?;
         }
         let timed_out = self
             .store
@@ -385,10 +387,13 @@ impl Worker {
         // busy claiming is still seen when that loop next waits.
         let (wake, _) = watch::channel(0u64);
         let wake = Arc::new(wake);
-        let listener = self
-            .settings
-            .notifications
-            .then(|| tokio::spawn(listen(self.store.clone(), Arc::clone(&wake), stop.clone())));
+        let listener = self.settings.notifications.then(|| {
+            tokio::spawn(listen(
+                Arc::clone(&self.store),
+                Arc::clone(&wake),
+                stop.clone(),
+            ))
+        });
         let mut tasks = Vec::new();
         for _ in 0..self.settings.concurrency.max(1) {
             let worker = self.clone();
@@ -472,7 +477,11 @@ impl Worker {
 }
 
 /// Wakes idle job loops on every `NOTIFY` of the jobs channel; reconnects after failures.
-async fn listen(store: Store, wake: Arc<watch::Sender<u64>>, stop: watch::Receiver<bool>) {
+async fn listen(
+    store: Arc<dyn WorkerStorage>,
+    wake: Arc<watch::Sender<u64>>,
+    stop: watch::Receiver<bool>,
+) {
     while !*stop.borrow() {
         let listener = async {
             let mut announcements = store.subscribe(Topic::Jobs).await?;
@@ -494,7 +503,7 @@ async fn listen(store: Store, wake: Arc<watch::Sender<u64>>, stop: watch::Receiv
 fn job_span(job: &Job) -> tracing::Span {
     let span = tracing::info_span!(
         "job",
-        kind = %job.kind,
+        kind = %job.task.kind(),
         job_id = %job.id,
         attempt = job.attempts,
         traceparent = job.trace_context.as_ref().and_then(|t| t["traceparent"].as_str()).unwrap_or_default(),
@@ -522,11 +531,4 @@ fn record_dispatched(status: RunStatus) {
     if matches!(status, RunStatus::IssueCreated | RunStatus::Coalesced) {
         metrics::counter!("nexus_heartbeat_runs_total", "status" => "queued").increment(1);
     }
-}
-
-fn id_in(payload: &Value, key: &str) -> Result<Uuid, JobError> {
-    payload[key]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| JobError::Fatal(format!("job payload has no valid {key}")))
 }

@@ -19,7 +19,7 @@ use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
     kv::Admission,
     model::{IdempotencyKey, RunSource, SigningMode, stored_payload},
-    store::{CallSignature, NewRun, StoreError, TRIGGER_CHANGED, WebhookTrigger},
+    store::{CallSignature, NewRun, Refusal, StoreError, WebhookTrigger},
 };
 use serde_json::Value;
 use subtle::ConstantTimeEq as _;
@@ -153,13 +153,13 @@ async fn handle(
                     .signature_seen(trigger.id, signature.mac)
                     .await?
             {
-                return Err(nexus_shared::store::replayed().into());
+                return Err(StoreError::from(Refusal::Replayed).into());
             }
             return Err(error);
         }
     };
     let mut accepted = state.store.accept_webhook_run(&trigger, new).await;
-    if matches!(&accepted, Err(StoreError::Conflict { code, .. }) if *code == TRIGGER_CHANGED) {
+    if matches!(&accepted, Err(StoreError::Refused(Refusal::TriggerChanged))) {
         // The trigger changed after it was read (here or in the cache): the call is checked
         // again against the trigger as it is now, and accepted only if it still passes.
         trigger = read_trigger(state, public_id).await?;

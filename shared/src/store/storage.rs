@@ -1,7 +1,9 @@
-//! The storage trait: every domain operation the api, scheduler and worker perform, and the
-//! [`Store`] handle they hold. A backend implements each operation as an inherent method of
-//! the same name and signature; [`storage!`] declares the trait once and forwards it to those
-//! methods, so a backend that lacks an operation or spells it differently does not compile.
+//! The storage interfaces: one per role — [`ApiStorage`], [`SchedulerStorage`],
+//! [`WorkerStorage`], each over [`Backend`] (clock, ping, announcements) — their sum
+//! [`Storage`], and the [`Store`] handle the roles hold. A backend implements each operation as
+//! an inherent method of the same name and signature; [`storage!`] declares the interfaces once
+//! and forwards them to those methods, so a backend that lacks an operation or spells it
+//! differently does not compile.
 //!
 //! Semantics every backend keeps (checked by the conformance suite, `tests/tests/it`, which
 //! runs against every backend): one transaction per operation; every mutation recorded in the
@@ -86,43 +88,43 @@ impl Taken {
     }
 }
 
-/// Declares [`Storage`] from a list of async operations and implements it for each backend by
-/// forwarding every operation to the backend's inherent method of the same name.
+/// Declares each role's storage interface from its list of async operations, and implements
+/// every interface for each backend by forwarding every operation to the backend's inherent
+/// method of the same name (so a backend that lacks one, or spells it differently, does not
+/// compile).
 macro_rules! storage {
-    (backends: [$($backend:ty),+] operations: $operations:tt) => {
-        storage!(@trait $operations);
-        $(storage!(@forward $backend, $operations);)+
+    (backends: $backends:tt interfaces: { $($(#[$meta:meta])* $interface:ident $operations:tt)* }) => {
+        $(
+            storage!(@trait $(#[$meta])* $interface $operations);
+            storage!(@each $backends $interface $operations);
+        )*
     };
-    (@trait {
+    (@each [$($backend:ty),+] $interface:ident $operations:tt) => {
+        $(storage!(@forward $backend, $interface $operations);)+
+    };
+    (@trait $(#[$imeta:meta])* $interface:ident {
         $(
             $(#[$meta:meta])*
             async fn $name:ident(&self $(, $arg:ident : $ty:ty)* $(,)?) -> $ret:ty;
         )*
     }) => {
-        /// Every domain operation of a storage backend. Hold it through [`Store`].
+        $(#[$imeta])*
         #[async_trait::async_trait]
-        pub trait Storage: Send + Sync + fmt::Debug {
-            /// The clock every operation reads time from.
-            fn clock(&self) -> &SharedClock;
-
+        pub trait $interface: Backend {
             $(
                 $(#[$meta])*
                 async fn $name(&self $(, $arg: $ty)*) -> $ret;
             )*
         }
     };
-    (@forward $backend:ty, {
+    (@forward $backend:ty, $interface:ident {
         $(
             $(#[$meta:meta])*
             async fn $name:ident(&self $(, $arg:ident : $ty:ty)* $(,)?) -> $ret:ty;
         )*
     }) => {
         #[async_trait::async_trait]
-        impl Storage for $backend {
-            fn clock(&self) -> &SharedClock {
-                <$backend>::clock(self)
-            }
-
+        impl $interface for $backend {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     <$backend>::$name(self $(, $arg)*).await
@@ -132,13 +134,51 @@ macro_rules! storage {
     };
 }
 
-storage! {
-    backends: [PgStore, SqliteStore]
-    operations: {
+/// What every role needs of a backend: its clock, whether it answers, its announcements.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// The clock every operation reads time from.
+    fn clock(&self) -> &SharedClock;
 
     /// Whether the database answers.
     async fn ping(&self) -> bool;
 
+    /// Listens to announcements on `topic`.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn subscribe(&self, topic: Topic) -> StoreResult<Box<dyn Subscription>>;
+}
+
+/// Implements [`Backend`] for a backend by forwarding to its inherent methods.
+macro_rules! backend {
+    ($($backend:ty),+) => {$(
+        #[async_trait::async_trait]
+        impl Backend for $backend {
+            fn clock(&self) -> &SharedClock {
+                <$backend>::clock(self)
+            }
+
+            async fn ping(&self) -> bool {
+                <$backend>::ping(self).await
+            }
+
+            async fn subscribe(&self, topic: Topic) -> StoreResult<Box<dyn Subscription>> {
+                <$backend>::subscribe(self, topic).await
+            }
+        }
+    )+};
+}
+
+backend!(PgStore, SqliteStore);
+
+storage! {
+    backends: [PgStore, SqliteStore]
+    interfaces: {
+
+    /// What the API does: operators and tokens, companies, agents, issues, routines,
+    /// triggers, runs and webhook acceptance.
+    ApiStorage {
     // --- Operators and tokens ---
 
     /// The actor a bearer token (board token or agent key) stands for, if any.
@@ -236,12 +276,12 @@ storage! {
     /// Changes an agent (name, status, wake-up).
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn update_agent(&self, id: Uuid, changes: AgentChanges, actor: Actor) -> StoreResult<UpdatedAgent>;
     /// Issues another API key for an agent.
     ///
     /// # Errors
-    /// `NotFound`, `Conflict` (terminated); the database failed.
+    /// `NotFound`, `Refused` (terminated); the database failed.
     async fn issue_agent_key(&self, agent_id: Uuid, actor: Actor) -> StoreResult<IssuedKey>;
     /// Revokes one of an agent's keys.
     ///
@@ -254,7 +294,7 @@ storage! {
     /// Creates an issue (waking its assignee).
     ///
     /// # Errors
-    /// `NotFound`, `InvalidReference`, `Conflict`; the database failed.
+    /// `NotFound`, `InvalidReference`, `Refused`; the database failed.
     async fn create_issue(&self, company_id: Uuid, new: NewIssue, actor: Actor) -> StoreResult<Issue>;
     /// One issue.
     ///
@@ -274,7 +314,7 @@ storage! {
     /// Moves an issue to `status` (and the routine run it belongs to along with it).
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn set_issue_status(&self, id: Uuid, status: IssueStatus, actor: Actor) -> StoreResult<Issue>;
     /// One heartbeat run.
     ///
@@ -289,12 +329,12 @@ storage! {
     /// An agent claims a queued heartbeat run.
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn claim_heartbeat_run(&self, id: Uuid, actor: Actor) -> StoreResult<HeartbeatRun>;
     /// An agent finishes its running heartbeat run.
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn finish_heartbeat_run(&self, id: Uuid, status: FinishStatus, summary: Option<Summary>, actor: Actor) -> StoreResult<HeartbeatRun>;
 
     // --- Routines and triggers ---
@@ -302,7 +342,7 @@ storage! {
     /// Creates a routine.
     ///
     /// # Errors
-    /// `NotFound`, `InvalidReference`, `Conflict`; the database failed.
+    /// `NotFound`, `InvalidReference`, `Refused`; the database failed.
     async fn create_routine(&self, company_id: Uuid, new: NewRoutine, actor: Actor) -> StoreResult<Routine>;
     /// One routine with its triggers.
     ///
@@ -317,12 +357,12 @@ storage! {
     /// Changes a routine (pausing or resuming reschedules its triggers).
     ///
     /// # Errors
-    /// `NotFound`, `InvalidReference`, `Conflict`; the database failed.
+    /// `NotFound`, `InvalidReference`, `Refused`; the database failed.
     async fn update_routine(&self, id: Uuid, changes: RoutineChanges, actor: Actor) -> StoreResult<Routine>;
     /// Adds a trigger to a routine; a webhook trigger's secret is returned only here.
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn create_trigger(&self, routine_id: Uuid, new: NewTrigger, actor: Actor) -> StoreResult<(Trigger, Option<SecretMaterial>)>;
     /// One trigger with its routine's company and agent.
     ///
@@ -332,7 +372,7 @@ storage! {
     /// Changes a trigger.
     ///
     /// # Errors
-    /// `NotFound`, `Unprocessable`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn update_trigger(&self, id: Uuid, changes: TriggerChanges, actor: Actor) -> StoreResult<Trigger>;
     /// Deletes a trigger (its runs keep their history).
     ///
@@ -342,7 +382,7 @@ storage! {
     /// Replaces a webhook trigger's secret; the new one is returned only here.
     ///
     /// # Errors
-    /// `NotFound`, `Conflict` (not a webhook); the database failed.
+    /// `NotFound`, `Refused` (not a webhook); the database failed.
     async fn rotate_trigger_secret(&self, id: Uuid, actor: Actor) -> StoreResult<(Trigger, SecretMaterial)>;
 
     // --- Runs ---
@@ -351,12 +391,12 @@ storage! {
     /// key already created.
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`, `Unprocessable`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn accept_manual_run(&self, routine_id: Uuid, new: NewRun, actor: Actor) -> StoreResult<Accepted>;
     /// Accepts a webhook run for an authenticated trigger.
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`, `Unprocessable`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     async fn accept_webhook_run(&self, trigger: &WebhookTrigger, new: NewRun) -> StoreResult<Accepted>;
     /// The webhook trigger with this public id, with its secret opened.
     ///
@@ -375,14 +415,26 @@ storage! {
     /// The database failed.
     async fn runs(&self, routine_id: Uuid, before: Option<Uuid>, limit: i64) -> StoreResult<Vec<Run>>;
 
-    // --- The scheduler ---
+    // --- Webhook replays ---
+
+    /// Whether webhook trigger `trigger_id` accepted a call signed `mac` that is still
+    /// remembered (accepted signatures are written with their run, see
+    /// [`Storage::accept_webhook_run`]).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool>;
+    }
+
+    /// What the scheduler does: fire due schedule triggers under its leadership.
+    SchedulerStorage {
 
     /// Fires every schedule trigger due by the clock's now plus `lookahead`, in batches,
     /// fenced by `leadership`. A fire still ahead is prepared: its run is written `received`,
     /// triggered at its nominal time, with a dispatch job due then.
     ///
     /// # Errors
-    /// `Conflict` `deposed` when a newer leader has written; the database failed.
+    /// `Refused` `deposed` when a newer leader has written; the database failed.
     async fn fire_due(&self, leadership: &Leadership, grace: TimeDelta, lookahead: TimeDelta, batch: i64) -> StoreResult<FireReport>;
     /// The epoch of the last scheduler leader that fired (0 before any).
     ///
@@ -394,8 +446,10 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    }
 
-    // --- The queue and the worker ---
+    /// What a worker does: the queue, dispatch, wake-up deliveries and maintenance.
+    WorkerStorage {
 
     /// Enqueues a job and announces it to workers.
     ///
@@ -469,25 +523,21 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn time_out_heartbeats(&self, timeout: Duration) -> StoreResult<u64>;
-    /// Whether webhook trigger `trigger_id` accepted a call signed `mac` that is still
-    /// remembered (accepted signatures are written with their run, see
-    /// [`Storage::accept_webhook_run`]).
-    ///
-    /// # Errors
-    /// The database failed.
-    async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool>;
     /// Deletes remembered signatures whose time is up; returns how many.
     ///
     /// # Errors
     /// The database failed.
     async fn purge_signatures(&self) -> StoreResult<u64>;
-    /// Listens to announcements on `topic`.
-    ///
-    /// # Errors
-    /// The database failed.
-    async fn subscribe(&self, topic: Topic) -> StoreResult<Box<dyn Subscription>>;
+    }
     }
 }
+
+/// Every operation of a storage backend: the three role interfaces together. Hold it through
+/// [`Store`]; a role that needs one interface only takes it from there ([`Store::scheduler`],
+/// [`Store::worker`]).
+pub trait Storage: ApiStorage + SchedulerStorage + WorkerStorage {}
+
+impl<T: ApiStorage + SchedulerStorage + WorkerStorage + ?Sized> Storage for T {}
 
 /// The handle every role holds: a storage backend behind [`Storage`] (cheap to clone).
 #[derive(Clone)]
@@ -504,6 +554,20 @@ impl Store {
     #[must_use]
     pub fn postgres(pool: sqlx::PgPool, clock: SharedClock, key: &SecretKey) -> Self {
         Self::new(PgStore::new(pool, clock, key))
+    }
+}
+
+impl Store {
+    /// The scheduler's interface on the same backend.
+    #[must_use]
+    pub fn scheduler(self) -> Arc<dyn SchedulerStorage> {
+        self.0
+    }
+
+    /// A worker's interface on the same backend.
+    #[must_use]
+    pub fn worker(self) -> Arc<dyn WorkerStorage> {
+        self.0
     }
 }
 

@@ -14,12 +14,12 @@ use nexus_shared::{
         FinishStatus, HeartbeatStatus, IdempotencyKey, IssueStatus, Label, Priority, ReplayWindow,
         RoutineStatus, RunSource, RunStatus, SigningMode, Summary, Title, TriggerConfig, WakeupUrl,
     },
-    queue::{JobError, JobSpec, RetryOutcome},
+    queue::{JobError, JobSpec, RetryOutcome, Task},
     schedule::{CronExpression, TimeZone},
     store::{
         AgentChanges, CallSignature, DISPATCH_RUN, IssueFilter, Leadership, NewIssue, NewRoutine,
         NewRun, NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter, StoreError,
-        TRIGGER_CHANGED, TriggerChanges, WakeupSpec,
+        TriggerChanges, WakeupSpec,
     },
 };
 use serde_json::json;
@@ -179,7 +179,7 @@ mod catalog {
                 store.update_agent(poll.agent.id, AgentChanges { name: Some(title("Z")), ..Default::default() }, board()).await.map(drop),
                 store.issue_agent_key(poll.agent.id, board()).await.map(drop),
             ] {
-                assert!(matches!(refused, Err(StoreError::Conflict { code: "agent_terminated", .. })), "{refused:?}");
+                assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "agent_terminated"), "{refused:?}");
             }
             assert!(matches!(store.agent(Uuid::now_v7()).await, Err(StoreError::NotFound)));
             let _ = clock;
@@ -215,7 +215,7 @@ mod catalog {
             assert!(matches!(refused, Err(StoreError::InvalidReference { field: "projectId" })), "{refused:?}");
             store.update_routine(first.id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
             let refused = store.update_routine(first.id, RoutineChanges { priority: Some(Priority::Low), ..Default::default() }, board()).await;
-            assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "routine_archived"), "{refused:?}");
             let update = store.activity(company.id, 1).await.expect("log").remove(0);
             assert_eq!((update.action.as_str(), &update.details["status"]["to"]), ("routine.updated", &serde_json::json!("archived")));
         }
@@ -272,7 +272,7 @@ mod catalog {
 
             let (api, _) = store.create_trigger(routine_id, NewTrigger { kind: NewTriggerKind::Api, label: Label::default(), enabled: true }, board()).await.expect("api trigger");
             let refused = store.rotate_trigger_secret(api.id, board()).await;
-            assert!(matches!(refused, Err(StoreError::Conflict { code: "not_a_webhook_trigger", .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "not_a_webhook_trigger"), "{refused:?}");
             store.delete_trigger(api.id, board()).await.expect("delete");
             assert!(matches!(store.trigger(api.id).await, Err(StoreError::NotFound)));
 
@@ -281,7 +281,7 @@ mod catalog {
                 store.create_trigger(routine_id, schedule("* * * * *", "UTC"), board()).await.map(drop),
                 store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.map(drop),
             ] {
-                assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
+                assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "routine_archived"), "{refused:?}");
             }
             // A leaked secret of an archived routine can still be destroyed: rotated, and the
             // trigger deleted.
@@ -330,6 +330,14 @@ macro_rules! seed {
     }};
 }
 
+/// A job the queue keeps and leases like any other, and no worker can handle.
+fn example() -> Task {
+    Task::Unreadable {
+        kind: "example".to_owned(),
+        payload: json!({}),
+    }
+}
+
 fn manual(payload: serde_json::Value, key: Option<&str>) -> NewRun {
     let serde_json::Value::Object(payload) = payload else {
         panic!("a payload is an object")
@@ -352,7 +360,7 @@ macro_rules! drain {
             .await
             .expect("claim");
         let mut statuses = Vec::new();
-        for job in jobs.iter().filter(|j| j.kind == DISPATCH_RUN) {
+        for job in jobs.iter().filter(|j| j.task.kind() == DISPATCH_RUN) {
             let dispatched = $store
                 .dispatch_jobs(std::slice::from_ref(job))
                 .await
@@ -384,7 +392,7 @@ mod flow {
             assert!(again.replayed);
             assert_eq!(again.run.id, first.run.id);
             let refused = store.accept_manual_run(routine_id, manual(json!({ "n": 2 }), Some("k-1")), board()).await;
-            assert!(matches!(refused, Err(StoreError::Unprocessable { code: "idempotency_key_reused", .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "idempotency_key_reused"), "{refused:?}");
             let other = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await.expect("accept");
             assert_ne!(other.run.id, first.run.id);
             let refused = store.accept_manual_run(routine_id, NewRun { trigger_id: Some(Uuid::now_v7()), ..manual(json!({}), None) }, board()).await;
@@ -402,7 +410,7 @@ mod flow {
 
             store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
             let refused = store.accept_manual_run(routine_id, manual(json!({}), None), board()).await;
-            assert!(matches!(refused, Err(StoreError::Conflict { code: "routine_archived", .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "routine_archived"), "{refused:?}");
             // A key already used still answers with its run.
             assert!(store.accept_manual_run(routine_id, manual(json!({ "n": 1 }), Some("k-1")), board()).await.expect("replay").replayed);
             let _ = clock;
@@ -425,7 +433,7 @@ mod flow {
             assert_eq!(accepted.run.trigger.as_ref().map(|t| t.id), Some(trigger.id));
             store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.expect("disable");
             let refused = store.accept_webhook_run(&found, new()).await;
-            assert!(matches!(refused, Err(StoreError::Conflict { code: "not_active", .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "not_active"), "{refused:?}");
             assert_eq!(store.runs(routine_id, None, 10).await.expect("runs").len(), 1);
             let _ = clock;
         }
@@ -461,14 +469,14 @@ mod flow {
             // longer accepts: the caller must read it again.
             store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate");
             let refused = store.accept_webhook_run(&read, new(0, None)).await;
-            assert!(matches!(refused, Err(StoreError::Conflict { code: TRIGGER_CHANGED, .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "trigger_changed"), "{refused:?}");
             let fresh = store.webhook_trigger(public_id).await.expect("lookup").expect("found");
             assert_ne!(fresh.secret, read.secret);
             store.accept_webhook_run(&fresh, new(0, None)).await.expect("accepted with a fresh read");
             let wider = TriggerChanges { replay_window: Some(ReplayWindow::parse(120).expect("window")), ..Default::default() };
             store.update_trigger(trigger.id, wider, board()).await.expect("update");
             let refused = store.accept_webhook_run(&fresh, new(0, None)).await;
-            assert!(matches!(refused, Err(StoreError::Conflict { code: TRIGGER_CHANGED, .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "trigger_changed"), "{refused:?}");
             // A deleted trigger is not found.
             store.delete_trigger(trigger.id, board()).await.expect("delete");
             let refused = store.accept_webhook_run(&fresh, new(0, None)).await;
@@ -478,7 +486,7 @@ mod flow {
         }
 
         async fn the_queue_leases_fences_backs_off_and_reaps(store, clock) {
-            let spec = || JobSpec { kind: "example", payload: json!({}), run_at: clock.now(), max_attempts: 2, trace_context: None };
+            let spec = || JobSpec { task: example(), run_at: clock.now(), max_attempts: 2, trace_context: None };
             let id = store.enqueue_job(spec()).await.expect("enqueue");
             let depth = store.queue_depth().await.expect("depth");
             assert_eq!((depth.len(), depth[0].count, depth[0].state.as_str()), (1, 1, "queued"));
@@ -511,14 +519,29 @@ mod flow {
             assert!(store.queue_depth().await.expect("depth").is_empty());
         }
 
+        async fn a_snoozed_job_waits_without_using_an_attempt(store, clock) {
+            let spec = JobSpec { task: example(), run_at: clock.now(), max_attempts: 1, trace_context: None };
+            let id = store.enqueue_job(spec).await.expect("enqueue");
+            let job = store.claim_jobs("a", Duration::from_secs(30), 10).await.expect("claim").pop().expect("due");
+            assert_eq!(job.attempts, 1);
+            let snoozed = store.retry_job(&job, &JobError::Snooze(Duration::from_secs(90))).await.expect("snooze");
+            assert_eq!(snoozed, RetryOutcome::Requeued(clock.now() + TimeDelta::seconds(90)), "its only attempt is given back");
+            clock.advance(TimeDelta::seconds(89));
+            assert!(store.claim_jobs("a", Duration::from_secs(30), 10).await.expect("claim").is_empty(), "asleep");
+            clock.advance(TimeDelta::seconds(1));
+            let again = store.claim_jobs("b", Duration::from_secs(30), 10).await.expect("claim").pop().expect("due again");
+            assert_eq!((again.id, again.attempts), (id, 1));
+            assert_eq!(store.retry_job(&again, &JobError::Retry("boom".to_owned())).await.expect("retry"), RetryOutcome::Dead);
+        }
+
         async fn taking_dispatches_first_attempts_at_once_and_leases_the_rest(store, clock) {
             let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::CoalesceIfActive);
-            let run_of = |job: &nexus_shared::queue::Job| job.payload["runId"].as_str().expect("runId").parse::<Uuid>().expect("uuid");
-            let spec = |kind, run_at| JobSpec { kind, payload: json!({}), run_at, max_attempts: 3, trace_context: None };
+            let run_of = |job: &nexus_shared::queue::Job| job.task.run_id().expect("runId");
+            let spec = |run_at| JobSpec { task: example(), run_at, max_attempts: 3, trace_context: None };
             let first = store.accept_manual_run(routine_id, manual(json!({ "n": 1 }), None), board()).await.expect("accept").run.id;
             clock.advance(TimeDelta::seconds(1));
-            let other = store.enqueue_job(spec("example", clock.now())).await.expect("enqueue");
-            let later = store.enqueue_job(spec("example", clock.now() + TimeDelta::minutes(1))).await.expect("enqueue");
+            let other = store.enqueue_job(spec(clock.now())).await.expect("enqueue");
+            let later = store.enqueue_job(spec(clock.now() + TimeDelta::minutes(1))).await.expect("enqueue");
             clock.advance(TimeDelta::seconds(1));
             let second = store.accept_manual_run(routine_id, manual(json!({ "n": 2 }), None), board()).await.expect("accept").run.id;
 
@@ -616,7 +639,7 @@ mod flow {
             signature: Some(CallSignature { mac: vec![mac; 32], remember_until: until }),
             ..manual(json!({ "n": n }), key)
         };
-        let replayed = |result: Result<_, StoreError>| matches!(result, Err(StoreError::Conflict { code: "replayed", .. }));
+        let replayed = |result: Result<_, StoreError>| matches!(result, Err(StoreError::Refused(ref r)) if r.code() == "replayed");
         // Accepted once, then a replay — also when sent many times at once (on Postgres,
         // written together in one statement): exactly one run.
         let first = store.accept_webhook_run(&read, call(1, None, 0)).await.expect("accepted");
@@ -628,7 +651,7 @@ mod flow {
         // A refused call leaves no trace: refused while disabled, accepted once re-enabled.
         store.update_trigger(trigger.id, TriggerChanges { enabled: Some(false), ..Default::default() }, board()).await.expect("disable");
         let refused = store.accept_webhook_run(&read, call(3, None, 0)).await;
-        assert!(matches!(refused, Err(StoreError::Conflict { code: "not_active", .. })), "{refused:?}");
+        assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "not_active"), "{refused:?}");
         assert!(!store.signature_seen(trigger.id, vec![3; 32]).await.expect("db"));
         store.update_trigger(trigger.id, TriggerChanges { enabled: Some(true), ..Default::default() }, board()).await.expect("enable");
         store.accept_webhook_run(&read, call(3, None, 0)).await.expect("accepted after all");
@@ -639,7 +662,7 @@ mod flow {
         assert!(again.replayed && again.run.id == keyed.run.id);
         assert!(replayed(store.accept_webhook_run(&read, call(5, Some("k"), 1)).await));
         let reused = store.accept_webhook_run(&read, call(6, Some("k"), 2)).await;
-        assert!(matches!(reused, Err(StoreError::Unprocessable { code: "idempotency_key_reused", .. })), "{reused:?}");
+        assert!(matches!(reused, Err(StoreError::Refused(ref r)) if r.code() == "idempotency_key_reused"), "{reused:?}");
         assert!(!store.signature_seen(trigger.id, vec![6; 32]).await.expect("db"));
         assert_eq!(store.runs(routine_id, None, 100).await.expect("runs").len(), 4);
         // Widening the window extends the memory by as much; purging forgets only what has
@@ -681,7 +704,7 @@ mod flow {
             let me = Actor::Agent { agent_id: agent, company_id: company };
             let running = store.claim_heartbeat_run(queued[0].id, me).await.expect("claim");
             assert_eq!(running.status, HeartbeatStatus::Running);
-            assert!(matches!(store.claim_heartbeat_run(queued[0].id, me).await, Err(StoreError::Conflict { code: "not_queued", .. })));
+            assert!(matches!(store.claim_heartbeat_run(queued[0].id, me).await, Err(StoreError::Refused(ref r)) if r.code() == "not_queued"));
             let done = store.finish_heartbeat_run(queued[0].id, FinishStatus::Succeeded, Some(Summary::parse("ok".to_owned()).expect("summary")), me).await.expect("finish");
             assert_eq!((done.status, done.summary.as_deref()), (HeartbeatStatus::Succeeded, Some("ok")));
             store.set_issue_status(issue.id, IssueStatus::InProgress, me).await.expect("status");
@@ -710,7 +733,7 @@ mod flow {
             // A newer leader wrote: the older one is refused.
             store.fire_due(&leader(2), grace, TimeDelta::zero(), 500).await.expect("newer");
             let refused = store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await;
-            assert!(matches!(refused, Err(StoreError::Conflict { code: "deposed", .. })), "{refused:?}");
+            assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "deposed"), "{refused:?}");
 
             // Ten minutes of outage: skip_missed records them in one skipped run; the current
             // minute is on time.

@@ -14,7 +14,7 @@ use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
     Clock as _, ManualClock,
     clock::SharedClock,
-    queue::{JobError, JobSpec, Queue, RetryOutcome},
+    queue::{JobError, JobSpec, Queue, RetryOutcome, Task},
 };
 use nexus_tests::{Options, TestApp, str_at};
 use serde_json::{Value, json};
@@ -272,15 +272,17 @@ async fn a_failing_job_backs_off_and_ends_dead() {
     })
     .await;
     let spec = JobSpec {
-        kind: "example",
-        payload: json!({}),
+        task: Task::Unreadable {
+            kind: "example".to_owned(),
+            payload: json!({}),
+        },
         run_at: clock.now(),
         max_attempts: 3,
         trace_context: None,
     };
     let id = app.store.enqueue_job(spec).await.expect("enqueue");
     let queue = Queue::new(
-        app.store.clone(),
+        &app.store,
         "tester".to_owned(),
         std::time::Duration::from_secs(30),
     );
@@ -335,8 +337,10 @@ async fn a_failing_job_backs_off_and_ends_dead() {
 
     // A fatal error is dead at once.
     let spec = JobSpec {
-        kind: "example",
-        payload: json!({}),
+        task: Task::Unreadable {
+            kind: "example".to_owned(),
+            payload: json!({}),
+        },
         run_at: clock.now(),
         max_attempts: 5,
         trace_context: None,

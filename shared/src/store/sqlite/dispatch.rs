@@ -8,9 +8,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{
-    SqliteStore,
-    issues::{insert_event, insert_heartbeats},
-    record,
+    SqliteStore, heartbeats::insert_heartbeats, issues::insert_event, record,
     routines::fetch_routine,
 };
 use crate::{

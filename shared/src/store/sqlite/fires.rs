@@ -10,10 +10,9 @@ use uuid::Uuid;
 use super::{SqliteStore, jobs::enqueue};
 use crate::{
     engine::fires::{DueTrigger, FirePlan, FireWindow, fired_at, plan_fires},
+    engine::refusal::Refusal,
     model::CatchUpPolicy,
-    store::{
-        Deposed, FireReport, Leadership, StoreError, StoreResult, fires::dispatch_jobs, new_id,
-    },
+    store::{FireReport, Leadership, StoreResult, fires::dispatch_jobs, new_id},
 };
 
 /// A due trigger as SQLite returns it (see [`DueTrigger`]).
@@ -66,10 +65,7 @@ async fn fence(
     if current == leadership.epoch {
         return Ok(());
     }
-    Err(StoreError::conflict(
-        "deposed",
-        Deposed { current }.to_string(),
-    ))
+    Err(Refusal::Deposed { current }.into())
 }
 
 async fn record_missed(
@@ -141,7 +137,7 @@ impl SqliteStore {
     /// See [`crate::store::Storage::fire_due`].
     ///
     /// # Errors
-    /// `Conflict` `deposed`; the database failed.
+    /// `Refused` `deposed`; the database failed.
     pub async fn fire_due(
         &self,
         leadership: &Leadership,

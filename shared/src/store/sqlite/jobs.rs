@@ -22,11 +22,11 @@ type JobRow = (
     DateTime<Utc>,
 );
 use crate::{
-    queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure},
-    store::{
-        Dispatched, StoreResult, Taken,
-        jobs::{run_id_of, split_taken},
+    engine::tasks::{
+        AfterFailure, Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, Task,
+        after_failure, split_taken,
     },
+    store::{Dispatched, StoreResult, Taken},
 };
 
 /// Enqueues jobs in the caller's transaction; the caller announces them after committing.
@@ -44,8 +44,8 @@ pub(super) async fn enqueue(
              VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)",
         )
         .bind(id)
-        .bind(spec.kind)
-        .bind(&spec.payload)
+        .bind(spec.task.kind())
+        .bind(spec.task.payload())
         .bind(spec.run_at)
         .bind(spec.max_attempts)
         .bind(spec.trace_context.as_ref())
@@ -146,8 +146,7 @@ impl SqliteStore {
                 |(id, kind, payload, attempts, max_attempts, trace_context, created_at, run_at)| {
                     Job {
                         id,
-                        kind,
-                        payload,
+                        task: Task::parse(&kind, payload),
                         attempts,
                         max_attempts,
                         trace_context,
@@ -191,8 +190,7 @@ impl SqliteStore {
                 |(id, kind, payload, attempts, max_attempts, trace_context, created_at, run_at)| {
                     Job {
                         id,
-                        kind,
-                        payload,
+                        task: Task::parse(&kind, payload),
                         attempts: attempts + 1,
                         max_attempts,
                         trace_context,
@@ -203,7 +201,7 @@ impl SqliteStore {
                 },
             )
             .collect();
-        let (dispatched, run_ids, claimed) = split_taken(jobs)?;
+        let (dispatched, run_ids, claimed) = split_taken(jobs);
         let (outcomes, wakeups) = if run_ids.is_empty() {
             (Vec::new(), false)
         } else {
@@ -251,15 +249,12 @@ impl SqliteStore {
     /// See [`crate::store::Storage::dispatch_jobs`].
     ///
     /// # Errors
-    /// A payload without a run id; the database failed.
+    /// The database failed.
     pub async fn dispatch_jobs(&self, jobs: &[Job]) -> StoreResult<Dispatched> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let held = held(&mut tx, jobs).await?;
-        let run_ids = held
-            .iter()
-            .map(|job| run_id_of(job))
-            .collect::<StoreResult<Vec<Uuid>>>()?;
+        let run_ids: Vec<Uuid> = held.iter().filter_map(|job| job.task.run_id()).collect();
         let (outcomes, wakeups) = self.dispatch_runs(&mut tx, &run_ids, now).await?;
         let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
         complete_in(&mut tx, &ids).await?;
@@ -279,12 +274,15 @@ impl SqliteStore {
     /// The database failed.
     pub async fn retry_job(&self, job: &Job, error: &JobError) -> StoreResult<RetryOutcome> {
         let now = self.now();
-        let (dead, run_at) = after_failure(job, error, now);
+        let (dead, run_at, refund) = match after_failure(job, error, now) {
+            AfterFailure::Dead => (true, now, 0),
+            AfterFailure::Requeue { at, refund } => (false, at, i32::from(refund)),
+        };
         let state = if dead { "dead" } else { "queued" };
         let updated = sqlx::query(
             "UPDATE jobs SET state = ?4, run_at = CASE WHEN ?4 = 'queued' THEN ?5 ELSE run_at END,
                              lease_owner = NULL, lease_until = NULL, last_error = ?6,
-                             updated_at = ?7,
+                             updated_at = ?7, attempts = attempts - ?8,
                              finished_at = CASE WHEN ?4 = 'dead' THEN ?7 END
              WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempts = ?3",
         )
@@ -295,6 +293,7 @@ impl SqliteStore {
         .bind(run_at)
         .bind(error.to_string())
         .bind(now)
+        .bind(refund)
         .execute(&self.pool)
         .await?;
         Ok(match (updated.rows_affected(), dead) {
@@ -326,7 +325,7 @@ impl SqliteStore {
         let mut report = ReapReport::default();
         for (kind, payload, state) in rows {
             if state == "dead" {
-                report.dead.push((kind, payload));
+                report.dead.push(Task::parse(&kind, payload));
             } else {
                 report.requeued += 1;
             }

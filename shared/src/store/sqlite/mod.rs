@@ -5,20 +5,27 @@
 //! serialised: where the Postgres backend locks rows (`FOR UPDATE`, `SKIP LOCKED`), this one
 //! needs no locks, and the unique keys (one run per schedule fire, one per idempotency key) are
 //! enforced by the same constraints. Announcements to the scheduler and workers are in-process
-//! channels. Decisions (concurrency policies, catch-up, rendering) are the Postgres backend's
-//! own functions; only the statements differ.
+//! channels. Decisions (fires and catch-up, concurrency policies, rendering, refusals) are the
+//! engine's; only the statements differ from the Postgres backend's, file by file.
 //!
 //! Statements are checked by the conformance suite rather than at compile time: sqlx checks
 //! queries against one database per crate, and that database is Postgres.
 
+#[macro_use]
+mod rows;
+
+mod activity;
+mod agents;
+mod auth;
 mod catalog;
 mod dispatch;
 mod fires;
+mod heartbeats;
 mod issues;
 mod jobs;
 mod routines;
-mod rows;
 mod runs;
+mod triggers;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
 
@@ -31,7 +38,8 @@ use sqlx::{
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{NewActivity, StoreError, StoreResult, Subscription, Topic, new_id};
+use self::activity::record;
+use super::{StoreError, StoreResult, Subscription, Topic};
 use crate::{
     clock::SharedClock,
     crypto::{SecretBox, SecretKey, TokenHasher},
@@ -231,33 +239,6 @@ async fn company_exists(conn: &mut SqliteConnection, company_id: Uuid) -> StoreR
             .fetch_one(conn)
             .await?,
     )
-}
-
-/// Writes audit entries in the caller's transaction.
-async fn record(
-    conn: &mut SqliteConnection,
-    entries: Vec<NewActivity<'_>>,
-    at: DateTime<Utc>,
-) -> StoreResult<()> {
-    for entry in entries {
-        sqlx::query(
-            "INSERT INTO activity_log
-                 (id, company_id, actor_type, actor_id, action, entity_type, entity_id, details, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(new_id())
-        .bind(entry.company_id)
-        .bind(entry.actor.actor_type().as_str())
-        .bind(entry.actor.actor_id())
-        .bind(entry.action)
-        .bind(entry.entity_type)
-        .bind(entry.entity_id)
-        .bind(&entry.details)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,47 @@
-//! How SQLite rows become the engine's types (the engine knows no database; Postgres builds
-//! them with its checked `query_as!` macros).
+//! How SQLite rows are read: the columns each row type is selected with (macros, so a
+//! statement spells them once), and how rows become the engine's types (the engine knows no
+//! database; Postgres builds them with its checked `query_as!` macros).
+
+/// The columns of a [`RoutineRow`].
+macro_rules! routine_columns {
+    () => {
+        "id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+         parent_issue_id, priority, status, concurrency_policy, catch_up_policy, catch_up_cap,
+         last_triggered_at, created_at, updated_at"
+    };
+}
+
+/// The columns of a [`TriggerRow`].
+macro_rules! trigger_columns {
+    () => {
+        "id, routine_id, kind, label, enabled, cron_expression, timezone, next_run_at, public_id,
+         signing_mode, replay_window_sec, last_fired_at, last_result, created_at, updated_at,
+         prepared_fire_at"
+    };
+}
+
+/// The columns of an [`Issue`].
+macro_rules! issue_columns {
+    () => {
+        "id, company_id, title, description, project_id, goal_id, parent_issue_id,
+         assignee_agent_id, priority, status, routine_id, origin_run_id, created_at, updated_at"
+    };
+}
+
+/// The columns of a [`HeartbeatRow`].
+macro_rules! heartbeat_columns {
+    () => {
+        "id, company_id, agent_id, issue_id, routine_run_id, status, context, created_at,
+         started_at, finished_at, summary"
+    };
+}
+
+/// The columns of an [`AgentRow`].
+macro_rules! agent_columns {
+    () => {
+        "id, company_id, name, status, wakeup_kind, wakeup_url, created_at"
+    };
+}
 
 use sqlx::{FromRow, Row as _, sqlite::SqliteRow};
 

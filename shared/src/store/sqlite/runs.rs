@@ -9,11 +9,12 @@ use uuid::Uuid;
 
 use super::{SqliteStore, jobs::enqueue, record, routines::fetch_routine};
 use crate::{
+    engine::refusal::{Refusal, RoutineAttempt, routine_allows},
     model::{Actor, IdempotencyKey, RoutineStatus, Run, SigningMode, TriggerKind},
     store::{
         Accepted, NewActivity, NewRun, StoreError, StoreResult, WebhookTrigger, new_id,
         open_secret,
-        runs::{CallSignature, RunRow, dispatch_job, replay, replayed, trigger_changed},
+        runs::{CallSignature, RunRow, dispatch_job, replay},
     },
 };
 
@@ -140,7 +141,7 @@ impl SqliteStore {
     /// See [`crate::store::Storage::accept_manual_run`].
     ///
     /// # Errors
-    /// `NotFound`, `InvalidReference`, `Conflict`, `Unprocessable`; the database failed.
+    /// `NotFound`, `InvalidReference`, `Refused`; the database failed.
     pub async fn accept_manual_run(
         &self,
         routine_id: Uuid,
@@ -155,12 +156,7 @@ impl SqliteStore {
         {
             return replay(existing, &new.payload);
         }
-        if routine.status == RoutineStatus::Archived {
-            return Err(StoreError::conflict(
-                "routine_archived",
-                "the routine is archived; it cannot run",
-            ));
-        }
+        routine_allows(routine.status, RoutineAttempt::Run)?;
         if let Some(trigger_id) = new.trigger_id {
             let trigger = sqlx::query_as::<_, (TriggerKind, bool)>(
                 "SELECT kind, enabled FROM routine_triggers WHERE id = ?1 AND routine_id = ?2",
@@ -172,10 +168,7 @@ impl SqliteStore {
             match trigger {
                 Some((TriggerKind::Api, true)) => {}
                 Some((TriggerKind::Api, false)) => {
-                    return Err(StoreError::conflict(
-                        "trigger_disabled",
-                        "the api trigger is disabled",
-                    ));
+                    return Err(Refusal::TriggerDisabled.into());
                 }
                 _ => return Err(StoreError::InvalidReference { field: "triggerId" }),
             }
@@ -193,7 +186,7 @@ impl SqliteStore {
     /// See [`crate::store::Storage::accept_webhook_run`].
     ///
     /// # Errors
-    /// `NotFound`, `Conflict`, `Unprocessable`; the database failed.
+    /// `NotFound`, `Refused`; the database failed.
     pub async fn accept_webhook_run(
         &self,
         trigger: &WebhookTrigger,
@@ -212,19 +205,16 @@ impl SqliteStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         if !trigger.is_current(&sealed, signing_mode, window) {
-            return Err(trigger_changed());
+            return Err(Refusal::TriggerChanged.into());
         }
         let signature = new.signature.as_ref();
         if let Some(signature) = signature
             && signature_taken(&mut tx, trigger.id, &signature.mac).await?
         {
-            return Err(replayed());
+            return Err(Refusal::Replayed.into());
         }
         if !enabled || status != RoutineStatus::Active {
-            return Err(StoreError::conflict(
-                "not_active",
-                "the trigger is disabled or its routine is paused or archived",
-            ));
+            return Err(Refusal::NotActive.into());
         }
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = find_by_key(&mut tx, trigger.routine_id, key.as_str()).await?

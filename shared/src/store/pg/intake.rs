@@ -18,9 +18,10 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    Announcer, StoreError, StoreResult,
+    Announcer,
     runs::{Received, insert_received},
 };
+use crate::store::{StoreError, StoreResult};
 use crate::{
     clock::SharedClock,
     group::{Group, Limits, RoundTrip},

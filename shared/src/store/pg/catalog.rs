@@ -3,8 +3,9 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{NewActivity, PgStore, StoreError, StoreResult, company_exists, new_id};
+use super::{PgStore, company_exists};
 use crate::model::{Actor, Company, Goal, Project, Title};
+use crate::store::{NewActivity, StoreError, StoreResult, new_id};
 
 impl PgStore {
     /// Creates a company.

@@ -13,11 +13,14 @@ use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction, postgres::PgListener};
 use uuid::Uuid;
 
-use super::{
-    DISPATCH_RUN, Dispatched, PgStore, StoreError, StoreResult, Subscription, TRIGGERS_CHANNEL,
-    Taken, Topic, begin_by_key,
+use super::{PgStore, TRIGGERS_CHANNEL, begin_by_key};
+use crate::{
+    engine::tasks::{
+        AfterFailure, Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, Task,
+        after_failure, split_taken,
+    },
+    store::{Dispatched, StoreResult, Subscription, Taken, Topic},
 };
-use crate::queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome, after_failure};
 
 /// The `NOTIFY` channel announcing new jobs.
 pub const JOBS_CHANNEL: &str = "nexus_jobs";
@@ -57,8 +60,8 @@ pub(crate) async fn enqueue_all_quietly(
     let mut traces = Vec::with_capacity(specs.len());
     for spec in specs {
         ids.push(Uuid::now_v7());
-        kinds.push(spec.kind.to_owned());
-        payloads.push(spec.payload);
+        kinds.push(spec.task.kind().to_owned());
+        payloads.push(spec.task.payload());
         run_ats.push(spec.run_at);
         max_attempts.push(spec.max_attempts);
         traces.push(spec.trace_context);
@@ -173,8 +176,7 @@ impl PgStore {
             .into_iter()
             .map(|j| Job {
                 id: j.id,
-                kind: j.kind,
-                payload: j.payload,
+                task: Task::parse(&j.kind, j.payload),
                 attempts: j.attempts,
                 max_attempts: j.max_attempts,
                 trace_context: j.trace_context,
@@ -241,8 +243,7 @@ impl PgStore {
             .into_iter()
             .map(|j| Job {
                 id: j.id,
-                kind: j.kind,
-                payload: j.payload,
+                task: Task::parse(&j.kind, j.payload),
                 attempts: j.attempts + 1,
                 max_attempts: j.max_attempts,
                 trace_context: j.trace_context,
@@ -251,7 +252,7 @@ impl PgStore {
                 lease_owner: owner.to_owned(),
             })
             .collect();
-        let (dispatched, run_ids, claimed) = split_taken(jobs)?;
+        let (dispatched, run_ids, claimed) = split_taken(jobs);
         let outcomes = self.dispatch_runs(&mut tx, &run_ids).await?;
         let done: Vec<Uuid> = dispatched.iter().map(|j| j.id).collect();
         if !done.is_empty() {
@@ -325,13 +326,10 @@ impl PgStore {
     /// those jobs, in one transaction.
     ///
     /// # Errors
-    /// A payload without a run id; the database failed.
+    /// The database failed.
     pub async fn dispatch_jobs(&self, jobs: &[Job]) -> StoreResult<Dispatched> {
         let (mut tx, held) = self.begin_fenced_all(jobs).await?;
-        let run_ids = held
-            .iter()
-            .map(|job| run_id_of(job))
-            .collect::<StoreResult<Vec<Uuid>>>()?;
+        let run_ids: Vec<Uuid> = held.iter().filter_map(|job| job.task.run_id()).collect();
         let outcomes = self.dispatch_runs(&mut tx, &run_ids).await?;
         let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
         complete_in(&mut tx, &ids).await?;
@@ -349,13 +347,16 @@ impl PgStore {
     /// The database failed.
     pub async fn retry_job(&self, job: &Job, error: &JobError) -> StoreResult<RetryOutcome> {
         let now = self.now();
-        let (dead, run_at) = after_failure(job, error, now);
+        let (dead, run_at, refund) = match after_failure(job, error, now) {
+            AfterFailure::Dead => (true, now, 0),
+            AfterFailure::Requeue { at, refund } => (false, at, i32::from(refund)),
+        };
         let message = error.to_string();
         let state = if dead { "dead" } else { "queued" };
         let updated = sqlx::query!(
             "UPDATE jobs SET state = $4::text, run_at = CASE WHEN $4 = 'queued' THEN $5 ELSE run_at END,
                              lease_owner = NULL, lease_until = NULL, last_error = $6,
-                             updated_at = $7::timestamptz,
+                             updated_at = $7::timestamptz, attempts = attempts - $8,
                              finished_at = CASE WHEN $4 = 'dead' THEN $7::timestamptz END
              WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND attempts = $3",
             job.id,
@@ -365,6 +366,7 @@ impl PgStore {
             run_at,
             message,
             now,
+            refund,
         )
         .execute(&self.pool)
         .await?;
@@ -398,7 +400,7 @@ impl PgStore {
         let mut report = ReapReport::default();
         for row in rows {
             if row.state == "dead" {
-                report.dead.push((row.kind, row.payload));
+                report.dead.push(Task::parse(&row.kind, row.payload));
             } else {
                 report.requeued += 1;
             }
@@ -470,40 +472,6 @@ impl PgStore {
             .await?;
         Ok(Box::new(Listening(listener)))
     }
-}
-
-/// The run a `dispatch_run` job names.
-///
-/// # Errors
-/// The payload has no valid `runId`.
-pub(crate) fn run_id_of(job: &Job) -> StoreResult<Uuid> {
-    job.payload["runId"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| StoreError::Unprocessable {
-            code: "invalid_job",
-            message: format!("job {} has no valid runId", job.id),
-        })
-}
-
-/// Splits the jobs a [`crate::store::Storage::claim_and_dispatch`] took (`attempts` counting
-/// this one) into those dispatched in the taking transaction — first attempts of
-/// `dispatch_run` jobs that name a run — with their runs, and those claimed with a lease, each
-/// in id order. Later attempts go through a lease, so a job whose dispatch keeps failing is
-/// counted, backed off and ends `dead` like any other.
-///
-/// # Errors
-/// Never in practice: a dispatched job names a run.
-pub(crate) fn split_taken(mut jobs: Vec<Job>) -> StoreResult<(Vec<Job>, Vec<Uuid>, Vec<Job>)> {
-    jobs.sort_by_key(|j| j.id);
-    let (dispatched, claimed): (Vec<Job>, Vec<Job>) = jobs
-        .into_iter()
-        .partition(|job| job.kind == DISPATCH_RUN && job.attempts == 1 && run_id_of(job).is_ok());
-    let run_ids = dispatched
-        .iter()
-        .map(run_id_of)
-        .collect::<StoreResult<Vec<Uuid>>>()?;
-    Ok((dispatched, run_ids, claimed))
 }
 
 struct Listening(PgListener);

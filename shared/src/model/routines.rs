@@ -1,0 +1,254 @@
+//! Routines, their triggers and their runs, as stored and shown.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::*;
+
+text_enum! {
+    /// Lifecycle of a routine: `active ⇄ paused`, `→ archived` (terminal).
+    RoutineStatus { Active => "active", Paused => "paused", Archived => "archived" }
+}
+
+text_enum! {
+    /// What a dispatch does while the routine has an open execution issue.
+    ConcurrencyPolicy {
+        CoalesceIfActive => "coalesce_if_active",
+        SkipIfActive => "skip_if_active",
+        AlwaysEnqueue => "always_enqueue",
+    }
+}
+
+text_enum! {
+    /// What happens to schedule fires missed during an outage.
+    CatchUpPolicy { SkipMissed => "skip_missed", EnqueueMissedWithCap => "enqueue_missed_with_cap" }
+}
+
+text_enum! {
+    /// Kind of a trigger.
+    TriggerKind { Schedule => "schedule", Webhook => "webhook", Api => "api" }
+}
+
+text_enum! {
+    /// How webhook calls authenticate.
+    SigningMode { Bearer => "bearer", HmacSha256 => "hmac_sha256" }
+}
+
+/// What a trigger of each kind carries besides the common fields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerConfig {
+    /// Fires on a cron schedule in a time zone.
+    #[serde(rename_all = "camelCase")]
+    Schedule {
+        /// The cron expression, as written.
+        cron_expression: String,
+        /// IANA time zone name.
+        timezone: String,
+        /// The next fire instant; `null` while the trigger is disabled or the routine is not active.
+        next_run_at: Option<DateTime<Utc>>,
+    },
+    /// Fires on a signed call to its public URL.
+    #[serde(rename_all = "camelCase")]
+    Webhook {
+        /// `bearer` or `hmac_sha256`.
+        signing_mode: SigningMode,
+        /// Accepted clock skew, and how long a signature is remembered.
+        replay_window_sec: i32,
+        /// The random public id in the URL.
+        public_id: String,
+        /// The URL to call.
+        webhook_url: String,
+    },
+    /// Fires only through a manual run naming it.
+    Api,
+}
+
+/// A trigger of a routine (never with its secret).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    /// Id.
+    pub id: Uuid,
+    /// The routine.
+    pub routine_id: Uuid,
+    /// Kind and kind-specific fields.
+    #[serde(flatten)]
+    pub config: TriggerConfig,
+    /// Label (may be empty).
+    pub label: String,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// When it last fired.
+    pub last_fired_at: Option<DateTime<Utc>>,
+    /// Outcome of its last fire (the run's status).
+    pub last_result: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Trigger {
+    /// The trigger's kind.
+    #[must_use]
+    pub fn kind(&self) -> TriggerKind {
+        match self.config {
+            TriggerConfig::Schedule { .. } => TriggerKind::Schedule,
+            TriggerConfig::Webhook { .. } => TriggerKind::Webhook,
+            TriggerConfig::Api => TriggerKind::Api,
+        }
+    }
+}
+
+/// A recurring task for one agent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Routine {
+    /// Id.
+    pub id: Uuid,
+    /// Owning company.
+    pub company_id: Uuid,
+    /// Title of the issues it creates (may use `{{date}}` and `{{payload.<key>}}`).
+    pub title: String,
+    /// Description of the issues it creates (same placeholders).
+    pub description: String,
+    /// The agent its issues are assigned to.
+    pub assignee_agent_id: Uuid,
+    /// Project of its issues.
+    pub project_id: Uuid,
+    /// Goal of its issues.
+    pub goal_id: Option<Uuid>,
+    /// Parent of its issues.
+    pub parent_issue_id: Option<Uuid>,
+    /// Priority of its issues.
+    pub priority: Priority,
+    /// Lifecycle status.
+    pub status: RoutineStatus,
+    /// What a fire does while an issue of the routine is open.
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// What happens to missed schedule fires.
+    pub catch_up_policy: CatchUpPolicy,
+    /// How many missed fires `enqueue_missed_with_cap` dispatches.
+    pub catch_up_cap: i32,
+    /// Its triggers, oldest first.
+    pub triggers: Vec<Trigger>,
+    /// When a trigger of it last fired.
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An idempotency key: 1–255 characters.
+pub type IdempotencyKey = BoundedText<1, 255>;
+
+text_enum! {
+    /// What created a run.
+    RunSource { Schedule => "schedule", Webhook => "webhook", Manual => "manual", Api => "api" }
+}
+
+text_enum! {
+    /// Status of a run: `received` → `issue_created | coalesced | skipped | failed`;
+    /// `issue_created` → `completed | failed` when its issue is done or cancelled.
+    RunStatus {
+        Received => "received", IssueCreated => "issue_created", Coalesced => "coalesced",
+        Skipped => "skipped", Failed => "failed", Completed => "completed",
+    }
+}
+
+/// The trigger a run came from, as it is now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerRef {
+    /// Id.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: TriggerKind,
+    /// Label.
+    pub label: String,
+}
+
+/// One firing of a routine.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// Id.
+    pub id: Uuid,
+    /// Owning company.
+    pub company_id: Uuid,
+    /// The routine.
+    pub routine_id: Uuid,
+    /// The trigger that fired (`null` for a manual run without one, or once it is deleted).
+    pub trigger_id: Option<Uuid>,
+    /// That trigger's id, kind and label.
+    pub trigger: Option<TriggerRef>,
+    /// What created it.
+    pub source: RunSource,
+    /// Status.
+    pub status: RunStatus,
+    /// Why it was coalesced, skipped or failed: `active_issue`, `missed_schedule`,
+    /// `catch_up_cap`, `agent_not_assignable`, `routine_archived`, `dispatch_failed`,
+    /// `issue_cancelled`.
+    pub reason: Option<String>,
+    /// The nominal fire time of a schedule fire.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// Whether it is a missed schedule fire dispatched late.
+    pub catch_up: bool,
+    /// For a run standing for missed fires: `{count, from, to}`.
+    #[schema(value_type = Option<Object>)]
+    pub missed: Option<serde_json::Value>,
+    /// When it was accepted.
+    pub triggered_at: DateTime<Utc>,
+    /// When it reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The idempotency key it was accepted with.
+    pub idempotency_key: Option<String>,
+    /// The payload (an object).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// The execution issue it created or was coalesced into.
+    pub linked_issue_id: Option<Uuid>,
+    /// The run whose issue it was coalesced into.
+    pub coalesced_into_run_id: Option<Uuid>,
+    /// The heartbeat run it queued.
+    pub heartbeat_run_id: Option<Uuid>,
+    /// A sentence explaining a failure.
+    pub failure_reason: Option<String>,
+}
+
+/// A run's payload as it is kept: every U+0000 in its strings and keys replaced by U+FFFD
+/// (Postgres `jsonb` cannot hold U+0000; the embedded backend gets the same payload). The
+/// request is accepted; nothing else changes.
+#[must_use]
+pub fn stored_payload(
+    payload: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    fn clean_text(text: String) -> String {
+        if text.contains('\0') {
+            text.replace('\0', "\u{FFFD}")
+        } else {
+            text
+        }
+    }
+    fn clean(value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(text) => Value::String(clean_text(text)),
+            Value::Array(items) => Value::Array(items.into_iter().map(clean).collect()),
+            Value::Object(map) => Value::Object(clean_map(map)),
+            other => other,
+        }
+    }
+    fn clean_map(
+        map: serde_json::Map<String, serde_json::Value>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        map.into_iter()
+            .map(|(key, value)| (clean_text(key), clean(value)))
+            .collect()
+    }
+    clean_map(payload)
+}

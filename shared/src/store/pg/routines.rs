@@ -1,0 +1,316 @@
+//! Routines: create, read, list, update with the lifecycle rules.
+//!
+//! `active ⇄ paused`, `active | paused → archived`; archived is terminal. A routine that is not
+//! active has no `next_run_at` on its schedule triggers, so the scheduler never sees them;
+//! resuming computes each enabled schedule trigger's next fire from the current time, so the
+//! fires that fell while it was paused are not caught up.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{
+    PgStore, company_exists, issues::ensure_assignable, triggers::reschedule_routine_triggers,
+};
+use crate::{
+    engine::refusal::{RoutineAttempt, routine_allows},
+    model::{
+        Actor, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, Priority, Routine,
+        RoutineStatus, Title, Trigger,
+    },
+    store::{
+        NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
+        routines::{RoutineRow, routine_change_details},
+        triggers::TriggerRow,
+    },
+};
+
+/// Reads one routine row, optionally locking it (see [`fetch_routines`]).
+pub(crate) async fn fetch_routine(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> StoreResult<RoutineRow> {
+    fetch_routines(conn, &[id], lock)
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)
+}
+
+/// Reads routine rows in id order, optionally locking them, in that order, `FOR NO KEY
+/// UPDATE`: enough for every change a routine gets (its key never changes), and — unlike
+/// `FOR UPDATE` — not in conflict with the `FOR KEY SHARE` that inserting a row referencing
+/// the routine takes. With `FOR UPDATE`, a fire pass holding a trigger and inserting a run of
+/// the routine, and a dispatch holding the routine and recording the trigger's last result,
+/// deadlock.
+pub(crate) async fn fetch_routines(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    lock: bool,
+) -> StoreResult<Vec<RoutineRow>> {
+    let rows = if lock {
+        sqlx::query_as!(
+            RoutineRow,
+            r#"SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+                      parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
+                      concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
+                      catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
+                      last_triggered_at, created_at, updated_at
+               FROM routines WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"#,
+            ids
+        )
+        .fetch_all(conn)
+        .await?
+    } else {
+        sqlx::query_as!(
+            RoutineRow,
+            r#"SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+                      parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
+                      concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
+                      catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
+                      last_triggered_at, created_at, updated_at
+               FROM routines WHERE id = ANY($1) ORDER BY id"#,
+            ids
+        )
+        .fetch_all(conn)
+        .await?
+    };
+    Ok(rows)
+}
+
+impl PgStore {
+    /// Creates a routine (without triggers; they are added separately).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown company; [`StoreError::InvalidReference`];
+    /// [`StoreError::Refused`] `agent_not_assignable`; the database failed.
+    pub async fn create_routine(
+        &self,
+        company_id: Uuid,
+        new: NewRoutine,
+        actor: Actor,
+    ) -> StoreResult<Routine> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        if !company_exists(&mut tx, company_id).await? {
+            return Err(StoreError::NotFound);
+        }
+        ensure_assignable(&mut tx, company_id, new.assignee_agent_id).await?;
+        let row = sqlx::query_as!(
+            RoutineRow,
+            r#"INSERT INTO routines (id, company_id, title, description, assignee_agent_id, project_id,
+                                     goal_id, parent_issue_id, priority, status, concurrency_policy,
+                                     catch_up_policy, catch_up_cap, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+               RETURNING id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+                         parent_issue_id, priority AS "priority: Priority",
+                         status AS "status: RoutineStatus",
+                         concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
+                         catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
+                         last_triggered_at, created_at, updated_at"#,
+            new_id(),
+            company_id,
+            new.title.as_str(),
+            new.description.as_str(),
+            new.assignee_agent_id,
+            new.project_id,
+            new.goal_id,
+            new.parent_issue_id,
+            new.priority.as_str(),
+            new.status.as_str(),
+            new.concurrency_policy.as_str(),
+            new.catch_up_policy.as_str(),
+            new.catch_up_cap.get(),
+            now,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from_reference_violation)?;
+        NewActivity {
+            company_id,
+            actor,
+            action: "routine.created",
+            entity_type: "routine",
+            entity_id: row.id,
+            details: json!({ "title": row.title, "assigneeAgentId": row.assignee_agent_id }),
+        }
+        .record(&mut tx, now)
+        .await?;
+        tx.commit().await?;
+        Ok(row.with_triggers(Vec::new()))
+    }
+
+    /// One routine with its triggers.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or the database failed.
+    pub async fn routine(&self, id: Uuid) -> StoreResult<Routine> {
+        let mut conn = self.pool.acquire().await?;
+        let row = fetch_routine(&mut conn, id, false).await?;
+        let triggers = self
+            .triggers_of(&mut conn, &[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        Ok(row.with_triggers(triggers))
+    }
+
+    /// The routines of a company matching `filter`, newest first, with their triggers.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn routines(
+        &self,
+        company_id: Uuid,
+        filter: RoutineFilter,
+    ) -> StoreResult<Vec<Routine>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query_as!(
+            RoutineRow,
+            r#"SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+                      parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
+                      concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
+                      catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
+                      last_triggered_at, created_at, updated_at
+               FROM routines
+               WHERE company_id = $1
+                 AND ($2::text IS NULL OR status = $2)
+                 AND ($3::uuid IS NULL OR project_id = $3)
+                 AND ($4::uuid IS NULL OR assignee_agent_id = $4)
+                 AND ($5::uuid IS NULL OR id < $5)
+               ORDER BY id DESC
+               LIMIT $6"#,
+            company_id,
+            filter.status.map(RoutineStatus::as_str),
+            filter.project_id,
+            filter.assignee_agent_id,
+            filter.before,
+            filter.limit,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let mut triggers = self.triggers_of(&mut conn, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let own = triggers.remove(&row.id).unwrap_or_default();
+                row.with_triggers(own)
+            })
+            .collect())
+    }
+
+    /// Applies `changes` to a routine under a row lock, enforcing the lifecycle.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Refused`] `routine_archived` or
+    /// `agent_not_assignable`; [`StoreError::InvalidReference`]; the database failed.
+    pub async fn update_routine(
+        &self,
+        id: Uuid,
+        changes: RoutineChanges,
+        actor: Actor,
+    ) -> StoreResult<Routine> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let current = fetch_routine(&mut tx, id, true).await?;
+        routine_allows(current.status, RoutineAttempt::Change)?;
+        if let Some(agent) = changes.assignee_agent_id
+            && agent != current.assignee_agent_id
+        {
+            ensure_assignable(&mut tx, current.company_id, agent).await?;
+        }
+        let row = sqlx::query_as!(
+            RoutineRow,
+            r#"UPDATE routines SET
+                   title = COALESCE($2, title),
+                   description = COALESCE($3, description),
+                   assignee_agent_id = COALESCE($4, assignee_agent_id),
+                   project_id = COALESCE($5, project_id),
+                   goal_id = CASE WHEN $6 THEN $7 ELSE goal_id END,
+                   parent_issue_id = CASE WHEN $8 THEN $9 ELSE parent_issue_id END,
+                   priority = COALESCE($10, priority),
+                   status = COALESCE($11, status),
+                   concurrency_policy = COALESCE($12, concurrency_policy),
+                   catch_up_policy = COALESCE($13, catch_up_policy),
+                   catch_up_cap = COALESCE($14, catch_up_cap),
+                   updated_at = $15
+               WHERE id = $1
+               RETURNING id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+                         parent_issue_id, priority AS "priority: Priority",
+                         status AS "status: RoutineStatus",
+                         concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
+                         catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
+                         last_triggered_at, created_at, updated_at"#,
+            id,
+            changes.title.as_ref().map(Title::as_str),
+            changes.description.as_ref().map(Description::as_str),
+            changes.assignee_agent_id,
+            changes.project_id,
+            changes.goal_id.is_some(),
+            changes.goal_id.flatten(),
+            changes.parent_issue_id.is_some(),
+            changes.parent_issue_id.flatten(),
+            changes.priority.map(Priority::as_str),
+            changes.status.map(RoutineStatus::as_str),
+            changes.concurrency_policy.map(ConcurrencyPolicy::as_str),
+            changes.catch_up_policy.map(CatchUpPolicy::as_str),
+            changes.catch_up_cap.map(CatchUpCap::get),
+            now,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from_reference_violation)?;
+        if row.status != current.status {
+            reschedule_routine_triggers(&mut tx, id, row.status == RoutineStatus::Active, now)
+                .await?;
+        }
+        NewActivity {
+            company_id: row.company_id,
+            actor,
+            action: "routine.updated",
+            entity_type: "routine",
+            entity_id: id,
+            details: routine_change_details(&current, &row),
+        }
+        .record(&mut tx, now)
+        .await?;
+        let triggers = self
+            .triggers_of(&mut tx, &[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        tx.commit().await?;
+        Ok(row.with_triggers(triggers))
+    }
+
+    /// The triggers of the given routines, oldest first, grouped by routine.
+    pub(crate) async fn triggers_of(
+        &self,
+        conn: &mut PgConnection,
+        routine_ids: &[Uuid],
+    ) -> StoreResult<HashMap<Uuid, Vec<Trigger>>> {
+        let now = self.now();
+        let rows = sqlx::query_as!(
+            TriggerRow,
+            r#"SELECT id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
+                      next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
+                      last_fired_at, last_result, created_at, updated_at, prepared_fire_at
+               FROM routine_triggers WHERE routine_id = ANY($1)
+               ORDER BY created_at, id"#,
+            routine_ids,
+        )
+        .fetch_all(conn)
+        .await?;
+        let mut grouped: HashMap<Uuid, Vec<Trigger>> = HashMap::new();
+        for row in rows {
+            grouped
+                .entry(row.routine_id)
+                .or_default()
+                .push(row.into_trigger(&self.public_url, now));
+        }
+        Ok(grouped)
+    }
+}
