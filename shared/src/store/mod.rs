@@ -103,7 +103,7 @@ fn reference_field(constraint: &str) -> Option<&'static str> {
         .map(|(_, field)| *field)
 }
 
-impl From<StoreError> for crate::queue::JobError {
+impl From<StoreError> for crate::engine::tasks::JobError {
     fn from(error: StoreError) -> Self {
         Self::Retry(error.to_string())
     }
