@@ -6,7 +6,8 @@
 //! - **Leader(epoch, valid_until)**: won the key; `INCR <prefix>:scheduler:epoch` gave it a new
 //!   epoch, its fencing token (raised above the epoch in Postgres when Redis lost its counter). It renews every `ttl / 3` with a compare-and-expire script (only
 //!   if the key still holds its id). `valid_until` is `ttl` after the start of the last
-//!   successful acquire or renewal, measured on this machine's monotonic clock.
+//!   successful acquire or renewal, on the injected clock (the system clock in production), so
+//!   a test lapses a term by advancing its clock ([`crate::Scheduler::lead_once`] is one step).
 //! - A leader whose renewal fails (the key is someone else's, Redis errors or times out) stands
 //!   down at once; one that cannot renew before `valid_until` stops firing at that instant.
 //!   On shutdown it deletes the key (compare-and-delete) so a successor need not wait.

@@ -18,7 +18,7 @@ use nexus_shared::{
 
 pub use crate::{
     leader::LeaderLock,
-    scheduler::{Scheduler, Settings},
+    scheduler::{LeadStep, Scheduler, Settings},
 };
 
 /// A started scheduler process.

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use nexus_shared::{
     Store,
     store::{FireReport, Leadership, Refusal, SchedulerStorage, StoreError, Topic},
@@ -43,11 +43,24 @@ impl Default for Settings {
     }
 }
 
-/// Leadership as the fire loop sees it.
+/// Leadership as the fire loop sees it: the term and when it lapses, on the injected clock.
 #[derive(Debug, Clone)]
 struct Term {
     leadership: Leadership,
-    valid_until: Instant,
+    valid_until: DateTime<Utc>,
+}
+
+/// What one leadership step ([`Scheduler::lead_once`]) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeadStep {
+    /// Took office with a new epoch.
+    TookOffice(i64),
+    /// Still leading: the lease was renewed.
+    Renewed(i64),
+    /// Another instance holds the lease (this one stood down if it was leading).
+    Following,
+    /// Redis (or the database, for the epoch) did not answer: not leading.
+    Unreachable,
 }
 
 /// A scheduler instance.
@@ -57,6 +70,8 @@ pub struct Scheduler {
     lock: LeaderLock,
     settings: Settings,
     term: watch::Sender<Option<Term>>,
+    /// Whether the last leadership step could not reach Redis (logged once per outage).
+    unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Scheduler {
@@ -69,16 +84,30 @@ impl Scheduler {
             lock,
             settings,
             term,
+            unreachable: Arc::default(),
         }
     }
 
-    /// Whether this instance currently leads.
+    /// Whether this instance currently leads: it holds a term that has not lapsed by the
+    /// injected clock.
     #[must_use]
     pub fn is_leader(&self) -> bool {
+        let now = self.store.clock().now();
         self.term
             .borrow()
             .as_ref()
-            .is_some_and(|t| t.valid_until > Instant::now())
+            .is_some_and(|t| t.valid_until > now)
+    }
+
+    /// The leadership this instance currently holds, if its term has not lapsed.
+    #[must_use]
+    pub fn leadership(&self) -> Option<Leadership> {
+        let now = self.store.clock().now();
+        self.term
+            .borrow()
+            .as_ref()
+            .filter(|t| t.valid_until > now)
+            .map(|t| t.leadership.clone())
     }
 
     /// One fire pass as `leadership`: everything due by the clock's now plus the lookahead.
@@ -137,7 +166,8 @@ impl Scheduler {
         let mut terms = self.term.subscribe();
         while !*stop.borrow() {
             let current = terms.borrow_and_update().clone();
-            let Some(term) = current.filter(|t| t.valid_until > Instant::now()) else {
+            let now = self.store.clock().now();
+            let Some(term) = current.filter(|t| t.valid_until > now) else {
                 tokio::select! {
                     _ = terms.changed() => {}
                     _ = stop.wait_for(|s| *s) => {}
@@ -181,59 +211,19 @@ impl Scheduler {
         }
     }
 
-    /// Keeps trying to lead; renews while leading; stands down when renewal fails.
+    /// Keeps trying to lead; renews while leading; stands down when renewal fails. One step
+    /// every `ttl / 3` of the injected clock — or of real time, whichever comes first: the
+    /// lease it renews is measured in real time (by Redis, or by this process without Redis),
+    /// so a clock held still in a test must not let it lapse.
     async fn lead(self, mut stop: watch::Receiver<bool>) {
         let interval = self.lock.ttl() / 3;
-        let mut redis_down = false;
+        let step = TimeDelta::from_std(interval).unwrap_or(TimeDelta::seconds(1));
+        let clock = Arc::clone(self.store.clock());
         while !*stop.borrow() {
-            let attempt = Instant::now();
-            let leading = self.term.borrow().is_some();
-            let result = if leading {
-                self.lock.renew().await.map(|held| held.then_some(None))
-            } else {
-                // Without the database's epoch a new term could not fire anyway.
-                let floor = match self.store.scheduler_epoch().await {
-                    Ok(floor) => floor,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the scheduler epoch failed; not leading yet");
-                        tokio::select! {
-                            () = tokio::time::sleep(interval) => {}
-                            _ = stop.wait_for(|s| *s) => {}
-                        }
-                        continue;
-                    }
-                };
-                self.lock.try_acquire(floor).await.map(|won| won.map(Some))
-            };
-            match result {
-                Ok(outcome) => {
-                    if redis_down {
-                        tracing::info!("Redis is reachable again");
-                        redis_down = false;
-                    }
-                    match outcome {
-                        Some(None) => self.extend(attempt),
-                        Some(Some(epoch)) => self.take_office(epoch, attempt),
-                        None if leading => {
-                            tracing::warn!(
-                                "leadership lost: the lease is held by another scheduler"
-                            );
-                            self.stand_down();
-                        }
-                        None => {}
-                    }
-                }
-                Err(e) => {
-                    if !redis_down {
-                        tracing::warn!(error = %e, "Redis is unreachable: not leading, not firing");
-                        redis_down = true;
-                    }
-                    if leading {
-                        self.stand_down();
-                    }
-                }
-            }
+            let next = clock.now() + step;
+            self.lead_once().await;
             tokio::select! {
+                () = clock.sleep_until(next) => {}
                 () = tokio::time::sleep(interval) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
@@ -249,7 +239,67 @@ impl Scheduler {
         }
     }
 
-    fn take_office(&self, epoch: i64, attempt: Instant) {
+    /// One leadership step, as [`Scheduler::run`] takes every `ttl / 3`: a follower tries to
+    /// take the lease (with an epoch above the database's), a leader renews it; a leader whose
+    /// renewal fails, or that cannot reach Redis, stands down at once. A term lasts `ttl` from
+    /// the step that won or renewed it, on the injected clock.
+    pub async fn lead_once(&self) -> LeadStep {
+        let attempt = self.store.clock().now();
+        let leading = self.term.borrow().is_some();
+        let result = if leading {
+            self.lock.renew().await.map(|held| held.then_some(None))
+        } else {
+            // Without the database's epoch a new term could not fire anyway.
+            let floor = match self.store.scheduler_epoch().await {
+                Ok(floor) => floor,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the scheduler epoch failed; not leading yet");
+                    return LeadStep::Unreachable;
+                }
+            };
+            self.lock.try_acquire(floor).await.map(|won| won.map(Some))
+        };
+        match result {
+            Ok(outcome) => {
+                if self
+                    .unreachable
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::info!("Redis is reachable again");
+                }
+                match outcome {
+                    Some(None) => self.extend(attempt),
+                    Some(Some(epoch)) => {
+                        self.take_office(epoch, attempt);
+                        LeadStep::TookOffice(epoch)
+                    }
+                    None => {
+                        if leading {
+                            tracing::warn!(
+                                "leadership lost: the lease is held by another scheduler"
+                            );
+                            self.stand_down();
+                        }
+                        LeadStep::Following
+                    }
+                }
+            }
+            Err(e) => {
+                if !self
+                    .unreachable
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(error = %e, "Redis is unreachable: not leading, not firing");
+                }
+                if leading {
+                    self.stand_down();
+                }
+                LeadStep::Unreachable
+            }
+        }
+    }
+
+    fn take_office(&self, epoch: i64, attempt: DateTime<Utc>) {
         let leadership = Leadership {
             epoch,
             leader_id: self.lock.id().to_owned(),
@@ -259,18 +309,27 @@ impl Scheduler {
         metrics::gauge!("nexus_scheduler_is_leader").set(1.0);
         self.term.send_replace(Some(Term {
             leadership,
-            valid_until: attempt + self.lock.ttl(),
+            valid_until: attempt + self.ttl(),
         }));
     }
 
-    /// Extends the term without waking the fire loop (nothing it acts on has changed).
-    fn extend(&self, attempt: Instant) {
+    /// Extends the term; wakes the fire loop only if the term had lapsed (it waits for a
+    /// renewal then), since nothing else it acts on has changed.
+    fn extend(&self, attempt: DateTime<Utc>) -> LeadStep {
+        let until = attempt + self.ttl();
+        let mut epoch = 0;
         self.term.send_if_modified(|term| {
-            if let Some(term) = term {
-                term.valid_until = attempt + self.lock.ttl();
-            }
-            false
+            let Some(term) = term else { return false };
+            let lapsed = term.valid_until <= attempt;
+            term.valid_until = until;
+            epoch = term.leadership.epoch;
+            lapsed
         });
+        LeadStep::Renewed(epoch)
+    }
+
+    fn ttl(&self) -> TimeDelta {
+        TimeDelta::from_std(self.lock.ttl()).unwrap_or(TimeDelta::seconds(10))
     }
 
     fn stand_down(&self) {

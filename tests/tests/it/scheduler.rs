@@ -5,7 +5,12 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use nexus_shared::{Clock as _, ManualClock, clock::SharedClock, store::Leadership};
+use nexus_scheduler::LeadStep;
+use nexus_shared::{
+    Clock as _, ManualClock,
+    clock::SharedClock,
+    store::{Leadership, Refusal},
+};
 use nexus_tests::{Options, Team, TestApp, eventually, str_at};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -962,4 +967,65 @@ async fn a_fire_is_on_time_up_to_the_grace_and_missed_past_it() {
             Some("missed_schedule".to_owned())
         )]
     );
+}
+
+#[tokio::test]
+async fn leadership_steps_on_the_injected_clock_lapse_a_term_and_fence_off_its_writes() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let (app, clock) = app_at("2026-11-29T09:00:58Z").await;
+    let routine = every_minute_after_epoch(&app, 20).await;
+    let ttl = Duration::from_secs(10);
+    let (a, b) = (app.scheduler("a", ttl), app.scheduler("b", ttl));
+    assert_eq!(a.lead_once().await, LeadStep::TookOffice(21));
+    assert_eq!(b.lead_once().await, LeadStep::Following);
+    assert_eq!(a.lead_once().await, LeadStep::Renewed(21));
+    let held = a.leadership().expect("a leads");
+
+    // 09:01:01, inside the term (until 09:01:08): a fires the minute.
+    clock.set(utc("2026-11-29T09:01:01Z"));
+    assert!(a.is_leader());
+    a.fire_once(&held).await.expect("a fires");
+    assert_eq!(runs(&app, &routine).await.len(), 1);
+
+    // a stops renewing (a paused process): its term lapses on the clock, with no real wait.
+    clock.advance(TimeDelta::seconds(7));
+    assert!(!a.is_leader(), "the term lapsed at 09:01:08");
+    assert!(a.leadership().is_none());
+    // Its Redis lease runs out too (in Redis's own time; removed here rather than waited for),
+    // and at the next minute b takes office with the next epoch.
+    let redis = redis::Client::open(nexus_tests::redis_url()).expect("redis url");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{}:scheduler:leader", app.config.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    clock.set(utc("2026-11-29T09:02:01Z"));
+    assert_eq!(b.lead_once().await, LeadStep::TookOffice(22));
+    b.fire_once(&b.leadership().expect("b leads"))
+        .await
+        .expect("b fires");
+
+    // a wakes up and writes with its old term: fenced off by the database, then it stands down.
+    let refused = a.fire_once(&held).await.expect_err("a was deposed");
+    assert!(
+        matches!(
+            refused,
+            nexus_shared::store::StoreError::Refused(Refusal::Deposed { current: 22 })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(a.lead_once().await, LeadStep::Following);
+    assert!(!a.is_leader());
+    let fired: BTreeSet<String> = runs(&app, &routine)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(fired.len(), 2, "09:01 and 09:02, once each: {fired:?}");
+    assert_eq!(epoch(&app).await, 22);
 }

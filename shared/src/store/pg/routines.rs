@@ -7,13 +7,12 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{
-    PgStore, company_exists, issues::ensure_assignable, triggers::reschedule_routine_triggers,
-};
+use super::{PgStore, company_exists, fires::withdraw_prepared, issues::ensure_assignable};
 use crate::{
     engine::refusal::{RoutineAttempt, routine_allows},
     model::{
@@ -23,7 +22,7 @@ use crate::{
     store::{
         NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
         routines::{RoutineRow, routine_change_details},
-        triggers::TriggerRow,
+        triggers::{TriggerRow, next_fire},
     },
 };
 
@@ -78,6 +77,38 @@ pub(crate) async fn fetch_routines(
         .await?
     };
     Ok(rows)
+}
+
+/// Sets `next_run_at` of every schedule trigger of a routine: the next fire after `now` for the
+/// enabled ones when `active`, otherwise `NULL`.
+pub(crate) async fn reschedule_routine_triggers(
+    conn: &mut PgConnection,
+    routine_id: Uuid,
+    active: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let schedules = sqlx::query!(
+        r#"SELECT id, enabled, cron_expression AS "cron!", timezone AS "zone!" FROM routine_triggers
+           WHERE routine_id = $1 AND kind = 'schedule' FOR UPDATE"#,
+        routine_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let ids: Vec<Uuid> = schedules.iter().map(|t| t.id).collect();
+    withdraw_prepared(&mut *conn, &ids, now).await?;
+    for trigger in schedules {
+        let next = (active && trigger.enabled)
+            .then(|| next_fire(&trigger.cron, &trigger.zone, now))
+            .flatten();
+        sqlx::query!(
+            "UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1",
+            trigger.id,
+            next
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 impl PgStore {

@@ -545,3 +545,28 @@ async fn remember_signature(
     .await?;
     Ok(())
 }
+
+impl PgStore {
+    /// Whether webhook trigger `trigger_id` has accepted a call with signature `mac` that is
+    /// still remembered (see `webhook_signatures`).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
+        signature_taken(&mut *self.pool.acquire().await?, trigger_id, &mac).await
+    }
+
+    /// Deletes remembered signatures whose time is up.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge_signatures(&self) -> StoreResult<u64> {
+        let deleted = sqlx::query!(
+            "DELETE FROM webhook_signatures WHERE expires_at <= $1",
+            self.now().timestamp()
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+}

@@ -3,7 +3,6 @@
 //! routine is active; enabling it or resuming the routine computes the next fire from the
 //! current time (no catch-up of the time spent disabled or paused).
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -28,38 +27,6 @@ use crate::{
         webhook_url,
     },
 };
-
-/// Sets `next_run_at` of every schedule trigger of a routine: the next fire after `now` for the
-/// enabled ones when `active`, otherwise `NULL`.
-pub(crate) async fn reschedule_routine_triggers(
-    conn: &mut PgConnection,
-    routine_id: Uuid,
-    active: bool,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let schedules = sqlx::query!(
-        r#"SELECT id, enabled, cron_expression AS "cron!", timezone AS "zone!" FROM routine_triggers
-           WHERE routine_id = $1 AND kind = 'schedule' FOR UPDATE"#,
-        routine_id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let ids: Vec<Uuid> = schedules.iter().map(|t| t.id).collect();
-    withdraw_prepared(&mut *conn, &ids, now).await?;
-    for trigger in schedules {
-        let next = (active && trigger.enabled)
-            .then(|| next_fire(&trigger.cron, &trigger.zone, now))
-            .flatten();
-        sqlx::query!(
-            "UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1",
-            trigger.id,
-            next
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
 
 /// The routine of a trigger, locked for update (the routine row first, always before the
 /// trigger row, so trigger changes and dispatches take locks in one order); refused when the

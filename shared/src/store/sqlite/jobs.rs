@@ -336,26 +336,6 @@ impl SqliteStore {
         Ok(report)
     }
 
-    /// See [`crate::store::Storage::signature_seen`].
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
-        super::runs::signature_taken(&mut *self.pool.acquire().await?, trigger_id, &mac).await
-    }
-
-    /// See [`crate::store::Storage::purge_signatures`].
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn purge_signatures(&self) -> StoreResult<u64> {
-        let deleted = sqlx::query("DELETE FROM webhook_signatures WHERE expires_at <= ?1")
-            .bind(self.now().timestamp())
-            .execute(&self.pool)
-            .await?;
-        Ok(deleted.rows_affected())
-    }
-
     /// See [`crate::store::Storage::queue_depth`].
     ///
     /// # Errors

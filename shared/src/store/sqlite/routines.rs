@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, company_exists, record, triggers::reschedule_routine_triggers};
+use super::{SqliteStore, company_exists, fires::withdraw_prepared, record};
 use crate::{
     engine::refusal::{RoutineAttempt, assignable, routine_allows},
     model::{
@@ -17,7 +18,7 @@ use crate::{
     store::{
         NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
         routines::{RoutineRow, routine_change_details},
-        triggers::TriggerRow,
+        triggers::{TriggerRow, next_fire},
     },
 };
 
@@ -92,6 +93,33 @@ pub(super) async fn ensure_references(
         if !found {
             return Err(StoreError::InvalidReference { field });
         }
+    }
+    Ok(())
+}
+
+pub(super) async fn reschedule_routine_triggers(
+    conn: &mut SqliteConnection,
+    routine_id: Uuid,
+    active: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let schedules = sqlx::query_as::<_, (Uuid, bool, String, String)>(
+        "SELECT id, enabled, cron_expression, timezone FROM routine_triggers
+         WHERE routine_id = ?1 AND kind = 'schedule'",
+    )
+    .bind(routine_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, enabled, cron, zone) in schedules {
+        withdraw_prepared(&mut *conn, id, now).await?;
+        let next = (active && enabled)
+            .then(|| next_fire(&cron, &zone, now))
+            .flatten();
+        sqlx::query("UPDATE routine_triggers SET next_run_at = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(next)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

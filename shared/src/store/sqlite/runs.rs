@@ -315,3 +315,25 @@ impl SqliteStore {
         Ok(rows.into_iter().map(Run::from).collect())
     }
 }
+
+impl SqliteStore {
+    /// See [`crate::store::Storage::signature_seen`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
+        signature_taken(&mut *self.pool.acquire().await?, trigger_id, &mac).await
+    }
+
+    /// See [`crate::store::Storage::purge_signatures`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge_signatures(&self) -> StoreResult<u64> {
+        let deleted = sqlx::query("DELETE FROM webhook_signatures WHERE expires_at <= ?1")
+            .bind(self.now().timestamp())
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+}

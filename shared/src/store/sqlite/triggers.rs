@@ -1,7 +1,6 @@
 //! Triggers of routines on SQLite. A schedule trigger has a `next_run_at` only while it is
 //! enabled and its routine active, computed from the current time (no catch-up of paused time).
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -21,33 +20,6 @@ use crate::{
         webhook_url,
     },
 };
-
-pub(super) async fn reschedule_routine_triggers(
-    conn: &mut SqliteConnection,
-    routine_id: Uuid,
-    active: bool,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let schedules = sqlx::query_as::<_, (Uuid, bool, String, String)>(
-        "SELECT id, enabled, cron_expression, timezone FROM routine_triggers
-         WHERE routine_id = ?1 AND kind = 'schedule'",
-    )
-    .bind(routine_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    for (id, enabled, cron, zone) in schedules {
-        withdraw_prepared(&mut *conn, id, now).await?;
-        let next = (active && enabled)
-            .then(|| next_fire(&cron, &zone, now))
-            .flatten();
-        sqlx::query("UPDATE routine_triggers SET next_run_at = ?2 WHERE id = ?1")
-            .bind(id)
-            .bind(next)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
 
 async fn changeable_routine_of(
     conn: &mut SqliteConnection,
