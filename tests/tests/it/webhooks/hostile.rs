@@ -1,0 +1,155 @@
+//! A property test of hostile input to the public endpoint.
+
+use super::*;
+
+/// Random hostile requests, to the trigger's public id or to a mangled one: never a 5xx, and a
+/// run only for a validly authenticated request to the real id.
+#[test]
+fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
+    nexus_tests::needs_postgres_rows!();
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if !runtime.block_on(nexus_tests::servers_available()) {
+        nexus_tests::backends::skipped(nexus_tests::backends::SERVERS_MISSING);
+        return;
+    }
+    let (app, hook) = runtime.block_on(async {
+        let app = TestApp::spawn_with(Options {
+            env: vec![
+                ("NEXUS_WEBHOOK_RATE_PER_SEC", "1000000".to_owned()),
+                ("NEXUS_WEBHOOK_BURST", "1000000".to_owned()),
+            ],
+            ..Default::default()
+        })
+        .await;
+        let team = app.seed_team().await;
+        let hook = hook(&app, &team, "hmac_sha256").await;
+        (app, hook)
+    });
+    let url = on(&app, &hook.url);
+    let accepted = std::sync::atomic::AtomicI64::new(0);
+    let header_value = prop_oneof![
+        Just(String::new()),
+        "[ -~]{0,80}",
+        (0i64..3_000_000_000_000).prop_map(|n| n.to_string()),
+        "[0-9a-f]{64}",
+        "sha256=[0-9a-fA-F]{0,70}",
+    ];
+    let body = prop_oneof![
+        Just(Vec::new()),
+        proptest::collection::vec(any::<u8>(), 0..300),
+        "\\{\"[a-z]{1,5}\":[0-9]{1,4}\\}".prop_map(String::into_bytes),
+        Just(b"[1]".to_vec()),
+    ];
+    let content_type = prop_oneof![
+        Just(None),
+        Just(Some("application/json")),
+        Just(Some("text/plain")),
+        Just(Some("application/json; charset=utf-8"))
+    ];
+    // How the request is signed: 0 not at all, 1 random headers, 2 valid, 3 valid but skewed too far, 4 valid for another body.
+    // Where it goes: the real public id (most often), or a printable string, a hostile
+    // percent-encoded byte sequence, the real id altered by one character, or a very long id.
+    let public_id = url
+        .split("/public/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a public id")
+        .to_owned();
+    let path = prop_oneof![
+        4 => Just(None),
+        1 => "[ -~]{0,100}".prop_map(Some),
+        1 => prop_oneof![Just("%00"), Just("%ff%fe"), Just("%ED%A0%80"), Just("a%2Fb"), Just("..")]
+            .prop_map(|s| Some(s.to_owned())),
+        1 => (0usize..22, "[A-Za-z0-9_-]").prop_map({
+            let public_id = public_id.clone();
+            move |(at, c)| {
+                let mut altered: Vec<char> = public_id.chars().collect();
+                let at = at.min(altered.len().saturating_sub(1));
+                altered[at] = c.chars().next().unwrap_or('x');
+                Some(altered.into_iter().collect::<String>())
+            }
+        }),
+        1 => (1usize..6000).prop_map(|n| Some("A".repeat(n))),
+    ];
+    let strategy = (
+        (0u8..5, path),
+        header_value.clone(),
+        header_value,
+        body,
+        content_type,
+        -200i64..200,
+    );
+    let config = ProptestConfig {
+        cases: 2_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(((how, path), ts_header, sig_header, body, content_type, skew) in strategy)| {
+        let now = chrono::Utc::now().timestamp();
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        let mut valid = false;
+        match how {
+            1 => {
+                headers.push(("x-paperclip-timestamp", ts_header));
+                headers.push(("x-paperclip-signature", sig_header));
+            }
+            2 => {
+                headers = signed(&hook.secret, now + skew / 10, &body);
+                headers.retain(|(name, _)| *name != "content-type");
+                valid = true;
+            }
+            3 => {
+                let far = now + if skew >= 0 { 65 + skew } else { skew - 65 };
+                headers = signed(&hook.secret, far, &body);
+                headers.retain(|(name, _)| *name != "content-type");
+            }
+            4 => {
+                headers = signed(&hook.secret, now, b"{\"other\":true}");
+                headers.retain(|(name, _)| *name != "content-type");
+            }
+            _ => {}
+        }
+        if let Some(content_type) = content_type {
+            headers.push(("content-type", content_type.to_owned()));
+        }
+        let (target, real) = match &path {
+            None => (url.clone(), true),
+            Some(other) => {
+                let encoded: String = other
+                    .chars()
+                    .map(|c| match c {
+                        'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '%' | '.' => c.to_string(),
+                        c => format!("%{:02X}", u32::from(c)),
+                    })
+                    .collect();
+                (url.replacen(&public_id, &encoded, 1), *other == public_id)
+            }
+        };
+        let sent = runtime.block_on(send(&target, &headers, body));
+        prop_assert!(sent.status < 500, "5xx: {} {}", sent.status, sent.body);
+        prop_assert!(sent.status >= 400 || sent.status == 202, "answered {}", sent.status);
+        if sent.status == 202 {
+            prop_assert!(valid && real, "a run without a valid signature to the real id");
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if !real {
+            prop_assert!(matches!(sent.status, 400 | 404 | 405), "another id answered {}", sent.status);
+        } else if !valid {
+            prop_assert!(matches!(sent.status, 401), "unsigned request answered {}", sent.status);
+        }
+    });
+    let runs = runtime.block_on(run_count(&app, &hook.routine));
+    assert_eq!(runs, accepted.load(std::sync::atomic::Ordering::SeqCst));
+    // The inputs are random: about a quarter are valid calls to the real id (49 to 70 seen);
+    // the bound only proves that the accepting path was exercised, well below what chance gives.
+    assert!(
+        runs >= 20,
+        "the property test exercised the accepting path ({runs} runs)"
+    );
+    runtime.block_on(async move { drop(app) });
+}
