@@ -6,12 +6,14 @@
 //!   each run of a batch.
 //! - [`fires`]: which fires of the due schedule triggers are on time, prepared ahead or
 //!   missed, what the catch-up policy makes of the missed ones, and each trigger's next fire.
+//! - [`lifecycle`]: what a change of state carries along (a closed issue ends its run).
 //! - [`render`]: what a routine's title and description templates become for one run.
 //! - [`tasks`]: queued work as one type, parsed once, and what a failed attempt leads to.
 //! - [`refusal`]: every refusal, with its error code, and the lifecycle rules that refuse.
 
 pub mod dispatch;
 pub mod fires;
+pub mod lifecycle;
 pub mod refusal;
 pub mod render;
 pub mod tasks;

@@ -1,8 +1,19 @@
-//! The audit log: an entry as every backend writes it.
+//! The audit log: an entry as every backend writes it, and the entry of each mutation.
 
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::model::Actor;
+use super::{
+    AgentChanges, TriggerChanges,
+    routines::{RoutineRow, routine_change_details},
+};
+use crate::{
+    model::{
+        Actor, AgentStatus, Company, Goal, HeartbeatStatus, Issue, Label, Project, ReplayWindow,
+        Title, Trigger, TriggerKind,
+    },
+    schedule::{CronExpression, TimeZone},
+};
 
 /// One mutation to record.
 #[derive(Debug)]
@@ -19,4 +30,285 @@ pub struct NewActivity<'a> {
     pub entity_id: Uuid,
     /// Details of the change (never a secret).
     pub details: serde_json::Value,
+}
+
+/// The entry of each mutation, spelled once for every backend: the action, the kind of thing,
+/// and what its details say.
+impl NewActivity<'static> {
+    fn entry(
+        company_id: Uuid,
+        actor: Actor,
+        action: &'static str,
+        entity: (&'static str, Uuid),
+        details: serde_json::Value,
+    ) -> Self {
+        Self {
+            company_id,
+            actor,
+            action,
+            entity_type: entity.0,
+            entity_id: entity.1,
+            details,
+        }
+    }
+
+    /// `company.created`.
+    pub(crate) fn company_created(company: &Company, actor: Actor) -> Self {
+        let details = json!({ "name": company.name });
+        Self::entry(
+            company.id,
+            actor,
+            "company.created",
+            ("company", company.id),
+            details,
+        )
+    }
+
+    /// `project.created`.
+    pub(crate) fn project_created(company_id: Uuid, project: &Project, actor: Actor) -> Self {
+        let details = json!({ "name": project.name });
+        Self::entry(
+            company_id,
+            actor,
+            "project.created",
+            ("project", project.id),
+            details,
+        )
+    }
+
+    /// `goal.created`.
+    pub(crate) fn goal_created(company_id: Uuid, goal: &Goal, actor: Actor) -> Self {
+        let details = json!({ "title": goal.title });
+        Self::entry(
+            company_id,
+            actor,
+            "goal.created",
+            ("goal", goal.id),
+            details,
+        )
+    }
+
+    /// `agent.created`, with its first key.
+    pub(crate) fn agent_created(
+        company_id: Uuid,
+        agent_id: Uuid,
+        (name, wakeup_kind): (&str, &str),
+        key_id: Uuid,
+        actor: Actor,
+    ) -> Self {
+        let details = json!({ "name": name, "wakeup": wakeup_kind, "keyId": key_id });
+        Self::entry(
+            company_id,
+            actor,
+            "agent.created",
+            ("agent", agent_id),
+            details,
+        )
+    }
+
+    /// `agent.updated`: the fields changed (a status as `{from, to}`).
+    pub(crate) fn agent_updated(
+        (company_id, agent_id): (Uuid, Uuid),
+        before: AgentStatus,
+        changes: &AgentChanges,
+        wakeup_kind: Option<&str>,
+        actor: Actor,
+    ) -> Self {
+        let details = json!({
+            "name": changes.name.as_ref().map(Title::as_str),
+            "status": changes.status.map(|s| json!({ "from": before, "to": s })),
+            "wakeup": wakeup_kind,
+        });
+        Self::entry(
+            company_id,
+            actor,
+            "agent.updated",
+            ("agent", agent_id),
+            details,
+        )
+    }
+
+    /// `agent_key.created`.
+    pub(crate) fn agent_key_created(
+        company_id: Uuid,
+        agent_id: Uuid,
+        key_id: Uuid,
+        actor: Actor,
+    ) -> Self {
+        let details = json!({ "keyId": key_id });
+        Self::entry(
+            company_id,
+            actor,
+            "agent_key.created",
+            ("agent", agent_id),
+            details,
+        )
+    }
+
+    /// `agent_key.revoked`.
+    pub(crate) fn agent_key_revoked(
+        company_id: Uuid,
+        agent_id: Uuid,
+        key_id: Uuid,
+        actor: Actor,
+    ) -> Self {
+        let details = json!({ "keyId": key_id });
+        Self::entry(
+            company_id,
+            actor,
+            "agent_key.revoked",
+            ("agent", agent_id),
+            details,
+        )
+    }
+
+    /// `trigger.created`.
+    pub(crate) fn trigger_created(company_id: Uuid, trigger: &Trigger, actor: Actor) -> Self {
+        let details = json!({ "routineId": trigger.routine_id, "kind": trigger.kind() });
+        Self::entry(
+            company_id,
+            actor,
+            "trigger.created",
+            ("routine_trigger", trigger.id),
+            details,
+        )
+    }
+
+    /// `trigger.updated`: the fields the change named.
+    pub(crate) fn trigger_updated(
+        company_id: Uuid,
+        (routine_id, trigger_id): (Uuid, Uuid),
+        changes: &TriggerChanges,
+        actor: Actor,
+    ) -> Self {
+        let details = json!({
+            "routineId": routine_id,
+            "label": changes.label.as_ref().map(Label::as_str),
+            "enabled": changes.enabled,
+            "cronExpression": changes.cron.as_ref().map(CronExpression::as_str),
+            "timezone": changes.zone.map(TimeZone::name),
+            "signingMode": changes.signing_mode,
+            "replayWindowSec": changes.replay_window.map(ReplayWindow::get),
+        });
+        Self::entry(
+            company_id,
+            actor,
+            "trigger.updated",
+            ("routine_trigger", trigger_id),
+            details,
+        )
+    }
+
+    /// `trigger.deleted`.
+    pub(crate) fn trigger_deleted(
+        company_id: Uuid,
+        (routine_id, trigger_id): (Uuid, Uuid),
+        kind: TriggerKind,
+        actor: Actor,
+    ) -> Self {
+        let details = json!({ "routineId": routine_id, "kind": kind });
+        Self::entry(
+            company_id,
+            actor,
+            "trigger.deleted",
+            ("routine_trigger", trigger_id),
+            details,
+        )
+    }
+
+    /// `trigger.secret_rotated` (never the secret).
+    pub(crate) fn trigger_secret_rotated(
+        company_id: Uuid,
+        (routine_id, trigger_id): (Uuid, Uuid),
+        actor: Actor,
+    ) -> Self {
+        let details = json!({ "routineId": routine_id });
+        let entity = ("routine_trigger", trigger_id);
+        Self::entry(company_id, actor, "trigger.secret_rotated", entity, details)
+    }
+
+    /// `routine.created`.
+    pub(crate) fn routine_created(routine: &RoutineRow, actor: Actor) -> Self {
+        let details =
+            json!({ "title": routine.title, "assigneeAgentId": routine.assignee_agent_id });
+        Self::entry(
+            routine.company_id,
+            actor,
+            "routine.created",
+            ("routine", routine.id),
+            details,
+        )
+    }
+
+    /// `routine.updated`: the fields the change altered.
+    pub(crate) fn routine_updated(before: &RoutineRow, after: &RoutineRow, actor: Actor) -> Self {
+        let details = routine_change_details(before, after);
+        Self::entry(
+            after.company_id,
+            actor,
+            "routine.updated",
+            ("routine", after.id),
+            details,
+        )
+    }
+
+    /// `issue.created`.
+    pub(crate) fn issue_created(issue: &Issue, actor: Actor) -> Self {
+        let details = json!({ "title": issue.title, "assigneeAgentId": issue.assignee_agent_id });
+        Self::entry(
+            issue.company_id,
+            actor,
+            "issue.created",
+            ("issue", issue.id),
+            details,
+        )
+    }
+
+    /// `issue.status_changed`, with the change as its history records it.
+    pub(crate) fn issue_status_changed(
+        issue: &Issue,
+        change: serde_json::Value,
+        actor: Actor,
+    ) -> Self {
+        Self::entry(
+            issue.company_id,
+            actor,
+            "issue.status_changed",
+            ("issue", issue.id),
+            change,
+        )
+    }
+
+    /// `heartbeat_run.claimed`.
+    pub(crate) fn heartbeat_claimed(
+        company_id: Uuid,
+        (run_id, issue_id): (Uuid, Uuid),
+        actor: Actor,
+    ) -> Self {
+        let details = json!({ "issueId": issue_id });
+        Self::entry(
+            company_id,
+            actor,
+            "heartbeat_run.claimed",
+            ("heartbeat_run", run_id),
+            details,
+        )
+    }
+
+    /// `heartbeat_run.finished`.
+    pub(crate) fn heartbeat_finished(
+        company_id: Uuid,
+        run_id: Uuid,
+        status: HeartbeatStatus,
+        actor: Actor,
+    ) -> Self {
+        let details = json!({ "status": status });
+        Self::entry(
+            company_id,
+            actor,
+            "heartbeat_run.finished",
+            ("heartbeat_run", run_id),
+            details,
+        )
+    }
 }

@@ -1,7 +1,6 @@
 //! Agents and their API keys.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -62,14 +61,13 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let key = self.insert_key(&mut tx, company_id, id, now).await?;
-        NewActivity {
+        NewActivity::agent_created(
             company_id,
+            id,
+            (row.name.as_str(), row.wakeup_kind.as_str()),
+            key.id,
             actor,
-            action: "agent.created",
-            entity_type: "agent",
-            entity_id: id,
-            details: json!({ "name": row.name, "wakeup": row.wakeup_kind, "keyId": key.id }),
-        }
+        )
         .record(&mut tx, now)
         .await?;
         tx.commit().await?;
@@ -173,18 +171,13 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        NewActivity {
-            company_id: current.company_id,
+        NewActivity::agent_updated(
+            (current.company_id, id),
+            current.status,
+            &changes,
+            wakeup_kind,
             actor,
-            action: "agent.updated",
-            entity_type: "agent",
-            entity_id: id,
-            details: json!({
-                "name": changes.name.as_ref().map(Title::as_str),
-                "status": changes.status.map(|s| json!({ "from": current.status, "to": s })),
-                "wakeup": wakeup_kind,
-            }),
-        }
+        )
         .record(&mut tx, now)
         .await?;
         tx.commit().await?;
@@ -212,16 +205,9 @@ impl PgStore {
         let key = self
             .insert_key(&mut tx, agent.company_id, agent_id, now)
             .await?;
-        NewActivity {
-            company_id: agent.company_id,
-            actor,
-            action: "agent_key.created",
-            entity_type: "agent",
-            entity_id: agent_id,
-            details: json!({ "keyId": key.id }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::agent_key_created(agent.company_id, agent_id, key.id, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(key)
     }
@@ -257,16 +243,9 @@ impl PgStore {
             )
             .execute(&mut *tx)
             .await?;
-            NewActivity {
-                company_id: key.company_id,
-                actor,
-                action: "agent_key.revoked",
-                entity_type: "agent",
-                entity_id: agent_id,
-                details: json!({ "keyId": key_id }),
-            }
-            .record(&mut tx, now)
-            .await?;
+            NewActivity::agent_key_revoked(key.company_id, agent_id, key_id, actor)
+                .record(&mut tx, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -1,6 +1,5 @@
 //! Companies, projects and goals: the simple resources every routine and issue refers to.
 
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{PgStore, company_exists};
@@ -25,16 +24,9 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        NewActivity {
-            company_id: company.id,
-            actor,
-            action: "company.created",
-            entity_type: "company",
-            entity_id: company.id,
-            details: json!({ "name": company.name }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::company_created(&company, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(company)
     }
@@ -93,16 +85,9 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        NewActivity {
-            company_id,
-            actor,
-            action: "project.created",
-            entity_type: "project",
-            entity_id: project.id,
-            details: json!({ "name": project.name }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::project_created(company_id, &project, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(project)
     }
@@ -148,16 +133,9 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        NewActivity {
-            company_id,
-            actor,
-            action: "goal.created",
-            entity_type: "goal",
-            entity_id: goal.id,
-            details: json!({ "title": goal.title }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::goal_created(company_id, &goal, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(goal)
     }

@@ -3,7 +3,6 @@
 //! `timed_out` or `cancelled`.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
@@ -178,16 +177,9 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::from(Refusal::HeartbeatNotQueued))?;
-        NewActivity {
-            company_id: row.company_id,
-            actor,
-            action: "heartbeat_run.claimed",
-            entity_type: "heartbeat_run",
-            entity_id: id,
-            details: json!({ "issueId": row.issue_id }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::heartbeat_claimed(row.company_id, (id, row.issue_id), actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(row.into())
     }
@@ -222,16 +214,9 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::from(Refusal::HeartbeatNotRunning))?;
-        NewActivity {
-            company_id: row.company_id,
-            actor,
-            action: "heartbeat_run.finished",
-            entity_type: "heartbeat_run",
-            entity_id: id,
-            details: json!({ "status": final_status }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::heartbeat_finished(row.company_id, id, final_status, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(row.into())
     }

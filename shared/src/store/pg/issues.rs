@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{PgStore, company_exists};
 use crate::{
-    engine::{dispatch::NewHeartbeat, refusal::assignable},
+    engine::{dispatch::NewHeartbeat, lifecycle::run_after_issue, refusal::assignable},
     model::{
         Actor, ActorType, AgentStatus, HeartbeatContext, Issue, IssueEvent, IssueEventType,
         IssueStatus, IssueWithEvents, Priority,
@@ -88,16 +88,9 @@ impl PgStore {
             .insert(&mut tx, now)
             .await?;
         }
-        NewActivity {
-            company_id,
-            actor,
-            action: "issue.created",
-            entity_type: "issue",
-            entity_id: issue.id,
-            details: json!({ "title": issue.title, "assigneeAgentId": issue.assignee_agent_id }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::issue_created(&issue, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(issue)
     }
@@ -187,20 +180,16 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        // The run that created the issue follows it: done → completed, cancelled → failed.
-        if let (Some(run_id), true) = (issue.origin_run_id, status.is_closed()) {
-            let (run_status, failure) = if status == IssueStatus::Done {
-                ("completed", None)
-            } else {
-                ("failed", Some("the execution issue was cancelled"))
-            };
+        // The run that created the issue follows it (see `engine::lifecycle`).
+        if let (Some(run_id), Some(ending)) = (issue.origin_run_id, run_after_issue(status)) {
             sqlx::query!(
-                "UPDATE routine_runs SET status = $2, reason = CASE WHEN $2 = 'failed' THEN 'issue_cancelled' END,
-                                         failure_reason = $3, completed_at = $4, updated_at = $4
+                "UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
+                                         completed_at = $5, updated_at = $5
                  WHERE id = $1 AND status = 'issue_created'",
                 run_id,
-                run_status,
-                failure,
+                ending.status.as_str(),
+                ending.reason,
+                ending.failure,
                 now,
             )
             .execute(&mut *tx)
@@ -216,16 +205,9 @@ impl PgStore {
             now,
         )
         .await?;
-        NewActivity {
-            company_id: issue.company_id,
-            actor,
-            action: "issue.status_changed",
-            entity_type: "issue",
-            entity_id: id,
-            details: change,
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::issue_status_changed(&issue, change, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(issue)
     }

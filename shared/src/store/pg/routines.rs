@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ use crate::{
     },
     store::{
         NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
-        routines::{RoutineRow, routine_change_details},
+        routines::RoutineRow,
         triggers::{TriggerRow, next_fire},
     },
 };
@@ -159,16 +158,9 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from_reference_violation)?;
-        NewActivity {
-            company_id,
-            actor,
-            action: "routine.created",
-            entity_type: "routine",
-            entity_id: row.id,
-            details: json!({ "title": row.title, "assigneeAgentId": row.assignee_agent_id }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::routine_created(&row, actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         Ok(row.with_triggers(Vec::new()))
     }
@@ -298,16 +290,9 @@ impl PgStore {
             reschedule_routine_triggers(&mut tx, id, row.status == RoutineStatus::Active, now)
                 .await?;
         }
-        NewActivity {
-            company_id: row.company_id,
-            actor,
-            action: "routine.updated",
-            entity_type: "routine",
-            entity_id: id,
-            details: routine_change_details(&current, &row),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::routine_updated(&current, &row, actor)
+            .record(&mut tx, now)
+            .await?;
         let triggers = self
             .triggers_of(&mut tx, &[id])
             .await?

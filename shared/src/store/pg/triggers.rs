@@ -3,7 +3,6 @@
 //! routine is active; enabling it or resuming the routine computes the next fire from the
 //! current time (no catch-up of the time spent disabled or paused).
 
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -18,7 +17,6 @@ use crate::{
     model::{
         Actor, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig, TriggerKind,
     },
-    schedule::{CronExpression, TimeZone},
     store::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
         TriggerInRoutine, WEBHOOK_SECRET_PREFIX, new_id,
@@ -129,16 +127,9 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let trigger = row.into_trigger(&self.public_url, now);
-        NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.created",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({ "routineId": routine_id, "kind": trigger.kind() }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::trigger_created(routine.company_id, &trigger, actor)
+            .record(&mut tx, now)
+            .await?;
         announce_trigger_change(&mut tx).await?;
         tx.commit().await?;
         let material = secret.map(|webhook_secret| SecretMaterial {
@@ -277,24 +268,9 @@ impl PgStore {
             .await?;
         }
         let trigger = row.into_trigger(&self.public_url, now);
-        NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.updated",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({
-                "routineId": routine_id,
-                "label": changes.label.as_ref().map(Label::as_str),
-                "enabled": changes.enabled,
-                "cronExpression": changes.cron.as_ref().map(CronExpression::as_str),
-                "timezone": changes.zone.map(TimeZone::name),
-                "signingMode": changes.signing_mode,
-                "replayWindowSec": changes.replay_window.map(ReplayWindow::get),
-            }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::trigger_updated(routine.company_id, (routine_id, id), &changes, actor)
+            .record(&mut tx, now)
+            .await?;
         announce_trigger_change(&mut tx).await?;
         tx.commit().await?;
         Ok(trigger)
@@ -331,16 +307,9 @@ impl PgStore {
         sqlx::query!("DELETE FROM webhook_signatures WHERE trigger_id = $1", id)
             .execute(&mut *tx)
             .await?;
-        NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.deleted",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({ "routineId": routine_id, "kind": kind }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::trigger_deleted(routine.company_id, (routine_id, id), kind, actor)
+            .record(&mut tx, now)
+            .await?;
         announce_trigger_change(&mut tx).await?;
         tx.commit().await?;
         Ok(())
@@ -378,16 +347,9 @@ impl PgStore {
         .await?
         .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
         let trigger = row.into_trigger(&self.public_url, now);
-        NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.secret_rotated",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({ "routineId": routine_id }),
-        }
-        .record(&mut tx, now)
-        .await?;
+        NewActivity::trigger_secret_rotated(routine.company_id, (routine_id, id), actor)
+            .record(&mut tx, now)
+            .await?;
         tx.commit().await?;
         let webhook_url = match &trigger.config {
             TriggerConfig::Webhook { webhook_url, .. } => webhook_url.clone(),

@@ -1,7 +1,6 @@
 //! Agents and their API keys on SQLite.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -62,14 +61,13 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let key = self.insert_key(&mut tx, company_id, id, now).await?;
-        let entry = NewActivity {
+        let entry = NewActivity::agent_created(
             company_id,
+            id,
+            (row.name.as_str(), row.wakeup_kind.as_str()),
+            key.id,
             actor,
-            action: "agent.created",
-            entity_type: "agent",
-            entity_id: id,
-            details: json!({ "name": row.name, "wakeup": row.wakeup_kind, "keyId": key.id }),
-        };
+        );
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(CreatedAgent {
@@ -167,18 +165,8 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let entry = NewActivity {
-            company_id,
-            actor,
-            action: "agent.updated",
-            entity_type: "agent",
-            entity_id: id,
-            details: json!({
-                "name": changes.name.as_ref().map(Title::as_str),
-                "status": changes.status.map(|s| json!({ "from": status, "to": s })),
-                "wakeup": wakeup_kind,
-            }),
-        };
+        let entry =
+            NewActivity::agent_updated((company_id, id), status, &changes, wakeup_kind, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(UpdatedAgent {
@@ -203,14 +191,7 @@ impl SqliteStore {
         .ok_or(StoreError::NotFound)?;
         agent_allows(status, AgentAttempt::IssueKey)?;
         let key = self.insert_key(&mut tx, company_id, agent_id, now).await?;
-        let entry = NewActivity {
-            company_id,
-            actor,
-            action: "agent_key.created",
-            entity_type: "agent",
-            entity_id: agent_id,
-            details: json!({ "keyId": key.id }),
-        };
+        let entry = NewActivity::agent_key_created(company_id, agent_id, key.id, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(key)
@@ -242,14 +223,7 @@ impl SqliteStore {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            let entry = NewActivity {
-                company_id,
-                actor,
-                action: "agent_key.revoked",
-                entity_type: "agent",
-                entity_id: agent_id,
-                details: json!({ "keyId": key_id }),
-            };
+            let entry = NewActivity::agent_key_revoked(company_id, agent_id, key_id, actor);
             record(&mut tx, vec![entry], now).await?;
         }
         tx.commit().await?;

@@ -1,6 +1,5 @@
 //! Companies, projects and goals on SQLite.
 
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{SqliteStore, company_exists, record};
@@ -26,14 +25,7 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let entry = NewActivity {
-            company_id: company.id,
-            actor,
-            action: "company.created",
-            entity_type: "company",
-            entity_id: company.id,
-            details: json!({ "name": company.name }),
-        };
+        let entry = NewActivity::company_created(&company, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(company)
@@ -88,14 +80,7 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let entry = NewActivity {
-            company_id,
-            actor,
-            action: "project.created",
-            entity_type: "project",
-            entity_id: project.id,
-            details: json!({ "name": project.name }),
-        };
+        let entry = NewActivity::project_created(company_id, &project, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(project)
@@ -140,14 +125,7 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let entry = NewActivity {
-            company_id,
-            actor,
-            action: "goal.created",
-            entity_type: "goal",
-            entity_id: goal.id,
-            details: json!({ "title": goal.title }),
-        };
+        let entry = NewActivity::goal_created(company_id, &goal, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(goal)

@@ -1,7 +1,6 @@
 //! Heartbeat runs on SQLite: queued for an agent, claimed, finished.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -139,14 +138,7 @@ impl SqliteStore {
         .await?
         .ok_or_else(|| StoreError::from(Refusal::HeartbeatNotQueued))?;
         let run = HeartbeatRun::from(row);
-        let entry = NewActivity {
-            company_id: run.company_id,
-            actor,
-            action: "heartbeat_run.claimed",
-            entity_type: "heartbeat_run",
-            entity_id: id,
-            details: json!({ "issueId": run.issue_id }),
-        };
+        let entry = NewActivity::heartbeat_claimed(run.company_id, (id, run.issue_id), actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(run)
@@ -180,14 +172,7 @@ impl SqliteStore {
         .await?
         .ok_or_else(|| StoreError::from(Refusal::HeartbeatNotRunning))?;
         let run = HeartbeatRun::from(row);
-        let entry = NewActivity {
-            company_id: run.company_id,
-            actor,
-            action: "heartbeat_run.finished",
-            entity_type: "heartbeat_run",
-            entity_id: id,
-            details: json!({ "status": final_status }),
-        };
+        let entry = NewActivity::heartbeat_finished(run.company_id, id, final_status, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(run)

@@ -9,6 +9,7 @@ use super::{
     SqliteStore, company_exists, heartbeats::insert_heartbeats, record, routines::ensure_assignable,
 };
 use crate::{
+    engine::lifecycle::run_after_issue,
     model::{
         Actor, HeartbeatContext, Issue, IssueEvent, IssueEventType, IssueStatus, IssueWithEvents,
     },
@@ -143,14 +144,7 @@ impl SqliteStore {
             };
             wakeups = insert_heartbeats(&mut tx, vec![heartbeat], now).await?.1;
         }
-        let entry = NewActivity {
-            company_id,
-            actor,
-            action: "issue.created",
-            entity_type: "issue",
-            entity_id: issue.id,
-            details: json!({ "title": issue.title, "assigneeAgentId": issue.assignee_agent_id }),
-        };
+        let entry = NewActivity::issue_created(&issue, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         if wakeups {
@@ -235,26 +229,17 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        // The run that created the issue follows it: done → completed, cancelled → failed.
-        if let (Some(run_id), true) = (issue.origin_run_id, status.is_closed()) {
-            let (run_status, reason, failure) = if status == IssueStatus::Done {
-                ("completed", None, None)
-            } else {
-                (
-                    "failed",
-                    Some("issue_cancelled"),
-                    Some("the execution issue was cancelled"),
-                )
-            };
+        // The run that created the issue follows it (see `engine::lifecycle`).
+        if let (Some(run_id), Some(ending)) = (issue.origin_run_id, run_after_issue(status)) {
             sqlx::query(
                 "UPDATE routine_runs SET status = ?2, reason = ?3, failure_reason = ?4,
                                          completed_at = ?5, updated_at = ?5
                  WHERE id = ?1 AND status = 'issue_created'",
             )
             .bind(run_id)
-            .bind(run_status)
-            .bind(reason)
-            .bind(failure)
+            .bind(ending.status.as_str())
+            .bind(ending.reason)
+            .bind(ending.failure)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -269,14 +254,7 @@ impl SqliteStore {
             now,
         )
         .await?;
-        let entry = NewActivity {
-            company_id: issue.company_id,
-            actor,
-            action: "issue.status_changed",
-            entity_type: "issue",
-            entity_id: id,
-            details: change,
-        };
+        let entry = NewActivity::issue_status_changed(&issue, change, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(issue)

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -17,7 +16,7 @@ use crate::{
     },
     store::{
         NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
-        routines::{RoutineRow, routine_change_details},
+        routines::RoutineRow,
         triggers::{TriggerRow, next_fire},
     },
 };
@@ -173,14 +172,7 @@ impl SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let entry = NewActivity {
-            company_id,
-            actor,
-            action: "routine.created",
-            entity_type: "routine",
-            entity_id: row.id,
-            details: json!({ "title": row.title, "assigneeAgentId": row.assignee_agent_id }),
-        };
+        let entry = NewActivity::routine_created(&row, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         Ok(row.with_triggers(Vec::new()))
@@ -309,14 +301,7 @@ impl SqliteStore {
             reschedule_routine_triggers(&mut tx, id, row.status == RoutineStatus::Active, now)
                 .await?;
         }
-        let entry = NewActivity {
-            company_id: row.company_id,
-            actor,
-            action: "routine.updated",
-            entity_type: "routine",
-            entity_id: id,
-            details: routine_change_details(&current, &row),
-        };
+        let entry = NewActivity::routine_updated(&current, &row, actor);
         record(&mut tx, vec![entry], now).await?;
         let triggers = self
             .triggers_of(&mut tx, &[id])

@@ -1,7 +1,6 @@
 //! Triggers of routines on SQLite. A schedule trigger has a `next_run_at` only while it is
 //! enabled and its routine active, computed from the current time (no catch-up of paused time).
 
-use serde_json::json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -11,7 +10,6 @@ use crate::{
     model::{
         Actor, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig, TriggerKind,
     },
-    schedule::{CronExpression, TimeZone},
     store::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
         TriggerInRoutine, WEBHOOK_SECRET_PREFIX, new_id,
@@ -103,14 +101,7 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let trigger = row.into_trigger(&self.public_url, now);
-        let entry = NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.created",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({ "routineId": routine_id, "kind": trigger.kind() }),
-        };
+        let entry = NewActivity::trigger_created(routine.company_id, &trigger, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         self.announce_triggers();
@@ -224,22 +215,8 @@ impl SqliteStore {
             .await?;
         }
         let trigger = row.into_trigger(&self.public_url, now);
-        let entry = NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.updated",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({
-                "routineId": routine_id,
-                "label": changes.label.as_ref().map(Label::as_str),
-                "enabled": changes.enabled,
-                "cronExpression": changes.cron.as_ref().map(CronExpression::as_str),
-                "timezone": changes.zone.map(TimeZone::name),
-                "signingMode": changes.signing_mode,
-                "replayWindowSec": changes.replay_window.map(ReplayWindow::get),
-            }),
-        };
+        let entry =
+            NewActivity::trigger_updated(routine.company_id, (routine_id, id), &changes, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         self.announce_triggers();
@@ -266,14 +243,7 @@ impl SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let entry = NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.deleted",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({ "routineId": routine_id, "kind": kind }),
-        };
+        let entry = NewActivity::trigger_deleted(routine.company_id, (routine_id, id), kind, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         self.announce_triggers();
@@ -308,14 +278,8 @@ impl SqliteStore {
         .await?
         .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
         let trigger = row.into_trigger(&self.public_url, now);
-        let entry = NewActivity {
-            company_id: routine.company_id,
-            actor,
-            action: "trigger.secret_rotated",
-            entity_type: "routine_trigger",
-            entity_id: id,
-            details: json!({ "routineId": routine_id }),
-        };
+        let entry =
+            NewActivity::trigger_secret_rotated(routine.company_id, (routine_id, id), actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         let webhook_url = match &trigger.config {
