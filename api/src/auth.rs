@@ -1,11 +1,12 @@
-//! Authentication (bearer tokens → [`Actor`]) and the access rules shared by the routes.
+//! Authentication (bearer tokens → [`Actor`]) and the answers to the engine's access rules
+//! (`nexus_shared::engine::access`).
 //!
 //! - No token, an unknown token, a revoked key or a terminated agent's key: 401, one body.
 //! - Anything in a company the caller cannot see: 404, so existence never leaks.
 //! - Visible but not allowed (an agent on a board-only endpoint): 403 with a sentence.
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use nexus_shared::model::Actor;
+use nexus_shared::{engine::access, model::Actor};
 use uuid::Uuid;
 
 use crate::{
@@ -54,13 +55,8 @@ impl Auth {
     /// # Errors
     /// 403 with `what` in the sentence.
     pub fn require_board(self, what: &str) -> Result<(), ApiError> {
-        if self.is_board() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "only a board token may {what}"
-            )))
-        }
+        access::board(self.0)
+            .map_err(|_| ApiError::forbidden(format!("only a board token may {what}")))
     }
 
     /// The calling agent's id; 403 for a board token.
@@ -68,10 +64,7 @@ impl Auth {
     /// # Errors
     /// 403 when the caller is not an agent.
     pub fn require_agent(self, what: &str) -> Result<Uuid, ApiError> {
-        match self.0 {
-            Actor::Agent { agent_id, .. } => Ok(agent_id),
-            _ => Err(ApiError::forbidden(format!("only an agent may {what}"))),
-        }
+        access::agent(self.0).map_err(|_| ApiError::forbidden(format!("only an agent may {what}")))
     }
 
     /// 404 unless the caller may see the company's rows.
@@ -79,11 +72,7 @@ impl Auth {
     /// # Errors
     /// 404 naming `what`.
     pub fn see(self, company_id: Uuid, what: &str) -> Result<(), ApiError> {
-        if self.0.sees_company(company_id) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(what))
-        }
+        access::sees(self.0, company_id).map_err(|_| ApiError::not_found(what))
     }
 
     /// 404 unless the company exists and the caller may see it.
@@ -104,13 +93,7 @@ impl Auth {
     /// # Errors
     /// 403 saying agents manage only their own routines.
     pub fn manage_routine(self, assignee: Uuid) -> Result<(), ApiError> {
-        if self.is_board() || self.is_agent(assignee) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
-                "an agent may only manage routines assigned to itself",
-            ))
-        }
+        access::manage_routine(self.0, assignee).map_err(|d| ApiError::forbidden(d.to_string()))
     }
 
     /// 403 when an agent tries to assign a routine to another agent.
@@ -118,24 +101,18 @@ impl Auth {
     /// # Errors
     /// 403 saying only the board reassigns.
     pub fn assign_routine_to(self, assignee: Uuid) -> Result<(), ApiError> {
-        if self.is_board() || self.is_agent(assignee) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
-                "an agent cannot assign a routine to another agent",
-            ))
-        }
+        access::assign_routine_to(self.0, assignee).map_err(|d| ApiError::forbidden(d.to_string()))
     }
 
     /// Whether the caller holds a board token.
     #[must_use]
     pub fn is_board(self) -> bool {
-        matches!(self.0, Actor::Board { .. })
+        access::board(self.0).is_ok()
     }
 
     /// Whether the caller is the agent `agent_id`.
     #[must_use]
     pub fn is_agent(self, agent_id: Uuid) -> bool {
-        matches!(self.0, Actor::Agent { agent_id: own, .. } if own == agent_id)
+        access::is_agent(self.0, agent_id)
     }
 }

@@ -2,6 +2,7 @@
 //! a database or reads a clock: each operation of a backend loads what a decision needs, asks
 //! the engine with the time it was given, and writes the outcome in its own transaction.
 //!
+//! - [`access`]: who may do what (the board, an agent within its company and its routines).
 //! - [`dispatch`]: what a routine's state and its catch-up and concurrency policies make of
 //!   each run of a batch.
 //! - [`fires`]: which fires of the due schedule triggers are on time, prepared ahead or
@@ -11,6 +12,7 @@
 //! - [`tasks`]: queued work as one type, parsed once, and what a failed attempt leads to.
 //! - [`refusal`]: every refusal, with its error code, and the lifecycle rules that refuse.
 
+pub mod access;
 pub mod dispatch;
 pub mod fires;
 pub mod lifecycle;
