@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::{
+    engine::refusal::Refusal,
     model::CatchUpPolicy,
     schedule::{CronExpression, Schedule, TimeZone},
 };
@@ -297,6 +298,29 @@ impl NewFires {
         self.scheduled_for.push(scheduled_for);
         self.catch_up.push(catch_up);
         self.zones.push(trigger.zone.clone());
+    }
+}
+
+/// What the scheduler epoch a fire pass finds in the database means for a leader of epoch
+/// `ours`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochCheck {
+    /// Ours is newer: this is the first write of a new term, which moves the epoch forward.
+    Newer,
+    /// Ours is the epoch that writes.
+    Current,
+}
+
+/// The fence of a fire pass (`check_epoch(found, ours)`): a leader whose epoch is older than the one that last wrote was
+/// deposed, and writes nothing.
+///
+/// # Errors
+/// [`Refusal::Deposed`] with the epoch found.
+pub fn check_epoch(found: i64, ours: i64) -> Result<EpochCheck, Refusal> {
+    match found.cmp(&ours) {
+        std::cmp::Ordering::Less => Ok(EpochCheck::Newer),
+        std::cmp::Ordering::Equal => Ok(EpochCheck::Current),
+        std::cmp::Ordering::Greater => Err(Refusal::Deposed { current: found }),
     }
 }
 

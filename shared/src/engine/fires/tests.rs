@@ -304,3 +304,10 @@ fn a_batch_plan_applies_each_triggers_catch_up_policy() {
         ]
     );
 }
+
+#[test]
+fn an_older_epoch_is_deposed_a_newer_one_moves_the_fence_forward() {
+    assert_eq!(check_epoch(6, 7), Ok(EpochCheck::Newer));
+    assert_eq!(check_epoch(7, 7), Ok(EpochCheck::Current));
+    assert_eq!(check_epoch(8, 7), Err(Refusal::Deposed { current: 8 }));
+}

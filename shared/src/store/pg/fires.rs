@@ -23,10 +23,9 @@ use uuid::Uuid;
 use super::{PgStore, begin_by_key};
 use crate::{
     engine::fires::{
-        DueTrigger, FirePlan, FireReport, FireWindow, Fired, InsertedFire, NewFires, fired_at,
-        plan_fires,
+        DueTrigger, EpochCheck, FirePlan, FireReport, FireWindow, Fired, InsertedFire, NewFires,
+        check_epoch, fired_at, plan_fires,
     },
-    engine::refusal::Refusal,
     model::CatchUpPolicy,
     store::{Leadership, StoreResult, fires::dispatch_jobs, new_id},
 };
@@ -230,7 +229,7 @@ async fn fence(
     let seen = sqlx::query_scalar!("SELECT epoch FROM scheduler_epoch WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?;
-    let current = if seen < leadership.epoch {
+    let current = if check_epoch(seen, leadership.epoch)? == EpochCheck::Newer {
         let moved = sqlx::query_scalar!(
             "UPDATE scheduler_epoch SET epoch = $1, leader_id = $2, updated_at = $3
              WHERE id = 1 AND epoch <= $1 RETURNING epoch",
@@ -251,10 +250,9 @@ async fn fence(
             .fetch_one(&mut *conn)
             .await?
     };
-    if current == leadership.epoch {
-        return Ok(());
-    }
-    Err(Refusal::Deposed { current }.into())
+    // Read again, the epoch is ours or a newer one (it only moves forward).
+    check_epoch(current, leadership.epoch)?;
+    Ok(())
 }
 
 /// Records missed fires as one `skipped` run.

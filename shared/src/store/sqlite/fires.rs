@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::{SqliteStore, jobs::enqueue};
 use crate::{
-    engine::fires::{DueTrigger, FirePlan, FireWindow, fired_at, plan_fires},
-    engine::refusal::Refusal,
+    engine::fires::{
+        DueTrigger, EpochCheck, FirePlan, FireWindow, check_epoch, fired_at, plan_fires,
+    },
     model::CatchUpPolicy,
     store::{FireReport, Leadership, StoreResult, fires::dispatch_jobs, new_id},
 };
@@ -51,7 +52,7 @@ async fn fence(
     let current = sqlx::query_scalar::<_, i64>("SELECT epoch FROM scheduler_epoch WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?;
-    if current < leadership.epoch {
+    if check_epoch(current, leadership.epoch)? == EpochCheck::Newer {
         sqlx::query(
             "UPDATE scheduler_epoch SET epoch = ?1, leader_id = ?2, updated_at = ?3 WHERE id = 1",
         )
@@ -60,12 +61,8 @@ async fn fence(
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        return Ok(());
     }
-    if current == leadership.epoch {
-        return Ok(());
-    }
-    Err(Refusal::Deposed { current }.into())
+    Ok(())
 }
 
 async fn record_missed(
