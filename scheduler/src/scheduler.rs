@@ -92,11 +92,7 @@ impl Scheduler {
     /// injected clock.
     #[must_use]
     pub fn is_leader(&self) -> bool {
-        let now = self.store.clock().now();
-        self.term
-            .borrow()
-            .as_ref()
-            .is_some_and(|t| t.valid_until > now)
+        self.leadership().is_some()
     }
 
     /// The leadership this instance currently holds, if its term has not lapsed.

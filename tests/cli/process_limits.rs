@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::embedded::{Api, TOKEN, id, start_with};
 
@@ -33,19 +33,33 @@ async fn a_slow_body_does_not_keep_a_stopping_process_alive_past_its_deadline() 
     };
     let mut process = start_with(&dir, port, &[("NEXUS_HTTP_SHUTDOWN_SECS", "2")]);
     nexus_tests::wait_until_ready(&api.base, 30).await;
-    // A request whose body arrives one byte at a time, never finishing.
+    // A request whose body arrives one byte at a time, never finishing. It asks for
+    // `100 Continue`, which the server sends when its handler starts reading the body: the
+    // signal that the connection is held open mid-body when the process is asked to stop.
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     slow.write_all(
         format!(
             "POST /api/companies HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
-             content-type: application/json\r\ncontent-length: 100000\r\n\r\n{{"
+             content-type: application/json\r\ncontent-length: 100000\r\n\
+             expect: 100-continue\r\n\r\n"
         )
         .as_bytes(),
     )
     .await
     .expect("write");
+    let mut answer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("the server reads the body within 10 s")
+        .expect("read");
+    assert!(
+        answer[..read].starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..read])
+    );
+    slow.write_all(b"{").await.expect("write");
     let trickle = tokio::spawn(async move {
         for _ in 0..600 {
             if slow.write_all(b" ").await.is_err() {
@@ -54,7 +68,6 @@ async fn a_slow_body_does_not_keep_a_stopping_process_alive_past_its_deadline() 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped_at = Instant::now();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &process.0.id().to_string()])
@@ -125,14 +138,11 @@ async fn a_template_multiplying_a_large_payload_dispatches_in_bounded_memory() {
             let run = id(&api
                 .post(&format!("/api/routines/{routine}/run"), payload)
                 .await);
-            for _ in 0..300 {
+            nexus_tests::eventually(15, &format!("the dispatch of run {n}"), || async {
                 let body = api.get(&format!("/api/routine-runs/{run}")).await;
-                if body["status"] == "issue_created" {
-                    return body;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("run {n} was not dispatched");
+                (body["status"] == "issue_created").then_some(body)
+            })
+            .await
         }
     };
     // One dispatch first, so the peak counts what is there anyway (the payload itself, the

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use nexus_shared::{
     Store,
+    engine::tasks,
     model::RunStatus,
     queue::{DELIVER_WAKEUP, DISPATCH_RUN, Job, JobError, Queue, RetryOutcome, Task},
     store::{Taken, Topic, WorkerStorage},
@@ -235,9 +236,7 @@ impl Worker {
         let result = match &job.task {
             Task::DispatchRun { run_id } => self.dispatch(&job, *run_id).await,
             Task::DeliverWakeup { heartbeat_run_id } => self.deliver(&job, *heartbeat_run_id).await,
-            unreadable @ Task::Unreadable { .. } => {
-                Err(JobError::Fatal(unreadable.unreadable().unwrap_or_default()))
-            }
+            Task::Unreadable { kind, .. } => Err(JobError::Fatal(tasks::unreadable(kind))),
         };
         let kind = job.task.kind().to_owned();
         metrics::histogram!("nexus_job_duration_seconds", "kind" => kind.clone())

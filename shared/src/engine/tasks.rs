@@ -36,6 +36,16 @@ pub enum Task {
     },
 }
 
+/// Why a stored job of `kind` that did not parse into a [`Task`] cannot be handled.
+#[must_use]
+pub fn unreadable(kind: &str) -> String {
+    match kind {
+        DISPATCH_RUN => "job payload has no valid runId".to_owned(),
+        DELIVER_WAKEUP => "job payload has no valid heartbeatRunId".to_owned(),
+        other => format!("unknown job kind {other:?}"),
+    }
+}
+
 /// Job kind that dispatches a `received` run.
 pub const DISPATCH_RUN: &str = "dispatch_run";
 /// Job kind that POSTs a heartbeat run to an HTTP agent.
@@ -76,19 +86,6 @@ impl Task {
             }
             Self::Unreadable { payload, .. } => payload.clone(),
         }
-    }
-
-    /// Why an unreadable task cannot be handled (`None` for the others).
-    #[must_use]
-    pub fn unreadable(&self) -> Option<String> {
-        let Self::Unreadable { kind, .. } = self else {
-            return None;
-        };
-        Some(match kind.as_str() {
-            DISPATCH_RUN => "job payload has no valid runId".to_owned(),
-            DELIVER_WAKEUP => "job payload has no valid heartbeatRunId".to_owned(),
-            other => format!("unknown job kind {other:?}"),
-        })
     }
 
     /// The run a dispatch task names.
@@ -266,10 +263,7 @@ mod tests {
         assert_eq!(unknown.kind(), "dispatch_run");
         assert_eq!(unknown.payload(), json!({ "runId": "nope" }));
         assert_eq!(unknown.run_id(), None);
-        assert_eq!(
-            unknown.unreadable().as_deref(),
-            Some("job payload has no valid runId")
-        );
+        assert_eq!(unreadable(unknown.kind()), "job payload has no valid runId");
         assert!(matches!(
             Task::parse("later_kind", json!({})),
             Task::Unreadable { .. }

@@ -135,14 +135,7 @@ impl NewActivity<'static> {
         key_id: Uuid,
         actor: Actor,
     ) -> Self {
-        let details = json!({ "keyId": key_id });
-        Self::entry(
-            company_id,
-            actor,
-            "agent_key.created",
-            ("agent", agent_id),
-            details,
-        )
+        Self::agent_key("agent_key.created", (company_id, agent_id), key_id, actor)
     }
 
     /// `agent_key.revoked`.
@@ -152,14 +145,17 @@ impl NewActivity<'static> {
         key_id: Uuid,
         actor: Actor,
     ) -> Self {
+        Self::agent_key("agent_key.revoked", (company_id, agent_id), key_id, actor)
+    }
+
+    fn agent_key(
+        action: &'static str,
+        (company_id, agent_id): (Uuid, Uuid),
+        key_id: Uuid,
+        actor: Actor,
+    ) -> Self {
         let details = json!({ "keyId": key_id });
-        Self::entry(
-            company_id,
-            actor,
-            "agent_key.revoked",
-            ("agent", agent_id),
-            details,
-        )
+        Self::entry(company_id, actor, action, ("agent", agent_id), details)
     }
 
     /// `trigger.created`.
