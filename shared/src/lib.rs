@@ -9,6 +9,7 @@ pub mod db;
 pub mod engine;
 mod group;
 pub mod kv;
+pub mod linger;
 pub mod model;
 pub mod ops;
 pub mod outbound;

@@ -142,12 +142,16 @@ pub async fn serve(
 
 /// Answers 408 (and closes the connection) when the request is not handled within `timeout`:
 /// a body that trickles in, or a handler stuck on something, cannot hold a connection longer.
+/// A body its handler answered without reading is drained within that time
+/// ([`crate::linger`]), so an early refusal reaches a client that is still sending.
 async fn request_deadline(
     State(timeout): State<Duration>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let request = request.map(|body| crate::linger::lingering(body, deadline));
+    match tokio::time::timeout_at(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             let body = json!({

@@ -354,3 +354,79 @@ async fn what_the_headers_decide_is_answered_before_the_body_is_read() {
         Some(429)
     );
 }
+
+/// Reads one response from `stream`: its status, or `None` when the connection ended first.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<u16> {
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if answer.len() >= end + 4 + length {
+                    return head.split(' ').nth(1)?.parse().ok();
+                }
+            }
+            let n = stream.read(&mut buffer).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .ok()?
+}
+
+#[tokio::test]
+async fn a_refusal_answered_before_the_body_leaves_the_connection_usable() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let bearer = hook(&app, &team, "bearer").await;
+    let url = on(&app, &bearer.url);
+    let rest = url.trim_start_matches("http://");
+    let (address, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    // A wrong secret with a 200 KB body: 401 comes before the body is sent; the client then
+    // sends all of it, as a client that does not wait would, and the connection still serves
+    // the next request — a webhook call, then an API call with a bad token and a body.
+    let body = format!("{{\"a\":\"{}\"}}", "x".repeat(200_000));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer whs_wrong\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    assert_eq!(read_response(&mut stream).await, Some(401));
+    stream.write_all(body.as_bytes()).await.expect("body");
+    let api = format!(
+        "POST /api/companies HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer wrong\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for (request, status) in [(format!("{head}{body}"), 401), (api, 401)] {
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("the connection is still open");
+        assert_eq!(read_response(&mut stream).await, Some(status));
+    }
+    // A body past what is worth draining (over 1 MiB announced) still ends the connection.
+    let huge = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer whs_wrong\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    stream.write_all(huge.as_bytes()).await.expect("head");
+    assert_eq!(read_response(&mut stream).await, Some(413));
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+}
