@@ -80,6 +80,7 @@ async fn seed_minutely_routine(db: &TestDb, key: &SecretKey) -> uuid::Uuid {
         kind: NewTriggerKind::Schedule {
             cron: CronExpression::parse("* * * * *").expect("cron"),
             zone: TimeZone::UTC,
+            jitter: nexus_shared::model::JitterSec::parse(0).expect("jitter"),
         },
         label: Label::default(),
         enabled: true,

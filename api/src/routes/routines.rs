@@ -1,8 +1,9 @@
 //! Routines: list, read (with triggers), create, update, upcoming fires.
 
 use axum::{Json, extract::State, http::StatusCode};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use nexus_shared::{
+    engine::fires::fire_instant,
     model::{
         CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Priority,
         Routine, RoutineStatus, Title, TriggerConfig, UpcomingCount,
@@ -138,7 +139,10 @@ pub(crate) struct UpcomingQuery {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UpcomingFire {
     trigger_id: Uuid,
+    /// When it fires: the nominal time plus the trigger's jitter offset.
     at: DateTime<Utc>,
+    /// The nominal time (the run's `scheduledFor`).
+    scheduled_for: DateTime<Utc>,
 }
 
 /// Upcoming fires, soonest first.
@@ -319,7 +323,7 @@ async fn upcoming(
     let count = usize::try_from(count.get()).unwrap_or(10);
     let routine = state.store.routine(routine_id).await.found("routine")?;
     auth.see(routine.company_id, "routine")?;
-    let schedules: Vec<(Uuid, Schedule)> = if routine.status == RoutineStatus::Active {
+    let schedules: Vec<(Uuid, Schedule, i32)> = if routine.status == RoutineStatus::Active {
         routine
             .triggers
             .iter()
@@ -328,12 +332,15 @@ async fn upcoming(
                 TriggerConfig::Schedule {
                     cron_expression,
                     timezone,
+                    jitter_sec,
                     ..
                 } => match (
                     CronExpression::parse(cron_expression),
                     TimeZone::parse(timezone),
                 ) {
-                    (Ok(cron), Ok(zone)) => Some((trigger.id, Schedule::new(cron, zone))),
+                    (Ok(cron), Ok(zone)) => {
+                        Some((trigger.id, Schedule::new(cron, zone), *jitter_sec))
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -351,27 +358,58 @@ async fn upcoming(
     Ok(Json(UpcomingFires { fires }))
 }
 
-/// The first `count` fires after `now` over all `schedules`, soonest first (ties by trigger
-/// id): a merge that asks each schedule for one more fire only when its last one was taken.
+/// The first `count` fires after `now` over all `schedules` (id, schedule, `jitterSec`),
+/// soonest first by real instant (ties by trigger id). A merge: each schedule is asked for
+/// one more nominal fire only when that fire could still come before the soonest one found.
+/// A real instant is at most `jitterSec` after its nominal time, so fires are taken from a
+/// nominal time `jitterSec` before `now` (one that is nominally past may still be ahead), and
+/// the soonest pending real instant is final once no schedule's next nominal time precedes it.
 fn merged_fires(
-    schedules: &[(Uuid, Schedule)],
+    schedules: &[(Uuid, Schedule, i32)],
     now: DateTime<Utc>,
     count: usize,
 ) -> Vec<UpcomingFire> {
     use std::{cmp::Reverse, collections::BinaryHeap};
-    let mut next: BinaryHeap<Reverse<(DateTime<Utc>, Uuid, usize)>> = schedules
+    // Each schedule's next nominal time not looked at yet.
+    let mut frontier: BinaryHeap<Reverse<(DateTime<Utc>, usize)>> = schedules
         .iter()
         .enumerate()
-        .filter_map(|(i, (id, schedule))| schedule.next_after(now).map(|at| Reverse((at, *id, i))))
+        .filter_map(|(i, (_, schedule, jitter))| {
+            let reach = TimeDelta::seconds(i64::from(*jitter)) + TimeDelta::milliseconds(1);
+            let from = now - reach;
+            schedule.next_after(from).map(|at| Reverse((at, i)))
+        })
         .collect();
+    // Fires looked at, by real instant: (real, trigger id, nominal).
+    type Pending = Reverse<(DateTime<Utc>, Uuid, DateTime<Utc>)>;
+    let mut pending: BinaryHeap<Pending> = BinaryHeap::new();
     let mut fires = Vec::with_capacity(count);
     while fires.len() < count {
-        let Some(Reverse((at, trigger_id, i))) = next.pop() else {
-            break;
-        };
-        fires.push(UpcomingFire { trigger_id, at });
-        if let Some(following) = schedules[i].1.next_after(at) {
-            next.push(Reverse((following, trigger_id, i)));
+        let soonest = pending.peek().map(|Reverse((real, _, _))| *real);
+        match frontier.peek() {
+            Some(Reverse((nominal, _))) if soonest.is_none_or(|s| *nominal <= s) => {
+                let Some(Reverse((nominal, i))) = frontier.pop() else {
+                    break;
+                };
+                let (id, schedule, jitter) = &schedules[i];
+                let real = fire_instant(*id, nominal, *jitter);
+                if real > now {
+                    pending.push(Reverse((real, *id, nominal)));
+                }
+                if let Some(following) = schedule.next_after(nominal) {
+                    frontier.push(Reverse((following, i)));
+                }
+            }
+            _ => {
+                let Some(Reverse((at, trigger_id, scheduled_for))) = pending.pop() else {
+                    break;
+                };
+                fires.push(UpcomingFire {
+                    trigger_id,
+                    at,
+                    scheduled_for,
+                });
+            }
         }
     }
     fires

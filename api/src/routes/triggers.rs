@@ -2,7 +2,9 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use nexus_shared::{
-    model::{DEFAULT_REPLAY_WINDOW, Label, ReplayWindow, SigningMode, Trigger, TriggerKind},
+    model::{
+        DEFAULT_REPLAY_WINDOW, JitterSec, Label, ReplayWindow, SigningMode, Trigger, TriggerKind,
+    },
     schedule::{CronExpression, TimeZone},
     store::{NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine},
 };
@@ -42,6 +44,11 @@ pub(crate) enum CreateTrigger {
         /// IANA name, default `UTC`.
         #[schema(value_type = Option<nexus_shared::schedule::TimeZone>, inline)]
         timezone: Option<String>,
+        /// 0–3600, default 0: each fire happens at its nominal time plus a stable offset in
+        /// `[0, jitterSec)` seconds.
+        #[schema(minimum = 0, maximum = 3600)]
+        #[serde(default, deserialize_with = "crate::error::whole_number")]
+        jitter_sec: Option<i64>,
     },
     /// A signed public URL.
     #[serde(rename_all = "camelCase")]
@@ -82,6 +89,10 @@ pub(crate) struct UpdateTrigger {
     /// Schedule triggers only: an IANA name.
     #[schema(value_type = Option<nexus_shared::schedule::TimeZone>, inline)]
     timezone: Option<String>,
+    /// Schedule triggers only: 0–3600.
+    #[schema(minimum = 0, maximum = 3600)]
+    #[serde(default, deserialize_with = "crate::error::whole_number")]
+    jitter_sec: Option<i64>,
     /// Webhook triggers only.
     signing_mode: Option<SigningMode>,
     /// Webhook triggers only: 30–86400.
@@ -130,6 +141,10 @@ fn zone(value: &str) -> Result<TimeZone, ApiError> {
     field("timezone", TimeZone::parse(value))
 }
 
+fn jitter(value: i64) -> Result<JitterSec, ApiError> {
+    field("jitterSec", JitterSec::parse(value))
+}
+
 fn replay_window(value: i64) -> Result<ReplayWindow, ApiError> {
     field("replayWindowSec", ReplayWindow::parse(value))
 }
@@ -165,10 +180,12 @@ async fn create_trigger(
             enabled,
             cron_expression,
             timezone,
+            jitter_sec,
         } => NewTrigger {
             kind: NewTriggerKind::Schedule {
                 cron: cron(&cron_expression)?,
                 zone: timezone.as_deref().map_or(Ok(TimeZone::UTC), zone)?,
+                jitter: jitter(jitter_sec.unwrap_or(0))?,
             },
             label: label(l)?.unwrap_or_default(),
             enabled: enabled.unwrap_or(true),
@@ -244,6 +261,11 @@ async fn update_trigger(
     )?;
     foreign("timezone", body.timezone.is_some(), TriggerKind::Schedule)?;
     foreign(
+        "jitterSec",
+        body.jitter_sec.is_some(),
+        TriggerKind::Schedule,
+    )?;
+    foreign(
         "signingMode",
         body.signing_mode.is_some(),
         TriggerKind::Webhook,
@@ -258,6 +280,7 @@ async fn update_trigger(
         enabled: body.enabled,
         cron: body.cron_expression.as_deref().map(cron).transpose()?,
         zone: body.timezone.as_deref().map(zone).transpose()?,
+        jitter: body.jitter_sec.map(jitter).transpose()?,
         signing_mode: body.signing_mode,
         replay_window: body.replay_window_sec.map(replay_window).transpose()?,
     };

@@ -58,19 +58,21 @@ pub(crate) struct PendingRun {
     pub(crate) trigger_id: Option<Uuid>,
     pub(crate) timezone: Option<String>,
     pub(crate) scheduled_for: Option<DateTime<Utc>>,
+    /// When a schedule fire takes effect (nominal time plus jitter).
+    pub(crate) fire_at: Option<DateTime<Utc>>,
     pub(crate) triggered_at: DateTime<Utc>,
     pub(crate) catch_up: bool,
     pub(crate) payload: Value,
 }
 
 impl PendingRun {
-    /// When a schedule run should have been dispatched: its nominal time, or, for a catch-up
-    /// run the scheduler created after an outage, when it was created. `None` for other
-    /// sources.
+    /// When a schedule run should have been dispatched: its real instant (nominal time plus
+    /// jitter), or, for a catch-up run the scheduler created after an outage, when it was
+    /// created. `None` for other sources (a backfill included).
     fn due_at(&self) -> Option<DateTime<Utc>> {
         match (self.source, self.scheduled_for) {
             (RunSource::Schedule, Some(_)) if self.catch_up => Some(self.triggered_at),
-            (RunSource::Schedule, Some(at)) => Some(at),
+            (RunSource::Schedule, Some(at)) => Some(self.fire_at.unwrap_or(at)),
             _ => None,
         }
     }

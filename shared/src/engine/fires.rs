@@ -45,23 +45,55 @@ impl FireReport {
         self.lateness.extend(other.lateness);
     }
 
-    /// Counts the runs a batch inserted: `(id, scheduled_for, catch_up, trigger_id)` each.
+    /// Counts the runs a batch inserted: `(id, fire_at, catch_up, trigger_id)` each.
     pub(crate) fn record(&mut self, window: &FireWindow, inserted: &[InsertedFire]) {
         self.dispatched += inserted.len();
-        for (_, scheduled_for, catch_up, _) in inserted {
-            if *scheduled_for > window.now {
+        for (_, fire_at, catch_up, _) in inserted {
+            if *fire_at > window.now {
                 self.prepared += 1;
             }
             if !catch_up {
                 self.lateness
-                    .push((window.now - *scheduled_for).max(TimeDelta::zero()));
+                    .push((window.now - *fire_at).max(TimeDelta::zero()));
             }
         }
     }
 }
 
-/// A run a fire pass inserted: id, nominal time, catch-up flag, trigger.
+/// A run a fire pass inserted: id, the instant its fire takes effect (nominal time plus the
+/// jitter offset), catch-up flag, trigger.
 pub(crate) type InsertedFire = (Uuid, DateTime<Utc>, bool, Uuid);
+
+/// The largest `jitterSec` a schedule trigger may set.
+pub const MAX_JITTER_SEC: i32 = 3600;
+
+/// The jitter offset of the fire of `trigger` at nominal time `nominal`: in
+/// `[0, jitter_sec)` seconds, at millisecond resolution, derived from the trigger id and the
+/// nominal instant alone (SHA-256 of both), so every process at every time computes the same
+/// offset for the same fire, and offsets spread evenly over the range. Zero when
+/// `jitter_sec` is 0 (or out of range).
+#[must_use]
+pub fn jitter(trigger: Uuid, nominal: DateTime<Utc>, jitter_sec: i32) -> TimeDelta {
+    use sha2::{Digest, Sha256};
+    if jitter_sec <= 0 {
+        return TimeDelta::zero();
+    }
+    let range = u64::from(jitter_sec.min(MAX_JITTER_SEC).unsigned_abs()) * 1000;
+    let mut hash = Sha256::new();
+    hash.update(trigger.as_bytes());
+    hash.update(nominal.timestamp_millis().to_be_bytes());
+    let digest = hash.finalize();
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    let offset = u64::from_be_bytes(head) % range;
+    TimeDelta::milliseconds(i64::try_from(offset).unwrap_or(0))
+}
+
+/// When the fire of `trigger` at `nominal` takes effect: `nominal` plus its jitter offset.
+#[must_use]
+pub fn fire_instant(trigger: Uuid, nominal: DateTime<Utc>, jitter_sec: i32) -> DateTime<Utc> {
+    nominal + jitter(trigger, nominal, jitter_sec)
+}
 
 /// What a batch's fires of one trigger change on it: the latest fire that happened (at the
 /// pass's now) and the earliest fire prepared ahead (at its nominal time).
@@ -78,14 +110,10 @@ pub(crate) struct Fired {
 /// then (see `TriggerRow::into_trigger`).
 pub(crate) fn fired_at(window: &FireWindow, inserted: &[InsertedFire]) -> HashMap<Uuid, Fired> {
     let mut fired: HashMap<Uuid, Fired> = HashMap::new();
-    for (_, scheduled_for, _, trigger) in inserted {
+    for (_, fire_at, _, trigger) in inserted {
         let entry = fired.entry(*trigger).or_default();
-        if *scheduled_for > window.now {
-            entry.prepared = Some(
-                entry
-                    .prepared
-                    .map_or(*scheduled_for, |p| p.min(*scheduled_for)),
-            );
+        if *fire_at > window.now {
+            entry.prepared = Some(entry.prepared.map_or(*fire_at, |p| p.min(*fire_at)));
         } else {
             entry.now = Some(window.now);
         }
@@ -103,6 +131,7 @@ pub(crate) struct DueTrigger {
     pub(crate) next_run_at: DateTime<Utc>,
     pub(crate) catch_up_policy: CatchUpPolicy,
     pub(crate) catch_up_cap: i32,
+    pub(crate) jitter_sec: i32,
 }
 
 /// The fires of one trigger between its `next_run_at` and the horizon.
@@ -118,7 +147,16 @@ pub(crate) struct Fires {
     next: Option<DateTime<Utc>>,
 }
 
-fn enumerate(schedule: &Schedule, first: DateTime<Utc>, window: &FireWindow, cap: usize) -> Fires {
+/// A trigger's fires from `first` to the horizon, split by whether each one's real instant
+/// (nominal time plus jitter) is more than the grace before now.
+/// `jitter` is the trigger's id and `jitterSec`.
+fn enumerate(
+    schedule: &Schedule,
+    first: DateTime<Utc>,
+    (trigger, jitter_sec): (Uuid, i32),
+    window: &FireWindow,
+    cap: usize,
+) -> Fires {
     let FireWindow {
         now,
         horizon,
@@ -139,7 +177,7 @@ fn enumerate(schedule: &Schedule, first: DateTime<Utc>, window: &FireWindow, cap
             break;
         }
         seen += 1;
-        if now - t > grace {
+        if now - fire_instant(trigger, t, jitter_sec) > grace {
             fires.missed_count += 1;
             fires.missed_first.get_or_insert(t);
             fires.missed_recent.push_back(t);
@@ -179,10 +217,10 @@ impl FireWindow {
         }
     }
 
-    /// When a fire takes effect: its nominal time if that is still ahead (a prepared fire),
-    /// otherwise now.
-    pub(crate) fn effective(&self, scheduled_for: DateTime<Utc>) -> DateTime<Utc> {
-        scheduled_for.max(self.now)
+    /// When a fire takes effect: its real instant (nominal time plus jitter) if that is still
+    /// ahead (a prepared fire), otherwise now.
+    pub(crate) fn effective(&self, fire_at: DateTime<Utc>) -> DateTime<Utc> {
+        fire_at.max(self.now)
     }
 }
 
@@ -233,7 +271,13 @@ pub(crate) fn plan_fires(due: &[DueTrigger], window: &FireWindow) -> FirePlan {
             }
         };
         let cap = usize::try_from(trigger.catch_up_cap).unwrap_or(1).max(1);
-        let enumerated = enumerate(schedule, trigger.next_run_at, window, cap);
+        let enumerated = enumerate(
+            schedule,
+            trigger.next_run_at,
+            (trigger.id, trigger.jitter_sec),
+            window,
+            cap,
+        );
         plan.report.missed_fires += enumerated.missed_count;
         match trigger.catch_up_policy {
             CatchUpPolicy::SkipMissed => {
@@ -285,6 +329,8 @@ pub(crate) struct NewFires {
     pub(crate) routines: Vec<Uuid>,
     pub(crate) triggers: Vec<Uuid>,
     pub(crate) scheduled_for: Vec<DateTime<Utc>>,
+    /// Nominal time plus the trigger's jitter offset.
+    pub(crate) fire_at: Vec<DateTime<Utc>>,
     pub(crate) catch_up: Vec<bool>,
     /// The time zone each fire was computed in (kept with the run for `{{date}}`).
     pub(crate) zones: Vec<String>,
@@ -296,6 +342,8 @@ impl NewFires {
         self.routines.push(trigger.routine_id);
         self.triggers.push(trigger.id);
         self.scheduled_for.push(scheduled_for);
+        self.fire_at
+            .push(fire_instant(trigger.id, scheduled_for, trigger.jitter_sec));
         self.catch_up.push(catch_up);
         self.zones.push(trigger.zone.clone());
     }

@@ -47,7 +47,11 @@ pub enum TriggerConfig {
         cron_expression: String,
         /// IANA time zone name.
         timezone: String,
-        /// The next fire instant; `null` while the trigger is disabled or the routine is not active.
+        /// 0–3600: each fire happens at its nominal time plus a stable offset in
+        /// `[0, jitterSec)` seconds, derived from the trigger id and the nominal time.
+        jitter_sec: i32,
+        /// The next fire instant, jitter included; `null` while the trigger is disabled or the
+        /// routine is not active.
         next_run_at: Option<DateTime<Utc>>,
     },
     /// Fires on a signed call to its public URL.

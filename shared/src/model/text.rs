@@ -124,6 +124,8 @@ pub const DEFAULT_CATCH_UP_CAP: CatchUpCap = BoundedInt(25);
 pub const DEFAULT_REPLAY_WINDOW: ReplayWindow = BoundedInt(300);
 /// `replayWindowSec`: 30–86400.
 pub type ReplayWindow = BoundedInt<30, 86_400>;
+/// `jitterSec` of a schedule trigger: 0–3600.
+pub type JitterSec = BoundedInt<0, 3600>;
 /// `count` of upcoming fires: 1–100.
 pub type UpcomingCount = BoundedInt<1, 100>;
 

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::{
     model::{
-        Actor, AgentStatus, Company, Goal, HeartbeatStatus, Issue, Label, Project, ReplayWindow,
-        Title, Trigger, TriggerKind,
+        Actor, AgentStatus, Company, Goal, HeartbeatStatus, Issue, JitterSec, Label, Project,
+        ReplayWindow, Title, Trigger, TriggerKind,
     },
     schedule::{CronExpression, TimeZone},
 };
@@ -183,6 +183,7 @@ impl NewActivity<'static> {
             "enabled": changes.enabled,
             "cronExpression": changes.cron.as_ref().map(CronExpression::as_str),
             "timezone": changes.zone.map(TimeZone::name),
+            "jitterSec": changes.jitter.map(JitterSec::get),
             "signingMode": changes.signing_mode,
             "replayWindowSec": changes.replay_window.map(ReplayWindow::get),
         });

@@ -20,6 +20,6 @@ pub struct Leadership {
 pub(crate) fn dispatch_jobs(window: &FireWindow, inserted: &[InsertedFire]) -> Vec<JobSpec> {
     inserted
         .iter()
-        .map(|(id, scheduled_for, _, _)| dispatch_job(*id, window.effective(*scheduled_for), None))
+        .map(|(id, fire_at, _, _)| dispatch_job(*id, window.effective(*fire_at), None))
         .collect()
 }

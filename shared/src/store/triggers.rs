@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::{
     crypto::{generate_token, random_bytes},
-    model::{Label, ReplayWindow, SigningMode, Trigger, TriggerConfig, TriggerKind},
+    engine::fires::fire_instant,
+    model::{JitterSec, Label, ReplayWindow, SigningMode, Trigger, TriggerConfig, TriggerKind},
     schedule::{CronExpression, Schedule, TimeZone},
 };
 
@@ -22,6 +23,8 @@ pub enum NewTriggerKind {
         cron: CronExpression,
         /// The zone.
         zone: TimeZone,
+        /// Jitter range in seconds.
+        jitter: JitterSec,
     },
     /// A signed public URL.
     Webhook {
@@ -56,6 +59,8 @@ pub struct TriggerChanges {
     pub cron: Option<CronExpression>,
     /// New time zone (schedule).
     pub zone: Option<TimeZone>,
+    /// New jitter (schedule).
+    pub jitter: Option<JitterSec>,
     /// New signing mode (webhook).
     pub signing_mode: Option<SigningMode>,
     /// New replay window (webhook).
@@ -101,6 +106,8 @@ pub(crate) struct TriggerRow {
     pub(crate) enabled: bool,
     pub(crate) cron_expression: Option<String>,
     pub(crate) timezone: Option<String>,
+    pub(crate) jitter_sec: i32,
+    /// The nominal time of the next fire not handled yet.
     pub(crate) next_run_at: Option<DateTime<Utc>>,
     pub(crate) public_id: Option<String>,
     pub(crate) signing_mode: Option<SigningMode>,
@@ -109,24 +116,33 @@ pub(crate) struct TriggerRow {
     pub(crate) last_result: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
-    /// The nominal time of the trigger's pending prepared fire (see `fires.rs`).
+    /// When the trigger's pending prepared fire takes effect (nominal time plus jitter; see
+    /// `fires.rs`).
     pub(crate) prepared_fire_at: Option<DateTime<Utc>>,
 }
 
 impl TriggerRow {
-    /// The trigger as the API shows it at `now`. A fire prepared ahead is invisible before its
-    /// nominal time: until then `nextRunAt` is that time and `lastFiredAt` the fire before it;
-    /// from then on it counts as fired.
+    /// The trigger as the API shows it at `now`. A fire prepared ahead is invisible before it
+    /// takes effect: until then `nextRunAt` is that instant and `lastFiredAt` the fire before
+    /// it; from then on it counts as fired. `nextRunAt` is a real instant: the next nominal
+    /// time plus its jitter offset.
     pub(crate) fn into_trigger(self, public_url: &str, now: DateTime<Utc>) -> Trigger {
+        let next = self
+            .next_run_at
+            .map(|at| fire_instant(self.id, at, self.jitter_sec));
         let (next_run_at, last_fired_at) = match self.prepared_fire_at {
-            Some(prepared) if prepared > now => (Some(prepared), self.last_fired_at),
-            Some(prepared) => (self.next_run_at, self.last_fired_at.max(Some(prepared))),
-            None => (self.next_run_at, self.last_fired_at),
+            Some(prepared) if prepared > now => (
+                Some(next.map_or(prepared, |n| n.min(prepared))),
+                self.last_fired_at,
+            ),
+            Some(prepared) => (next, self.last_fired_at.max(Some(prepared))),
+            None => (next, self.last_fired_at),
         };
         let config = match self.kind {
             TriggerKind::Schedule => TriggerConfig::Schedule {
                 cron_expression: self.cron_expression.unwrap_or_default(),
                 timezone: self.timezone.unwrap_or_default(),
+                jitter_sec: self.jitter_sec,
                 next_run_at,
             },
             TriggerKind::Webhook => {
@@ -176,6 +192,7 @@ pub(crate) fn next_fire(cron: &str, zone: &str, now: DateTime<Utc>) -> Option<Da
 pub(crate) struct NewColumns {
     pub(crate) cron: Option<String>,
     pub(crate) zone: Option<&'static str>,
+    pub(crate) jitter_sec: i32,
     pub(crate) next_run_at: Option<DateTime<Utc>>,
     pub(crate) public_id: Option<String>,
     pub(crate) signing_mode: Option<&'static str>,
@@ -186,9 +203,10 @@ pub(crate) struct NewColumns {
 impl NewColumns {
     pub(crate) fn of(new: &NewTrigger, active: bool, now: DateTime<Utc>) -> Self {
         match &new.kind {
-            NewTriggerKind::Schedule { cron, zone } => Self {
+            NewTriggerKind::Schedule { cron, zone, jitter } => Self {
                 cron: Some(cron.as_str().to_owned()),
                 zone: Some(zone.name()),
+                jitter_sec: jitter.get(),
                 next_run_at: (active && new.enabled)
                     .then(|| Schedule::new(cron.clone(), *zone).next_after(now))
                     .flatten(),

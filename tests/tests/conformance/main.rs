@@ -58,6 +58,7 @@ fn schedule(cron: &str, zone: &str) -> NewTrigger {
         kind: NewTriggerKind::Schedule {
             cron: CronExpression::parse(cron).expect("cron"),
             zone: TimeZone::parse(zone).expect("zone"),
+            jitter: nexus_shared::model::JitterSec::parse(0).expect("jitter"),
         },
         label: Label::default(),
         enabled: true,

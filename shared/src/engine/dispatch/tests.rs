@@ -38,6 +38,7 @@ fn run(routine: &RoutineRow, source: RunSource, payload: Value) -> PendingRun {
         trigger_id: None,
         timezone: None,
         scheduled_for: None,
+        fire_at: None,
         triggered_at: at("2026-11-29T10:00:00Z"),
         catch_up: false,
         payload,
@@ -47,6 +48,7 @@ fn run(routine: &RoutineRow, source: RunSource, payload: Value) -> PendingRun {
 fn scheduled(routine: &RoutineRow, nominal: &str, zone: &str) -> PendingRun {
     PendingRun {
         scheduled_for: Some(at(nominal)),
+        fire_at: Some(at(nominal)),
         triggered_at: at(nominal),
         timezone: Some(zone.to_owned()),
         trigger_id: Some(Uuid::now_v7()),
@@ -318,6 +320,20 @@ fn late_schedule_runs_follow_the_catch_up_policy() {
         ..scheduled(&capped, "2026-11-29T08:00:00Z", "UTC")
     };
     assert!(!created_late.is_late(now, grace));
+    // A jittered fire is due at its real instant: 40 s of jitter make a fire nominally due
+    // 70 s ago late only by 30 s, within the grace.
+    let jittered = PendingRun {
+        fire_at: Some(at("2026-11-29T09:59:30Z")),
+        ..scheduled(&capped, "2026-11-29T09:58:50Z", "UTC")
+    };
+    assert!(!jittered.is_late(now, grace));
+    assert!(
+        PendingRun {
+            fire_at: None,
+            ..scheduled(&capped, "2026-11-29T09:58:50Z", "UTC")
+        }
+        .is_late(now, grace)
+    );
 }
 
 #[test]

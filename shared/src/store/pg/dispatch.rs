@@ -63,7 +63,7 @@ impl PgStore {
             PendingRun,
             r#"SELECT r.id, r.routine_id, r.source AS "source: RunSource",
                       r.trigger_id, COALESCE(r.timezone, t.timezone) AS "timezone?", r.scheduled_for,
-                      r.triggered_at, r.catch_up, r.payload
+                      r.fire_at, r.triggered_at, r.catch_up, r.payload
                FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
                WHERE r.id = ANY($1) AND r.status = 'received'
                ORDER BY r.id
@@ -203,7 +203,8 @@ async fn count_newer_late(
                   (SELECT count(*) FROM routine_runs o
                    WHERE o.trigger_id = r.trigger_id AND o.scheduled_for > r.scheduled_for
                      AND o.status = 'received' AND o.source = 'schedule'
-                     AND CASE WHEN o.catch_up THEN o.triggered_at ELSE o.scheduled_for END < $2
+                     AND CASE WHEN o.catch_up THEN o.triggered_at
+                              ELSE COALESCE(o.fire_at, o.scheduled_for) END < $2
                   ) AS "newer!"
            FROM routine_runs r WHERE r.id = ANY($1)"#,
         &ids,

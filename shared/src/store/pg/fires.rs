@@ -84,7 +84,8 @@ impl PgStore {
             DueTrigger,
             r#"SELECT t.id, t.company_id, t.routine_id, t.cron_expression AS "cron!", t.timezone AS "zone!",
                       t.next_run_at AS "next_run_at!",
-                      r.catch_up_policy AS "catch_up_policy: CatchUpPolicy", r.catch_up_cap
+                      r.catch_up_policy AS "catch_up_policy: CatchUpPolicy", r.catch_up_cap,
+                      t.jitter_sec
                FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
                WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL AND t.next_run_at <= $1
                  AND r.status = 'active'
@@ -178,8 +179,8 @@ impl PgStore {
     }
 }
 
-/// Withdraws the prepared runs of `triggers`: runs written ahead by a fire pass whose nominal
-/// time is still to come and which are not dispatched yet. A change that would have kept such
+/// Withdraws the prepared runs of `triggers`: runs written ahead by a fire pass whose real
+/// instant (nominal time plus jitter) is still to come and which are not dispatched yet. A change that would have kept such
 /// a fire from being taken (a new schedule, a disabled or deleted trigger, a paused or
 /// archived routine) calls this in its transaction, so a fire is never dispatched for a
 /// schedule that no longer holds; the fire pass prepares whatever the new `next_run_at`
@@ -191,7 +192,7 @@ pub(crate) async fn withdraw_prepared(
 ) -> StoreResult<()> {
     sqlx::query!(
         "DELETE FROM routine_runs
-         WHERE trigger_id = ANY($1) AND scheduled_for > $2 AND source = 'schedule' AND status = 'received'",
+         WHERE trigger_id = ANY($1) AND triggered_at > $2 AND source = 'schedule' AND status = 'received'",
         triggers,
         now,
     )
@@ -296,8 +297,8 @@ async fn record_missed(
 }
 
 /// Inserts `received` schedule runs, triggered at `now` or, when prepared ahead, at their
-/// nominal time; a fire that already has a run (the unique key on
-/// `(trigger_id, scheduled_for)`) is left out. Returns the new runs' id, nominal time,
+/// real instant (nominal time plus jitter); a fire that already has a run (the unique key on
+/// `(trigger_id, scheduled_for)`) is left out. Returns the new runs' id, real instant,
 /// catch-up flag and trigger.
 async fn insert_fires(
     fires: NewFires,
@@ -310,15 +311,15 @@ async fn insert_fires(
     let ids: Vec<Uuid> = fires.triggers.iter().map(|_| new_id()).collect();
     let rows = sqlx::query!(
             r#"INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
-                                        catch_up, triggered_at, payload, updated_at, timezone)
+                                        fire_at, catch_up, triggered_at, payload, updated_at, timezone)
                SELECT id, company_id, routine_id, trigger_id, 'schedule', 'received', scheduled_for,
-                      catch_up, GREATEST($7, scheduled_for), '{}', $7, timezone
+                      fire_at, catch_up, GREATEST($7, fire_at), '{}', $7, timezone
                FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bool[],
-                           $8::text[])
-                    AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up, timezone)
+                           $8::text[], $9::timestamptz[])
+                    AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up, timezone, fire_at)
                ORDER BY id
                ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
-               RETURNING id, scheduled_for AS "scheduled_for!", catch_up, trigger_id AS "trigger_id!""#,
+               RETURNING id, fire_at AS "fire_at!", catch_up, trigger_id AS "trigger_id!""#,
             &ids,
             &fires.companies,
             &fires.routines,
@@ -327,12 +328,13 @@ async fn insert_fires(
             &fires.catch_up,
             now,
             &fires.zones,
+            &fires.fire_at,
         )
         .fetch_all(conn)
         .await?;
     let mut rows: Vec<_> = rows
         .into_iter()
-        .map(|r| (r.id, r.scheduled_for, r.catch_up, r.trigger_id))
+        .map(|r| (r.id, r.fire_at, r.catch_up, r.trigger_id))
         .collect();
     rows.sort_by_key(|r| r.0);
     Ok(rows)

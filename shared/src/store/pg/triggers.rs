@@ -15,7 +15,8 @@ use crate::{
     crypto::generate_token,
     engine::refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
     model::{
-        Actor, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig, TriggerKind,
+        Actor, JitterSec, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig,
+        TriggerKind,
     },
     store::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
@@ -91,6 +92,7 @@ impl PgStore {
         let NewColumns {
             cron,
             zone,
+            jitter_sec,
             next_run_at,
             public_id,
             signing_mode,
@@ -104,11 +106,11 @@ impl PgStore {
             TriggerRow,
             r#"INSERT INTO routine_triggers (id, company_id, routine_id, kind, label, enabled,
                    cron_expression, timezone, next_run_at, public_id, signing_mode, replay_window_sec,
-                   secret_enc, created_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                   secret_enc, created_at, updated_at, jitter_sec)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec"#,
             id,
             routine.company_id,
             routine_id,
@@ -123,6 +125,7 @@ impl PgStore {
             replay_window,
             sealed,
             now,
+            jitter_sec,
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -149,7 +152,7 @@ impl PgStore {
                       t.cron_expression, t.timezone, t.next_run_at, t.public_id,
                       t.signing_mode AS "signing_mode: SigningMode", t.replay_window_sec,
                       t.last_fired_at, t.last_result, t.created_at, t.updated_at,
-                      t.prepared_fire_at, r.company_id, r.assignee_agent_id
+                      t.prepared_fire_at, t.jitter_sec, r.company_id, r.assignee_agent_id
                FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
                WHERE t.id = $1"#,
             id
@@ -165,6 +168,7 @@ impl PgStore {
             enabled: row.enabled,
             cron_expression: row.cron_expression,
             timezone: row.timezone,
+            jitter_sec: row.jitter_sec,
             next_run_at: row.next_run_at,
             public_id: row.public_id,
             signing_mode: row.signing_mode,
@@ -214,8 +218,10 @@ impl PgStore {
             .zone
             .map(|z| z.name().to_owned())
             .or(current.timezone);
-        let schedule_changed =
-            changes.cron.is_some() || changes.zone.is_some() || changes.enabled.is_some();
+        let schedule_changed = changes.cron.is_some()
+            || changes.zone.is_some()
+            || changes.jitter.is_some()
+            || changes.enabled.is_some();
         let next_run_at = match (&cron, &zone) {
             (Some(cron), Some(zone)) if enabled && routine.status == RoutineStatus::Active => {
                 next_fire(cron, zone, now)
@@ -236,11 +242,12 @@ impl PgStore {
                    next_run_at = CASE WHEN $6 THEN $7 ELSE next_run_at END,
                    signing_mode = COALESCE($8, signing_mode),
                    replay_window_sec = COALESCE($9, replay_window_sec),
-                   updated_at = $10
+                   updated_at = $10,
+                   jitter_sec = COALESCE($11, jitter_sec)
                WHERE id = $1
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec"#,
             id,
             changes.label.as_ref().map(Label::as_str),
             enabled,
@@ -251,6 +258,7 @@ impl PgStore {
             changes.signing_mode.map(SigningMode::as_str),
             changes.replay_window.map(ReplayWindow::get),
             now,
+            changes.jitter.map(JitterSec::get),
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -338,7 +346,7 @@ impl PgStore {
                WHERE id = $1 AND kind = 'webhook'
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec"#,
             id,
             sealed,
             now,

@@ -215,7 +215,7 @@ impl SqliteStore {
             let run = sqlx::query_as::<_, PendingRun>(
                 "SELECT r.id, r.routine_id, r.source, r.trigger_id,
                         COALESCE(r.timezone, t.timezone) AS timezone, r.scheduled_for,
-                        r.triggered_at, r.catch_up, r.payload
+                        r.fire_at, r.triggered_at, r.catch_up, r.payload
                  FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
                  WHERE r.id = ?1 AND r.status = 'received'",
             )
@@ -243,7 +243,8 @@ impl SqliteStore {
                 "SELECT count(*) FROM routine_runs o
                  WHERE o.trigger_id = ?1 AND o.scheduled_for > ?2
                    AND o.status = 'received' AND o.source = 'schedule'
-                   AND CASE WHEN o.catch_up THEN o.triggered_at ELSE o.scheduled_for END < ?3",
+                   AND CASE WHEN o.catch_up THEN o.triggered_at
+                            ELSE COALESCE(o.fire_at, o.scheduled_for) END < ?3",
             )
             .bind(run.trigger_id)
             .bind(run.scheduled_for)

@@ -26,10 +26,21 @@ type DueRow = (
     DateTime<Utc>,
     CatchUpPolicy,
     i32,
+    i32,
 );
 
 fn due_trigger(
-    (id, company_id, routine_id, cron, zone, next_run_at, catch_up_policy, catch_up_cap): DueRow,
+    (
+        id,
+        company_id,
+        routine_id,
+        cron,
+        zone,
+        next_run_at,
+        catch_up_policy,
+        catch_up_cap,
+        jitter_sec,
+    ): DueRow,
 ) -> DueTrigger {
     DueTrigger {
         id,
@@ -40,6 +51,7 @@ fn due_trigger(
         next_run_at,
         catch_up_policy,
         catch_up_cap,
+        jitter_sec,
     }
 }
 
@@ -113,7 +125,7 @@ pub(super) async fn withdraw_prepared(
 ) -> StoreResult<()> {
     sqlx::query(
         "DELETE FROM routine_runs
-         WHERE trigger_id = ?1 AND scheduled_for > ?2 AND source = 'schedule' AND status = 'received'",
+         WHERE trigger_id = ?1 AND triggered_at > ?2 AND source = 'schedule' AND status = 'received'",
     )
     .bind(trigger)
     .bind(now)
@@ -167,7 +179,8 @@ impl SqliteStore {
         fence(&mut tx, leadership, now).await?;
         let due: Vec<DueTrigger> = sqlx::query_as::<_, DueRow>(
             "SELECT t.id, t.company_id, t.routine_id, t.cron_expression AS cron,
-                    t.timezone AS zone, t.next_run_at, r.catch_up_policy, r.catch_up_cap
+                    t.timezone AS zone, t.next_run_at, r.catch_up_policy, r.catch_up_cap,
+                    t.jitter_sec
              FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
              WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL
                AND t.next_run_at <= ?1 AND r.status = 'active'
@@ -204,12 +217,12 @@ impl SqliteStore {
         let mut inserted = Vec::new();
         for i in 0..fires.triggers.len() {
             let id = new_id();
-            let scheduled_for = fires.scheduled_for[i];
+            let (scheduled_for, fire_at) = (fires.scheduled_for[i], fires.fire_at[i]);
             let written = sqlx::query(
                 "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status,
                                            scheduled_for, catch_up, triggered_at, payload,
-                                           updated_at, timezone)
-                 VALUES (?1, ?2, ?3, ?4, 'schedule', 'received', ?5, ?6, ?7, '{}', ?8, ?9)
+                                           updated_at, timezone, fire_at)
+                 VALUES (?1, ?2, ?3, ?4, 'schedule', 'received', ?5, ?6, ?7, '{}', ?8, ?9, ?10)
                  ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
             )
             .bind(id)
@@ -218,13 +231,14 @@ impl SqliteStore {
             .bind(fires.triggers[i])
             .bind(scheduled_for)
             .bind(fires.catch_up[i])
-            .bind(window.effective(scheduled_for))
+            .bind(window.effective(fire_at))
             .bind(now)
             .bind(&fires.zones[i])
+            .bind(fire_at)
             .execute(&mut *tx)
             .await?;
             if written.rows_affected() == 1 {
-                inserted.push((id, scheduled_for, fires.catch_up[i], fires.triggers[i]));
+                inserted.push((id, fire_at, fires.catch_up[i], fires.triggers[i]));
             }
         }
         report.record(&window, &inserted);

@@ -16,7 +16,7 @@ macro_rules! trigger_columns {
     () => {
         "id, routine_id, kind, label, enabled, cron_expression, timezone, next_run_at, public_id,
          signing_mode, replay_window_sec, last_fired_at, last_result, created_at, updated_at,
-         prepared_fire_at"
+         prepared_fire_at, jitter_sec"
     };
 }
 
@@ -79,6 +79,7 @@ impl FromRow<'_, SqliteRow> for PendingRun {
             trigger_id: row.try_get("trigger_id")?,
             timezone: row.try_get("timezone")?,
             scheduled_for: row.try_get("scheduled_for")?,
+            fire_at: row.try_get("fire_at")?,
             triggered_at: row.try_get("triggered_at")?,
             catch_up: row.try_get("catch_up")?,
             payload: row.try_get("payload")?,

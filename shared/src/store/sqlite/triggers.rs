@@ -8,7 +8,8 @@ use super::{SqliteStore, fires::withdraw_prepared, record, routines::fetch_routi
 use crate::{
     engine::refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
     model::{
-        Actor, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig, TriggerKind,
+        Actor, JitterSec, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig,
+        TriggerKind,
     },
     store::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
@@ -67,6 +68,7 @@ impl SqliteStore {
         let NewColumns {
             cron,
             zone,
+            jitter_sec,
             next_run_at,
             public_id,
             signing_mode,
@@ -79,8 +81,8 @@ impl SqliteStore {
         let row = sqlx::query_as::<_, TriggerRow>(concat!(
             "INSERT INTO routine_triggers (id, company_id, routine_id, kind, label, enabled,
                  cron_expression, timezone, next_run_at, public_id, signing_mode, replay_window_sec,
-                 secret_enc, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+                 secret_enc, created_at, updated_at, jitter_sec)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)
              RETURNING ",
             trigger_columns!()
         ))
@@ -98,6 +100,7 @@ impl SqliteStore {
         .bind(replay_window)
         .bind(sealed)
         .bind(now)
+        .bind(jitter_sec)
         .fetch_one(&mut *tx)
         .await?;
         let trigger = row.into_trigger(&self.public_url, now);
@@ -164,8 +167,10 @@ impl SqliteStore {
             .map(|c| c.as_str().to_owned())
             .or(cron_now);
         let zone = changes.zone.map(|z| z.name().to_owned()).or(zone_now);
-        let schedule_changed =
-            changes.cron.is_some() || changes.zone.is_some() || changes.enabled.is_some();
+        let schedule_changed = changes.cron.is_some()
+            || changes.zone.is_some()
+            || changes.jitter.is_some()
+            || changes.enabled.is_some();
         let next_run_at = match (&cron, &zone) {
             (Some(cron), Some(zone)) if enabled && routine.status == RoutineStatus::Active => {
                 next_fire(cron, zone, now)
@@ -185,7 +190,8 @@ impl SqliteStore {
                  next_run_at = CASE WHEN ?6 THEN ?7 ELSE next_run_at END,
                  signing_mode = COALESCE(?8, signing_mode),
                  replay_window_sec = COALESCE(?9, replay_window_sec),
-                 updated_at = ?10
+                 updated_at = ?10,
+                 jitter_sec = COALESCE(?11, jitter_sec)
              WHERE id = ?1
              RETURNING ",
             trigger_columns!()
@@ -200,6 +206,7 @@ impl SqliteStore {
         .bind(changes.signing_mode.map(SigningMode::as_str))
         .bind(changes.replay_window.map(ReplayWindow::get))
         .bind(now)
+        .bind(changes.jitter.map(JitterSec::get))
         .fetch_one(&mut *tx)
         .await?;
         if let (Some(window), Some(old)) = (changes.replay_window, window_now)
