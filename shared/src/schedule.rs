@@ -472,4 +472,4 @@ impl Schedule {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -356,6 +356,12 @@ impl<'a> Caller<'a> {
             .await
     }
 
+    /// `POST /api/routines/{routineId}/backfill`
+    pub async fn backfill(&self, routine: &str, body: &Value) -> Resp {
+        self.post(&format!("/api/routines/{routine}/backfill"), body)
+            .await
+    }
+
     /// `GET /api/routines/{routineId}/runs?{query}`
     pub async fn list_runs(&self, routine: &str, query: &str) -> Resp {
         self.get(&format!("/api/routines/{routine}/runs?{query}"))

@@ -6,9 +6,10 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use chrono::{DateTime, Utc};
 use nexus_shared::{
     model::{IdempotencyKey, Run, RunSource, stored_payload},
-    store::NewRun,
+    store::{BackfillRange, NewRun},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -27,6 +28,7 @@ use crate::{
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(run_routine))
+        .routes(routes!(backfill))
         .routes(routes!(list_runs))
         .routes(routes!(get_run))
 }
@@ -55,6 +57,29 @@ pub(crate) struct RunRequest {
     idempotency_key: Option<String>,
     /// An `api` trigger of this routine.
     trigger_id: Option<Uuid>,
+}
+
+/// Body of `POST /api/routines/{routineId}/backfill`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct BackfillRequest {
+    /// Start of the range (included).
+    from: DateTime<Utc>,
+    /// End of the range (excluded); not after now.
+    to: DateTime<Utc>,
+    /// Only this schedule trigger of the routine (enabled or not); default every enabled one.
+    trigger_id: Option<Uuid>,
+}
+
+/// The runs a backfill created.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BackfillResult {
+    /// One per fire of the range that had no run, oldest first (`source: "backfill"`,
+    /// `catchUp: true`).
+    runs: Vec<Run>,
+    /// Fires of the range that already had a run, left as they were.
+    existing: usize,
 }
 
 /// Query of `GET /api/routines/{routineId}/runs`.
@@ -117,6 +142,50 @@ async fn run_routine(
     Ok(accepted_response(accepted.run, accepted.replayed))
 }
 
+/// Re-run a past range (board, or its assignee agent): one run for every nominal fire of the
+/// routine's schedule triggers in `[from, to)` that has no run yet, dispatched oldest first
+/// under the routine's concurrency policy. At most 1,000 fires; 409 when archived.
+#[utoipa::path(post, path = "/api/routines/{routineId}/backfill", tag = "runs",
+    params(("routineId" = Uuid, Path)), request_body = BackfillRequest,
+    responses((status = 202, body = BackfillResult),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn backfill(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(routine_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<BackfillRequest>,
+) -> Result<Response, ApiError> {
+    let routine = state.store.routine(routine_id).await.found("routine")?;
+    auth.see(routine.company_id, "routine")?;
+    auth.manage_routine(routine.assignee_agent_id)?;
+    if body.from >= body.to {
+        return Err(ApiError::invalid_field("from", "must be before `to`"));
+    }
+    if body.to > state.store.clock().now() {
+        return Err(ApiError::invalid_field(
+            "to",
+            "must not be after now: a backfill re-runs the past",
+        ));
+    }
+    let range = BackfillRange {
+        from: body.from,
+        to: body.to,
+        trigger_id: body.trigger_id,
+    };
+    let done = state
+        .store
+        .backfill(routine_id, range, auth.0)
+        .await
+        .found("routine")?;
+    let result = BackfillResult {
+        runs: done.runs,
+        existing: done.existing,
+    };
+    Ok((StatusCode::ACCEPTED, Json(result)).into_response())
+}
+
 /// 202 with the run, marking a replayed idempotency key.
 pub(crate) fn accepted_response(run: Run, replayed: bool) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(run)).into_response();
@@ -167,3 +236,5 @@ async fn get_run(
 }
 
 impl RequestBody for RunRequest {}
+
+impl RequestBody for BackfillRequest {}

@@ -453,7 +453,9 @@ fn fire_date(run: &PendingRun) -> String {
         .and_then(|z| TimeZone::parse(z).ok())
         .unwrap_or(TimeZone::UTC);
     match (run.source, run.scheduled_for) {
-        (RunSource::Schedule, Some(at)) => zone.wall(at).format("%Y-%m-%d").to_string(),
+        (RunSource::Schedule | RunSource::Backfill, Some(at)) => {
+            zone.wall(at).format("%Y-%m-%d").to_string()
+        }
         _ => run.triggered_at.format("%Y-%m-%d").to_string(),
     }
 }

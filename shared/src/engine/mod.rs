@@ -3,6 +3,7 @@
 //! the engine with the time it was given, and writes the outcome in its own transaction.
 //!
 //! - [`access`]: who may do what (the board, an agent within its company and its routines).
+//! - [`backfill`]: the nominal fires of a past range, as the live schedule has them.
 //! - [`dispatch`]: what a routine's state and its catch-up and concurrency policies make of
 //!   each run of a batch.
 //! - [`fires`]: which fires of the due schedule triggers are on time, prepared ahead or
@@ -13,6 +14,7 @@
 //! - [`refusal`]: every refusal, with its error code, and the lifecycle rules that refuse.
 
 pub mod access;
+pub mod backfill;
 pub mod dispatch;
 pub mod fires;
 pub mod lifecycle;

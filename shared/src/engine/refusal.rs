@@ -91,6 +91,12 @@ pub enum Refusal {
     /// A routine already has [`MAX_TRIGGERS_PER_ROUTINE`] triggers.
     #[error("a routine has at most {MAX_TRIGGERS_PER_ROUTINE} triggers")]
     TooManyTriggers,
+    /// A backfill range holds more fires than one backfill may cover.
+    #[error(
+        "the range holds more than {} fires; backfill it in smaller ranges",
+        crate::engine::backfill::MAX_BACKFILL_FIRES
+    )]
+    BackfillTooLarge,
 }
 
 fn archived_message(attempt: RoutineAttempt) -> &'static str {
@@ -126,6 +132,7 @@ impl Refusal {
             Self::Deposed { .. } => "deposed",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::TooManyTriggers => "too_many_triggers",
+            Self::BackfillTooLarge => "backfill_too_large",
         }
     }
 
@@ -133,7 +140,9 @@ impl Refusal {
     #[must_use]
     pub fn kind(&self) -> RefusalKind {
         match self {
-            Self::IdempotencyKeyReused | Self::TooManyTriggers => RefusalKind::Unprocessable,
+            Self::IdempotencyKeyReused | Self::TooManyTriggers | Self::BackfillTooLarge => {
+                RefusalKind::Unprocessable
+            }
             _ => RefusalKind::Conflict,
         }
     }
@@ -249,6 +258,11 @@ mod tests {
                 Refusal::TooManyTriggers,
                 "too_many_triggers",
                 "a routine has at most 50 triggers",
+            ),
+            (
+                Refusal::BackfillTooLarge,
+                "backfill_too_large",
+                "the range holds more than 1000 fires; backfill it in smaller ranges",
             ),
         ];
         for (refusal, code, message) in cases {

@@ -152,7 +152,13 @@ pub type IdempotencyKey = BoundedText<1, 255>;
 
 text_enum! {
     /// What created a run.
-    RunSource { Schedule => "schedule", Webhook => "webhook", Manual => "manual", Api => "api" }
+    RunSource {
+        Schedule => "schedule",
+        Webhook => "webhook",
+        Manual => "manual",
+        Api => "api",
+        Backfill => "backfill",
+    }
 }
 
 text_enum! {

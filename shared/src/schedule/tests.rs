@@ -330,7 +330,11 @@ fn time_zones_are_iana_names() {
 
 /// The fires of `schedule` in `(from, to]`, found by checking every UTC minute: an independent
 /// statement of the contract's rules.
-fn oracle(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+pub(crate) fn oracle(
+    schedule: &Schedule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
     let tz = schedule.zone.0;
     let expression = &schedule.expression;
     let start = from.timestamp().div_euclid(60) * 60 + 60;
@@ -387,7 +391,7 @@ fn minute_field() -> impl Strategy<Value = String> {
     ]
 }
 
-fn expression() -> impl Strategy<Value = String> {
+pub(crate) fn expression() -> impl Strategy<Value = String> {
     let dom = prop_oneof![3 => Just("*".to_owned()), 1 => (1..=28u32).prop_map(|d| d.to_string())];
     let dow = prop_oneof![3 => Just("*".to_owned()), 1 => (0..=7u32).prop_map(|d| d.to_string()), 1 => Just("1-5".to_owned())];
     (minute_field(), hour_field(), dom, dow)
@@ -396,7 +400,7 @@ fn expression() -> impl Strategy<Value = String> {
 
 /// A zone and a start shortly before or after one of its 2026 offset changes (or any day, for
 /// zones without daylight saving).
-fn zone_and_start() -> impl Strategy<Value = (&'static str, DateTime<Utc>)> {
+pub(crate) fn zone_and_start() -> impl Strategy<Value = (&'static str, DateTime<Utc>)> {
     const CHANGES: &[(&str, &str)] = &[
         ("Europe/Amsterdam", "2026-03-29T01:00:00Z"),
         ("Europe/Amsterdam", "2026-10-25T01:00:00Z"),

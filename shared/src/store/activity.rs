@@ -224,6 +224,29 @@ impl NewActivity<'static> {
         Self::entry(company_id, actor, "trigger.secret_rotated", entity, details)
     }
 
+    /// `routine.backfilled`.
+    pub(crate) fn routine_backfilled(
+        (company_id, routine_id): (Uuid, Uuid),
+        range: &super::BackfillRange,
+        (created, existing): (usize, usize),
+        actor: Actor,
+    ) -> Self {
+        let details = json!({
+            "from": range.from,
+            "to": range.to,
+            "triggerId": range.trigger_id,
+            "runs": created,
+            "existing": existing,
+        });
+        Self::entry(
+            company_id,
+            actor,
+            "routine.backfilled",
+            ("routine", routine_id),
+            details,
+        )
+    }
+
     /// `routine.created`.
     pub(crate) fn routine_created(routine: &RoutineRow, actor: Actor) -> Self {
         let details =

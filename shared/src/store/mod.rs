@@ -14,6 +14,7 @@
 mod activity;
 mod agents;
 mod auth;
+mod backfill;
 mod dispatch;
 mod fires;
 mod heartbeats;
@@ -31,6 +32,7 @@ pub use self::{
     activity::NewActivity,
     agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
     auth::{BoardToken, BoardTokenInfo},
+    backfill::{BackfillRange, Backfilled},
     dispatch::WakeupDelivery,
     fires::Leadership,
     issues::{IssueFilter, NewIssue},

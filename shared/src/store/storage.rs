@@ -16,10 +16,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{
-    Accepted, AgentChanges, BoardToken, BoardTokenInfo, CreatedAgent, FireReport, IssueFilter,
-    IssuedKey, Leadership, NewIssue, NewRoutine, NewRun, NewTrigger, PgStore, RoutineChanges,
-    RoutineFilter, SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine, UpdatedAgent,
-    WakeupDelivery, WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
+    Accepted, AgentChanges, BackfillRange, Backfilled, BoardToken, BoardTokenInfo, CreatedAgent,
+    FireReport, IssueFilter, IssuedKey, Leadership, NewIssue, NewRoutine, NewRun, NewTrigger,
+    PgStore, RoutineChanges, RoutineFilter, SecretMaterial, StoreResult, TriggerChanges,
+    TriggerInRoutine, UpdatedAgent, WakeupDelivery, WakeupSpec, WebhookTrigger,
+    sqlite::SqliteStore,
 };
 use crate::{
     clock::SharedClock,
@@ -393,6 +394,12 @@ storage! {
     /// # Errors
     /// `NotFound`, `Refused`; the database failed.
     async fn accept_manual_run(&self, routine_id: Uuid, new: NewRun, actor: Actor) -> StoreResult<Accepted>;
+    /// Creates a `backfill` run for every nominal fire of the routine's schedule triggers in
+    /// the range that has no run yet, dispatched oldest first.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidReference`, `Refused`; the database failed.
+    async fn backfill(&self, routine_id: Uuid, range: BackfillRange, actor: Actor) -> StoreResult<Backfilled>;
     /// Accepts a webhook run for an authenticated trigger.
     ///
     /// # Errors

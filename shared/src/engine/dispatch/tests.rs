@@ -323,14 +323,14 @@ fn late_schedule_runs_follow_the_catch_up_policy() {
     // A jittered fire is due at its real instant: 40 s of jitter make a fire nominally due
     // 70 s ago late only by 30 s, within the grace.
     let jittered = PendingRun {
-        fire_at: Some(at("2026-11-29T09:59:30Z")),
-        ..scheduled(&capped, "2026-11-29T09:58:50Z", "UTC")
+        fire_at: Some(at("2026-11-29T10:00:30Z")),
+        ..scheduled(&capped, "2026-11-29T09:59:50Z", "UTC")
     };
     assert!(!jittered.is_late(now, grace));
     assert!(
         PendingRun {
             fire_at: None,
-            ..scheduled(&capped, "2026-11-29T09:58:50Z", "UTC")
+            ..scheduled(&capped, "2026-11-29T09:59:50Z", "UTC")
         }
         .is_late(now, grace)
     );

@@ -299,7 +299,9 @@ async fn record_missed(
 /// Inserts `received` schedule runs, triggered at `now` or, when prepared ahead, at their
 /// real instant (nominal time plus jitter); a fire that already has a run (the unique key on
 /// `(trigger_id, scheduled_for)`) is left out. Returns the new runs' id, real instant,
-/// catch-up flag and trigger.
+/// catch-up flag and trigger. Fires are inserted in `(trigger_id, scheduled_for)` order, as a
+/// backfill inserts them, so two transactions waiting on each other's fire keys cannot
+/// deadlock.
 async fn insert_fires(
     fires: NewFires,
     conn: &mut PgConnection,
@@ -317,7 +319,7 @@ async fn insert_fires(
                FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bool[],
                            $8::text[], $9::timestamptz[])
                     AS f(id, company_id, routine_id, trigger_id, scheduled_for, catch_up, timezone, fire_at)
-               ORDER BY id
+               ORDER BY trigger_id, scheduled_for
                ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
                RETURNING id, fire_at AS "fire_at!", catch_up, trigger_id AS "trigger_id!""#,
             &ids,

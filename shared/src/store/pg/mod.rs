@@ -6,6 +6,7 @@
 mod activity;
 mod agents;
 mod auth;
+mod backfill;
 mod catalog;
 mod dispatch;
 mod fires;

@@ -17,6 +17,7 @@ mod rows;
 mod activity;
 mod agents;
 mod auth;
+mod backfill;
 mod catalog;
 mod dispatch;
 mod fires;

@@ -145,5 +145,6 @@ async fn epoch(app: &TestApp) -> i64 {
 }
 
 mod catch_up;
+mod controls;
 mod fires;
 mod leadership;
