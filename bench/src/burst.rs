@@ -102,33 +102,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     match shape.mode {
         Mode::InProcess => {
-            let key = SecretKey::generate();
-            let store = Store::postgres(
-                db::pool(&cluster.db.url, u32::try_from(workers + 6)?)?,
-                Arc::new(SystemClock),
-                &key,
-            );
-            let redis = Redis::new(&redis_url(), cluster.prefix(), Arc::new(SystemClock))?;
-            let scheduler = Scheduler::new(
-                store.clone(),
-                LeaderLock::new(
-                    Coordination::Redis(redis),
-                    "bench-scheduler".to_owned(),
-                    Duration::from_secs(15),
-                ),
-                nexus_scheduler::Settings {
-                    lookahead,
-                    ..Default::default()
-                },
-            );
-            let worker_settings = nexus_worker::Settings {
-                concurrency: workers,
-                batch: shape.batch,
-                ..Default::default()
-            };
-            let worker = Worker::new(store, "bench-worker".to_owned(), worker_settings)?;
-            tasks.push(tokio::spawn(scheduler.run(stopped.clone())));
-            tasks.push(tokio::spawn(worker.run(stopped)));
+            tasks = in_process(&cluster, workers, shape.batch, lookahead, stopped)?;
         }
         Mode::Serve => {
             cluster
@@ -275,8 +249,49 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a scheduler (leading through Redis) and a worker of `workers` concurrency in this
+/// process, against the cluster's database, until `stopped` says stop: the library code
+/// `nexus serve` runs.
+pub(crate) fn in_process(
+    cluster: &Cluster,
+    workers: usize,
+    batch: usize,
+    lookahead: Duration,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let key = SecretKey::generate();
+    let store = Store::postgres(
+        db::pool(&cluster.db.url, u32::try_from(workers + 6)?)?,
+        Arc::new(SystemClock),
+        &key,
+    );
+    let redis = Redis::new(&redis_url(), cluster.prefix(), Arc::new(SystemClock))?;
+    let scheduler = Scheduler::new(
+        store.clone(),
+        LeaderLock::new(
+            Coordination::Redis(redis),
+            "bench-scheduler".to_owned(),
+            Duration::from_secs(15),
+        ),
+        nexus_scheduler::Settings {
+            lookahead,
+            ..Default::default()
+        },
+    );
+    let worker_settings = nexus_worker::Settings {
+        concurrency: workers,
+        batch,
+        ..Default::default()
+    };
+    let worker = Worker::new(store, "bench-worker".to_owned(), worker_settings)?;
+    Ok(vec![
+        tokio::spawn(scheduler.run(stopped.clone())),
+        tokio::spawn(worker.run(stopped)),
+    ])
+}
+
 /// The current write-ahead log position, in bytes.
-async fn wal_position(database: &TestDb) -> anyhow::Result<f64> {
+pub(crate) async fn wal_position(database: &TestDb) -> anyhow::Result<f64> {
     Ok(
         sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8")
             .fetch_one(&database.pool)

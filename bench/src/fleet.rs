@@ -11,6 +11,8 @@ pub(crate) enum Cron {
     /// Once a day at a minute that differs between routines, next fire tomorrow: nothing is
     /// due for hours.
     DailyTomorrow,
+    /// Once a year, at the given minute (its only fire for a year), with this `jitterSec`.
+    OnceAt(DateTime<Utc>, i32),
 }
 
 /// The company the seeded routines belong to (the history has another).
@@ -47,6 +49,19 @@ pub(crate) async fn seed(database: &TestDb, routines: usize, cron: Cron) -> anyh
                  SELECT gen_random_uuid(), company_id, id, 'schedule', '* * * * *', 'UTC', $1, now(), now() FROM routines",
             )
             .bind(first)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Cron::OnceAt(at, jitter) => {
+            let cron = at.format("%-M %-H %-d %-m *").to_string();
+            sqlx::query(
+                "INSERT INTO routine_triggers (id, company_id, routine_id, kind, cron_expression, timezone, next_run_at,
+                                               jitter_sec, created_at, updated_at)
+                 SELECT gen_random_uuid(), company_id, id, 'schedule', $1, 'UTC', $2, $3, now(), now() FROM routines",
+            )
+            .bind(cron)
+            .bind(at)
+            .bind(jitter)
             .execute(&mut *tx)
             .await?;
         }

@@ -9,6 +9,7 @@
 //! bench latency [--rates 10,200] [--seconds S]
 //! bench scale   [--routines 10000,1000000] [--due N]
 //! bench queue   [--jobs N] [--loops N]
+//! bench jitter  [--routines R] [--jitter S] [--workers N]
 //! ```
 //!
 //! Build with `cargo build --release --workspace`: the process scenarios start the role
@@ -18,6 +19,7 @@ mod burst;
 mod cluster;
 mod fleet;
 mod ingest;
+mod jitter;
 mod latency;
 mod machine;
 mod pickup;
@@ -86,6 +88,14 @@ async fn main() -> anyhow::Result<()> {
         Some("scale") => {
             scale::run(&list("--routines", "10000,1000000")?, flag("--due", 1_000)?).await
         }
+        Some("jitter") => {
+            jitter::run(
+                flag("--routines", 10_000)?,
+                flag("--jitter", 60)?,
+                flag("--workers", 8)?,
+            )
+            .await
+        }
         Some("queue") => queue::run(flag("--jobs", 50_000)?, flag("--loops", 8)?).await,
         Some("upcoming") => upcoming::run(flag("--calls", 200)?).await,
         Some("slowloris") => {
@@ -93,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|ingest|latency|scale|queue|upcoming|slowloris [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|ingest|jitter|latency|scale|queue|upcoming|slowloris [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }

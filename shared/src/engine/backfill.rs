@@ -130,6 +130,16 @@ mod tests {
         // A range of centuries costs no more than the first 1,001 fires.
         let fires = backfill_fires(&minutely, at("1970-01-01T00:00:00Z"), from);
         assert_eq!(fires, Err(Refusal::BackfillTooLarge));
+        // From the first instant a request can name: bounded, no overflow.
+        let yearly = [trigger(1, "0 0 1 1 *", "Europe/Amsterdam")];
+        let fires = backfill_fires(&yearly, at("0000-01-01T00:00:00Z"), from);
+        assert_eq!(fires, Err(Refusal::BackfillTooLarge));
+        let fires = backfill_fires(
+            &yearly,
+            at("0000-01-01T00:00:00Z"),
+            at("0100-01-01T00:00:00Z"),
+        );
+        assert!(fires.is_ok_and(|f| f.len() <= 100));
     }
 
     #[test]

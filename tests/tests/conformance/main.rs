@@ -161,6 +161,9 @@ fn leader(epoch: i64) -> Leadership {
 
 mod flow;
 
+/// Schedule controls: jitter and backfill.
+mod controls;
+
 /// What the worker finds when it dispatches decides, not what held when the run was accepted
 /// (the contract's "State at dispatch"), and runs are listed by when they were triggered.
 mod at_dispatch;

@@ -232,6 +232,7 @@ async fn the_openapi_document_lists_every_implemented_path() {
         ("delete", "/api/routine-triggers/{triggerId}"),
         ("post", "/api/routine-triggers/{triggerId}/rotate-secret"),
         ("post", "/api/routines/{routineId}/run"),
+        ("post", "/api/routines/{routineId}/backfill"),
         ("get", "/api/routines/{routineId}/runs"),
         ("get", "/api/routine-runs/{runId}"),
         ("post", "/api/routine-triggers/public/{publicId}/fire"),

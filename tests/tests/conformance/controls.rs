@@ -1,0 +1,148 @@
+use nexus_shared::{
+    engine::fires::fire_instant,
+    model::JitterSec,
+    store::{BackfillRange, Refusal},
+};
+
+use super::*;
+
+fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&format!("2026-11-30T{s}Z"))
+        .expect("time")
+        .to_utc()
+}
+
+fn jittered(cron: &str, jitter: i64) -> NewTrigger {
+    let mut trigger = schedule(cron, "UTC");
+    if let NewTriggerKind::Schedule { jitter: j, .. } = &mut trigger.kind {
+        *j = JitterSec::parse(jitter).expect("jitter");
+    }
+    trigger
+}
+
+fn range(from: &str, to: &str) -> BackfillRange {
+    BackfillRange {
+        from: at(from),
+        to: at(to),
+        trigger_id: None,
+    }
+}
+
+nexus_tests::conformance! {
+    async fn a_jittered_fire_takes_effect_at_its_offset_and_the_grace_counts_from_it(store, clock) {
+        let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        let (grace, ahead, lease) = (TimeDelta::seconds(60), TimeDelta::seconds(5), Duration::from_secs(30));
+        // A trigger whose 11:00 offset is over two minutes (ids are random: a few tries).
+        let (trigger, real) = loop {
+            let trigger = store.create_trigger(routine_id, jittered("0 11 * * *", 600), board()).await.expect("trigger").0;
+            let real = fire_instant(trigger.id, at("11:00:00"), 600);
+            if real - at("11:00:00") > TimeDelta::seconds(120) {
+                break (trigger, real);
+            }
+            store.delete_trigger(trigger.id, board()).await.expect("delete");
+        };
+        assert_eq!(next_run_at(&trigger.config), Some(real), "nextRunAt is the real instant");
+        // Prepared at the nominal time minus the lookahead, due at the real instant.
+        clock.set(at("10:59:57"));
+        let report = store.fire_due(&leader(1), grace, ahead, 500).await.expect("prepare");
+        assert_eq!((report.dispatched, report.prepared), (1, 1));
+        assert_eq!(store.next_job_at().await.expect("next"), Some(real));
+        clock.set(real - TimeDelta::milliseconds(1));
+        assert!(store.runs(routine_id, None, 50).await.expect("runs").is_empty(), "not visible before it takes effect");
+        assert!(store.claim_and_dispatch("w", lease, 100).await.expect("take").is_empty());
+        clock.set(real);
+        let runs = store.runs(routine_id, None, 50).await.expect("runs");
+        assert_eq!((runs.len(), runs[0].scheduled_for, runs[0].triggered_at), (1, Some(at("11:00:00")), real));
+        let taken = store.claim_and_dispatch("w", lease, 100).await.expect("take");
+        assert_eq!(taken.outcomes, [(runs[0].id, RunStatus::IssueCreated)]);
+        // Without jitter the next fire is the nominal time again.
+        let none = TriggerChanges { jitter: Some(JitterSec::parse(0).expect("jitter")), ..Default::default() };
+        let changed = store.update_trigger(trigger.id, none, board()).await.expect("update");
+        assert_eq!(next_run_at(&changed.config), Some(at("11:00:00") + TimeDelta::days(1)));
+
+        // A fire handled a grace after its real instant is on time, though its nominal time is
+        // minutes older; a millisecond later it is missed.
+        let (_, _, other) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        let real = loop {
+            let trigger = store.create_trigger(other, jittered("0 12 * * *", 3600), board()).await.expect("trigger").0;
+            let real = fire_instant(trigger.id, at("12:00:00"), 3600);
+            if real - at("12:00:00") > TimeDelta::seconds(120) {
+                break real;
+            }
+            store.delete_trigger(trigger.id, board()).await.expect("delete");
+        };
+        clock.set(real + grace);
+        let report = store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
+        assert_eq!((report.dispatched, report.missed_fires), (1, 0));
+        let (_, _, third) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        let real = loop {
+            let trigger = store.create_trigger(third, jittered("0 14 * * *", 3600), board()).await.expect("trigger").0;
+            let real = fire_instant(trigger.id, at("14:00:00"), 3600);
+            if real - at("14:00:00") > TimeDelta::seconds(120) {
+                break real;
+            }
+            store.delete_trigger(trigger.id, board()).await.expect("delete");
+        };
+        clock.set(real + grace + TimeDelta::milliseconds(1));
+        let report = store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
+        assert_eq!((report.dispatched, report.missed_fires, report.skipped_runs), (0, 1, 1));
+    }
+
+    async fn backfill_makes_each_fire_once_oldest_first_and_leaves_existing_runs(store, clock) {
+        let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        let trigger = store.create_trigger(routine_id, schedule("*/15 * * * *", "UTC"), board()).await.expect("trigger").0.id;
+        let (grace, lease) = (TimeDelta::seconds(60), Duration::from_secs(30));
+        clock.set(at("10:15:01"));
+        assert_eq!(store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire").dispatched, 1);
+        drain!(store, "w");
+        // [09:00, 11:00:30): nine fires, 10:15 already has its run.
+        clock.set(at("11:00:30"));
+        let done = store.backfill(routine_id, range("09:00:00", "11:00:30"), board()).await.expect("backfill");
+        let nominal: Vec<_> = done.runs.iter().map(|r| r.scheduled_for).collect();
+        let want: Vec<_> = ["09:00", "09:15", "09:30", "09:45", "10:00", "10:30", "10:45", "11:00"]
+            .iter()
+            .map(|t| Some(at(&format!("{t}:00"))))
+            .collect();
+        assert_eq!((nominal, done.existing), (want, 1));
+        for run in &done.runs {
+            assert_eq!((run.source, run.status, run.catch_up, run.trigger_id), (RunSource::Backfill, RunStatus::Received, true, Some(trigger)));
+        }
+        // Again: nothing new. The fire pass finds the fires it would handle done as well.
+        let again = store.backfill(routine_id, range("09:00:00", "11:00:30"), board()).await.expect("again");
+        assert_eq!((again.runs.len(), again.existing), (0, 9));
+        store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
+        let runs = store.runs(routine_id, None, 50).await.expect("runs");
+        let mut fires: Vec<_> = runs.iter().map(|r| r.scheduled_for).collect();
+        fires.sort();
+        fires.dedup();
+        assert_eq!((runs.len(), fires.len()), (9, 9), "one run per fire");
+        // Dispatched oldest first.
+        let taken = store.claim_and_dispatch("w", lease, 100).await.expect("take");
+        let order: Vec<_> = taken.outcomes.iter().map(|(id, _)| *id).collect();
+        let backfilled: Vec<_> = done.runs.iter().map(|r| r.id).collect();
+        assert_eq!(order, backfilled);
+    }
+
+    async fn backfill_is_bounded_and_refused_where_a_manual_run_is(store, _clock) {
+        let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        store.create_trigger(routine_id, schedule("* * * * *", "UTC"), board()).await.expect("trigger");
+        let too_large = store.backfill(routine_id, range("09:00:00", "09:00:00") , board()).await;
+        assert_eq!(too_large.map(|d| d.runs.len()).ok(), Some(0), "an empty range has no fires");
+        let from = at("10:00:00") - TimeDelta::minutes(1001);
+        let refused = store.backfill(routine_id, BackfillRange { from, ..range("00:00:00", "10:00:00") }, board()).await;
+        assert!(matches!(refused, Err(StoreError::Refused(Refusal::BackfillTooLarge))), "{refused:?}");
+        assert!(store.runs(routine_id, None, 50).await.expect("runs").is_empty(), "nothing created");
+        let from = at("10:00:00") - TimeDelta::minutes(1000);
+        let done = store.backfill(routine_id, BackfillRange { from, ..range("00:00:00", "10:00:00") }, board()).await.expect("backfill");
+        assert_eq!(done.runs.len(), 1000);
+        let api = NewTrigger { kind: NewTriggerKind::Api, label: Label::default(), enabled: true };
+        let api = store.create_trigger(routine_id, api, board()).await.expect("trigger").0.id;
+        let named = store.backfill(routine_id, BackfillRange { trigger_id: Some(api), ..range("09:00:00", "09:01:00") }, board()).await;
+        assert!(matches!(named, Err(StoreError::InvalidReference { field: "triggerId" })), "{named:?}");
+        store.update_routine(routine_id, RoutineChanges { status: Some(RoutineStatus::Archived), ..Default::default() }, board()).await.expect("archive");
+        let archived = store.backfill(routine_id, range("09:00:00", "09:01:00"), board()).await;
+        assert!(matches!(archived, Err(StoreError::Refused(ref r)) if r.code() == "routine_archived"), "{archived:?}");
+        let unknown = store.backfill(Uuid::now_v7(), range("09:00:00", "09:01:00"), board()).await;
+        assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    }
+}
