@@ -350,6 +350,15 @@ impl<'a> Caller<'a> {
         .await
     }
 
+    /// `POST /api/routine-triggers/{triggerId}/rotate-secret` with a body.
+    pub async fn rotate_trigger_secret_with(&self, trigger: &str, body: &Value) -> Resp {
+        self.post(
+            &format!("/api/routine-triggers/{trigger}/rotate-secret"),
+            body,
+        )
+        .await
+    }
+
     /// `POST /api/routines/{routineId}/run`
     pub async fn run_routine(&self, routine: &str, body: &Value) -> Resp {
         self.post(&format!("/api/routines/{routine}/run"), body)

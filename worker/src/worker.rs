@@ -363,6 +363,8 @@ impl Worker {
         }
         // Signatures remembered in the database (no Redis) whose replay window is over.
         self.store.purge_signatures().await?;
+        // Secrets replaced by a rotation whose grace period is over.
+        self.store.destroy_expired_secrets().await?;
         // Gauges of every kind and state, zero when absent, so drained queues read 0.
         let depth = self.queue.depth().await?;
         for kind in [DISPATCH_RUN, DELIVER_WAKEUP] {

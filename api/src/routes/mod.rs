@@ -51,8 +51,10 @@ pub(crate) fn request_bodies() -> Vec<(std::borrow::Cow<'static, str>, &'static 
         body::<routines::CreateRoutine>(),
         body::<routines::UpdateRoutine>(),
         body::<runs::RunRequest>(),
+        body::<runs::BackfillRequest>(),
         body::<triggers::CreateTrigger>(),
         body::<triggers::UpdateTrigger>(),
+        body::<triggers::RotateSecret>(),
         (agents::WakeupRequest::name(), &[]),
     ]
 }

@@ -6,7 +6,10 @@ use nexus_shared::{
         DEFAULT_REPLAY_WINDOW, JitterSec, Label, ReplayWindow, SigningMode, Trigger, TriggerKind,
     },
     schedule::{CronExpression, TimeZone},
-    store::{NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine},
+    store::{
+        MAX_ROTATION_GRACE_SEC, NewTrigger, NewTriggerKind, Rotation, SecretMaterial,
+        TriggerChanges, TriggerInRoutine,
+    },
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -312,16 +315,31 @@ async fn delete_trigger(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Replace a webhook trigger's secret; the old one stops working at once.
+/// Body of `POST /api/routine-triggers/{triggerId}/rotate-secret` (may be empty).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RotateSecret {
+    /// 0–604800, default 0: how long the replaced secret keeps working.
+    #[schema(minimum = 0, maximum = 604_800)]
+    #[serde(default, deserialize_with = "crate::error::whole_number")]
+    previous_secret_valid_sec: Option<i64>,
+    /// Default `false`: end a previous secret still in its grace period instead of 409.
+    force: Option<bool>,
+}
+
+/// Replace a webhook trigger's secret; the old one keeps working for
+/// `previousSecretValidSec` (default 0: it stops at once).
 #[utoipa::path(post, path = "/api/routine-triggers/{triggerId}/rotate-secret", tag = "triggers",
-    params(("triggerId" = Uuid, Path)),
-    responses((status = 200, body = TriggerWithSecret), (status = 401, body = ErrorBody),
+    params(("triggerId" = Uuid, Path)), request_body = RotateSecret,
+    responses((status = 200, body = TriggerWithSecret), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn rotate_secret(
     auth: Auth,
     State(state): State<AppState>,
     ApiPath(trigger_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<RotateSecret>,
 ) -> Result<Json<TriggerWithSecret>, ApiError> {
     let found = managed(auth, &state, trigger_id).await?;
     if found.trigger.kind() != TriggerKind::Webhook {
@@ -331,9 +349,20 @@ async fn rotate_secret(
             "only webhook triggers have a secret to rotate",
         ));
     }
+    let grace = body.previous_secret_valid_sec.unwrap_or(0);
+    if !(0..=MAX_ROTATION_GRACE_SEC).contains(&grace) {
+        return Err(ApiError::invalid_field(
+            "previousSecretValidSec",
+            &format!("must be from 0 to {MAX_ROTATION_GRACE_SEC}"),
+        ));
+    }
+    let rotation = Rotation {
+        grace: chrono::TimeDelta::seconds(grace),
+        force: body.force.unwrap_or(false),
+    };
     let (trigger, material) = state
         .store
-        .rotate_trigger_secret(trigger_id, auth.0)
+        .rotate_trigger_secret(trigger_id, rotation, auth.0)
         .await
         .found("trigger")?;
     Ok(Json(TriggerWithSecret {
@@ -343,5 +372,7 @@ async fn rotate_secret(
 }
 
 impl RequestBody for CreateTrigger {}
+
+impl RequestBody for RotateSecret {}
 
 impl RequestBody for UpdateTrigger {}

@@ -107,7 +107,7 @@ async fn handle(
         Headers::Bearer => (None, Some(None)),
         Headers::Signed { .. } => {
             let bytes = read_body(body.take()).await?;
-            let mut authenticated = verify(&trigger, &checked, &bytes);
+            let mut authenticated = verify(&trigger, &checked, &bytes, now_ms);
             if authenticated.is_none()
                 && found.cached
                 && state.webhook_triggers.may_reread(&state.store, trigger.id)
@@ -273,15 +273,22 @@ enum Headers<'h> {
     },
 }
 
-/// Checks what the headers alone can decide: a bearer secret, or whether a signed call's
-/// timestamp is within the window and its signature header well formed.
+/// Checks what the headers alone can decide: a bearer secret (the current one, or the one a
+/// rotation replaced while its grace period lasts), or whether a signed call's timestamp is
+/// within the window and its signature header well formed.
 fn check_headers<'h>(trigger: &WebhookTrigger, headers: &'h HeaderMap, now_ms: i64) -> Headers<'h> {
     let checked = || -> Option<Headers<'h>> {
         match trigger.signing_mode {
             SigningMode::Bearer => {
                 let presented =
                     crate::auth::bearer_credentials(headers.get(header::AUTHORIZATION)?)?;
-                bool::from(presented.ct_eq(trigger.secret.as_bytes())).then_some(Headers::Bearer)
+                // Every secret is compared, so the time taken does not say which matched.
+                let matched = trigger
+                    .secrets_at(instant(now_ms))
+                    .fold(subtle::Choice::from(0), |any, secret| {
+                        any | presented.ct_eq(secret.as_bytes())
+                    });
+                bool::from(matched).then_some(Headers::Bearer)
             }
             SigningMode::HmacSha256 => {
                 let timestamp = headers.get("x-paperclip-timestamp")?.to_str().ok()?;
@@ -318,13 +325,20 @@ fn check_headers<'h>(trigger: &WebhookTrigger, headers: &'h HeaderMap, now_ms: i
     checked().unwrap_or(Headers::Refused)
 }
 
+/// The clock reading `now_ms` as an instant.
+fn instant(now_ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default()
+}
+
 /// The call's credentials given its body: `Some(None)` for a valid bearer call,
 /// `Some(Some(signature))` for a valid signed call (its MAC, remembered against replays until
-/// its own timestamp has left the window), `None` otherwise.
+/// its own timestamp has left the window), `None` otherwise. A signature is checked against
+/// every secret that works at `now_ms` (the current one, and a replaced one in its grace).
 fn verify(
     trigger: &WebhookTrigger,
     checked: &Headers<'_>,
     body: &[u8],
+    now_ms: i64,
 ) -> Option<Option<CallSignature>> {
     match checked {
         Headers::Refused => None,
@@ -334,12 +348,22 @@ fn verify(
             sent_ms,
             signature,
         } => {
-            let mut mac =
-                hmac::Hmac::<sha2::Sha256>::new_from_slice(trigger.secret.as_bytes()).ok()?;
-            mac.update(timestamp.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(signature).ok()?;
+            let signed_by = |secret: &str| {
+                let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+                else {
+                    return false;
+                };
+                mac.update(timestamp.as_bytes());
+                mac.update(b".");
+                mac.update(body);
+                mac.verify_slice(signature).is_ok()
+            };
+            let verified = trigger
+                .secrets_at(instant(now_ms))
+                .fold(false, |any, secret| signed_by(secret) | any);
+            if !verified {
+                return None;
+            }
             // One second more than the window, rounded up: past it, the timestamp no longer
             // authenticates.
             let window_ms = i64::from(trigger.replay_window_sec) * 1000;
@@ -359,7 +383,12 @@ fn authenticate(
     body: &[u8],
     now_ms: i64,
 ) -> Option<Option<CallSignature>> {
-    verify(trigger, &check_headers(trigger, headers, now_ms), body)
+    verify(
+        trigger,
+        &check_headers(trigger, headers, now_ms),
+        body,
+        now_ms,
+    )
 }
 
 /// The payload: `{}` for an empty body, else a JSON object; JSON only when the content type

@@ -10,6 +10,7 @@
 //!   missed, what the catch-up policy makes of the missed ones, and each trigger's next fire.
 //! - [`lifecycle`]: what a change of state carries along (a closed issue ends its run).
 //! - [`render`]: what a routine's title and description templates become for one run.
+//! - [`rotation`]: what a secret rotation keeps of the secret it replaces.
 //! - [`tasks`]: queued work as one type, parsed once, and what a failed attempt leads to.
 //! - [`refusal`]: every refusal, with its error code, and the lifecycle rules that refuse.
 
@@ -20,4 +21,5 @@ pub mod fires;
 pub mod lifecycle;
 pub mod refusal;
 pub mod render;
+pub mod rotation;
 pub mod tasks;

@@ -97,6 +97,11 @@ pub enum Refusal {
         crate::engine::backfill::MAX_BACKFILL_FIRES
     )]
     BackfillTooLarge,
+    /// A webhook secret was rotated while the one it replaced last time is still valid.
+    #[error(
+        "the previous secret is still in its grace period; wait until it expires or rotate with force to end it now"
+    )]
+    RotationInProgress,
 }
 
 fn archived_message(attempt: RoutineAttempt) -> &'static str {
@@ -133,6 +138,7 @@ impl Refusal {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::TooManyTriggers => "too_many_triggers",
             Self::BackfillTooLarge => "backfill_too_large",
+            Self::RotationInProgress => "rotation_in_progress",
         }
     }
 

@@ -61,6 +61,8 @@ pub enum TriggerConfig {
         signing_mode: SigningMode,
         /// Accepted clock skew, and how long a signature is remembered.
         replay_window_sec: i32,
+        /// Until when the secret the last rotation replaced still works; `null` when none does.
+        previous_secret_expires_at: Option<DateTime<Utc>>,
         /// The random public id in the URL.
         public_id: String,
         /// The URL to call.

@@ -217,9 +217,14 @@ impl NewActivity<'static> {
     pub(crate) fn trigger_secret_rotated(
         company_id: Uuid,
         (routine_id, trigger_id): (Uuid, Uuid),
+        rotation: crate::engine::rotation::Rotation,
         actor: Actor,
     ) -> Self {
-        let details = json!({ "routineId": routine_id });
+        let details = json!({
+            "routineId": routine_id,
+            "previousSecretValidSec": rotation.grace.num_seconds(),
+            "force": rotation.force,
+        });
         let entity = ("routine_trigger", trigger_id);
         Self::entry(company_id, actor, "trigger.secret_rotated", entity, details)
     }

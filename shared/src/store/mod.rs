@@ -52,6 +52,7 @@ use crate::crypto::SecretBox;
 pub use crate::engine::{
     fires::FireReport,
     refusal::{MAX_TRIGGERS_PER_ROUTINE, Refusal, RefusalKind},
+    rotation::{MAX_ROTATION_GRACE_SEC, Rotation},
     tasks::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS},
 };
 

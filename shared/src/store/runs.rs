@@ -57,6 +57,8 @@ pub struct WebhookTrigger {
     pub replay_window_sec: i32,
     /// The secret, as shown to the user.
     pub secret: String,
+    /// The secret a rotation replaced, while its grace period lasts, and until when.
+    pub previous: Option<(String, DateTime<Utc>)>,
     /// The secret as stored (sealed): with the signing mode and replay window, what an
     /// acceptance compares with the trigger's row, so that a caller holding an older read of
     /// the trigger (a cache) cannot accept a call the current trigger would refuse.
@@ -64,6 +66,17 @@ pub struct WebhookTrigger {
 }
 
 impl WebhookTrigger {
+    /// The secrets that authenticate a call at `now`: the current one, and the one a rotation
+    /// replaced while its grace period lasts.
+    pub fn secrets_at(&self, now: DateTime<Utc>) -> impl Iterator<Item = &str> {
+        let previous = self
+            .previous
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|(secret, _)| secret.as_str());
+        std::iter::once(self.secret.as_str()).chain(previous)
+    }
+
     /// Whether the stored trigger still has these credentials and this signing mode and window.
     pub(crate) fn is_current(&self, sealed: &[u8], signing_mode: SigningMode, window: i32) -> bool {
         self.sealed == sealed

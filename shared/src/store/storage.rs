@@ -25,6 +25,7 @@ use super::{
 use crate::{
     clock::SharedClock,
     crypto::SecretKey,
+    engine::rotation::Rotation,
     model::{
         ActivityEntry, Actor, Agent, Company, FinishStatus, Goal, HeartbeatRun, HeartbeatStatus,
         Issue, IssueStatus, IssueWithEvents, Project, Routine, Run, RunStatus, Summary, Title,
@@ -384,7 +385,7 @@ storage! {
     ///
     /// # Errors
     /// `NotFound`, `Refused` (not a webhook); the database failed.
-    async fn rotate_trigger_secret(&self, id: Uuid, actor: Actor) -> StoreResult<(Trigger, SecretMaterial)>;
+    async fn rotate_trigger_secret(&self, id: Uuid, rotation: Rotation, actor: Actor) -> StoreResult<(Trigger, SecretMaterial)>;
 
     // --- Runs ---
 
@@ -535,6 +536,11 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn purge_signatures(&self) -> StoreResult<u64>;
+    /// Destroys the secrets rotations replaced whose grace period is over; returns how many.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn destroy_expired_secrets(&self) -> StoreResult<u64>;
     }
     }
 }

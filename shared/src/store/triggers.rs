@@ -116,6 +116,8 @@ pub(crate) struct TriggerRow {
     pub(crate) last_result: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// Until when the secret its last rotation replaced still works.
+    pub(crate) previous_secret_expires_at: Option<DateTime<Utc>>,
     /// When the trigger's pending prepared fire takes effect (nominal time plus jitter; see
     /// `fires.rs`).
     pub(crate) prepared_fire_at: Option<DateTime<Utc>>,
@@ -150,6 +152,9 @@ impl TriggerRow {
                 TriggerConfig::Webhook {
                     signing_mode: self.signing_mode.unwrap_or(SigningMode::Bearer),
                     replay_window_sec: self.replay_window_sec.unwrap_or_default(),
+                    previous_secret_expires_at: self
+                        .previous_secret_expires_at
+                        .filter(|until| *until > now),
                     webhook_url: webhook_url(public_url, &public_id),
                     public_id,
                 }

@@ -196,11 +196,11 @@ nexus_tests::conformance! {
         assert_eq!(*replay_window_sec, 60);
         assert_eq!(webhook_url, &format!("http://nexus.test/api/routine-triggers/public/{public_id}/fire"));
         assert_eq!(&secret.webhook_url, webhook_url);
-        let (_, rotated) = store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate");
+        let (_, rotated) = store.rotate_trigger_secret(trigger.id, Rotation::default(), board()).await.expect("rotate");
         assert_ne!(rotated.webhook_secret, secret.webhook_secret);
 
         let (api, _) = store.create_trigger(routine_id, NewTrigger { kind: NewTriggerKind::Api, label: Label::default(), enabled: true }, board()).await.expect("api trigger");
-        let refused = store.rotate_trigger_secret(api.id, board()).await;
+        let refused = store.rotate_trigger_secret(api.id, Rotation::default(), board()).await;
         assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "not_a_webhook_trigger"), "{refused:?}");
         store.delete_trigger(api.id, board()).await.expect("delete");
         assert!(matches!(store.trigger(api.id).await, Err(StoreError::NotFound)));
@@ -214,7 +214,7 @@ nexus_tests::conformance! {
         }
         // A leaked secret of an archived routine can still be destroyed: rotated, and the
         // trigger deleted.
-        let (_, last) = store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate on an archived routine");
+        let (_, last) = store.rotate_trigger_secret(trigger.id, Rotation::default(), board()).await.expect("rotate on an archived routine");
         assert_ne!(last.webhook_secret, rotated.webhook_secret);
         store.delete_trigger(trigger.id, board()).await.expect("delete on an archived routine");
         assert!(matches!(store.trigger(trigger.id).await, Err(StoreError::NotFound)));

@@ -145,4 +145,46 @@ nexus_tests::conformance! {
         let unknown = store.backfill(Uuid::now_v7(), range("09:00:00", "09:01:00"), board()).await;
         assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
     }
+
+    async fn a_rotation_with_grace_keeps_the_replaced_secret_until_it_ends_then_destroys_it(store, clock) {
+        let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        let hook = NewTrigger {
+            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window") },
+            label: Label::default(),
+            enabled: true,
+        };
+        let (trigger, first) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
+        let first = first.expect("secret").webhook_secret;
+        let TriggerConfig::Webhook { public_id, .. } = &trigger.config else { panic!("webhook") };
+        let hour = Rotation { grace: TimeDelta::hours(1), force: false };
+        let (rotated, second) = store.rotate_trigger_secret(trigger.id, hour, board()).await.expect("rotate");
+        let until = clock.now() + TimeDelta::hours(1);
+        let TriggerConfig::Webhook { previous_secret_expires_at, .. } = rotated.config else { panic!("webhook") };
+        assert_eq!(previous_secret_expires_at, Some(until));
+        let read = store.webhook_trigger(public_id).await.expect("read").expect("found");
+        let now = clock.now();
+        assert_eq!(read.secrets_at(now).collect::<Vec<_>>(), [second.webhook_secret.as_str(), first.as_str()]);
+        assert_eq!(read.secrets_at(until).collect::<Vec<_>>(), [second.webhook_secret.as_str()], "not at its end");
+        // A second rotation waits for the grace to end, or ends it.
+        let refused = store.rotate_trigger_secret(trigger.id, hour, board()).await;
+        assert!(matches!(refused, Err(StoreError::Refused(Refusal::RotationInProgress))), "{refused:?}");
+        // Nothing is destroyed before its end; at its end the replaced secret is gone from the
+        // row (the sealed bytes too), and a read no longer opens it.
+        assert_eq!(store.destroy_expired_secrets().await.expect("destroy"), 0);
+        clock.set(until);
+        assert_eq!(store.destroy_expired_secrets().await.expect("destroy"), 1);
+        let read = store.webhook_trigger(public_id).await.expect("read").expect("found");
+        assert!(read.previous.is_none());
+        let shown = store.trigger(trigger.id).await.expect("trigger").trigger;
+        let TriggerConfig::Webhook { previous_secret_expires_at, .. } = shown.config else { panic!("webhook") };
+        assert_eq!(previous_secret_expires_at, None);
+        // With the grace over, rotating is allowed again; forcing during a grace replaces
+        // without keeping the older one.
+        let (_, third) = store.rotate_trigger_secret(trigger.id, hour, board()).await.expect("rotate");
+        let forced = Rotation { grace: TimeDelta::zero(), force: true };
+        let (_, fourth) = store.rotate_trigger_secret(trigger.id, forced, board()).await.expect("forced");
+        let read = store.webhook_trigger(public_id).await.expect("read").expect("found");
+        assert_eq!(read.secrets_at(clock.now()).collect::<Vec<_>>(), [fourth.webhook_secret.as_str()]);
+        assert_ne!(third.webhook_secret, fourth.webhook_secret);
+    }
 }

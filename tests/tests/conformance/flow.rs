@@ -88,7 +88,7 @@ nexus_tests::conformance! {
 
         // A read of the trigger made before a rotation, or before its window changed, no
         // longer accepts: the caller must read it again.
-        store.rotate_trigger_secret(trigger.id, board()).await.expect("rotate");
+        store.rotate_trigger_secret(trigger.id, Rotation::default(), board()).await.expect("rotate");
         let refused = store.accept_webhook_run(&read, new(0, None)).await;
         assert!(matches!(refused, Err(StoreError::Refused(ref r)) if r.code() == "trigger_changed"), "{refused:?}");
         let fresh = store.webhook_trigger(public_id).await.expect("lookup").expect("found");

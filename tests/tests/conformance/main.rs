@@ -18,7 +18,7 @@ use nexus_shared::{
     schedule::{CronExpression, TimeZone},
     store::{
         AgentChanges, CallSignature, DISPATCH_RUN, IssueFilter, Leadership, NewIssue, NewRoutine,
-        NewRun, NewTrigger, NewTriggerKind, RoutineChanges, RoutineFilter, StoreError,
+        NewRun, NewTrigger, NewTriggerKind, Rotation, RoutineChanges, RoutineFilter, StoreError,
         TriggerChanges, WakeupSpec,
     },
 };

@@ -313,7 +313,8 @@ impl PgStore {
             TriggerRow,
             r#"SELECT id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                       next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                      last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec
+                      last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec,
+                      previous_secret_expires_at
                FROM routine_triggers WHERE routine_id = ANY($1)
                ORDER BY created_at, id"#,
             routine_ids,

@@ -239,7 +239,8 @@ impl PgStore {
     pub async fn webhook_trigger(&self, public_id: &str) -> StoreResult<Option<WebhookTrigger>> {
         let row = sqlx::query!(
             r#"SELECT t.id, t.routine_id, t.company_id, t.signing_mode AS "signing_mode!: SigningMode",
-                      t.replay_window_sec AS "replay_window_sec!", t.secret_enc AS "secret_enc!"
+                      t.replay_window_sec AS "replay_window_sec!", t.secret_enc AS "secret_enc!",
+                      t.previous_secret_enc, t.previous_secret_expires_at
                FROM routine_triggers t
                WHERE t.public_id = $1 AND t.kind = 'webhook'"#,
             public_id
@@ -248,6 +249,12 @@ impl PgStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let secret = self.open_secret(row.id, &row.secret_enc)?;
+        let previous = match (row.previous_secret_enc, row.previous_secret_expires_at) {
+            (Some(sealed), Some(until)) if until > self.now() => {
+                Some((self.open_secret(row.id, &sealed)?, until))
+            }
+            _ => None,
+        };
         Ok(Some(WebhookTrigger {
             id: row.id,
             routine_id: row.routine_id,
@@ -255,6 +262,7 @@ impl PgStore {
             signing_mode: row.signing_mode,
             replay_window_sec: row.replay_window_sec,
             secret,
+            previous,
             sealed: row.secret_enc,
         }))
     }
@@ -554,6 +562,21 @@ impl PgStore {
     /// The database failed.
     pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
         signature_taken(&mut *self.pool.acquire().await?, trigger_id, &mac).await
+    }
+
+    /// Destroys the secrets rotations replaced whose grace period is over; returns how many.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn destroy_expired_secrets(&self) -> StoreResult<u64> {
+        let destroyed = sqlx::query!(
+            "UPDATE routine_triggers SET previous_secret_enc = NULL, previous_secret_expires_at = NULL
+             WHERE previous_secret_expires_at <= $1",
+            self.now()
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(destroyed.rows_affected())
     }
 
     /// Deletes remembered signatures whose time is up.

@@ -13,7 +13,10 @@ use super::{
 };
 use crate::{
     crypto::generate_token,
-    engine::refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
+    engine::{
+        refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
+        rotation::{Rotation, previous_after},
+    },
     model::{
         Actor, JitterSec, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig,
         TriggerKind,
@@ -110,7 +113,8 @@ impl PgStore {
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec,
+                         previous_secret_expires_at"#,
             id,
             routine.company_id,
             routine_id,
@@ -152,7 +156,8 @@ impl PgStore {
                       t.cron_expression, t.timezone, t.next_run_at, t.public_id,
                       t.signing_mode AS "signing_mode: SigningMode", t.replay_window_sec,
                       t.last_fired_at, t.last_result, t.created_at, t.updated_at,
-                      t.prepared_fire_at, t.jitter_sec, r.company_id, r.assignee_agent_id
+                      t.prepared_fire_at, t.jitter_sec, t.previous_secret_expires_at,
+                      r.company_id, r.assignee_agent_id
                FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
                WHERE t.id = $1"#,
             id
@@ -178,6 +183,7 @@ impl PgStore {
             created_at: row.created_at,
             updated_at: row.updated_at,
             prepared_fire_at: row.prepared_fire_at,
+            previous_secret_expires_at: row.previous_secret_expires_at,
         }
         .into_trigger(&self.public_url, self.now());
         Ok(TriggerInRoutine {
@@ -247,7 +253,8 @@ impl PgStore {
                WHERE id = $1
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec,
+                         previous_secret_expires_at"#,
             id,
             changes.label.as_ref().map(Label::as_str),
             enabled,
@@ -323,15 +330,16 @@ impl PgStore {
         Ok(())
     }
 
-    /// Replaces a webhook trigger's secret (allowed on an archived routine too); the previous
-    /// one stops working at once.
+    /// Replaces a webhook trigger's secret (allowed on an archived routine too); the one it
+    /// replaces keeps working for `rotation.grace` (see `engine::rotation`).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`]; [`StoreError::Refused`] `not_a_webhook_trigger`; the database
-    /// failed.
+    /// [`StoreError::NotFound`]; [`StoreError::Refused`] `not_a_webhook_trigger`,
+    /// `rotation_in_progress`; the database failed.
     pub async fn rotate_trigger_secret(
         &self,
         id: Uuid,
+        rotation: Rotation,
         actor: Actor,
     ) -> StoreResult<(Trigger, SecretMaterial)> {
         let now = self.now();
@@ -340,22 +348,42 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
+        let current = sqlx::query!(
+            r#"SELECT secret_enc AS "secret_enc!", previous_secret_expires_at FROM routine_triggers
+               WHERE id = $1 AND kind = 'webhook' FOR UPDATE"#,
+            id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
+        let previous = previous_after(
+            current.secret_enc,
+            current.previous_secret_expires_at,
+            now,
+            rotation,
+        )?;
+        let (previous, previous_until) = previous.unzip();
         let row = sqlx::query_as!(
             TriggerRow,
-            r#"UPDATE routine_triggers SET secret_enc = $2, updated_at = $3
+            r#"UPDATE routine_triggers
+               SET secret_enc = $2, updated_at = $3, previous_secret_enc = $4,
+                   previous_secret_expires_at = $5
                WHERE id = $1 AND kind = 'webhook'
                RETURNING id, routine_id, kind AS "kind: _", label, enabled, cron_expression, timezone,
                          next_run_at, public_id, signing_mode AS "signing_mode: _", replay_window_sec,
-                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec"#,
+                         last_fired_at, last_result, created_at, updated_at, prepared_fire_at, jitter_sec,
+                         previous_secret_expires_at"#,
             id,
             sealed,
             now,
+            previous,
+            previous_until,
         )
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
         let trigger = row.into_trigger(&self.public_url, now);
-        NewActivity::trigger_secret_rotated(routine.company_id, (routine_id, id), actor)
+        NewActivity::trigger_secret_rotated(routine.company_id, (routine_id, id), rotation, actor)
             .record(&mut tx, now)
             .await?;
         tx.commit().await?;

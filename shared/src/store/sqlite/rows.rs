@@ -16,7 +16,7 @@ macro_rules! trigger_columns {
     () => {
         "id, routine_id, kind, label, enabled, cron_expression, timezone, next_run_at, public_id,
          signing_mode, replay_window_sec, last_fired_at, last_result, created_at, updated_at,
-         prepared_fire_at, jitter_sec"
+         prepared_fire_at, jitter_sec, previous_secret_expires_at"
     };
 }
 

@@ -250,18 +250,44 @@ impl SqliteStore {
     /// # Errors
     /// The database failed, or the stored secret cannot be opened.
     pub async fn webhook_trigger(&self, public_id: &str) -> StoreResult<Option<WebhookTrigger>> {
-        let row = sqlx::query_as::<_, (Uuid, Uuid, Uuid, SigningMode, i32, Vec<u8>)>(
-            "SELECT id, routine_id, company_id, signing_mode, replay_window_sec, secret_enc
+        type Row = (
+            Uuid,
+            Uuid,
+            Uuid,
+            SigningMode,
+            i32,
+            Vec<u8>,
+            Option<Vec<u8>>,
+            Option<DateTime<Utc>>,
+        );
+        let row = sqlx::query_as::<_, Row>(
+            "SELECT id, routine_id, company_id, signing_mode, replay_window_sec, secret_enc,
+                    previous_secret_enc, previous_secret_expires_at
              FROM routine_triggers WHERE public_id = ?1 AND kind = 'webhook'",
         )
         .bind(public_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((id, routine_id, company_id, signing_mode, replay_window_sec, sealed)) = row
+        let Some((
+            id,
+            routine_id,
+            company_id,
+            signing_mode,
+            replay_window_sec,
+            sealed,
+            previous_sealed,
+            previous_until,
+        )) = row
         else {
             return Ok(None);
         };
         let secret = open_secret(&self.secrets, id, &sealed)?;
+        let previous = match (previous_sealed, previous_until) {
+            (Some(previous), Some(until)) if until > self.now() => {
+                Some((open_secret(&self.secrets, id, &previous)?, until))
+            }
+            _ => None,
+        };
         Ok(Some(WebhookTrigger {
             id,
             routine_id,
@@ -269,6 +295,7 @@ impl SqliteStore {
             signing_mode,
             replay_window_sec,
             secret,
+            previous,
             sealed,
         }))
     }
@@ -323,6 +350,21 @@ impl SqliteStore {
     /// The database failed.
     pub async fn signature_seen(&self, trigger_id: Uuid, mac: Vec<u8>) -> StoreResult<bool> {
         signature_taken(&mut *self.pool.acquire().await?, trigger_id, &mac).await
+    }
+
+    /// See [`crate::store::Storage::destroy_expired_secrets`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn destroy_expired_secrets(&self) -> StoreResult<u64> {
+        let destroyed = sqlx::query(
+            "UPDATE routine_triggers SET previous_secret_enc = NULL, previous_secret_expires_at = NULL
+             WHERE previous_secret_expires_at <= ?1",
+        )
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(destroyed.rows_affected())
     }
 
     /// See [`crate::store::Storage::purge_signatures`].

@@ -6,7 +6,10 @@ use uuid::Uuid;
 
 use super::{SqliteStore, fires::withdraw_prepared, record, routines::fetch_routine};
 use crate::{
-    engine::refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
+    engine::{
+        refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
+        rotation::{Rotation, previous_after},
+    },
     model::{
         Actor, JitterSec, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig,
         TriggerKind,
@@ -264,6 +267,7 @@ impl SqliteStore {
     pub async fn rotate_trigger_secret(
         &self,
         id: Uuid,
+        rotation: Rotation,
         actor: Actor,
     ) -> StoreResult<(Trigger, SecretMaterial)> {
         let now = self.now();
@@ -272,8 +276,21 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
+        let (current, previous_until) =
+            sqlx::query_as::<_, (Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>(
+                "SELECT secret_enc, previous_secret_expires_at FROM routine_triggers
+                 WHERE id = ?1 AND kind = 'webhook'",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
+        let (previous, previous_until) =
+            previous_after(current, previous_until, now, rotation)?.unzip();
         let row = sqlx::query_as::<_, TriggerRow>(concat!(
-            "UPDATE routine_triggers SET secret_enc = ?2, updated_at = ?3
+            "UPDATE routine_triggers
+             SET secret_enc = ?2, updated_at = ?3, previous_secret_enc = ?4,
+                 previous_secret_expires_at = ?5
              WHERE id = ?1 AND kind = 'webhook'
              RETURNING ",
             trigger_columns!()
@@ -281,12 +298,18 @@ impl SqliteStore {
         .bind(id)
         .bind(sealed)
         .bind(now)
+        .bind(previous)
+        .bind(previous_until)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
         let trigger = row.into_trigger(&self.public_url, now);
-        let entry =
-            NewActivity::trigger_secret_rotated(routine.company_id, (routine_id, id), actor);
+        let entry = NewActivity::trigger_secret_rotated(
+            routine.company_id,
+            (routine_id, id),
+            rotation,
+            actor,
+        );
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
         let webhook_url = match &trigger.config {

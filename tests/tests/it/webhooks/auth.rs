@@ -451,3 +451,137 @@ async fn secrets_and_signatures_never_reach_the_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn rotation_with_a_grace_period_accepts_both_secrets_until_it_ends_on_every_replica() {
+    nexus_tests::needs_servers!();
+    let clock = nexus_shared::ManualClock::new(
+        chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+            .expect("time")
+            .to_utc(),
+    );
+    let app = TestApp::spawn_with(Options {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    })
+    .await;
+    // The embedded backend is one process; on Postgres a second replica answers too.
+    let mut bases = vec![app.base.clone()];
+    if nexus_tests::backend_is_postgres() {
+        bases.push(app.spawn_replica().await);
+    }
+    let team = app.seed_team().await;
+    for mode in ["bearer", "hmac_sha256"] {
+        let hook = hook(&app, &team, mode).await;
+        let path = on(&app, &hook.url).replacen(&app.base, "", 1);
+        let status = |secret: String| {
+            let (bases, path, clock) = (bases.clone(), path.clone(), clock.clone());
+            async move {
+                let mut statuses = Vec::new();
+                for base in &bases {
+                    // A body of its own for every call, so no signature is a replay.
+                    let body = json!({ "call": uuid::Uuid::now_v7() })
+                        .to_string()
+                        .into_bytes();
+                    let credentials = if mode == "bearer" {
+                        vec![("authorization", format!("Bearer {secret}"))]
+                    } else {
+                        signed(
+                            &secret,
+                            nexus_shared::Clock::now(&*clock).timestamp(),
+                            &body,
+                        )
+                    };
+                    statuses.push(
+                        send(&format!("{base}{path}"), &credentials, body)
+                            .await
+                            .status,
+                    );
+                }
+                statuses
+            }
+        };
+        let every = |code: u16| vec![code; bases.len()];
+        let rotate = |body: Value| {
+            let (app, trigger) = (&app, hook.trigger.clone());
+            async move {
+                app.board()
+                    .rotate_trigger_secret_with(&trigger, &body)
+                    .await
+            }
+        };
+        // An hour of grace: both secrets work everywhere, and the trigger says until when.
+        let rotated = rotate(json!({ "previousSecretValidSec": 3600 }))
+            .await
+            .expect(200)
+            .body;
+        let until = nexus_shared::Clock::now(&*clock) + chrono::TimeDelta::hours(1);
+        assert_eq!(
+            rotated["trigger"]["previousSecretExpiresAt"],
+            until.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        );
+        let second = str_at(&rotated, "/secretMaterial/webhookSecret");
+        assert_eq!(
+            status(hook.secret.clone()).await,
+            every(202),
+            "{mode}: old in its grace"
+        );
+        assert_eq!(status(second.clone()).await, every(202), "{mode}: new");
+        // Rotating again during the grace is refused; nothing changes.
+        rotate(json!({ "previousSecretValidSec": 60 }))
+            .await
+            .expect_error(409, "rotation_in_progress");
+        assert_eq!(
+            status(hook.secret.clone()).await,
+            every(202),
+            "{mode}: still in its grace"
+        );
+        // At the end of the grace only the new secret works.
+        clock.advance(chrono::TimeDelta::seconds(3600));
+        assert_eq!(
+            status(hook.secret.clone()).await,
+            every(401),
+            "{mode}: old after its grace"
+        );
+        assert_eq!(
+            status(second.clone()).await,
+            every(202),
+            "{mode}: new after the grace"
+        );
+        let shown = app
+            .board()
+            .get_routine(&hook.routine)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(shown["triggers"][0]["previousSecretExpiresAt"], Value::Null);
+        // A new rotation with grace, then a forced one without: the secret the first replaced
+        // stops at once, on every replica.
+        let third = str_at(
+            &rotate(json!({ "previousSecretValidSec": 600 }))
+                .await
+                .expect(200)
+                .body,
+            "/secretMaterial/webhookSecret",
+        );
+        assert_eq!(
+            status(second.clone()).await,
+            every(202),
+            "{mode}: second in its grace"
+        );
+        let fourth = str_at(
+            &rotate(json!({ "force": true })).await.expect(200).body,
+            "/secretMaterial/webhookSecret",
+        );
+        assert_eq!(status(second).await, every(401), "{mode}: forced out");
+        assert_eq!(
+            status(third).await,
+            every(401),
+            "{mode}: replaced without grace"
+        );
+        assert_eq!(status(fourth).await, every(202), "{mode}: the newest");
+        rotate(json!({ "previousSecretValidSec": 604_801 }))
+            .await
+            .expect_error(422, "invalid_field");
+    }
+}
