@@ -7,12 +7,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::{
-    engine::refusal::Refusal,
+    engine::refusal::{MAX_BACKFILL_FIRES, Refusal},
     schedule::{CronExpression, Schedule, TimeZone},
 };
-
-/// The most fires one backfill may cover.
-pub const MAX_BACKFILL_FIRES: usize = 1000;
 
 /// A schedule trigger a backfill covers.
 #[derive(Debug, Clone)]

@@ -9,6 +9,9 @@ use crate::model::{AgentStatus, RoutineStatus};
 /// The most triggers one routine may have (the contract's cap).
 pub const MAX_TRIGGERS_PER_ROUTINE: i64 = 50;
 
+/// The most fires one backfill may cover.
+pub const MAX_BACKFILL_FIRES: usize = 1000;
+
 /// What was attempted on an archived routine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoutineAttempt {
@@ -92,10 +95,7 @@ pub enum Refusal {
     #[error("a routine has at most {MAX_TRIGGERS_PER_ROUTINE} triggers")]
     TooManyTriggers,
     /// A backfill range holds more fires than one backfill may cover.
-    #[error(
-        "the range holds more than {} fires; backfill it in smaller ranges",
-        crate::engine::backfill::MAX_BACKFILL_FIRES
-    )]
+    #[error("the range holds more than {MAX_BACKFILL_FIRES} fires; backfill it in smaller ranges")]
     BackfillTooLarge,
     /// A webhook secret was rotated while the one it replaced last time is still valid.
     #[error(

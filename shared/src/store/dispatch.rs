@@ -8,8 +8,45 @@ use uuid::Uuid;
 use super::NewActivity;
 use crate::{
     engine::dispatch::{Outcome, PendingRun, RoutineRow},
-    model::{Actor, HeartbeatRun},
+    model::{Actor, HeartbeatRun, RunStatus},
+    queue::Job,
 };
+
+/// The result of [`super::Storage::dispatch_jobs`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    /// The jobs whose lease the caller still held: dispatched and completed.
+    pub held: Vec<Uuid>,
+    /// The outcome of each run that was still `received` (others were left alone).
+    pub outcomes: Vec<(Uuid, RunStatus)>,
+}
+
+/// The result of [`super::Storage::claim_and_dispatch`].
+#[derive(Debug, Default, Clone)]
+pub struct Taken {
+    /// First attempts of `dispatch_run` jobs: their runs were dispatched and the jobs
+    /// completed in the transaction that took them.
+    pub dispatched: Vec<Job>,
+    /// The outcome of each of their runs that was still `received`.
+    pub outcomes: Vec<(Uuid, RunStatus)>,
+    /// Every other job taken, claimed with a lease as [`super::Storage::claim_jobs`] claims: for the
+    /// caller to handle.
+    pub claimed: Vec<Job>,
+}
+
+impl Taken {
+    /// How many jobs were taken.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.dispatched.len() + self.claimed.len()
+    }
+
+    /// Whether no job was due.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// What a wake-up delivery needs.
 #[derive(Clone)]

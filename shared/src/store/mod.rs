@@ -33,15 +33,14 @@ pub use self::{
     agents::{AgentChanges, CreatedAgent, IssuedKey, UpdatedAgent, WakeupSpec},
     auth::{BoardToken, BoardTokenInfo},
     backfill::{BackfillRange, Backfilled},
-    dispatch::WakeupDelivery,
+    dispatch::{Dispatched, Taken, WakeupDelivery},
     fires::Leadership,
     issues::{IssueFilter, NewIssue},
     pg::{DEFAULT_MISFIRE_GRACE, JOBS_CHANNEL, PgStore, TRIGGERS_CHANNEL},
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
     runs::{Accepted, CallSignature, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, WebhookTrigger},
     storage::{
-        ApiStorage, Backend, Dispatched, SchedulerStorage, Storage, Store, Subscription, Taken,
-        Topic, WorkerStorage,
+        ApiStorage, Backend, SchedulerStorage, Storage, Store, Subscription, Topic, WorkerStorage,
     },
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,

@@ -28,10 +28,10 @@ use crate::{
     engine::rotation::Rotation,
     model::{
         ActivityEntry, Actor, Agent, Company, FinishStatus, Goal, HeartbeatRun, HeartbeatStatus,
-        Issue, IssueStatus, IssueWithEvents, Project, Routine, Run, RunStatus, Summary, Title,
-        Trigger,
+        Issue, IssueStatus, IssueWithEvents, Project, Routine, Run, Summary, Title, Trigger,
     },
     queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome},
+    store::dispatch::{Dispatched, Taken},
 };
 
 /// What [`Storage::subscribe`] listens to.
@@ -52,42 +52,6 @@ pub trait Subscription: Send {
     /// # Errors
     /// The connection carrying announcements failed; subscribe again.
     async fn recv(&mut self) -> StoreResult<()>;
-}
-
-/// The result of [`Storage::dispatch_jobs`].
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Dispatched {
-    /// The jobs whose lease the caller still held: dispatched and completed.
-    pub held: Vec<Uuid>,
-    /// The outcome of each run that was still `received` (others were left alone).
-    pub outcomes: Vec<(Uuid, RunStatus)>,
-}
-
-/// The result of [`Storage::claim_and_dispatch`].
-#[derive(Debug, Default, Clone)]
-pub struct Taken {
-    /// First attempts of `dispatch_run` jobs: their runs were dispatched and the jobs
-    /// completed in the transaction that took them.
-    pub dispatched: Vec<Job>,
-    /// The outcome of each of their runs that was still `received`.
-    pub outcomes: Vec<(Uuid, RunStatus)>,
-    /// Every other job taken, claimed with a lease as [`Storage::claim_jobs`] claims: for the
-    /// caller to handle.
-    pub claimed: Vec<Job>,
-}
-
-impl Taken {
-    /// How many jobs were taken.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.dispatched.len() + self.claimed.len()
-    }
-
-    /// Whether no job was due.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Declares each role's storage interface from its list of async operations, and implements
