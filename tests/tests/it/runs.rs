@@ -310,8 +310,37 @@ async fn concurrent_requests_with_one_idempotency_key_get_one_run() {
     let routine = app.seed_routine(&team, &json!({})).await;
     let body = json!({ "idempotencyKey": "deploy-43", "payload": { "sha": "abc" } });
     let board = app.board();
-    let answers =
-        futures_util::future::join_all((0..12).map(|_| board.run_routine(&routine, &body))).await;
+    // On Postgres the race is made certain: a transaction holds the key with a row it never
+    // commits, so the requests pass their lookup and wait together on the key; rolled back
+    // once several wait, they race for it.
+    let held = if nexus_tests::backend_is_postgres() {
+        let mut tx = app.db.pool.begin().await.expect("begin");
+        sqlx::query(
+            "INSERT INTO routine_runs (id, company_id, routine_id, source, status, triggered_at,
+                                       payload, updated_at, idempotency_key)
+             VALUES (gen_random_uuid(), $1::uuid, $2::uuid, 'manual', 'received', now(), '{}',
+                     now(), 'deploy-43')",
+        )
+        .bind(&team.company)
+        .bind(&routine)
+        .execute(&mut *tx)
+        .await
+        .expect("hold the key");
+        Some(tx)
+    } else {
+        None
+    };
+    let release = async {
+        if let Some(tx) = held {
+            app.until_sessions_wait_for_a_lock(4, "requests waiting on the key")
+                .await;
+            tx.rollback().await.expect("rollback");
+        }
+    };
+    let (answers, ()) = tokio::join!(
+        futures_util::future::join_all((0..12).map(|_| board.run_routine(&routine, &body))),
+        release
+    );
     let ids: std::collections::BTreeSet<String> = answers
         .into_iter()
         .map(|answer| str_at(&answer.expect(202).body, "/id"))
