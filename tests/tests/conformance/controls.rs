@@ -107,10 +107,12 @@ nexus_tests::conformance! {
         for run in &done.runs {
             assert_eq!((run.source, run.status, run.catch_up, run.trigger_id), (RunSource::Backfill, RunStatus::Received, true, Some(trigger)));
         }
-        // Again: nothing new. The fire pass finds the fires it would handle done as well.
+        // Again: nothing new. The fire pass finds the fires it would handle done as well (10:30
+        // and 10:45 missed, 11:00 on time) and reports nothing it did not write.
         let again = store.backfill(routine_id, range("09:00:00", "11:00:30"), board()).await.expect("again");
         assert_eq!((again.runs.len(), again.existing), (0, 9));
-        store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
+        let report = store.fire_due(&leader(1), grace, TimeDelta::zero(), 500).await.expect("fire");
+        assert_eq!((report.dispatched, report.skipped_runs, report.missed_fires), (0, 0, 2));
         let runs = store.runs(routine_id, None, 50).await.expect("runs");
         let mut fires: Vec<_> = runs.iter().map(|r| r.scheduled_for).collect();
         fires.sort();

@@ -110,7 +110,10 @@ impl PgStore {
         report.merge(planned);
         for m in &missed {
             let trigger = &due[m.trigger];
-            record_missed(&mut tx, trigger, m.reason, m.count, m.from, m.to, now).await?;
+            if !record_missed(&mut tx, trigger, m.reason, m.count, m.from, m.to, now).await? {
+                // The fire it would stand for already has a run (a backfill made it).
+                report.skipped_runs -= 1;
+            }
         }
         let inserted = insert_fires(fires, &mut tx, now).await?;
         report.record(&window, &inserted);
@@ -256,7 +259,8 @@ async fn fence(
     Ok(())
 }
 
-/// Records missed fires as one `skipped` run.
+/// Records missed fires as one `skipped` run; `false` when the fire it is keyed by (the last
+/// missed one) already has a run.
 async fn record_missed(
     conn: &mut PgConnection,
     trigger: &DueTrigger,
@@ -265,9 +269,9 @@ async fn record_missed(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let missed: Value = json!({ "count": count, "from": from, "to": to });
-    sqlx::query!(
+    let recorded = sqlx::query!(
         "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
                                    scheduled_for, missed, triggered_at, completed_at, payload, updated_at,
                                    timezone)
@@ -284,7 +288,9 @@ async fn record_missed(
         trigger.zone,
     )
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
     sqlx::query!(
         "UPDATE routine_triggers SET last_fired_at = GREATEST(last_fired_at, $2), last_result = 'skipped'
          WHERE id = $1",
@@ -293,7 +299,7 @@ async fn record_missed(
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(recorded)
 }
 
 /// Inserts `received` schedule runs, triggered at `now` or, when prepared ahead, at their

@@ -77,14 +77,16 @@ async fn fence(
     Ok(())
 }
 
+/// Records missed fires as one `skipped` run; `false` when the fire it is keyed by already has
+/// a run.
 async fn record_missed(
     conn: &mut SqliteConnection,
     trigger: &DueTrigger,
     reason: &str,
     (count, from, to): (usize, DateTime<Utc>, DateTime<Utc>),
     now: DateTime<Utc>,
-) -> StoreResult<()> {
-    sqlx::query(
+) -> StoreResult<bool> {
+    let recorded = sqlx::query(
         "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
                                    scheduled_for, missed, triggered_at, completed_at, payload,
                                    updated_at, timezone)
@@ -101,7 +103,9 @@ async fn record_missed(
     .bind(now)
     .bind(&trigger.zone)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
     sqlx::query(
         "UPDATE routine_triggers
          SET last_fired_at = CASE WHEN last_fired_at IS NULL OR last_fired_at < ?2
@@ -113,7 +117,7 @@ async fn record_missed(
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(recorded)
 }
 
 /// Withdraws the prepared runs of a trigger, as on Postgres
@@ -205,7 +209,7 @@ impl SqliteStore {
             next,
         } = plan_fires(&due, &window);
         for m in &missed {
-            record_missed(
+            let recorded = record_missed(
                 &mut tx,
                 &due[m.trigger],
                 m.reason,
@@ -213,6 +217,10 @@ impl SqliteStore {
                 now,
             )
             .await?;
+            if !recorded {
+                // As on Postgres: the fire it would stand for already has a run.
+                report.skipped_runs -= 1;
+            }
         }
         let mut inserted = Vec::new();
         for i in 0..fires.triggers.len() {
