@@ -210,6 +210,38 @@ pub fn generate_standard_webhooks_secret() -> String {
     format!("whsec_{}", STANDARD.encode(random_bytes::<32>()))
 }
 
+/// Standard base64 (with padding) decoded; `None` when it is not.
+#[must_use]
+pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(value).ok()
+}
+
+/// The HMAC key of a Standard Webhooks secret: the bytes `whsec_<base64>` encodes; `None` for
+/// a secret of another form.
+#[must_use]
+pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|key| STANDARD.decode(key).ok())
+}
+
+/// The Standard Webhooks signature of a message: HMAC-SHA256, keyed with `key`, of
+/// `{id}.{timestamp}.{body}` (the `v1,` entry of `webhook-signature` is its base64).
+#[must_use]
+pub fn standard_webhooks_mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
+    use hmac::KeyInit as _;
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
 /// Prefix of board tokens.
 pub const BOARD_TOKEN_PREFIX: &str = "nxb_";
 /// Prefix of agent API keys.

@@ -4,7 +4,6 @@
 //! bytes the agent's `whsec_` secret encodes.
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use hmac::{KeyInit as _, Mac as _};
 use std::time::Duration;
 
 use nexus_shared::{engine::tasks::MAX_SNOOZE, store::WakeupDelivery};
@@ -58,21 +57,10 @@ pub(crate) fn signature(
     timestamp: i64,
     body: &[u8],
 ) -> Result<String, DeliveryError> {
-    let key = secret
-        .strip_prefix("whsec_")
-        .and_then(|k| STANDARD.decode(k).ok())
-        .ok_or(DeliveryError::BadSecret)?;
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|_| DeliveryError::BadSecret)?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Ok(format!(
-        "v1,{}",
-        STANDARD.encode(mac.finalize().into_bytes())
-    ))
+    let key =
+        nexus_shared::crypto::standard_webhooks_key(secret).ok_or(DeliveryError::BadSecret)?;
+    let mac = nexus_shared::crypto::standard_webhooks_mac(&key, id, &timestamp.to_string(), body);
+    Ok(format!("v1,{}", STANDARD.encode(mac)))
 }
 
 /// POSTs the wake-up; any 2xx acknowledges it.

@@ -105,7 +105,7 @@ async fn handle(
     let (bytes, authenticated) = match checked {
         Headers::Refused => (None, None),
         Headers::Bearer => (None, Some(None)),
-        Headers::Signed { .. } => {
+        Headers::Signed { .. } | Headers::Standard { .. } => {
             let bytes = read_body(body.take()).await?;
             let mut authenticated = verify(&trigger, &checked, &bytes, now_ms);
             if authenticated.is_none()
@@ -201,7 +201,15 @@ fn new_run(
     signature: Option<CallSignature>,
 ) -> Result<NewRun, ApiError> {
     let payload = parse_payload(headers, bytes)?;
+    let delivery_id = (trigger.signing_mode == SigningMode::StandardWebhooks)
+        .then(|| headers.get("webhook-id").and_then(|v| v.to_str().ok()))
+        .flatten();
     let idempotency_key = match headers.get("idempotency-key") {
+        // Where the format carries the sender's delivery id, that id decides what a repeat is.
+        _ if delivery_id.is_some() => Some(field(
+            "webhook-id",
+            IdempotencyKey::parse(format!("webhook-id:{}", delivery_id.unwrap_or_default())),
+        )?),
         None => None,
         Some(value) => {
             let value = value.to_str().map_err(|_| {
@@ -271,6 +279,72 @@ enum Headers<'h> {
         sent_ms: i64,
         signature: Vec<u8>,
     },
+    /// A Standard Webhooks call whose headers are usable: any of its `v1` signatures must
+    /// match the body; its `webhook-id` identifies the delivery.
+    Standard {
+        id: &'h str,
+        timestamp: &'h str,
+        signatures: Vec<Vec<u8>>,
+    },
+}
+
+/// The longest `webhook-id` accepted (it becomes the run's idempotency key).
+const MAX_DELIVERY_ID: usize = 200;
+
+/// The most `v1` entries of one `webhook-signature` header that are checked.
+const MAX_SIGNATURES: usize = 8;
+
+/// Unix seconds as sent (digits only), in milliseconds, if within `window_sec` of `now_ms`.
+fn timestamp_within(timestamp: &str, now_ms: i64, window_sec: i32) -> Option<i64> {
+    if timestamp.is_empty()
+        || timestamp.len() > 20
+        || !timestamp.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let value: i64 = timestamp.parse().ok()?;
+    let sent_ms = if value > 1_000_000_000_000 {
+        value
+    } else {
+        value.checked_mul(1000)?
+    };
+    let window_ms = i64::from(window_sec) * 1000;
+    (now_ms.checked_sub(sent_ms)?.abs() <= window_ms).then_some(sent_ms)
+}
+
+/// The Standard Webhooks headers: `webhook-id` (printable, at most [`MAX_DELIVERY_ID`]),
+/// `webhook-timestamp` (Unix seconds within the window) and `webhook-signature` (space-separated
+/// `v1,<base64>` entries; other versions are ignored, at least one `v1` is needed).
+fn standard_headers<'h>(
+    headers: &'h HeaderMap,
+    now_ms: i64,
+    window_sec: i32,
+) -> Option<Headers<'h>> {
+    let id = headers.get("webhook-id")?.to_str().ok()?;
+    if id.is_empty() || id.len() > MAX_DELIVERY_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let timestamp = headers.get("webhook-timestamp")?.to_str().ok()?;
+    // Seconds only: a value in milliseconds is not this format's.
+    if timestamp.len() > 12 {
+        return None;
+    }
+    timestamp_within(timestamp, now_ms, window_sec)?;
+    let signatures: Vec<Vec<u8>> = headers
+        .get("webhook-signature")?
+        .to_str()
+        .ok()?
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .take(MAX_SIGNATURES)
+        .filter_map(nexus_shared::crypto::decode_base64)
+        .filter(|mac| mac.len() == 32)
+        .collect();
+    (!signatures.is_empty()).then_some(Headers::Standard {
+        id,
+        timestamp,
+        signatures,
+    })
 }
 
 /// Checks what the headers alone can decide: a bearer secret (the current one, or the one a
@@ -290,24 +364,12 @@ fn check_headers<'h>(trigger: &WebhookTrigger, headers: &'h HeaderMap, now_ms: i
                     });
                 bool::from(matched).then_some(Headers::Bearer)
             }
+            SigningMode::StandardWebhooks => {
+                standard_headers(headers, now_ms, trigger.replay_window_sec)
+            }
             SigningMode::HmacSha256 => {
                 let timestamp = headers.get("x-paperclip-timestamp")?.to_str().ok()?;
-                if timestamp.is_empty()
-                    || timestamp.len() > 20
-                    || !timestamp.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return None;
-                }
-                let value: i64 = timestamp.parse().ok()?;
-                let sent_ms = if value > 1_000_000_000_000 {
-                    value
-                } else {
-                    value.checked_mul(1000)?
-                };
-                let window_ms = i64::from(trigger.replay_window_sec) * 1000;
-                if now_ms.checked_sub(sent_ms)?.abs() > window_ms {
-                    return None;
-                }
+                let sent_ms = timestamp_within(timestamp, now_ms, trigger.replay_window_sec)?;
                 let signature = headers.get("x-paperclip-signature")?.to_str().ok()?;
                 let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
                 if signature.len() != 64 {
@@ -343,6 +405,24 @@ fn verify(
     match checked {
         Headers::Refused => None,
         Headers::Bearer => Some(None),
+        Headers::Standard {
+            id,
+            timestamp,
+            signatures,
+        } => {
+            // Every secret against every signature, compared in constant time; the delivery id
+            // (not a signature memory) recognises a repeat, so nothing is remembered.
+            let mut matched = subtle::Choice::from(0);
+            for secret in trigger.secrets_at(instant(now_ms)) {
+                let key = nexus_shared::crypto::standard_webhooks_key(secret)
+                    .unwrap_or_else(|| secret.as_bytes().to_vec());
+                let mac = nexus_shared::crypto::standard_webhooks_mac(&key, id, timestamp, body);
+                for signature in signatures {
+                    matched |= mac.as_slice().ct_eq(signature);
+                }
+            }
+            bool::from(matched).then_some(None)
+        }
         Headers::Signed {
             timestamp,
             sent_ms,

@@ -33,7 +33,11 @@ text_enum! {
 
 text_enum! {
     /// How webhook calls authenticate.
-    SigningMode { Bearer => "bearer", HmacSha256 => "hmac_sha256" }
+    SigningMode {
+        Bearer => "bearer",
+        HmacSha256 => "hmac_sha256",
+        StandardWebhooks => "standard_webhooks",
+    }
 }
 
 /// What a trigger of each kind carries besides the common fields.

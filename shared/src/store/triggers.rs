@@ -224,11 +224,20 @@ impl NewColumns {
                 public_id: Some(new_public_id()),
                 signing_mode: Some(signing_mode.as_str()),
                 replay_window: Some(replay_window.get()),
-                secret: Some(generate_token(WEBHOOK_SECRET_PREFIX)),
+                secret: Some(new_webhook_secret(*signing_mode)),
                 ..Self::default()
             },
             NewTriggerKind::Api => Self::default(),
         }
+    }
+}
+
+/// A new secret for a webhook trigger signing with `mode`: `whsec_<base64>` for Standard
+/// Webhooks (the form its senders expect), else `nxw_` and 256 random bits.
+pub(crate) fn new_webhook_secret(mode: SigningMode) -> String {
+    match mode {
+        SigningMode::StandardWebhooks => crate::crypto::generate_standard_webhooks_secret(),
+        SigningMode::Bearer | SigningMode::HmacSha256 => generate_token(WEBHOOK_SECRET_PREFIX),
     }
 }
 

@@ -12,7 +12,6 @@ use super::{
     routines::fetch_routine,
 };
 use crate::{
-    crypto::generate_token,
     engine::{
         refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
         rotation::{Rotation, previous_after},
@@ -23,9 +22,9 @@ use crate::{
     },
     store::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
-        TriggerInRoutine, WEBHOOK_SECRET_PREFIX, new_id,
+        TriggerInRoutine, new_id,
         routines::RoutineRow,
-        triggers::{NewColumns, TriggerRow, kind_of, next_fire},
+        triggers::{NewColumns, TriggerRow, kind_of, new_webhook_secret, next_fire},
         webhook_url,
     },
 };
@@ -343,19 +342,21 @@ impl PgStore {
         actor: Actor,
     ) -> StoreResult<(Trigger, SecretMaterial)> {
         let now = self.now();
-        let secret = generate_token(WEBHOOK_SECRET_PREFIX);
-        let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let mut tx = self.pool.begin().await?;
         let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
         let current = sqlx::query!(
-            r#"SELECT secret_enc AS "secret_enc!", previous_secret_expires_at FROM routine_triggers
+            r#"SELECT secret_enc AS "secret_enc!", previous_secret_expires_at,
+                      signing_mode AS "signing_mode!: SigningMode"
+               FROM routine_triggers
                WHERE id = $1 AND kind = 'webhook' FOR UPDATE"#,
             id
         )
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
+        let secret = new_webhook_secret(current.signing_mode);
+        let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let previous = previous_after(
             current.secret_enc,
             current.previous_secret_expires_at,

@@ -16,9 +16,9 @@ use crate::{
     },
     store::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
-        TriggerInRoutine, WEBHOOK_SECRET_PREFIX, new_id,
+        TriggerInRoutine, new_id,
         routines::RoutineRow,
-        triggers::{NewColumns, TriggerRow, kind_of, next_fire},
+        triggers::{NewColumns, TriggerRow, kind_of, new_webhook_secret, next_fire},
         webhook_url,
     },
 };
@@ -271,20 +271,20 @@ impl SqliteStore {
         actor: Actor,
     ) -> StoreResult<(Trigger, SecretMaterial)> {
         let now = self.now();
-        let secret = crate::crypto::generate_token(WEBHOOK_SECRET_PREFIX);
-        let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let mut tx = self.pool.begin().await?;
         let routine = routine_of(&mut tx, id).await?;
         let routine_id = routine.id;
-        let (current, previous_until) =
-            sqlx::query_as::<_, (Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>(
-                "SELECT secret_enc, previous_secret_expires_at FROM routine_triggers
-                 WHERE id = ?1 AND kind = 'webhook'",
+        let (current, previous_until, mode) =
+            sqlx::query_as::<_, (Vec<u8>, Option<chrono::DateTime<chrono::Utc>>, SigningMode)>(
+                "SELECT secret_enc, previous_secret_expires_at, signing_mode FROM routine_triggers
+             WHERE id = ?1 AND kind = 'webhook'",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
+        let secret = new_webhook_secret(mode);
+        let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let (previous, previous_until) =
             previous_after(current, previous_until, now, rotation)?.unzip();
         let row = sqlx::query_as::<_, TriggerRow>(concat!(

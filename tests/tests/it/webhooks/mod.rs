@@ -88,6 +88,7 @@ async fn run_count(app: &TestApp, routine: &str) -> i64 {
 }
 
 mod auth;
+mod formats;
 mod hostile;
 mod intake;
 mod rate_limit;

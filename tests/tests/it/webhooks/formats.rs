@@ -1,0 +1,201 @@
+//! Inbound signing modes of real senders, each request signed by that sender's published
+//! algorithm as an independent library implements it: Standard Webhooks through the Python
+//! `standardwebhooks` package (installed by `.ci/run`; see the README).
+
+use std::io::Write as _;
+
+use super::*;
+
+/// The `webhook-signature` value the `standardwebhooks` package computes.
+fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let script = "import sys, datetime\n\
+                  from standardwebhooks.webhooks import Webhook\n\
+                  at = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
+                  print(Webhook(sys.argv[1]).sign(sys.argv[2], at, sys.stdin.buffer.read()))";
+    let mut child = Command::new("python3")
+        .args(["-c", script, secret, id, &timestamp.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("body to python");
+    let output = child.wait_with_output().expect("python3 ends");
+    assert!(
+        output.status.success(),
+        "the standardwebhooks package signs (pip install standardwebhooks): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+fn standard(id: &str, timestamp: i64, signature: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+        ("content-type", "application/json".to_owned()),
+    ]
+}
+
+#[test]
+fn the_library_reproduces_the_published_test_vector() {
+    // The Standard Webhooks specification's example: if the library or our use of it drifted,
+    // every test below would prove nothing.
+    assert_eq!(
+        standard_signature(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            br#"{"test": 2432232314}"#,
+        ),
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    );
+}
+
+#[tokio::test]
+async fn standard_webhooks_calls_are_verified_as_the_specification_signs_them() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let hook = hook(&app, &team, "standard_webhooks").await;
+    assert!(hook.secret.starts_with("whsec_"), "{}", hook.secret);
+    let url = on(&app, &hook.url);
+    let body = br#"{"type": "invoice.paid", "data": {"id": "in_1"}}"#.to_vec();
+    let now = now_secs();
+    let signature = standard_signature(&hook.secret, "msg_1", now, &body);
+    let first = send(
+        &url,
+        &standard("msg_1", now, signature.clone()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    assert_eq!(first.body["payload"]["type"], "invoice.paid");
+    let run = str_at(&first.body, "/id");
+    // The sender's retry: byte-identical, or re-signed with a later timestamp — the delivery id
+    // returns the original run.
+    for (ts, signature) in [
+        (now, signature.clone()),
+        (
+            now + 7,
+            standard_signature(&hook.secret, "msg_1", now + 7, &body),
+        ),
+    ] {
+        let again = send(&url, &standard("msg_1", ts, signature), body.clone()).await;
+        assert_eq!(
+            (again.status, str_at(&again.body, "/id")),
+            (202, run.clone())
+        );
+        assert_eq!(
+            again
+                .headers
+                .get("idempotent-replayed")
+                .map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+    }
+    // Several signatures in one header (a sender rotating its secret): any one matching does.
+    let other = standard_signature(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_2",
+        now,
+        &body,
+    );
+    let right = standard_signature(&hook.secret, "msg_2", now, &body);
+    let both = send(
+        &url,
+        &standard("msg_2", now, format!("v1a,ignored {other} {right}")),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(both.status, 202, "{:?}", both.body);
+    assert_ne!(str_at(&both.body, "/id"), run);
+    // Refused with 401, the contract's one body: a tampered body, another secret, a timestamp
+    // outside the window either way, each header missing.
+    let window = 60;
+    let tampered = br#"{"type": "invoice.paid", "data": {"id": "in_2"}}"#.to_vec();
+    type Case = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
+        (
+            "tampered body",
+            standard(
+                "msg_3",
+                now,
+                standard_signature(&hook.secret, "msg_3", now, &body),
+            ),
+            tampered,
+        ),
+        (
+            "another secret",
+            standard("msg_4", now, other.clone()),
+            body.clone(),
+        ),
+        (
+            "stale",
+            standard(
+                "msg_5",
+                now - window - 5,
+                standard_signature(&hook.secret, "msg_5", now - window - 5, &body),
+            ),
+            body.clone(),
+        ),
+        (
+            "future",
+            standard(
+                "msg_6",
+                now + window + 5,
+                standard_signature(&hook.secret, "msg_6", now + window + 5, &body),
+            ),
+            body.clone(),
+        ),
+        (
+            "another id",
+            standard(
+                "msg_7",
+                now,
+                standard_signature(&hook.secret, "msg_8", now, &body),
+            ),
+            body.clone(),
+        ),
+    ];
+    for (case, headers, sent) in cases {
+        assert_eq!(send(&url, &headers, sent).await.status, 401, "{case}");
+    }
+    let signature = standard_signature(&hook.secret, "msg_9", now, &body);
+    for missing in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let headers: Vec<_> = standard("msg_9", now, signature.clone())
+            .into_iter()
+            .filter(|(name, _)| *name != missing)
+            .collect();
+        assert_eq!(
+            send(&url, &headers, body.clone()).await.status,
+            401,
+            "without {missing}"
+        );
+    }
+    // Exactly the two deliveries accepted made runs.
+    let runs = app
+        .board()
+        .list_runs(&hook.routine, "")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(2));
+    // A rotation keeps the format.
+    let rotated = app
+        .board()
+        .rotate_trigger_secret(&hook.trigger)
+        .await
+        .expect(200)
+        .body;
+    assert!(str_at(&rotated, "/secretMaterial/webhookSecret").starts_with("whsec_"));
+}
