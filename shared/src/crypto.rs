@@ -210,6 +210,12 @@ pub fn generate_standard_webhooks_secret() -> String {
     format!("whsec_{}", STANDARD.encode(random_bytes::<32>()))
 }
 
+/// Standard base64 (with padding) of `bytes`.
+#[must_use]
+pub fn encode_base64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
 /// Standard base64 (with padding) decoded; `None` when it is not.
 #[must_use]
 pub fn decode_base64(value: &str) -> Option<Vec<u8>> {

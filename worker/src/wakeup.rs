@@ -3,7 +3,6 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
 //! bytes the agent's `whsec_` secret encodes.
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
 use std::time::Duration;
 
 use nexus_shared::{engine::tasks::MAX_SNOOZE, store::WakeupDelivery};
@@ -60,7 +59,7 @@ pub(crate) fn signature(
     let key =
         nexus_shared::crypto::standard_webhooks_key(secret).ok_or(DeliveryError::BadSecret)?;
     let mac = nexus_shared::crypto::standard_webhooks_mac(&key, id, &timestamp.to_string(), body);
-    Ok(format!("v1,{}", STANDARD.encode(mac)))
+    Ok(format!("v1,{}", nexus_shared::crypto::encode_base64(&mac)))
 }
 
 /// POSTs the wake-up; any 2xx acknowledges it.

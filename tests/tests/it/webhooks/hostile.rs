@@ -1,11 +1,91 @@
-//! A property test of hostile input to the public endpoint.
+//! A property test of hostile input to the public endpoint, in every signing mode.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
 
-/// Random hostile requests, to the trigger's public id or to a mangled one: never a 5xx, and a
-/// run only for a validly authenticated request to the real id.
+/// The headers of a call in `mode`: `how` 0 none, 1 random values (`random`), 2 valid, 3 valid
+/// but dated too far from now (bearer: another secret), 4 valid for another body. Returns the
+/// headers and whether they authenticate `body`.
+fn credentials(
+    mode: &str,
+    how: u8,
+    secret: &str,
+    (now, skew): (i64, i64),
+    random: (String, String),
+    body: &[u8],
+) -> (Vec<(&'static str, String)>, bool) {
+    static DELIVERY: AtomicU64 = AtomicU64::new(0);
+    let far = now + if skew >= 0 { 65 + skew } else { skew - 65 };
+    let sign = |at: i64, signed_body: &[u8]| -> Vec<(&'static str, String)> {
+        match mode {
+            "standard_webhooks" => {
+                let id = format!("msg_{}", DELIVERY.fetch_add(1, Ordering::SeqCst));
+                let key = nexus_shared::crypto::standard_webhooks_key(secret).expect("whsec_");
+                let mac = nexus_shared::crypto::standard_webhooks_mac(
+                    &key,
+                    &id,
+                    &at.to_string(),
+                    signed_body,
+                );
+                let b64 = nexus_shared::crypto::encode_base64(&mac);
+                vec![
+                    ("webhook-id", id),
+                    ("webhook-timestamp", at.to_string()),
+                    ("webhook-signature", format!("v1,{b64}")),
+                ]
+            }
+            _ => {
+                let mut headers = signed(secret, at, signed_body);
+                headers.retain(|(name, _)| *name != "content-type");
+                headers
+            }
+        }
+    };
+    match (mode, how) {
+        ("bearer", 1) => (vec![("authorization", random.0)], false),
+        ("bearer", 2) => (vec![("authorization", format!("Bearer {secret}"))], true),
+        ("bearer", 3 | 4) => (vec![("authorization", format!("Bearer {secret}x"))], false),
+        ("standard_webhooks", 1) => (
+            vec![
+                ("webhook-id", random.0.clone()),
+                ("webhook-timestamp", random.0),
+                ("webhook-signature", random.1),
+            ],
+            false,
+        ),
+        (_, 1) => (
+            vec![
+                ("x-paperclip-timestamp", random.0),
+                ("x-paperclip-signature", random.1),
+            ],
+            false,
+        ),
+        (_, 2) => (sign(now + skew / 10, body), true),
+        (_, 3) => (sign(far, body), false),
+        (_, 4) => (sign(now, b"{\"other\":true}"), false),
+        _ => (Vec::new(), false),
+    }
+}
+
 #[test]
 fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
+    property("hmac_sha256", 2_000);
+}
+
+#[test]
+fn hostile_input_in_bearer_mode_creates_no_run_without_the_secret() {
+    property("bearer", 600);
+}
+
+#[test]
+fn hostile_input_in_standard_webhooks_mode_creates_no_run_without_a_valid_signature() {
+    property("standard_webhooks", 600);
+}
+
+/// Random hostile requests, to the trigger's public id or to a mangled one: never a 5xx, and a
+/// run only for a validly authenticated request to the real id.
+fn property(mode: &'static str, cases: u32) {
     nexus_tests::needs_postgres_rows!();
     use proptest::prelude::*;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -27,7 +107,7 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
         })
         .await;
         let team = app.seed_team().await;
-        let hook = hook(&app, &team, "hmac_sha256").await;
+        let hook = hook(&app, &team, mode).await;
         (app, hook)
     });
     let url = on(&app, &hook.url);
@@ -85,35 +165,20 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
         -200i64..200,
     );
     let config = ProptestConfig {
-        cases: 2_000,
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
     proptest!(config, |(((how, path), ts_header, sig_header, body, content_type, skew) in strategy)| {
         let now = chrono::Utc::now().timestamp();
-        let mut headers: Vec<(&str, String)> = Vec::new();
-        let mut valid = false;
-        match how {
-            1 => {
-                headers.push(("x-paperclip-timestamp", ts_header));
-                headers.push(("x-paperclip-signature", sig_header));
-            }
-            2 => {
-                headers = signed(&hook.secret, now + skew / 10, &body);
-                headers.retain(|(name, _)| *name != "content-type");
-                valid = true;
-            }
-            3 => {
-                let far = now + if skew >= 0 { 65 + skew } else { skew - 65 };
-                headers = signed(&hook.secret, far, &body);
-                headers.retain(|(name, _)| *name != "content-type");
-            }
-            4 => {
-                headers = signed(&hook.secret, now, b"{\"other\":true}");
-                headers.retain(|(name, _)| *name != "content-type");
-            }
-            _ => {}
-        }
+        let (mut headers, valid) = credentials(
+            mode,
+            how,
+            &hook.secret,
+            (now, skew),
+            (ts_header, sig_header),
+            &body,
+        );
         if let Some(content_type) = content_type {
             headers.push(("content-type", content_type.to_owned()));
         }
