@@ -18,7 +18,7 @@ use axum::{
 use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
     kv::Admission,
-    model::{IdempotencyKey, RunSource, SigningMode, stored_payload},
+    model::{IdempotencyKey, RunSource, STANDARD_WEBHOOKS_KEY_PREFIX, SigningMode, stored_payload},
     store::{CallSignature, NewRun, Refusal, StoreError, WebhookTrigger},
 };
 use serde_json::Value;
@@ -208,7 +208,10 @@ fn new_run(
         // Where the format carries the sender's delivery id, that id decides what a repeat is.
         _ if delivery_id.is_some() => Some(field(
             "webhook-id",
-            IdempotencyKey::parse(format!("webhook-id:{}", delivery_id.unwrap_or_default())),
+            IdempotencyKey::parse(format!(
+                "{STANDARD_WEBHOOKS_KEY_PREFIX}{}",
+                delivery_id.unwrap_or_default()
+            )),
         )?),
         None => None,
         Some(value) => {

@@ -234,6 +234,41 @@ pub struct Run {
     pub heartbeat_run_id: Option<Uuid>,
     /// A sentence explaining a failure.
     pub failure_reason: Option<String>,
+    /// For a webhook call in a format that carries the sender's delivery id, that delivery;
+    /// else `null`.
+    pub delivery: Option<Delivery>,
+}
+
+/// The sender's delivery a webhook run was accepted from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Delivery {
+    /// The signing format (`standard_webhooks`).
+    pub format: SigningMode,
+    /// The sender's delivery id (`webhook-id`).
+    pub id: String,
+    /// The event name, where the format has one (a Standard Webhooks payload's `type`).
+    pub event: Option<String>,
+}
+
+/// The idempotency key a Standard Webhooks delivery is accepted under: its `webhook-id`, so a
+/// repeat of the delivery returns the run of the first.
+pub const STANDARD_WEBHOOKS_KEY_PREFIX: &str = "webhook-id:";
+
+impl Delivery {
+    /// The delivery of a run, read from what was accepted: a webhook run's idempotency key in
+    /// a delivery format, and its payload.
+    #[must_use]
+    pub fn of(source: RunSource, key: Option<&str>, payload: &serde_json::Value) -> Option<Self> {
+        let id = key?.strip_prefix(STANDARD_WEBHOOKS_KEY_PREFIX)?;
+        (source == RunSource::Webhook).then(|| Self {
+            format: SigningMode::StandardWebhooks,
+            id: id.to_owned(),
+            event: payload
+                .get("type")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        })
+    }
 }
 
 /// A run's payload as it is kept: every U+0000 in its strings and keys replaced by U+FFFD

@@ -9,7 +9,9 @@ use super::StoreResult;
 pub use crate::engine::tasks::{DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN};
 use crate::{
     engine::{refusal::Refusal, tasks::Task},
-    model::{IdempotencyKey, Run, RunSource, RunStatus, SigningMode, TriggerKind, TriggerRef},
+    model::{
+        Delivery, IdempotencyKey, Run, RunSource, RunStatus, SigningMode, TriggerKind, TriggerRef,
+    },
     queue::JobSpec,
 };
 
@@ -152,6 +154,7 @@ impl From<RunRow> for Run {
             missed: row.missed,
             triggered_at: row.triggered_at,
             completed_at: row.completed_at,
+            delivery: Delivery::of(row.source, row.idempotency_key.as_deref(), &row.payload),
             idempotency_key: row.idempotency_key,
             payload: row.payload,
             linked_issue_id: row.linked_issue_id,

@@ -80,6 +80,10 @@ async fn standard_webhooks_calls_are_verified_as_the_specification_signs_them() 
     .await;
     assert_eq!(first.status, 202, "{:?}", first.body);
     assert_eq!(first.body["payload"]["type"], "invoice.paid");
+    assert_eq!(
+        first.body["delivery"],
+        json!({ "format": "standard_webhooks", "id": "msg_1", "event": "invoice.paid" })
+    );
     let run = str_at(&first.body, "/id");
     // The sender's retry: byte-identical, or re-signed with a later timestamp — the delivery id
     // returns the original run.
@@ -182,7 +186,7 @@ async fn standard_webhooks_calls_are_verified_as_the_specification_signs_them() 
             "without {missing}"
         );
     }
-    // Exactly the two deliveries accepted made runs.
+    // Exactly the two deliveries accepted made runs, each with its delivery.
     let runs = app
         .board()
         .list_runs(&hook.routine, "")
@@ -190,6 +194,10 @@ async fn standard_webhooks_calls_are_verified_as_the_specification_signs_them() 
         .expect(200)
         .body;
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(runs["runs"][0]["delivery"]["id"], "msg_2");
+    // A run of another mode has none.
+    let plain = hook_run_of_bearer(&app, &team).await;
+    assert_eq!(plain["delivery"], Value::Null);
     // A rotation keeps the format.
     let rotated = app
         .board()
@@ -198,4 +206,13 @@ async fn standard_webhooks_calls_are_verified_as_the_specification_signs_them() 
         .expect(200)
         .body;
     assert!(str_at(&rotated, "/secretMaterial/webhookSecret").starts_with("whsec_"));
+}
+
+/// A run accepted by a bearer-mode trigger, as the API answers it.
+async fn hook_run_of_bearer(app: &TestApp, team: &Team) -> Value {
+    let bearer = hook(app, team, "bearer").await;
+    let headers = [("authorization", format!("Bearer {}", bearer.secret))];
+    let sent = send(&on(app, &bearer.url), &headers, Vec::new()).await;
+    assert_eq!(sent.status, 202);
+    sent.body
 }
