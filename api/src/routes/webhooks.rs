@@ -18,7 +18,10 @@ use axum::{
 use hmac::{KeyInit as _, Mac as _};
 use nexus_shared::{
     kv::Admission,
-    model::{IdempotencyKey, RunSource, STANDARD_WEBHOOKS_KEY_PREFIX, SigningMode, stored_payload},
+    model::{
+        Delivery, IdempotencyKey, RunSource, STANDARD_WEBHOOKS_KEY_PREFIX, SigningMode,
+        stored_payload,
+    },
     store::{CallSignature, NewRun, Refusal, StoreError, WebhookTrigger},
 };
 use serde_json::Value;
@@ -105,7 +108,7 @@ async fn handle(
     let (bytes, authenticated) = match checked {
         Headers::Refused => (None, None),
         Headers::Bearer => (None, Some(None)),
-        Headers::Signed { .. } | Headers::Standard { .. } => {
+        Headers::Signed { .. } | Headers::Standard { .. } | Headers::BodySigned { .. } => {
             let bytes = read_body(body.take()).await?;
             let mut authenticated = verify(&trigger, &checked, &bytes, now_ms);
             if authenticated.is_none()
@@ -141,6 +144,17 @@ async fn handle(
         Some(bytes) => bytes,
         None => read_body(body.take()).await?,
     };
+    // GitHub's configuration check is answered, with no run, once it is authenticated.
+    if trigger.signing_mode == SigningMode::Github {
+        github_delivery(headers)?;
+        if headers.get("x-github-event").is_some_and(|e| e == "ping") {
+            return Ok((
+                StatusCode::OK,
+                axum::Json(serde_json::json!({ "pong": true })),
+            )
+                .into_response());
+        }
+    }
     // The memory of accepted signatures is in the database, written with the run: a replay
     // is refused there, before the trigger's state is looked at. Only a call whose body no
     // longer parses (its content type was changed) asks for it here, to keep the order.
@@ -204,8 +218,19 @@ fn new_run(
     let delivery_id = (trigger.signing_mode == SigningMode::StandardWebhooks)
         .then(|| headers.get("webhook-id").and_then(|v| v.to_str().ok()))
         .flatten();
+    let github = (trigger.signing_mode == SigningMode::Github)
+        .then(|| github_delivery(headers))
+        .transpose()?;
     let idempotency_key = match headers.get("idempotency-key") {
         // Where the format carries the sender's delivery id, that id decides what a repeat is.
+        _ if github.is_some() => github
+            .map(|(id, event)| {
+                field(
+                    "X-GitHub-Delivery",
+                    IdempotencyKey::parse(Delivery::github_key(id, event)),
+                )
+            })
+            .transpose()?,
         _ if delivery_id.is_some() => Some(field(
             "webhook-id",
             IdempotencyKey::parse(format!(
@@ -232,6 +257,40 @@ fn new_run(
         trace_context: Some(trace::context_from(headers)),
         signature,
     })
+}
+
+/// A GitHub call's `X-GitHub-Delivery` (required: 400 without it) and `X-GitHub-Event`
+/// (may be absent): the delivery id 1–100 letters, digits and `-`, the event 0–64 of
+/// lowercase letters, digits, `_` and `.`.
+fn github_delivery(headers: &HeaderMap) -> Result<(&str, &str), ApiError> {
+    let id = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=100).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_delivery_id",
+                "X-GitHub-Delivery is required: 1 to 100 letters, digits and dashes",
+            )
+        })?;
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if event.len() > 64
+        || !event
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            "X-GitHub-Event must be up to 64 lowercase letters, digits, `_` and `.`",
+        ));
+    }
+    Ok((id, event))
 }
 
 fn too_large() -> ApiError {
@@ -282,6 +341,8 @@ enum Headers<'h> {
         sent_ms: i64,
         signature: Vec<u8>,
     },
+    /// A call signed over its body alone (GitHub's `X-Hub-Signature-256`).
+    BodySigned { signature: Vec<u8> },
     /// A Standard Webhooks call whose headers are usable: any of its `v1` signatures must
     /// match the body; its `webhook-id` identifies the delivery.
     Standard {
@@ -370,6 +431,16 @@ fn check_headers<'h>(trigger: &WebhookTrigger, headers: &'h HeaderMap, now_ms: i
             SigningMode::StandardWebhooks => {
                 standard_headers(headers, now_ms, trigger.replay_window_sec)
             }
+            SigningMode::Github => {
+                let value = headers.get("x-hub-signature-256")?.to_str().ok()?;
+                let hex_mac = value.strip_prefix("sha256=")?;
+                if hex_mac.len() != 64 {
+                    return None;
+                }
+                Some(Headers::BodySigned {
+                    signature: hex::decode(hex_mac).ok()?,
+                })
+            }
             SigningMode::HmacSha256 => {
                 let timestamp = headers.get("x-paperclip-timestamp")?.to_str().ok()?;
                 let sent_ms = timestamp_within(timestamp, now_ms, trigger.replay_window_sec)?;
@@ -408,6 +479,20 @@ fn verify(
     match checked {
         Headers::Refused => None,
         Headers::Bearer => Some(None),
+        Headers::BodySigned { signature } => {
+            // No timestamp: the delivery id recognises a repeat, nothing is remembered.
+            let verified = trigger
+                .secrets_at(instant(now_ms))
+                .fold(false, |any, secret| {
+                    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+                    else {
+                        return any;
+                    };
+                    mac.update(body);
+                    mac.verify_slice(signature).is_ok() | any
+                });
+            verified.then_some(None)
+        }
         Headers::Standard {
             id,
             timestamp,

@@ -37,6 +37,7 @@ text_enum! {
         Bearer => "bearer",
         HmacSha256 => "hmac_sha256",
         StandardWebhooks => "standard_webhooks",
+        Github => "github",
     }
 }
 
@@ -254,20 +255,41 @@ pub struct Delivery {
 /// repeat of the delivery returns the run of the first.
 pub const STANDARD_WEBHOOKS_KEY_PREFIX: &str = "webhook-id:";
 
+/// The idempotency key prefix of a GitHub delivery: `github:<X-GitHub-Delivery>:<X-GitHub-Event>`.
+pub const GITHUB_KEY_PREFIX: &str = "github:";
+
 impl Delivery {
     /// The delivery of a run, read from what was accepted: a webhook run's idempotency key in
     /// a delivery format, and its payload.
     #[must_use]
     pub fn of(source: RunSource, key: Option<&str>, payload: &serde_json::Value) -> Option<Self> {
-        let id = key?.strip_prefix(STANDARD_WEBHOOKS_KEY_PREFIX)?;
-        (source == RunSource::Webhook).then(|| Self {
-            format: SigningMode::StandardWebhooks,
+        if source != RunSource::Webhook {
+            return None;
+        }
+        let key = key?;
+        if let Some(id) = key.strip_prefix(STANDARD_WEBHOOKS_KEY_PREFIX) {
+            return Some(Self {
+                format: SigningMode::StandardWebhooks,
+                id: id.to_owned(),
+                event: payload
+                    .get("type")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+            });
+        }
+        let (id, event) = key.strip_prefix(GITHUB_KEY_PREFIX)?.split_once(':')?;
+        Some(Self {
+            format: SigningMode::Github,
             id: id.to_owned(),
-            event: payload
-                .get("type")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned),
+            event: (!event.is_empty()).then(|| event.to_owned()),
         })
+    }
+
+    /// The idempotency key of a GitHub delivery (`id` and `event` as validated by the caller:
+    /// neither holds a `:`).
+    #[must_use]
+    pub fn github_key(id: &str, event: &str) -> String {
+        format!("{GITHUB_KEY_PREFIX}{id}:{event}")
     }
 }
 

@@ -237,7 +237,9 @@ impl NewColumns {
 pub(crate) fn new_webhook_secret(mode: SigningMode) -> String {
     match mode {
         SigningMode::StandardWebhooks => crate::crypto::generate_standard_webhooks_secret(),
-        SigningMode::Bearer | SigningMode::HmacSha256 => generate_token(WEBHOOK_SECRET_PREFIX),
+        SigningMode::Bearer | SigningMode::HmacSha256 | SigningMode::Github => {
+            generate_token(WEBHOOK_SECRET_PREFIX)
+        }
     }
 }
 

@@ -216,3 +216,135 @@ async fn hook_run_of_bearer(app: &TestApp, team: &Team) -> Value {
     assert_eq!(sent.status, 202);
     sent.body
 }
+
+/// GitHub's `X-Hub-Signature-256` as GitHub documents it (`sha256=` and the hex HMAC-SHA256 of
+/// the body, keyed with the secret), computed by Python's own `hmac` module.
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    let script = "import hmac, hashlib, sys\n\
+                  print('sha256=' + hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())";
+    let mut child = Command::new("python3")
+        .args(["-c", script, secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("body to python");
+    let output = child.wait_with_output().expect("python3 ends");
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+fn github(delivery: &str, event: &str, signature: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-github-delivery", delivery.to_owned()),
+        ("x-github-event", event.to_owned()),
+        ("x-hub-signature-256", signature),
+        ("content-type", "application/json".to_owned()),
+    ]
+}
+
+#[test]
+fn the_github_signer_reproduces_githubs_documented_example() {
+    assert_eq!(
+        github_signature("It's a Secret to Everybody", b"Hello, World!"),
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    );
+}
+
+#[tokio::test]
+async fn github_deliveries_are_verified_and_a_redelivery_returns_the_original_run() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let hook = hook(&app, &team, "github").await;
+    let url = on(&app, &hook.url);
+    let body = br#"{"ref": "refs/heads/main", "after": "abc123"}"#.to_vec();
+    let delivery = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+    let signature = github_signature(&hook.secret, &body);
+    let first = send(
+        &url,
+        &github(delivery, "push", signature.clone()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    assert_eq!(
+        first.body["delivery"],
+        json!({ "format": "github", "id": delivery, "event": "push" })
+    );
+    // GitHub's "Redeliver" sends the same delivery again: the original run.
+    let again = send(
+        &url,
+        &github(delivery, "push", signature.clone()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.body["id"].clone()),
+        (202, first.body["id"].clone())
+    );
+    assert_eq!(
+        again
+            .headers
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    // The ping GitHub sends when the hook is created: 200, no run.
+    let zen = br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#.to_vec();
+    let ping = send(
+        &url,
+        &github("aa-1", "ping", github_signature(&hook.secret, &zen)),
+        zen.clone(),
+    )
+    .await;
+    assert_eq!(
+        (ping.status, ping.body.clone()),
+        (200, json!({ "pong": true }))
+    );
+    // Refused: no delivery id (400), a tampered body, another secret, no signature (401).
+    let without: Vec<_> = github(delivery, "push", signature.clone())
+        .into_iter()
+        .filter(|(name, _)| *name != "x-github-delivery")
+        .collect();
+    assert_eq!(send(&url, &without, body.clone()).await.status, 400);
+    let tampered = br#"{"ref": "refs/heads/evil", "after": "abc123"}"#.to_vec();
+    assert_eq!(
+        send(&url, &github("d-2", "push", signature.clone()), tampered)
+            .await
+            .status,
+        401
+    );
+    let other = github_signature("nxw_another", &body);
+    assert_eq!(
+        send(&url, &github("d-3", "push", other), body.clone())
+            .await
+            .status,
+        401
+    );
+    let unsigned: Vec<_> = github("d-4", "push", signature)
+        .into_iter()
+        .filter(|(name, _)| *name != "x-hub-signature-256")
+        .collect();
+    assert_eq!(send(&url, &unsigned, body.clone()).await.status, 401);
+    let ping_unsigned: Vec<_> = github("d-5", "ping", String::new());
+    assert_eq!(
+        send(&url, &ping_unsigned, zen).await.status,
+        401,
+        "a ping is authenticated too"
+    );
+    let runs = app
+        .board()
+        .list_runs(&hook.routine, "")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1));
+}

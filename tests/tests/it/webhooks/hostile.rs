@@ -42,7 +42,35 @@ fn credentials(
             }
         }
     };
+    let github = |key: &str, signed_body: &[u8], random: Option<String>| {
+        // GitHub signs the body alone: the HMAC of an empty timestamp and a `.` would differ,
+        // so the body's own HMAC is computed here.
+        use hmac::{KeyInit as _, Mac as _};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
+        mac.update(signed_body);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        vec![
+            (
+                "x-github-delivery",
+                format!("d-{}", DELIVERY.fetch_add(1, Ordering::SeqCst)),
+            ),
+            ("x-github-event", "push".to_owned()),
+            (
+                "x-hub-signature-256",
+                random.unwrap_or_else(|| format!("sha256={hex}")),
+            ),
+        ]
+    };
     match (mode, how) {
+        ("github", 1) => (github(secret, body, Some(random.1)), false),
+        ("github", 2) => (github(secret, body, None), true),
+        ("github", 3) => (github("nxw_another", body, None), false),
+        ("github", 4) => (github(secret, b"{\"other\":true}", None), false),
         ("bearer", 1) => (vec![("authorization", random.0)], false),
         ("bearer", 2) => (vec![("authorization", format!("Bearer {secret}"))], true),
         ("bearer", 3 | 4) => (vec![("authorization", format!("Bearer {secret}x"))], false),
@@ -76,6 +104,11 @@ fn hostile_input_never_breaks_the_endpoint_or_creates_an_unsigned_run() {
 #[test]
 fn hostile_input_in_bearer_mode_creates_no_run_without_the_secret() {
     property("bearer", 600);
+}
+
+#[test]
+fn hostile_input_in_github_mode_creates_no_run_without_a_valid_signature() {
+    property("github", 600);
 }
 
 #[test]
