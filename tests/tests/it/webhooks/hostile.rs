@@ -243,11 +243,12 @@ fn property(mode: &'static str, cases: u32) {
     });
     let runs = runtime.block_on(run_count(&app, &hook.routine));
     assert_eq!(runs, accepted.load(std::sync::atomic::Ordering::SeqCst));
-    // The inputs are random: about a quarter are valid calls to the real id (49 to 70 seen);
-    // the bound only proves that the accepting path was exercised, well below what chance gives.
+    // The inputs are random: about one in twenty-five is a valid call with an acceptable body
+    // to the real id (49 to 70 of 2,000 seen; 18 of 600 once); the bound, one in a hundred,
+    // only proves that the accepting path was exercised, well below what chance gives.
     assert!(
-        runs >= 20,
-        "the property test exercised the accepting path ({runs} runs)"
+        runs >= i64::from(cases / 100),
+        "the property test exercised the accepting path ({runs} runs of {cases} cases)"
     );
     runtime.block_on(async move { drop(app) });
 }
