@@ -345,12 +345,18 @@ pub async fn within<T, F: std::future::Future<Output = Option<T>>>(
 /// Never: HMAC takes keys of any length.
 #[must_use]
 pub fn webhook_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    hmac_hex(secret, &[timestamp.as_bytes(), b".", body])
+}
+
+/// Lowercase hex HMAC-SHA256 of `parts` (concatenated), keyed with the bytes of `secret`.
+#[must_use]
+pub fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     use hmac::{KeyInit as _, Mac as _};
     let mut mac =
         hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    for part in parts {
+        mac.update(part);
+    }
     mac.finalize()
         .into_bytes()
         .iter()

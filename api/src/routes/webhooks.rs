@@ -48,12 +48,16 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 /// Fire a webhook trigger. Authenticated by the trigger's secret, not by an API token:
 /// `Authorization: Bearer <secret>` (`bearer` mode), or `X-Paperclip-Timestamp` and
 /// `X-Paperclip-Signature` (`hmac_sha256` mode: hex HMAC-SHA256 of `{timestamp}.{body}` keyed
-/// with the secret). The body is empty or a JSON object, at most 256 KiB; an `Idempotency-Key`
-/// header returns the original run on a retry.
+/// with the secret), `webhook-id`/`webhook-timestamp`/`webhook-signature` (`standard_webhooks`)
+/// or `X-Hub-Signature-256` with `X-GitHub-Delivery` (`github`). The body is empty or a JSON
+/// object, at most 256 KiB; an `Idempotency-Key` header (or the format's own delivery id)
+/// returns the original run on a retry.
 #[utoipa::path(post, path = "/api/routine-triggers/public/{publicId}/fire", tag = "webhooks",
     params(("publicId" = String, Path)), security(()),
     request_body(content = Object, content_type = "application/json", description = "Empty, or a JSON object: the run's payload"),
-    responses((status = 202, body = nexus_shared::model::Run), (status = 400, body = ErrorBody),
+    responses((status = 202, body = nexus_shared::model::Run),
+              (status = 200, body = Object, description = "`github` mode: `X-GitHub-Event: ping` answered `{\"pong\": true}`, no run"),
+              (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
               (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
@@ -481,17 +485,7 @@ fn verify(
         Headers::Bearer => Some(None),
         Headers::BodySigned { signature } => {
             // No timestamp: the delivery id recognises a repeat, nothing is remembered.
-            let verified = trigger
-                .secrets_at(instant(now_ms))
-                .fold(false, |any, secret| {
-                    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-                    else {
-                        return any;
-                    };
-                    mac.update(body);
-                    mac.verify_slice(signature).is_ok() | any
-                });
-            verified.then_some(None)
+            signed_by_any(trigger, now_ms, &[body], signature).then_some(None)
         }
         Headers::Standard {
             id,
@@ -516,20 +510,12 @@ fn verify(
             sent_ms,
             signature,
         } => {
-            let signed_by = |secret: &str| {
-                let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-                else {
-                    return false;
-                };
-                mac.update(timestamp.as_bytes());
-                mac.update(b".");
-                mac.update(body);
-                mac.verify_slice(signature).is_ok()
-            };
-            let verified = trigger
-                .secrets_at(instant(now_ms))
-                .fold(false, |any, secret| signed_by(secret) | any);
-            if !verified {
+            if !signed_by_any(
+                trigger,
+                now_ms,
+                &[timestamp.as_bytes(), b".", body],
+                signature,
+            ) {
                 return None;
             }
             // One second more than the window, rounded up: past it, the timestamp no longer
@@ -542,6 +528,23 @@ fn verify(
             }))
         }
     }
+}
+
+/// Whether `signature` is the HMAC-SHA256 of `parts` (concatenated) keyed with one of the
+/// secrets that work at `now_ms` (the secret string's bytes). Every secret is tried, so the
+/// time taken does not say which matched; each comparison is constant-time.
+fn signed_by_any(trigger: &WebhookTrigger, now_ms: i64, parts: &[&[u8]], signature: &[u8]) -> bool {
+    trigger
+        .secrets_at(instant(now_ms))
+        .fold(false, |any, secret| {
+            let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+                return any;
+            };
+            for part in parts {
+                mac.update(part);
+            }
+            mac.verify_slice(signature).is_ok() | any
+        })
 }
 
 /// [`check_headers`] then [`verify`].

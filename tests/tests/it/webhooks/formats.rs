@@ -6,14 +6,12 @@ use std::io::Write as _;
 
 use super::*;
 
-/// The `webhook-signature` value the `standardwebhooks` package computes.
-fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let script = "import sys, datetime\n\
-                  from standardwebhooks.webhooks import Webhook\n\
-                  at = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
-                  print(Webhook(sys.argv[1]).sign(sys.argv[2], at, sys.stdin.buffer.read()))";
+/// Runs a Python `script` with `args`, `body` on its standard input; returns what it printed.
+fn python(script: &str, args: &[&str], body: &[u8]) -> String {
     let mut child = Command::new("python3")
-        .args(["-c", script, secret, id, &timestamp.to_string()])
+        .arg("-c")
+        .arg(script)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -28,13 +26,22 @@ fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> St
     let output = child.wait_with_output().expect("python3 ends");
     assert!(
         output.status.success(),
-        "the standardwebhooks package signs (pip install standardwebhooks): {}",
+        "python3 signs (pip install standardwebhooks==1.3.0): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout)
         .expect("utf-8")
         .trim()
         .to_owned()
+}
+
+/// The `webhook-signature` value the `standardwebhooks` package computes.
+fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let script = "import sys, datetime\n\
+                  from standardwebhooks.webhooks import Webhook\n\
+                  at = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
+                  print(Webhook(sys.argv[1]).sign(sys.argv[2], at, sys.stdin.buffer.read()))";
+    python(script, &[secret, id, &timestamp.to_string()], body)
 }
 
 fn standard(id: &str, timestamp: i64, signature: String) -> Vec<(&'static str, String)> {
@@ -222,23 +229,7 @@ async fn hook_run_of_bearer(app: &TestApp, team: &Team) -> Value {
 fn github_signature(secret: &str, body: &[u8]) -> String {
     let script = "import hmac, hashlib, sys\n\
                   print('sha256=' + hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())";
-    let mut child = Command::new("python3")
-        .args(["-c", script, secret])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body)
-        .expect("body to python");
-    let output = child.wait_with_output().expect("python3 ends");
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+    python(script, &[secret], body)
 }
 
 fn github(delivery: &str, event: &str, signature: String) -> Vec<(&'static str, String)> {

@@ -43,17 +43,8 @@ fn credentials(
         }
     };
     let github = |key: &str, signed_body: &[u8], random: Option<String>| {
-        // GitHub signs the body alone: the HMAC of an empty timestamp and a `.` would differ,
-        // so the body's own HMAC is computed here.
-        use hmac::{KeyInit as _, Mac as _};
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
-        mac.update(signed_body);
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        // GitHub signs the body alone.
+        let hex = nexus_tests::hmac_hex(key, &[signed_body]);
         vec![
             (
                 "x-github-delivery",
