@@ -231,21 +231,28 @@ pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
         .and_then(|key| STANDARD.decode(key).ok())
 }
 
-/// The Standard Webhooks signature of a message: HMAC-SHA256, keyed with `key`, of
-/// `{id}.{timestamp}.{body}` (the `v1,` entry of `webhook-signature` is its base64).
+/// HMAC-SHA256 keyed with `key` of `parts`, concatenated.
 #[must_use]
-pub fn standard_webhooks_mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     use hmac::KeyInit as _;
     // HMAC takes a key of any length.
     let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
         return [0; 32];
     };
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    for part in parts {
+        mac.update(part);
+    }
     mac.finalize().into_bytes().into()
+}
+
+/// The Standard Webhooks signature of a message: HMAC-SHA256, keyed with `key`, of
+/// `{id}.{timestamp}.{body}` (the `v1,` entry of `webhook-signature` is its base64).
+#[must_use]
+pub fn standard_webhooks_mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
+    hmac_sha256(
+        key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    )
 }
 
 /// Prefix of board tokens.

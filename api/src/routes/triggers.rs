@@ -3,7 +3,8 @@
 use axum::{Json, extract::State, http::StatusCode};
 use nexus_shared::{
     model::{
-        DEFAULT_REPLAY_WINDOW, JitterSec, Label, ReplayWindow, SigningMode, Trigger, TriggerKind,
+        DEFAULT_REPLAY_WINDOW, JitterSec, Label, ReplayWindow, SenderSecret, SigningMode, Trigger,
+        TriggerKind,
     },
     schedule::{CronExpression, TimeZone},
     store::{
@@ -66,6 +67,12 @@ pub(crate) enum CreateTrigger {
         #[schema(minimum = 30, maximum = 86400)]
         #[serde(default, deserialize_with = "crate::error::whole_number")]
         replay_window_sec: Option<i64>,
+        /// `stripe` and `slack` only: the signing secret the sender issued (16–256 visible
+        /// ASCII characters). Without it a secret is generated, which the sender's requests
+        /// do not match until its own is set by a rotation. Other modes: 422
+        /// `secret_not_settable`.
+        #[schema(value_type = Option<nexus_shared::model::SenderSecret>, inline)]
+        webhook_secret: Option<String>,
     },
     /// Manual runs that name it.
     Api {
@@ -152,6 +159,12 @@ fn replay_window(value: i64) -> Result<ReplayWindow, ApiError> {
     field("replayWindowSec", ReplayWindow::parse(value))
 }
 
+fn sender_secret(value: Option<String>) -> Result<Option<SenderSecret>, ApiError> {
+    value
+        .map(|s| field("webhookSecret", SenderSecret::parse(s)))
+        .transpose()
+}
+
 /// Loads a trigger the caller may manage: 404 outside its company, 403 for an agent and a
 /// routine that is not its own.
 async fn managed(auth: Auth, state: &AppState, id: Uuid) -> Result<TriggerInRoutine, ApiError> {
@@ -198,6 +211,7 @@ async fn create_trigger(
             enabled,
             signing_mode,
             replay_window_sec,
+            webhook_secret,
         } => NewTrigger {
             kind: NewTriggerKind::Webhook {
                 signing_mode: signing_mode.unwrap_or(SigningMode::Bearer),
@@ -205,6 +219,7 @@ async fn create_trigger(
                     .map(replay_window)
                     .transpose()?
                     .unwrap_or(DEFAULT_REPLAY_WINDOW),
+                sender_secret: sender_secret(webhook_secret)?,
             },
             label: label(l)?.unwrap_or_default(),
             enabled: enabled.unwrap_or(true),
@@ -325,10 +340,15 @@ pub(crate) struct RotateSecret {
     previous_secret_valid_sec: Option<i64>,
     /// Default `false`: end a previous secret still in its grace period instead of 409.
     force: Option<bool>,
+    /// `stripe` and `slack` only: the new secret, as the sender issued it (16–256 visible
+    /// ASCII characters); without it one is generated. Other modes: 422 `secret_not_settable`.
+    #[schema(value_type = Option<nexus_shared::model::SenderSecret>, inline)]
+    webhook_secret: Option<String>,
 }
 
 /// Replace a webhook trigger's secret; the old one keeps working for
-/// `previousSecretValidSec` (default 0: it stops at once).
+/// `previousSecretValidSec` (default 0: it stops at once). A `stripe` or `slack` trigger takes
+/// the secret its sender issued as `webhookSecret`.
 #[utoipa::path(post, path = "/api/routine-triggers/{triggerId}/rotate-secret", tag = "triggers",
     params(("triggerId" = Uuid, Path)), request_body = RotateSecret,
     responses((status = 200, body = TriggerWithSecret), (status = 400, body = ErrorBody),
@@ -359,6 +379,7 @@ async fn rotate_secret(
     let rotation = Rotation {
         grace: chrono::TimeDelta::seconds(grace),
         force: body.force.unwrap_or(false),
+        sender_secret: sender_secret(body.webhook_secret)?,
     };
     let (trigger, material) = state
         .store

@@ -38,8 +38,74 @@ text_enum! {
         HmacSha256 => "hmac_sha256",
         StandardWebhooks => "standard_webhooks",
         Github => "github",
+        Stripe => "stripe",
+        Slack => "slack",
     }
 }
+
+impl SigningMode {
+    /// Whether the sender issues the secret (Stripe's endpoint secret, Slack's signing secret):
+    /// the operator sets it (`webhookSecret` on creation or rotation); every other mode's
+    /// secret is generated here.
+    #[must_use]
+    pub fn sender_issues_secret(self) -> bool {
+        matches!(self, Self::Stripe | Self::Slack)
+    }
+}
+
+/// A webhook secret issued by the sender and set by the operator: 16–256 visible ASCII
+/// characters, used as the HMAC key exactly as given. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SenderSecret(String);
+
+impl SenderSecret {
+    /// The shortest and longest secrets accepted.
+    pub const LENGTH: std::ops::RangeInclusive<usize> = 16..=256;
+
+    /// Parses a secret as the sender showed it.
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong with it (never repeating it).
+    pub fn parse(value: String) -> Result<Self, String> {
+        if !Self::LENGTH.contains(&value.len()) {
+            return Err(format!(
+                "must be {} to {} characters",
+                Self::LENGTH.start(),
+                Self::LENGTH.end()
+            ));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be visible ASCII characters (no spaces)".to_owned());
+        }
+        Ok(Self(value))
+    }
+
+    /// The secret.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SenderSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SenderSecret(<redacted>)")
+    }
+}
+
+impl utoipa::PartialSchema for SenderSecret {
+    /// Exactly what [`SenderSecret::parse`] accepts.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(*Self::LENGTH.start()))
+            .max_length(Some(*Self::LENGTH.end()))
+            .pattern(Some("^[!-~]+$"))
+            .into()
+    }
+}
+
+impl ToSchema for SenderSecret {}
 
 /// What a trigger of each kind carries besides the common fields.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -243,20 +309,26 @@ pub struct Run {
 /// The sender's delivery a webhook run was accepted from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Delivery {
-    /// The signing format (`standard_webhooks`).
+    /// The signing format: `standard_webhooks`, `github`, `stripe`, or `slack` (an Events API
+    /// callback).
     pub format: SigningMode,
-    /// The sender's delivery id (`webhook-id`).
+    /// The sender's delivery id: `webhook-id`, `X-GitHub-Delivery`, the Stripe event's `id`,
+    /// the Slack callback's `event_id`.
     pub id: String,
-    /// The event name, where the format has one (a Standard Webhooks payload's `type`).
+    /// The event name, where the format has one: the payload's `type` (Standard Webhooks,
+    /// Stripe), `X-GitHub-Event`, the Slack callback's `event.type`.
     pub event: Option<String>,
 }
 
-/// The idempotency key a Standard Webhooks delivery is accepted under: its `webhook-id`, so a
-/// repeat of the delivery returns the run of the first.
-pub const STANDARD_WEBHOOKS_KEY_PREFIX: &str = "webhook-id:";
-
-/// The idempotency key prefix of a GitHub delivery: `github:<X-GitHub-Delivery>:<X-GitHub-Event>`.
-pub const GITHUB_KEY_PREFIX: &str = "github:";
+/// The formats whose sender identifies its deliveries, each with the prefix of the idempotency
+/// key a delivery is accepted under (`<prefix><id>`, and `:<event>` for GitHub, whose
+/// redeliveries keep the id and event): a repeat of a delivery returns the run of the first.
+const DELIVERY_KEY_PREFIXES: [(SigningMode, &str); 4] = [
+    (SigningMode::StandardWebhooks, "webhook-id:"),
+    (SigningMode::Github, "github:"),
+    (SigningMode::Stripe, "stripe:"),
+    (SigningMode::Slack, "slack:"),
+];
 
 impl Delivery {
     /// The delivery of a run, read from what was accepted: a webhook run's idempotency key in
@@ -267,29 +339,36 @@ impl Delivery {
             return None;
         }
         let key = key?;
-        if let Some(id) = key.strip_prefix(STANDARD_WEBHOOKS_KEY_PREFIX) {
-            return Some(Self {
-                format: SigningMode::StandardWebhooks,
-                id: id.to_owned(),
-                event: payload
-                    .get("type")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned),
-            });
-        }
-        let (id, event) = key.strip_prefix(GITHUB_KEY_PREFIX)?.split_once(':')?;
+        let (format, rest) = DELIVERY_KEY_PREFIXES
+            .iter()
+            .find_map(|(format, prefix)| Some((*format, key.strip_prefix(prefix)?)))?;
+        let named = |value: Option<&serde_json::Value>| {
+            value.and_then(serde_json::Value::as_str).map(str::to_owned)
+        };
+        let (id, event) = match format {
+            SigningMode::Github => {
+                let (id, event) = rest.split_once(':')?;
+                (id, (!event.is_empty()).then(|| event.to_owned()))
+            }
+            SigningMode::Slack => (rest, named(payload.pointer("/event/type"))),
+            _ => (rest, named(payload.get("type"))),
+        };
         Some(Self {
-            format: SigningMode::Github,
+            format,
             id: id.to_owned(),
-            event: (!event.is_empty()).then(|| event.to_owned()),
+            event,
         })
     }
 
-    /// The idempotency key of a GitHub delivery (`id` and `event` as validated by the caller:
-    /// neither holds a `:`).
+    /// The idempotency key a delivery of `format` is accepted under (`id` and `event` as the
+    /// caller validated them: neither holds a `:`).
     #[must_use]
-    pub fn github_key(id: &str, event: &str) -> String {
-        format!("{GITHUB_KEY_PREFIX}{id}:{event}")
+    pub fn key(format: SigningMode, id: &str, event: &str) -> Option<String> {
+        let (_, prefix) = DELIVERY_KEY_PREFIXES.iter().find(|(f, _)| *f == format)?;
+        Some(match format {
+            SigningMode::Github => format!("{prefix}{id}:{event}"),
+            _ => format!("{prefix}{id}"),
+        })
     }
 }
 

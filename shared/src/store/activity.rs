@@ -217,13 +217,15 @@ impl NewActivity<'static> {
     pub(crate) fn trigger_secret_rotated(
         company_id: Uuid,
         (routine_id, trigger_id): (Uuid, Uuid),
-        rotation: crate::engine::rotation::Rotation,
+        rotation: &crate::engine::rotation::Rotation,
         actor: Actor,
     ) -> Self {
+        // Whether the sender's secret was set, never the secret.
         let details = json!({
             "routineId": routine_id,
             "previousSecretValidSec": rotation.grace.num_seconds(),
             "force": rotation.force,
+            "senderSecret": rotation.sender_secret.is_some(),
         });
         let entity = ("routine_trigger", trigger_id);
         Self::entry(company_id, actor, "trigger.secret_rotated", entity, details)

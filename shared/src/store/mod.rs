@@ -43,15 +43,14 @@ pub use self::{
         ApiStorage, Backend, SchedulerStorage, Storage, Store, Subscription, Topic, WorkerStorage,
     },
     triggers::{
-        NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine,
-        WEBHOOK_SECRET_PREFIX, webhook_url,
+        NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine, webhook_url,
     },
 };
 use crate::crypto::SecretBox;
 pub use crate::engine::{
     fires::FireReport,
     refusal::{MAX_TRIGGERS_PER_ROUTINE, Refusal, RefusalKind},
-    rotation::{MAX_ROTATION_GRACE_SEC, Rotation},
+    rotation::{MAX_ROTATION_GRACE_SEC, Rotation, WEBHOOK_SECRET_PREFIX},
     tasks::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS},
 };
 

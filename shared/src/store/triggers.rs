@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    crypto::{generate_token, random_bytes},
-    engine::fires::fire_instant,
-    model::{JitterSec, Label, ReplayWindow, SigningMode, Trigger, TriggerConfig, TriggerKind},
+    crypto::random_bytes,
+    engine::{fires::fire_instant, refusal::Refusal, rotation::webhook_secret},
+    model::{
+        JitterSec, Label, ReplayWindow, SenderSecret, SigningMode, Trigger, TriggerConfig,
+        TriggerKind,
+    },
     schedule::{CronExpression, Schedule, TimeZone},
 };
-
-/// Prefix of webhook secrets.
-pub const WEBHOOK_SECRET_PREFIX: &str = "nxw_";
 
 /// What a new trigger fires on.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub enum NewTriggerKind {
         signing_mode: SigningMode,
         /// Replay window.
         replay_window: ReplayWindow,
+        /// The secret, where the sender issues it (`stripe`, `slack`); else one is generated.
+        sender_secret: Option<SenderSecret>,
     },
     /// Manual runs naming it.
     Api,
@@ -192,7 +194,7 @@ pub(crate) fn next_fire(cron: &str, zone: &str, now: DateTime<Utc>) -> Option<Da
 }
 
 /// The kind-specific columns of a new trigger: a schedule's next fire (only while enabled on
-/// an active routine), a webhook's public id and fresh secret.
+/// an active routine), a webhook's public id and secret (see `engine::rotation::webhook_secret`).
 #[derive(Default)]
 pub(crate) struct NewColumns {
     pub(crate) cron: Option<String>,
@@ -206,8 +208,8 @@ pub(crate) struct NewColumns {
 }
 
 impl NewColumns {
-    pub(crate) fn of(new: &NewTrigger, active: bool, now: DateTime<Utc>) -> Self {
-        match &new.kind {
+    pub(crate) fn of(new: &NewTrigger, active: bool, now: DateTime<Utc>) -> Result<Self, Refusal> {
+        Ok(match &new.kind {
             NewTriggerKind::Schedule { cron, zone, jitter } => Self {
                 cron: Some(cron.as_str().to_owned()),
                 zone: Some(zone.name()),
@@ -220,26 +222,16 @@ impl NewColumns {
             NewTriggerKind::Webhook {
                 signing_mode,
                 replay_window,
+                sender_secret,
             } => Self {
                 public_id: Some(new_public_id()),
                 signing_mode: Some(signing_mode.as_str()),
                 replay_window: Some(replay_window.get()),
-                secret: Some(new_webhook_secret(*signing_mode)),
+                secret: Some(webhook_secret(*signing_mode, sender_secret.as_ref())?),
                 ..Self::default()
             },
             NewTriggerKind::Api => Self::default(),
-        }
-    }
-}
-
-/// A new secret for a webhook trigger signing with `mode`: `whsec_<base64>` for Standard
-/// Webhooks (the form its senders expect), else `nxw_` and 256 random bits.
-pub(crate) fn new_webhook_secret(mode: SigningMode) -> String {
-    match mode {
-        SigningMode::StandardWebhooks => crate::crypto::generate_standard_webhooks_secret(),
-        SigningMode::Bearer | SigningMode::HmacSha256 | SigningMode::Github => {
-            generate_token(WEBHOOK_SECRET_PREFIX)
-        }
+        })
     }
 }
 

@@ -10,7 +10,7 @@ nexus_tests::conformance! {
     async fn a_routine_paused_before_dispatch_skips_its_schedule_and_webhook_runs(store, clock) {
         let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
         let hook = NewTrigger {
-            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window") },
+            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window"), sender_secret: None },
             label: Label::default(),
             enabled: true,
         };

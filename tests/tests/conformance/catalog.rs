@@ -186,7 +186,7 @@ nexus_tests::conformance! {
         let project = store.create_project(company.id, title("Ops"), board()).await.expect("project").id;
         let routine_id = store.create_routine(company.id, routine(agent, project), board()).await.expect("routine").id;
         let hook = NewTrigger {
-            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window") },
+            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window"), sender_secret: None },
             label: Label::parse("deploys".to_owned()).expect("label"),
             enabled: true,
         };

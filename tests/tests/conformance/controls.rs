@@ -151,15 +151,15 @@ nexus_tests::conformance! {
     async fn a_rotation_with_grace_keeps_the_replaced_secret_until_it_ends_then_destroys_it(store, clock) {
         let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
         let hook = NewTrigger {
-            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window") },
+            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window"), sender_secret: None },
             label: Label::default(),
             enabled: true,
         };
         let (trigger, first) = store.create_trigger(routine_id, hook, board()).await.expect("trigger");
         let first = first.expect("secret").webhook_secret;
         let TriggerConfig::Webhook { public_id, .. } = &trigger.config else { panic!("webhook") };
-        let hour = Rotation { grace: TimeDelta::hours(1), force: false };
-        let (rotated, second) = store.rotate_trigger_secret(trigger.id, hour, board()).await.expect("rotate");
+        let hour = Rotation { grace: TimeDelta::hours(1), ..Rotation::default() };
+        let (rotated, second) = store.rotate_trigger_secret(trigger.id, hour.clone(), board()).await.expect("rotate");
         let until = clock.now() + TimeDelta::hours(1);
         let TriggerConfig::Webhook { previous_secret_expires_at, .. } = rotated.config else { panic!("webhook") };
         assert_eq!(previous_secret_expires_at, Some(until));
@@ -168,7 +168,7 @@ nexus_tests::conformance! {
         assert_eq!(read.secrets_at(now).collect::<Vec<_>>(), [second.webhook_secret.as_str(), first.as_str()]);
         assert_eq!(read.secrets_at(until).collect::<Vec<_>>(), [second.webhook_secret.as_str()], "not at its end");
         // A second rotation waits for the grace to end, or ends it.
-        let refused = store.rotate_trigger_secret(trigger.id, hour, board()).await;
+        let refused = store.rotate_trigger_secret(trigger.id, hour.clone(), board()).await;
         assert!(matches!(refused, Err(StoreError::Refused(Refusal::RotationInProgress))), "{refused:?}");
         // Nothing is destroyed before its end; at its end the replaced secret is gone from the
         // row (the sealed bytes too), and a read no longer opens it.
@@ -182,8 +182,8 @@ nexus_tests::conformance! {
         assert_eq!(previous_secret_expires_at, None);
         // With the grace over, rotating is allowed again; forcing during a grace replaces
         // without keeping the older one.
-        let (_, third) = store.rotate_trigger_secret(trigger.id, hour, board()).await.expect("rotate");
-        let forced = Rotation { grace: TimeDelta::zero(), force: true };
+        let (_, third) = store.rotate_trigger_secret(trigger.id, hour.clone(), board()).await.expect("rotate");
+        let forced = Rotation { force: true, ..Rotation::default() };
         let (_, fourth) = store.rotate_trigger_secret(trigger.id, forced, board()).await.expect("forced");
         let read = store.webhook_trigger(public_id).await.expect("read").expect("found");
         assert_eq!(read.secrets_at(clock.now()).collect::<Vec<_>>(), [fourth.webhook_secret.as_str()]);

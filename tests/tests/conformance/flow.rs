@@ -40,7 +40,7 @@ nexus_tests::conformance! {
     async fn webhook_runs_need_an_enabled_trigger_of_an_active_routine(store, clock) {
         let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
         let hook = NewTrigger {
-            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window") },
+            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::Bearer, replay_window: ReplayWindow::parse(300).expect("window"), sender_secret: None },
             label: Label::default(),
             enabled: true,
         };
@@ -62,7 +62,7 @@ nexus_tests::conformance! {
     async fn webhook_acceptances_hold_together_and_refuse_an_outdated_read(store, clock) {
         let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
         let hook = NewTrigger {
-            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window") },
+            kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window"), sender_secret: None },
             label: Label::default(),
             enabled: true,
         };
@@ -246,7 +246,7 @@ nexus_tests::conformance! {
     async fn accepted_signatures_are_remembered_with_their_run_and_only_then(store, clock) {
     let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
     let hook = NewTrigger {
-        kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window") },
+        kind: NewTriggerKind::Webhook { signing_mode: SigningMode::HmacSha256, replay_window: ReplayWindow::parse(60).expect("window"), sender_secret: None },
         label: Label::default(),
         enabled: true,
     };

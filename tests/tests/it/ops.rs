@@ -409,6 +409,7 @@ async fn a_lone_webhook_call_on_a_session_the_server_ended_is_unavailable_and_lo
         kind: NewTriggerKind::Webhook {
             signing_mode: SigningMode::Bearer,
             replay_window: ReplayWindow::parse(300).expect("window"),
+            sender_secret: None,
         },
         label: Label::default(),
         enabled: true,

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     engine::{
         refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
-        rotation::{Rotation, previous_after},
+        rotation::{Rotation, previous_after, webhook_secret},
     },
     model::{
         Actor, JitterSec, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig,
@@ -24,7 +24,7 @@ use crate::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
         TriggerInRoutine, new_id,
         routines::RoutineRow,
-        triggers::{NewColumns, TriggerRow, kind_of, new_webhook_secret, next_fire},
+        triggers::{NewColumns, TriggerRow, kind_of, next_fire},
         webhook_url,
     },
 };
@@ -100,7 +100,7 @@ impl PgStore {
             signing_mode,
             replay_window,
             secret,
-        } = NewColumns::of(&new, routine.status == RoutineStatus::Active, now);
+        } = NewColumns::of(&new, routine.status == RoutineStatus::Active, now)?;
         let sealed = secret
             .as_ref()
             .map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
@@ -355,13 +355,13 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
-        let secret = new_webhook_secret(current.signing_mode);
+        let secret = webhook_secret(current.signing_mode, rotation.sender_secret.as_ref())?;
         let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let previous = previous_after(
             current.secret_enc,
             current.previous_secret_expires_at,
             now,
-            rotation,
+            &rotation,
         )?;
         let (previous, previous_until) = previous.unzip();
         let row = sqlx::query_as!(
@@ -384,7 +384,7 @@ impl PgStore {
         .await?
         .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
         let trigger = row.into_trigger(&self.public_url, now);
-        NewActivity::trigger_secret_rotated(routine.company_id, (routine_id, id), rotation, actor)
+        NewActivity::trigger_secret_rotated(routine.company_id, (routine_id, id), &rotation, actor)
             .record(&mut tx, now)
             .await?;
         tx.commit().await?;

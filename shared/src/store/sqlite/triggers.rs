@@ -8,7 +8,7 @@ use super::{SqliteStore, fires::withdraw_prepared, record, routines::fetch_routi
 use crate::{
     engine::{
         refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
-        rotation::{Rotation, previous_after},
+        rotation::{Rotation, previous_after, webhook_secret},
     },
     model::{
         Actor, JitterSec, Label, ReplayWindow, RoutineStatus, SigningMode, Trigger, TriggerConfig,
@@ -18,7 +18,7 @@ use crate::{
         NewActivity, NewTrigger, SecretMaterial, StoreError, StoreResult, TriggerChanges,
         TriggerInRoutine, new_id,
         routines::RoutineRow,
-        triggers::{NewColumns, TriggerRow, kind_of, new_webhook_secret, next_fire},
+        triggers::{NewColumns, TriggerRow, kind_of, next_fire},
         webhook_url,
     },
 };
@@ -77,7 +77,7 @@ impl SqliteStore {
             signing_mode,
             replay_window,
             secret,
-        } = NewColumns::of(&new, routine.status == RoutineStatus::Active, now);
+        } = NewColumns::of(&new, routine.status == RoutineStatus::Active, now)?;
         let sealed = secret
             .as_ref()
             .map(|s| self.secrets.seal(id.as_bytes(), s.as_bytes()));
@@ -283,10 +283,10 @@ impl SqliteStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::from(Refusal::NotAWebhookTrigger))?;
-        let secret = new_webhook_secret(mode);
+        let secret = webhook_secret(mode, rotation.sender_secret.as_ref())?;
         let sealed = self.secrets.seal(id.as_bytes(), secret.as_bytes());
         let (previous, previous_until) =
-            previous_after(current, previous_until, now, rotation)?.unzip();
+            previous_after(current, previous_until, now, &rotation)?.unzip();
         let row = sqlx::query_as::<_, TriggerRow>(concat!(
             "UPDATE routine_triggers
              SET secret_enc = ?2, updated_at = ?3, previous_secret_enc = ?4,
@@ -307,7 +307,7 @@ impl SqliteStore {
         let entry = NewActivity::trigger_secret_rotated(
             routine.company_id,
             (routine_id, id),
-            rotation,
+            &rotation,
             actor,
         );
         record(&mut tx, vec![entry], now).await?;
