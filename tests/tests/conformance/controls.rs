@@ -189,4 +189,43 @@ nexus_tests::conformance! {
         assert_eq!(read.secrets_at(clock.now()).collect::<Vec<_>>(), [fourth.webhook_secret.as_str()]);
         assert_ne!(third.webhook_secret, fourth.webhook_secret);
     }
+
+    async fn a_sender_issued_secret_is_kept_as_given_and_refused_where_secrets_are_generated(store, clock) {
+        let (_, _, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        let issued = SenderSecret::parse("whsec_issued_by_the_sender_01234".to_owned()).expect("secret");
+        let webhook = |mode, sender_secret| NewTrigger {
+            kind: NewTriggerKind::Webhook { signing_mode: mode, replay_window: ReplayWindow::parse(300).expect("window"), sender_secret },
+            label: Label::default(),
+            enabled: true,
+        };
+        let (stripe, material) = store.create_trigger(routine_id, webhook(SigningMode::Stripe, Some(issued.clone())), board()).await.expect("stripe");
+        assert_eq!(material.expect("secret").webhook_secret, issued.expose());
+        let TriggerConfig::Webhook { public_id, .. } = &stripe.config else { panic!("webhook") };
+        let read = store.webhook_trigger(public_id).await.expect("read").expect("found");
+        assert_eq!(read.secrets_at(clock.now()).collect::<Vec<_>>(), [issued.expose()]);
+        // A rotation sets the sender's next secret, keeping the first for its grace.
+        let next = SenderSecret::parse("whsec_next_issued_by_the_sender_5".to_owned()).expect("secret");
+        let rotation = Rotation { grace: TimeDelta::minutes(10), sender_secret: Some(next.clone()), ..Rotation::default() };
+        store.rotate_trigger_secret(stripe.id, rotation, board()).await.expect("rotate");
+        let read = store.webhook_trigger(public_id).await.expect("read").expect("found");
+        assert_eq!(read.secrets_at(clock.now()).collect::<Vec<_>>(), [next.expose(), issued.expose()]);
+        // Without one, a slack trigger gets a generated secret.
+        let (_, generated) = store.create_trigger(routine_id, webhook(SigningMode::Slack, None), board()).await.expect("slack");
+        assert!(generated.expect("secret").webhook_secret.starts_with("nxw_"));
+        // Modes whose secrets are generated refuse one, on creation and on rotation, and
+        // change nothing.
+        let before = store.routine(routine_id).await.expect("routine").triggers.len();
+        for mode in [SigningMode::Bearer, SigningMode::HmacSha256, SigningMode::StandardWebhooks, SigningMode::Github] {
+            let refused = store.create_trigger(routine_id, webhook(mode, Some(issued.clone())), board()).await;
+            assert!(matches!(refused, Err(StoreError::Refused(Refusal::SecretNotSettable))), "{mode:?}: {refused:?}");
+        }
+        assert_eq!(store.routine(routine_id).await.expect("routine").triggers.len(), before);
+        let (bearer, secret) = store.create_trigger(routine_id, webhook(SigningMode::Bearer, None), board()).await.expect("bearer");
+        let rotation = Rotation { sender_secret: Some(issued), ..Rotation::default() };
+        let refused = store.rotate_trigger_secret(bearer.id, rotation, board()).await;
+        assert!(matches!(refused, Err(StoreError::Refused(Refusal::SecretNotSettable))), "{refused:?}");
+        let TriggerConfig::Webhook { public_id, .. } = &bearer.config else { panic!("webhook") };
+        let read = store.webhook_trigger(public_id).await.expect("read").expect("found");
+        assert_eq!(read.secrets_at(clock.now()).collect::<Vec<_>>(), [secret.expect("secret").webhook_secret.as_str()]);
+    }
 }

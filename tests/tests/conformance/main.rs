@@ -12,7 +12,8 @@ use nexus_shared::{
     model::{
         Actor, AgentStatus, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description,
         FinishStatus, HeartbeatStatus, IdempotencyKey, IssueStatus, Label, Priority, ReplayWindow,
-        RoutineStatus, RunSource, RunStatus, SigningMode, Summary, Title, TriggerConfig, WakeupUrl,
+        RoutineStatus, RunSource, RunStatus, SenderSecret, SigningMode, Summary, Title,
+        TriggerConfig, WakeupUrl,
     },
     queue::{JobError, JobSpec, RetryOutcome, Task},
     schedule::{CronExpression, TimeZone},

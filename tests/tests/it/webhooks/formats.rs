@@ -7,7 +7,7 @@ use std::io::Write as _;
 use super::*;
 
 /// Runs a Python `script` with `args`, `body` on its standard input; returns what it printed.
-fn python(script: &str, args: &[&str], body: &[u8]) -> String {
+pub(super) fn python(script: &str, args: &[&str], body: &[u8]) -> String {
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -26,7 +26,7 @@ fn python(script: &str, args: &[&str], body: &[u8]) -> String {
     let output = child.wait_with_output().expect("python3 ends");
     assert!(
         output.status.success(),
-        "python3 signs (pip install standardwebhooks==1.3.0): {}",
+        "python3 signs (the packages .ci/run installs): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout)

@@ -93,3 +93,4 @@ mod hostile;
 mod intake;
 mod rate_limit;
 mod replay;
+mod senders;
