@@ -1,7 +1,9 @@
-//! Webhook ingestion: HMAC-signed fires, every one distinct (fresh timestamp and body, so the
-//! replay memory is written each time), to one `nexus-api` and to two (round robin in the
-//! client), at fixed concurrency for a fixed time. In the same run, the Postgres ceiling for
-//! comparable work: `pgbench` inserting one row per transaction at the same concurrency.
+//! Webhook ingestion: signed fires, every one distinct (fresh timestamp, body and delivery id,
+//! so the replay memory or the delivery id is written each time), to one `nexus-api` and to two
+//! (round robin in the client), at fixed concurrency for a fixed time, in each signing mode
+//! asked for (`--modes`, default `hmac_sha256`; `all` for every one). In the same run, the
+//! Postgres ceiling for comparable work: `pgbench` inserting one row per transaction at the
+//! same concurrency.
 
 use std::{
     sync::{
@@ -20,7 +22,45 @@ use crate::{
     machine::{CpuReading, percentile},
 };
 
-pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result<()> {
+/// Every signing mode, in the order `--modes all` measures them.
+const MODES: [&str; 6] = [
+    "bearer",
+    "hmac_sha256",
+    "standard_webhooks",
+    "github",
+    "stripe",
+    "slack",
+];
+
+/// What a run measures.
+pub(crate) struct Shape<'a> {
+    pub(crate) concurrencies: &'a [usize],
+    pub(crate) seconds: u64,
+    /// Signing modes (`all` for every one).
+    pub(crate) modes: &'a str,
+    /// How many API processes to fire at: 1, 2, or both in turn.
+    pub(crate) apis: &'a [usize],
+}
+
+pub(crate) async fn run(shape: Shape<'_>) -> anyhow::Result<()> {
+    let Shape {
+        concurrencies,
+        seconds,
+        modes,
+        apis: api_counts,
+    } = shape;
+    let modes: Vec<&str> = if modes == "all" {
+        MODES.to_vec()
+    } else {
+        modes.split(',').map(str::trim).collect()
+    };
+    if let Some(unknown) = modes.iter().find(|m| !MODES.contains(m)) {
+        anyhow::bail!("unknown signing mode {unknown}: one of {MODES:?} or all");
+    }
+    anyhow::ensure!(
+        api_counts.iter().all(|n| (1..=2).contains(n)),
+        "--apis takes 1 and 2"
+    );
     let seconds = seconds.clamp(2, 60);
     let mut cluster = Cluster::new().await;
     let env = [
@@ -40,15 +80,15 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
     }
     let first = cluster.start("nexus-api 1", "nexus-api", &[], &env).await?;
     let second = cluster.start("nexus-api 2", "nexus-api", &[], &env).await?;
-    let (path, secret) = webhook(&first).await?;
     println!(
-        "webhook ingestion: HMAC-signed fires, each distinct, {seconds} s per row; no worker runs (ingestion only)"
+        "webhook ingestion: signed fires, each distinct, {seconds} s per row; no worker runs (ingestion only)"
     );
     println!(
         "Postgres ceiling: pgbench, one single-row INSERT + COMMIT per transaction, same concurrency\n"
     );
     println!(
-        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8} {:>12} {:>34}",
+        "{:>17} {:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8} {:>12} {:>34}",
+        "mode",
         "concurrency",
         "apis",
         "accepted/s",
@@ -61,37 +101,46 @@ pub(crate) async fn run(concurrencies: &[usize], seconds: u64) -> anyhow::Result
         "cpu µs/fire pg/api/redis/client/all"
     );
     let mut accepted_total = 0;
-    for (&concurrency, &ceiling) in concurrencies.iter().zip(&ceilings) {
-        for apis in [vec![first.clone()], vec![first.clone(), second.clone()]] {
-            let before = commits(&cluster).await?;
-            let cpu = CpuReading::now();
-            let result = fire(&apis, &path, &secret, concurrency, seconds).await;
-            // The CPU a fire costs: steadier than the rate on a machine whose speed varies.
-            let cpu = CpuReading::now().since(cpu);
-            let after = commits(&cluster).await?;
-            accepted_total += result.accepted;
-            #[allow(clippy::cast_precision_loss)]
-            let (per_commit, fires) = (
-                (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64,
-                result.accepted.max(1) as f64,
-            );
-            println!(
-                "{concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}% {per_commit:>12.1} {:>34}",
-                apis.len(),
-                result.rate,
-                result.p50,
-                result.p99,
-                result.errors,
-                100.0 * result.rate / ceiling,
-                format!(
-                    "{:.0}/{:.0}/{:.0}/{:.0}/{:.0}",
-                    cpu.postgres * 1e6 / fires,
-                    cpu.nexus * 1e6 / fires,
-                    cpu.redis * 1e6 / fires,
-                    cpu.client * 1e6 / fires,
-                    cpu.machine * 1e6 / fires
-                )
-            );
+    for mode in modes {
+        let (path, secret) = webhook(&first, mode).await?;
+        let target = Target {
+            mode,
+            path: &path,
+            secret: &secret,
+        };
+        for (&concurrency, &ceiling) in concurrencies.iter().zip(&ceilings) {
+            for &count in api_counts {
+                let apis = [first.clone(), second.clone()][..count].to_vec();
+                let before = commits(&cluster).await?;
+                let cpu = CpuReading::now();
+                let result = fire(&apis, &target, concurrency, seconds).await;
+                // The CPU a fire costs: steadier than the rate on a machine whose speed varies.
+                let cpu = CpuReading::now().since(cpu);
+                let after = commits(&cluster).await?;
+                accepted_total += result.accepted;
+                #[allow(clippy::cast_precision_loss)]
+                let (per_commit, fires) = (
+                    (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64,
+                    result.accepted.max(1) as f64,
+                );
+                println!(
+                    "{mode:>17} {concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}% {per_commit:>12.1} {:>34}",
+                    apis.len(),
+                    result.rate,
+                    result.p50,
+                    result.p99,
+                    result.errors,
+                    100.0 * result.rate / ceiling,
+                    format!(
+                        "{:.0}/{:.0}/{:.0}/{:.0}/{:.0}",
+                        cpu.postgres * 1e6 / fires,
+                        cpu.nexus * 1e6 / fires,
+                        cpu.redis * 1e6 / fires,
+                        cpu.client * 1e6 / fires,
+                        cpu.machine * 1e6 / fires
+                    )
+                );
+            }
         }
     }
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM routine_runs")
@@ -116,9 +165,9 @@ async fn commits(cluster: &Cluster) -> anyhow::Result<(i64, i64)> {
     .await?)
 }
 
-/// Creates a company, agent, project, routine and an HMAC webhook trigger through the API;
-/// returns the fire path and the secret.
-async fn webhook(api: &str) -> anyhow::Result<(String, String)> {
+/// Creates a company, agent, project, routine and a webhook trigger signing in `mode` through
+/// the API; returns the fire path and the secret.
+async fn webhook(api: &str, mode: &str) -> anyhow::Result<(String, String)> {
     let http = reqwest::Client::new();
     let post = |path: String, body: Value| {
         let http = http.clone();
@@ -157,11 +206,11 @@ async fn webhook(api: &str) -> anyhow::Result<(String, String)> {
         json!({ "title": "ingest", "assigneeAgentId": agent, "projectId": project, "concurrencyPolicy": "always_enqueue" }),
     )
     .await?);
-    let trigger = post(
-        format!("/api/routines/{routine}/triggers"),
-        json!({ "kind": "webhook", "signingMode": "hmac_sha256", "replayWindowSec": 300 }),
-    )
-    .await?;
+    let mut body = json!({ "kind": "webhook", "signingMode": mode, "replayWindowSec": 300 });
+    if matches!(mode, "stripe" | "slack") {
+        body["webhookSecret"] = json!("whsec_bench_secret_issued_by_the_sender");
+    }
+    let trigger = post(format!("/api/routines/{routine}/triggers"), body).await?;
     let url = trigger["secretMaterial"]["webhookUrl"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("no webhook URL: {trigger}"))?;
@@ -181,13 +230,61 @@ struct Fired {
     errors: usize,
 }
 
-async fn fire(
-    apis: &[String],
-    path: &str,
-    secret: &str,
-    concurrency: usize,
-    seconds: u64,
-) -> Fired {
+/// Where fires go and how they are signed.
+struct Target<'a> {
+    mode: &'a str,
+    path: &'a str,
+    secret: &'a str,
+}
+
+/// The headers of fire `n` with `body`, signed as `mode`'s sender signs, each with its own
+/// delivery id where the format has one.
+fn signed(mode: &str, secret: &str, n: usize, body: &str) -> Vec<(&'static str, String)> {
+    let now = chrono::Utc::now();
+    let seconds = now.timestamp().to_string();
+    let body = body.as_bytes();
+    let hex = |parts: &[&[u8]]| nexus_tests::hmac_hex(secret, parts);
+    match mode {
+        "bearer" => vec![("authorization", format!("Bearer {secret}"))],
+        "standard_webhooks" => {
+            let id = format!("msg_{n}");
+            let key = nexus_shared::crypto::standard_webhooks_key(secret).unwrap_or_default();
+            let mac = nexus_shared::crypto::standard_webhooks_mac(&key, &id, &seconds, body);
+            let signature = format!("v1,{}", nexus_shared::crypto::encode_base64(&mac));
+            vec![
+                ("webhook-id", id),
+                ("webhook-timestamp", seconds),
+                ("webhook-signature", signature),
+            ]
+        }
+        "github" => vec![
+            ("x-github-delivery", format!("d-{n}")),
+            ("x-github-event", "push".to_owned()),
+            ("x-hub-signature-256", format!("sha256={}", hex(&[body]))),
+        ],
+        "stripe" => {
+            let v1 = hex(&[seconds.as_bytes(), b".", body]);
+            vec![("stripe-signature", format!("t={seconds},v1={v1}"))]
+        }
+        "slack" => {
+            let v0 = hex(&[b"v0:", seconds.as_bytes(), b":", body]);
+            vec![
+                ("x-slack-request-timestamp", seconds),
+                ("x-slack-signature", format!("v0={v0}")),
+            ]
+        }
+        _ => {
+            let millis = now.timestamp_millis().to_string();
+            let signature = hex(&[millis.as_bytes(), b".", body]);
+            vec![
+                ("x-paperclip-timestamp", millis),
+                ("x-paperclip-signature", format!("sha256={signature}")),
+            ]
+        }
+    }
+}
+
+async fn fire(apis: &[String], target: &Target<'_>, concurrency: usize, seconds: u64) -> Fired {
     let counter = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -195,19 +292,23 @@ async fn fire(
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let (counter, errors) = (Arc::clone(&counter), Arc::clone(&errors));
-        let (apis, path, secret) = (apis.to_vec(), path.to_owned(), secret.to_owned());
+        let (apis, path, secret, mode) = (
+            apis.to_vec(),
+            target.path.to_owned(),
+            target.secret.to_owned(),
+            target.mode.to_owned(),
+        );
         tasks.spawn(async move {
             let mut callers: Vec<Caller> = apis.iter().map(|api| Caller::new(api)).collect();
             let mut latencies = Vec::new();
             while Instant::now() < until {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let body = format!("{{\"n\":{n}}}");
-                let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-                let signature =
-                    nexus_tests::webhook_signature(&secret, &timestamp, body.as_bytes());
+                // A Stripe event carries its id in the body; every mode gets the same body.
+                let body = format!("{{\"id\":\"evt_{n}\",\"type\":\"bench\",\"n\":{n}}}");
+                let headers = signed(&mode, &secret, n, &body);
                 let sent = Instant::now();
                 let caller = &mut callers[n % apis.len()];
-                if caller.fire(&path, &timestamp, &signature, body).await {
+                if caller.fire(&path, headers, body).await {
                     latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                 } else {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -251,13 +352,19 @@ impl Caller {
     }
 
     /// Sends one signed fire; whether it was answered 202 (the answer read to its end).
-    async fn fire(&mut self, path: &str, timestamp: &str, signature: &str, body: String) -> bool {
-        let request = hyper::Request::post(path)
+    async fn fire(
+        &mut self,
+        path: &str,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    ) -> bool {
+        let mut request = hyper::Request::post(path)
             .header(hyper::header::HOST, &self.address)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header("x-paperclip-timestamp", timestamp)
-            .header("x-paperclip-signature", format!("sha256={signature}"))
-            .body(Full::new(Bytes::from(body)));
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(Bytes::from(body)));
         let Ok(request) = request else { return false };
         let Some(connection) = self.connection().await else {
             return false;

@@ -5,7 +5,7 @@
 //! bench pickup  [--runs N]
 //! bench burst   [--routines R] [--boundaries B] [--workers N] [--batch N]
 //!               [--mode in-process|serve|split] [--processes P] [--lookahead-ms MS]
-//! bench ingest  [--concurrency 16,64] [--seconds S]
+//! bench ingest  [--concurrency 16,64] [--seconds S] [--modes hmac_sha256|all|m1,m2] [--apis 1,2]
 //! bench latency [--rates 10,200] [--seconds S]
 //! bench scale   [--routines 10000,1000000] [--due N]
 //! bench queue   [--jobs N] [--loops N]
@@ -72,10 +72,12 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Some("ingest") => {
-            ingest::run(
-                &list("--concurrency", "16,64")?,
-                u64::try_from(flag("--seconds", 10)?)?,
-            )
+            ingest::run(ingest::Shape {
+                concurrencies: &list("--concurrency", "16,64")?,
+                seconds: u64::try_from(flag("--seconds", 10)?)?,
+                modes: &text("--modes", "hmac_sha256")?,
+                apis: &list("--apis", "1,2")?,
+            })
             .await
         }
         Some("latency") => {
