@@ -285,7 +285,12 @@ fn signed(mode: &str, secret: &str, n: usize, body: &str) -> Vec<(&'static str, 
 }
 
 async fn fire(apis: &[String], target: &Target<'_>, concurrency: usize, seconds: u64) -> Fired {
-    let counter = Arc::new(AtomicUsize::new(0));
+    // Fire numbers (and so delivery ids) never repeat within a run: a repeated delivery id
+    // would be answered with the first fire's run, not measured as a new one.
+    static FIRED: AtomicUsize = AtomicUsize::new(0);
+    let counter = Arc::new(AtomicUsize::new(
+        FIRED.fetch_add(1 << 32, Ordering::Relaxed),
+    ));
     let errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
@@ -371,7 +376,12 @@ impl Caller {
         };
         let answered = async {
             let response = connection.send_request(request).await.ok()?;
-            let status = response.status().as_u16();
+            // A replayed answer made no run: it does not count as an accepted fire.
+            let status = if response.headers().contains_key("idempotent-replayed") {
+                0
+            } else {
+                response.status().as_u16()
+            };
             response.into_body().collect().await.ok()?;
             Some(status)
         };

@@ -471,5 +471,7 @@ impl Schedule {
     }
 }
 
+mod describe;
+
 #[cfg(test)]
 pub(crate) mod tests;

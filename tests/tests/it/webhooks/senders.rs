@@ -229,6 +229,11 @@ async fn a_sender_issued_secret_is_set_on_rotation_and_refused_for_generated_mod
             .await
             .expect_error(422, "invalid_field");
     }
+    // An explicit null is not a secret (the contract's rule for fields that are not nullable).
+    app.board()
+        .rotate_trigger_secret_with(&stripe_hook.trigger, &json!({ "webhookSecret": null }))
+        .await
+        .expect(400);
     let body = event("evt_13");
     assert_eq!(
         send(&url, &stripe(stripe_header(rolled, now, &body)), body)
