@@ -18,6 +18,9 @@ fn stripe_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
     python(script, &[secret, &timestamp.to_string()], body)
 }
 
+/// Request headers, as sent.
+type Headers = Vec<(&'static str, String)>;
+
 fn stripe(signature: String) -> Vec<(&'static str, String)> {
     vec![
         ("stripe-signature", signature),
@@ -109,7 +112,7 @@ async fn stripe_events_are_verified_as_stripe_signs_them_and_a_retry_returns_the
     let window = 60;
     let third = event("evt_3");
     let signed_now = stripe_header(secret, now, &third);
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>)> = vec![
         ("tampered", stripe(signed_now.clone()), event("evt_4")),
         ("another secret", stripe(other.clone()), second.clone()),
         (
@@ -370,7 +373,7 @@ async fn slack_requests_are_verified_as_slack_signs_them_with_forms_replays_and_
     // neither JSON nor a form (415); an unsigned URL check (401).
     let window = 60;
     let other = slack_signature("another-signing-secret-0000", now, &form);
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>, u16)> = vec![
         (
             "tampered",
             slack(now, slack_signature(secret, now, &form), FORM),
