@@ -1,11 +1,16 @@
 //! `nexus`: the operator CLI and the single-process mode.
 //!
+//! Server commands (they open the database themselves):
 //! - `nexus` or `nexus serve`: every role in one process: the API, the scheduler and the worker.
 //! - `nexus migrate`: apply pending migrations and exit.
 //! - `nexus board-token create [--label LABEL]`: print a new board token on the last line.
 //! - `nexus board-token list`: one line per board token (never the token itself).
 //! - `nexus board-token revoke ID`: revoke one; every replica refuses it from then on.
+//!
+//! Client commands (`nexus routines list`, `nexus runs watch RUN`…) talk to a running server
+//! over HTTP only: see [`client`] and docs/cli.md.
 
+mod client;
 mod key;
 
 use std::sync::Arc;
@@ -27,6 +32,11 @@ Usage:
   nexus board-token list                     list board tokens: id, label, created, last used
   nexus board-token revoke ID                revoke a board token (refused everywhere at once)
   nexus --help | --version
+
+Client commands talk to a running server over HTTP (NEXUS_URL, default
+http://127.0.0.1:8080, and NEXUS_TOKEN, a board token or an agent key):
+  companies, agents, projects, routines, triggers, runs, heartbeats, issues, activity
+  `nexus routines --help` lists a group's commands; `nexus routines run --help` one command's.
 
 Configuration comes from NEXUS_* environment variables; see docs/operations.md.";
 
@@ -66,6 +76,14 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if client::is_client_command(&args) {
+        if args.len() == 1 || (args.len() == 2 && matches!(args[1].as_str(), "--help" | "-h")) {
+            println!("{}", client::group_help(&args[0]));
+            return Ok(());
+        }
+        let code = client::run(&args).await;
+        std::process::exit(i32::from(code));
+    }
     let command = parse(&args)?;
     match command {
         Command::Help => {

@@ -11,6 +11,21 @@ mod routes;
 pub mod state;
 mod trace;
 
+/// The request bodies of the API, as the server reads them: clients (the `nexus` command
+/// line) build their requests from these types, so they send exactly what the server takes.
+pub mod requests {
+    pub use crate::routes::{
+        agents::{CreateAgent, WakeupRequest},
+        catalog::CreateProject,
+        companies::CreateCompany,
+        heartbeats::FinishBody,
+        issues::{CreateIssue, UpdateIssue},
+        routines::{CreateRoutine, UpdateRoutine},
+        runs::{BackfillRequest, ManualSource, RunRequest},
+        triggers::{CreateTrigger, RotateSecret, UpdateTrigger},
+    };
+}
+
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;

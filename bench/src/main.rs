@@ -10,6 +10,7 @@
 //! bench scale   [--routines 10000,1000000] [--due N]
 //! bench queue   [--jobs N] [--loops N]
 //! bench jitter  [--routines R] [--jitter S] [--workers N]
+//! bench startup [--runs N] [--compare PATH-TO-ANOTHER-nexus]
 //! ```
 //!
 //! Build with `cargo build --release --workspace`: the process scenarios start the role
@@ -26,6 +27,7 @@ mod pickup;
 mod queue;
 mod scale;
 mod slowloris;
+mod startup;
 mod upcoming;
 
 #[tokio::main]
@@ -99,13 +101,21 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Some("queue") => queue::run(flag("--jobs", 50_000)?, flag("--loops", 8)?).await,
+        Some("startup") => {
+            let compare = text("--compare", "")?;
+            startup::run(
+                flag("--runs", 30)?,
+                (!compare.is_empty()).then(|| std::path::PathBuf::from(compare)),
+            )
+            .await
+        }
         Some("upcoming") => upcoming::run(flag("--calls", 200)?).await,
         Some("slowloris") => {
             slowloris::run(flag("--connections", 1_000)?, flag("--calls", 500)?).await
         }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|ingest|jitter|latency|scale|queue|upcoming|slowloris [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|ingest|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }

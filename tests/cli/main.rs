@@ -1,5 +1,6 @@
 //! The `nexus` command line, run as a real process against a fresh database.
 
+mod client;
 mod embedded;
 mod process_limits;
 

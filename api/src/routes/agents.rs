@@ -29,9 +29,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// How an agent is woken: `{"kind": "poll"}` or `{"kind": "http", "url": "https://…"}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum WakeupRequest {
+pub enum WakeupRequest {
     /// The agent polls for heartbeat runs.
     Poll {},
     /// Signed POSTs to `url`.
@@ -63,14 +63,15 @@ impl WakeupRequest {
 }
 
 /// Body of `POST /api/companies/{companyId}/agents`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CreateAgent {
+pub struct CreateAgent {
     /// 1–200 characters.
     #[schema(value_type = nexus_shared::model::Title, inline)]
-    name: String,
+    pub name: String,
     /// Default `{"kind": "poll"}`.
-    wakeup: Option<WakeupRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeup: Option<WakeupRequest>,
 }
 
 /// A new agent with its credentials, shown only here.

@@ -20,12 +20,12 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Body of `POST /api/companies/{companyId}/projects`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CreateProject {
+pub struct CreateProject {
     /// 1–200 characters.
     #[schema(value_type = nexus_shared::model::Title, inline)]
-    name: String,
+    pub name: String,
 }
 
 /// A list of projects.

@@ -3,7 +3,7 @@
 
 use axum::{Json, extract::State};
 use nexus_shared::model::{FinishStatus, HeartbeatRun, Summary};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -21,13 +21,14 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Body of `POST /api/heartbeat-runs/{id}/finish`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FinishBody {
-    status: FinishStatus,
+pub struct FinishBody {
+    pub status: FinishStatus,
     /// Up to 10,000 characters.
     #[schema(value_type = Option<nexus_shared::model::Summary>, inline)]
-    summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// Loads a heartbeat run the caller owns: 404 outside the caller's company, 403 for anyone

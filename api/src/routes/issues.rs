@@ -26,22 +26,28 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Body of `POST /api/companies/{companyId}/issues`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateIssue {
+pub struct CreateIssue {
     /// 1–200 characters.
     #[schema(value_type = nexus_shared::model::Title, inline)]
-    title: String,
+    pub title: String,
     /// Up to 10,000 characters.
     #[schema(value_type = Option<nexus_shared::model::Description>, inline)]
-    description: Option<String>,
-    project_id: Option<Uuid>,
-    goal_id: Option<Uuid>,
-    parent_issue_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goal_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_issue_id: Option<Uuid>,
     /// An agent of the company that is not terminated; it gets a heartbeat run.
-    assignee_agent_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee_agent_id: Option<Uuid>,
     /// Default `medium`.
-    priority: Option<Priority>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
 }
 
 /// Query of `GET /api/companies/{companyId}/issues`.
@@ -72,10 +78,10 @@ pub(crate) struct IssueList {
 }
 
 /// Body of `PATCH /api/issues/{issueId}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct UpdateIssue {
-    status: IssueStatus,
+pub struct UpdateIssue {
+    pub status: IssueStatus,
 }
 
 /// Create an issue (board, or an agent of the company).

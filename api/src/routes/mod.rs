@@ -2,14 +2,14 @@
 //! and exposes `router()`, an [`OpenApiRouter`] whose handlers carry their OpenAPI description.
 
 mod activity;
-mod agents;
-mod catalog;
-mod companies;
-mod heartbeats;
-mod issues;
-mod routines;
-mod runs;
-mod triggers;
+pub(crate) mod agents;
+pub(crate) mod catalog;
+pub(crate) mod companies;
+pub(crate) mod heartbeats;
+pub(crate) mod issues;
+pub(crate) mod routines;
+pub(crate) mod runs;
+pub(crate) mod triggers;
 mod webhooks;
 
 use utoipa::ToSchema;

@@ -32,35 +32,44 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Body of `POST /api/companies/{companyId}/routines`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateRoutine {
+pub struct CreateRoutine {
     /// 1–200 characters; `{{date}}` and `{{payload.<key>}}` are substituted in issues.
     #[schema(value_type = nexus_shared::model::Title, inline)]
-    title: String,
+    pub title: String,
     /// Up to 10,000 characters.
     #[schema(value_type = Option<nexus_shared::model::Description>, inline)]
-    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// An agent of the company that is not terminated (an agent may only name itself).
-    assignee_agent_id: Uuid,
-    project_id: Uuid,
-    goal_id: Option<Uuid>,
-    parent_issue_id: Option<Uuid>,
+    pub assignee_agent_id: Uuid,
+    pub project_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goal_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_issue_id: Option<Uuid>,
     /// Default `medium`.
-    priority: Option<Priority>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
     /// `active` (default) or `paused`; `archived` is 422.
-    status: Option<RoutineStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<RoutineStatus>,
     /// Default `coalesce_if_active`.
-    concurrency_policy: Option<ConcurrencyPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
     /// Default `skip_missed`.
-    catch_up_policy: Option<CatchUpPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up_policy: Option<CatchUpPolicy>,
     /// 1–100, default 25.
     #[schema(minimum = 1, maximum = 100)]
     #[serde(default, deserialize_with = "crate::error::whole_number")]
-    catch_up_cap: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up_cap: Option<i64>,
     /// Not accepted (400): triggers are added with `POST /api/routines/{id}/triggers`.
     #[schema(ignore)]
-    triggers: Option<IgnoredAny>,
+    #[serde(skip_serializing)]
+    pub triggers: Option<IgnoredAny>,
 }
 
 /// Deserialises a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
@@ -72,32 +81,43 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 /// Body of `PATCH /api/routines/{routineId}`: any create field; `null` clears `description`,
 /// `goalId` and `parentIssueId` (and is 400 for any other field).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct UpdateRoutine {
+pub struct UpdateRoutine {
     /// 1–200 characters.
     #[schema(value_type = Option<nexus_shared::model::Title>, inline)]
-    title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Up to 10,000 characters; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<nexus_shared::model::Description>, inline)]
-    description: Option<Option<String>>,
-    assignee_agent_id: Option<Uuid>,
-    project_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee_agent_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<Uuid>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Uuid>)]
-    goal_id: Option<Option<Uuid>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goal_id: Option<Option<Uuid>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Uuid>)]
-    parent_issue_id: Option<Option<Uuid>>,
-    priority: Option<Priority>,
-    status: Option<RoutineStatus>,
-    concurrency_policy: Option<ConcurrencyPolicy>,
-    catch_up_policy: Option<CatchUpPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_issue_id: Option<Option<Uuid>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<RoutineStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up_policy: Option<CatchUpPolicy>,
     /// 1–100.
     #[schema(minimum = 1, maximum = 100)]
     #[serde(default, deserialize_with = "crate::error::whole_number")]
-    catch_up_cap: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up_cap: Option<i64>,
 }
 
 /// Query of `GET /api/companies/{companyId}/routines`.

@@ -34,9 +34,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Where a manual run comes from.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum ManualSource {
+pub enum ManualSource {
     /// A person or agent pressing "run".
     Manual,
     /// A program calling the API (optionally naming an `api` trigger).
@@ -44,31 +44,36 @@ pub(crate) enum ManualSource {
 }
 
 /// Body of `POST /api/routines/{routineId}/run`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RunRequest {
+pub struct RunRequest {
     /// Default `manual`.
-    source: Option<ManualSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<ManualSource>,
     /// A JSON object, default `{}`.
     #[schema(value_type = Option<Object>)]
-    payload: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Map<String, serde_json::Value>>,
     /// 1–255 characters; a repeated key returns the original run.
     #[schema(value_type = Option<nexus_shared::model::IdempotencyKey>, inline)]
-    idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// An `api` trigger of this routine.
-    trigger_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<Uuid>,
 }
 
 /// Body of `POST /api/routines/{routineId}/backfill`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct BackfillRequest {
+pub struct BackfillRequest {
     /// Start of the range (included).
-    from: DateTime<Utc>,
+    pub from: DateTime<Utc>,
     /// End of the range (excluded); not after now.
-    to: DateTime<Utc>,
+    pub to: DateTime<Utc>,
     /// Only this schedule trigger of the routine (enabled or not); default every enabled one.
-    trigger_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<Uuid>,
 }
 
 /// The runs a backfill created.

@@ -31,27 +31,31 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Body of `POST /api/routines/{routineId}/triggers`, by kind. Fields of another kind are 400.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum CreateTrigger {
+pub enum CreateTrigger {
     /// A cron schedule in a time zone.
     #[serde(rename_all = "camelCase")]
     Schedule {
         /// Up to 120 characters.
         #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
+        #[serde(skip_serializing_if = "Option::is_none")]
         label: Option<String>,
         /// Default `true`.
+        #[serde(skip_serializing_if = "Option::is_none")]
         enabled: Option<bool>,
         /// Five fields, or a macro (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
         #[schema(value_type = nexus_shared::schedule::CronExpression, inline)]
         cron_expression: String,
         /// IANA name, default `UTC`.
         #[schema(value_type = Option<nexus_shared::schedule::TimeZone>, inline)]
+        #[serde(skip_serializing_if = "Option::is_none")]
         timezone: Option<String>,
         /// 0–3600, default 0: each fire happens at its nominal time plus a stable offset in
         /// `[0, jitterSec)` seconds.
         #[schema(minimum = 0, maximum = 3600)]
         #[serde(default, deserialize_with = "crate::error::whole_number")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         jitter_sec: Option<i64>,
     },
     /// A signed public URL.
@@ -59,56 +63,71 @@ pub(crate) enum CreateTrigger {
     Webhook {
         /// Up to 120 characters.
         #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
+        #[serde(skip_serializing_if = "Option::is_none")]
         label: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         enabled: Option<bool>,
         /// Default `bearer`.
+        #[serde(skip_serializing_if = "Option::is_none")]
         signing_mode: Option<SigningMode>,
         /// 30–86400, default 300.
         #[schema(minimum = 30, maximum = 86400)]
         #[serde(default, deserialize_with = "crate::error::whole_number")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         replay_window_sec: Option<i64>,
         /// `stripe` and `slack` only: the signing secret the sender issued (16–256 visible
         /// ASCII characters). Without it a secret is generated, which the sender's requests
         /// do not match until its own is set by a rotation. Other modes: 422
         /// `secret_not_settable`.
         #[schema(value_type = Option<nexus_shared::model::SenderSecret>, inline)]
+        #[serde(skip_serializing_if = "Option::is_none")]
         webhook_secret: Option<String>,
     },
     /// Manual runs that name it.
     Api {
         /// Up to 120 characters.
         #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
+        #[serde(skip_serializing_if = "Option::is_none")]
         label: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         enabled: Option<bool>,
     },
 }
 
 /// Body of `PATCH /api/routine-triggers/{triggerId}`. Fields of another kind are 422.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct UpdateTrigger {
+pub struct UpdateTrigger {
     /// May be given, but only with the trigger's own kind: a kind cannot change.
-    kind: Option<TriggerKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TriggerKind>,
     /// Up to 120 characters.
     #[schema(value_type = Option<nexus_shared::model::Label>, inline)]
-    label: Option<String>,
-    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// Schedule triggers only.
     #[schema(value_type = Option<nexus_shared::schedule::CronExpression>, inline)]
-    cron_expression: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron_expression: Option<String>,
     /// Schedule triggers only: an IANA name.
     #[schema(value_type = Option<nexus_shared::schedule::TimeZone>, inline)]
-    timezone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     /// Schedule triggers only: 0–3600.
     #[schema(minimum = 0, maximum = 3600)]
     #[serde(default, deserialize_with = "crate::error::whole_number")]
-    jitter_sec: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter_sec: Option<i64>,
     /// Webhook triggers only.
-    signing_mode: Option<SigningMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_mode: Option<SigningMode>,
     /// Webhook triggers only: 30–86400.
     #[schema(minimum = 30, maximum = 86400)]
     #[serde(default, deserialize_with = "crate::error::whole_number")]
-    replay_window_sec: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_window_sec: Option<i64>,
 }
 
 /// A webhook trigger's URL and secret, shown only on creation and rotation.
@@ -331,19 +350,22 @@ async fn delete_trigger(
 }
 
 /// Body of `POST /api/routine-triggers/{triggerId}/rotate-secret` (may be empty).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RotateSecret {
+pub struct RotateSecret {
     /// 0–604800, default 0: how long the replaced secret keeps working.
     #[schema(minimum = 0, maximum = 604_800)]
     #[serde(default, deserialize_with = "crate::error::whole_number")]
-    previous_secret_valid_sec: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_valid_sec: Option<i64>,
     /// Default `false`: end a previous secret still in its grace period instead of 409.
-    force: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
     /// `stripe` and `slack` only: the new secret, as the sender issued it (16–256 visible
     /// ASCII characters); without it one is generated. Other modes: 422 `secret_not_settable`.
     #[schema(value_type = Option<nexus_shared::model::SenderSecret>, inline)]
-    webhook_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 /// Replace a webhook trigger's secret; the old one keeps working for

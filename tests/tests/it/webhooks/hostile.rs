@@ -181,15 +181,18 @@ fn property(mode: &'static str, cases: u32) {
         "[0-9a-f]{64}",
         "sha256=[0-9a-fA-F]{0,70}",
     ];
+    // Stripe accepts only an event with an id, so its mode draws events most of the time
+    // (else too few calls would reach the accepting path); every other mode rarely does.
+    let events = if mode == "stripe" { 8 } else { 1 };
     let body = prop_oneof![
-        Just(Vec::new()),
-        proptest::collection::vec(any::<u8>(), 0..300),
-        "\\{\"[a-z]{1,5}\":[0-9]{1,4}\\}".prop_map(String::into_bytes),
+        1 => Just(Vec::new()),
+        1 => proptest::collection::vec(any::<u8>(), 0..300),
+        1 => "\\{\"[a-z]{1,5}\":[0-9]{1,4}\\}".prop_map(String::into_bytes),
         // A Stripe event (its id recognises a retry); an object to every other mode.
-        "\\{\"id\":\"evt_[a-z0-9]{1,3}\",\"type\":\"[a-z.]{1,10}\"\\}".prop_map(String::into_bytes),
+        events => "\\{\"id\":\"evt_[a-z0-9]{4,10}\",\"type\":\"[a-z.]{1,10}\"\\}".prop_map(String::into_bytes),
         // A form (Slack's slash commands); 415 to every other mode.
-        "[a-z]{1,5}=[a-z%0-9]{0,9}(&[a-z]{1,5}=[a-z0-9+]{0,9}){0,3}".prop_map(String::into_bytes),
-        Just(b"[1]".to_vec()),
+        1 => "[a-z]{1,5}=[a-z%0-9]{0,9}(&[a-z]{1,5}=[a-z0-9+]{0,9}){0,3}".prop_map(String::into_bytes),
+        1 => Just(b"[1]".to_vec()),
     ];
     let content_type = prop_oneof![
         Just(None),
@@ -280,9 +283,11 @@ fn property(mode: &'static str, cases: u32) {
     });
     let runs = runtime.block_on(run_count(&app, &hook.routine));
     assert_eq!(runs, accepted.load(std::sync::atomic::Ordering::SeqCst));
-    // The inputs are random: about one in twenty-five is a valid call with an acceptable body
-    // to the real id (49 to 70 of 2,000 seen; 18 of 600 once); the bound, one in a hundred,
-    // only proves that the accepting path was exercised, well below what chance gives.
+    // The inputs are random: about one in thirty is a valid call with an acceptable body to
+    // the real id (49 to 70 of 2,000 seen; 16 to 30 of 600 in each other mode, stripe's
+    // included since it draws events most of the time — 4 of 600 before, which failed); the
+    // bound, one in a hundred, only proves that the accepting path was exercised, well below
+    // what chance gives.
     assert!(
         runs >= i64::from(cases / 100),
         "the property test exercised the accepting path ({runs} runs of {cases} cases)"

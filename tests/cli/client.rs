@@ -1,0 +1,400 @@
+//! The client commands, run as real processes against a real `nexus serve` (Postgres, its own
+//! scheduler and worker): the README's walk-through done with the command line only, as the
+//! board and as agents; `--json` output against the API's own answers; `runs watch` until the
+//! run settles; and the exit codes scripts rely on.
+
+use std::process::{Child, Command, Output, Stdio};
+
+use nexus_shared::crypto::SecretKey;
+use nexus_tests::TestDb;
+use serde_json::Value;
+
+/// A `nexus serve` on a fresh database, stopped when dropped.
+struct Server {
+    base: String,
+    board: String,
+    child: Child,
+    _db: TestDb,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+impl Server {
+    async fn start() -> Self {
+        let db = TestDb::create().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let board = "cli-test-board-token-0123456789abcdef".to_owned();
+        let child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .arg("serve")
+            .env_clear()
+            .env("NEXUS_DATABASE_URL", &db.url)
+            .env("NEXUS_SECRET_KEY", SecretKey::generate().to_base64())
+            .env("NEXUS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("NEXUS_BOOTSTRAP_BOARD_TOKEN", &board)
+            .env("NEXUS_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nexus serve starts");
+        let base = format!("http://127.0.0.1:{port}");
+        nexus_tests::wait_until_ready(&base, 20).await;
+        Self {
+            base,
+            board,
+            child,
+            _db: db,
+        }
+    }
+
+    /// The client command `args` with `token`, as a process that has not finished.
+    fn spawn(&self, token: &str, args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .args(args)
+            .env_clear()
+            .env("NEXUS_URL", &self.base)
+            .env("NEXUS_TOKEN", token)
+            .env("TZ", "UTC")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nexus runs")
+    }
+
+    /// Runs the client command `args` with `token` to its end.
+    async fn run(&self, token: &str, args: &[&str]) -> Output {
+        let child = self.spawn(token, args);
+        tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("joined")
+            .expect("nexus ends")
+    }
+
+    /// Runs `args` with `--json` and parses what it printed; the command must succeed.
+    async fn json(&self, token: &str, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let output = self.run(token, &with_json).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("--json prints JSON")
+    }
+
+    /// The API's own answer to `GET path` with the board token.
+    async fn api(&self, path: &str) -> Value {
+        nexus_tests::http_client()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.board)
+            .send()
+            .await
+            .expect("answer")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+fn id(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no {pointer} in {value}"))
+        .to_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walk_through_done_with_the_command_line_as_the_board_and_as_agents() {
+    nexus_tests::needs_servers!();
+    let server = Server::start().await;
+    let board = server.board.clone();
+    // The board sets up a company, two agents and a project.
+    let company = server.json(&board, &["companies", "create", "Acme"]).await;
+    let company = id(&company, "/id");
+    let ada = server.json(&board, &["agents", "create", "Ada"]).await;
+    let (agent, agent_key) = (id(&ada, "/agent/id"), id(&ada, "/apiKey"));
+    let bob = server.json(&board, &["agents", "create", "Bob"]).await;
+    let bob_key = id(&bob, "/apiKey");
+    let project = server
+        .json(&board, &["projects", "create", "Operations"])
+        .await;
+    let project = id(&project, "/id");
+    // A routine for Ada with a weekday schedule; its next fire is known at once.
+    let routine = server
+        .json(
+            &board,
+            &[
+                "routines",
+                "create",
+                "Daily report {{date}}",
+                "--agent",
+                &agent,
+                "--project",
+                &project,
+                "--company",
+                &company,
+            ],
+        )
+        .await;
+    let routine = id(&routine, "/id");
+    let trigger = server
+        .json(
+            &board,
+            &[
+                "triggers",
+                "add",
+                &routine,
+                "schedule",
+                "--cron",
+                "0 9 * * MON-FRI",
+                "--timezone",
+                "Europe/Amsterdam",
+            ],
+        )
+        .await;
+    assert!(trigger["trigger"]["nextRunAt"].is_string(), "{trigger}");
+    // People get the schedule in plain language and times in their zone.
+    let listed = server
+        .run(&board, &["routines", "list", "--tz", "Europe/Amsterdam"])
+        .await;
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert!(
+        text.contains("weekdays at 09:00, Europe/Amsterdam"),
+        "{text}"
+    );
+    assert!(text.contains("09:00:00 Europe/Amsterdam"), "{text}");
+    // `--json` is exactly the API's JSON.
+    assert_eq!(
+        server.json(&board, &["routines", "get", &routine]).await,
+        server.api(&format!("/api/routines/{routine}")).await
+    );
+    assert_eq!(
+        server.json(&board, &["routines", "list"]).await,
+        server
+            .api(&format!("/api/companies/{company}/routines"))
+            .await
+    );
+    // A run by hand, followed until it settles.
+    let run = server
+        .json(
+            &board,
+            &[
+                "routines",
+                "run",
+                &routine,
+                "--payload",
+                r#"{"reason": "demo"}"#,
+            ],
+        )
+        .await;
+    assert_eq!(run["payload"]["reason"], "demo");
+    let run = id(&run, "/id");
+    let watching = server.spawn(&board, &["runs", "watch", &run, "--timeout", "60"]);
+    // Ada, with her own key, finds the heartbeat run that woke her, does the work and closes
+    // the routine's issue.
+    let mut queued = Vec::new();
+    for _ in 0..100 {
+        let listed = server
+            .json(&agent_key, &["heartbeats", "list", "--status", "queued"])
+            .await;
+        queued = listed["heartbeatRuns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !queued.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let heartbeat = id(queued.first().expect("a queued heartbeat run"), "/id");
+    let claimed = server
+        .json(&agent_key, &["heartbeats", "claim", &heartbeat])
+        .await;
+    assert_eq!(claimed["status"], "running");
+    let finished = server
+        .json(
+            &agent_key,
+            &[
+                "heartbeats",
+                "finish",
+                &heartbeat,
+                "--status",
+                "succeeded",
+                "--summary",
+                "done",
+            ],
+        )
+        .await;
+    assert_eq!(finished["status"], "succeeded");
+    let dispatched = server.json(&agent_key, &["runs", "get", &run]).await;
+    assert_eq!(dispatched["status"], "issue_created", "{dispatched}");
+    let issue = id(&dispatched, "/linkedIssueId");
+    let closed = server
+        .json(
+            &agent_key,
+            &["issues", "update", &issue, "--status", "done"],
+        )
+        .await;
+    assert_eq!(closed["status"], "done");
+    // `runs watch` returns once the run is completed, having shown it.
+    let watched = tokio::task::spawn_blocking(move || watching.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("watch ends");
+    assert_eq!(watched.status.code(), Some(0), "{}", stderr(&watched));
+    assert!(
+        stdout(&watched).contains("completed"),
+        "{}",
+        stdout(&watched)
+    );
+    // The run list as the API has it.
+    assert_eq!(
+        server.json(&board, &["runs", "list", &routine]).await,
+        server
+            .api(&format!("/api/routines/{routine}/runs?limit=20"))
+            .await
+    );
+    // Bob may not run Ada's routine: refused, exit 4, the API's code on one line.
+    let refused = server.run(&bob_key, &["routines", "run", &routine]).await;
+    assert_eq!(refused.status.code(), Some(4), "{}", stderr(&refused));
+    let line = stderr(&refused);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with("error: ") && line.contains("(403)"),
+        "{line}"
+    );
+    // The audit log records what the board and the agents did.
+    let activity = server
+        .json(&board, &["activity", "list", "--limit", "50"])
+        .await;
+    let actions: Vec<&str> = activity["activity"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"routine.created"), "{actions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_tell_usage_not_found_refused_and_unreachable_apart() {
+    nexus_tests::needs_servers!();
+    let server = Server::start().await;
+    let board = server.board.clone();
+    let missing = "0193a5b0-0000-7000-8000-000000000000";
+    let cases: [(&str, &[&str], i32, &str); 6] = [
+        ("a wrong token", &["companies", "list"], 4, "(401)"),
+        (
+            "an unknown routine",
+            &["routines", "get", missing],
+            3,
+            "(404)",
+        ),
+        (
+            "an unknown command",
+            &["routines", "fly"],
+            2,
+            "unknown command",
+        ),
+        (
+            "an id that is not one",
+            &["runs", "get", "nope"],
+            2,
+            "not an id",
+        ),
+        (
+            "a flag it does not take",
+            &["runs", "get", missing, "--nope"],
+            2,
+            "unknown flag",
+        ),
+        (
+            "archiving unconfirmed",
+            &["routines", "archive", missing],
+            2,
+            "--yes",
+        ),
+    ];
+    for (case, args, code, says) in cases {
+        let token = if case == "a wrong token" {
+            "nxb_wrong"
+        } else {
+            board.as_str()
+        };
+        let output = server.run(token, args).await;
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{case}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(says),
+            "{case}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stderr(&output).contains(&board) && !stdout(&output).contains(&board),
+            "{case}: the token is never printed"
+        );
+    }
+    // Nothing listening: exit 5.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args([
+            "companies",
+            "list",
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .env_clear()
+        .env("NEXUS_TOKEN", &board)
+        .output()
+        .expect("nexus runs");
+    assert_eq!(
+        unreachable.status.code(),
+        Some(5),
+        "{}",
+        stderr(&unreachable)
+    );
+    assert!(
+        stderr(&unreachable).contains("cannot connect"),
+        "{}",
+        stderr(&unreachable)
+    );
+    // No token at all: a usage error naming the variable.
+    let tokenless = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args(["companies", "list", "--url", &server.base])
+        .env_clear()
+        .output()
+        .expect("nexus runs");
+    assert_eq!(tokenless.status.code(), Some(2));
+    assert!(stderr(&tokenless).contains("NEXUS_TOKEN"));
+    // Help needs no server, and shows an example.
+    let help = server.run(&board, &["routines", "run", "--help"]).await;
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("Example:"), "{}", stdout(&help));
+}
