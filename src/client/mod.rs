@@ -198,14 +198,23 @@ pub(crate) fn group_help(group: &str) -> String {
     format!("Client commands (each with --help):\n{}", lines.join("\n"))
 }
 
+/// Prints a failure as one line starting `error: ` (a usage failure may add the help after
+/// it); returns its exit code.
+fn fail(failure: &Failure) -> u8 {
+    let line = failure.line();
+    if line.starts_with("error: ") {
+        eprintln!("{line}");
+    } else {
+        eprintln!("error: {line}");
+    }
+    failure.code()
+}
+
 /// Runs a client command; returns the process exit code.
 pub(crate) async fn run(args: &[String]) -> u8 {
     let (spec, parsed) = match parse(args) {
         Ok(parsed) => parsed,
-        Err(failure) => {
-            eprintln!("{}", failure.line());
-            return failure.code();
-        }
+        Err(failure) => return fail(&failure),
     };
     if parsed.switch("--help") {
         println!("{}", help(spec));
@@ -225,10 +234,7 @@ pub(crate) async fn run(args: &[String]) -> u8 {
     };
     match result {
         Ok(()) => 0,
-        Err(failure) => {
-            eprintln!("{}", failure.line());
-            failure.code()
-        }
+        Err(failure) => fail(&failure),
     }
 }
 
