@@ -398,3 +398,226 @@ async fn exit_codes_tell_usage_not_found_refused_and_unreachable_apart() {
     assert_eq!(help.status.code(), Some(0));
     assert!(stdout(&help).contains("Example:"), "{}", stdout(&help));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_routine_and_trigger_command_does_what_the_api_does() {
+    nexus_tests::needs_servers!();
+    let server = Server::start().await;
+    let board = server.board.clone();
+    server.json(&board, &["companies", "create", "Acme"]).await;
+    let agent = id(
+        &server.json(&board, &["agents", "create", "Ada"]).await,
+        "/agent/id",
+    );
+    let project = id(
+        &server.json(&board, &["projects", "create", "Ops"]).await,
+        "/id",
+    );
+    let routine = server
+        .json(
+            &board,
+            &[
+                "routines",
+                "create",
+                "Report",
+                "--agent",
+                &agent,
+                "--project",
+                &project,
+                "--concurrency",
+                "always_enqueue",
+                "--catch-up",
+                "enqueue_missed_with_cap",
+                "--catch-up-cap",
+                "3",
+            ],
+        )
+        .await;
+    assert_eq!(
+        (
+            routine["concurrencyPolicy"].clone(),
+            routine["catchUpPolicy"].clone(),
+            routine["catchUpCap"].clone()
+        ),
+        (
+            serde_json::json!("always_enqueue"),
+            serde_json::json!("enqueue_missed_with_cap"),
+            serde_json::json!(3)
+        )
+    );
+    let routine = id(&routine, "/id");
+    // update, pause, resume: each answers the routine as the API has it afterwards.
+    let updated = server
+        .json(
+            &board,
+            &[
+                "routines",
+                "update",
+                &routine,
+                "--title",
+                "Weekly report",
+                "--priority",
+                "high",
+            ],
+        )
+        .await;
+    assert_eq!(
+        (updated["title"].clone(), updated["priority"].clone()),
+        (
+            serde_json::json!("Weekly report"),
+            serde_json::json!("high")
+        )
+    );
+    let paused = server.json(&board, &["routines", "pause", &routine]).await;
+    assert_eq!(paused["status"], "paused");
+    assert_eq!(
+        paused,
+        server.api(&format!("/api/routines/{routine}")).await
+    );
+    let resumed = server.json(&board, &["routines", "resume", &routine]).await;
+    assert_eq!(resumed["status"], "active");
+    // A value outside a closed set never reaches the server.
+    let wrong = server
+        .run(
+            &board,
+            &["routines", "update", &routine, "--priority", "urgent"],
+        )
+        .await;
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("critical, high, medium, low"),
+        "{}",
+        stderr(&wrong)
+    );
+    // Triggers: a schedule, its upcoming fires, an update, a webhook rotated with a grace.
+    let schedule = server
+        .json(
+            &board,
+            &[
+                "triggers",
+                "add",
+                &routine,
+                "schedule",
+                "--cron",
+                "0 * * * *",
+                "--label",
+                "hourly",
+            ],
+        )
+        .await;
+    let schedule = id(&schedule, "/trigger/id");
+    let upcoming = server
+        .json(&board, &["routines", "upcoming", &routine, "--count", "3"])
+        .await;
+    assert_eq!(
+        upcoming,
+        server
+            .api(&format!("/api/routines/{routine}/upcoming?count=3"))
+            .await
+    );
+    assert_eq!(upcoming["fires"].as_array().map(Vec::len), Some(3));
+    let disabled = server
+        .json(
+            &board,
+            &[
+                "triggers",
+                "update",
+                &schedule,
+                "--disable",
+                "--jitter",
+                "30",
+            ],
+        )
+        .await;
+    assert_eq!(
+        (disabled["enabled"].clone(), disabled["jitterSec"].clone()),
+        (serde_json::json!(false), serde_json::json!(30))
+    );
+    let hook = server
+        .json(
+            &board,
+            &[
+                "triggers",
+                "add",
+                &routine,
+                "webhook",
+                "--signing-mode",
+                "hmac_sha256",
+            ],
+        )
+        .await;
+    let (hook_id, first_secret) = (
+        id(&hook, "/trigger/id"),
+        id(&hook, "/secretMaterial/webhookSecret"),
+    );
+    let rotated = server
+        .json(&board, &["triggers", "rotate", &hook_id, "--grace", "3600"])
+        .await;
+    assert_ne!(id(&rotated, "/secretMaterial/webhookSecret"), first_secret);
+    assert!(
+        rotated["trigger"]["previousSecretExpiresAt"].is_string(),
+        "{rotated}"
+    );
+    let again = server.run(&board, &["triggers", "rotate", &hook_id]).await;
+    assert_eq!(
+        again.status.code(),
+        Some(4),
+        "a rotation in progress: {}",
+        stderr(&again)
+    );
+    assert!(
+        stderr(&again).contains("rotation_in_progress"),
+        "{}",
+        stderr(&again)
+    );
+    let deleted = server.run(&board, &["triggers", "delete", &hook_id]).await;
+    assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
+    let gone = server.run(&board, &["triggers", "delete", &hook_id]).await;
+    assert_eq!(gone.status.code(), Some(3));
+    // A backfill of the last two full hours: one run per hour the schedule names.
+    let now = chrono::Utc::now();
+    let to = now.format("%Y-%m-%dT%H:00:00Z").to_string();
+    let from = (now - chrono::TimeDelta::hours(2))
+        .format("%Y-%m-%dT%H:00:00Z")
+        .to_string();
+    let backfill = server
+        .json(
+            &board,
+            &[
+                "routines",
+                "backfill",
+                &routine,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--trigger",
+                &schedule,
+            ],
+        )
+        .await;
+    assert_eq!(
+        backfill["runs"].as_array().map(Vec::len),
+        Some(2),
+        "{backfill}"
+    );
+    assert!(
+        backfill["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|r| r["source"] == "backfill")
+    );
+    // Archive, confirmed: the routine refuses to run from then on (exit 4).
+    let archived = server
+        .json(&board, &["routines", "archive", &routine, "--yes"])
+        .await;
+    assert_eq!(archived["status"], "archived");
+    let refused = server.run(&board, &["routines", "run", &routine]).await;
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(
+        stderr(&refused).contains("routine_archived"),
+        "{}",
+        stderr(&refused)
+    );
+}
