@@ -121,6 +121,13 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The command ended with `code`, its error line saying `says`.
+fn assert_ended(output: &Output, code: i32, says: &str) {
+    let line = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{line}");
+    assert!(line.contains(says), "expected {says:?} in {line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walk_through_done_with_the_command_line_as_the_board_and_as_agents() {
     nexus_tests::needs_servers!();
@@ -341,17 +348,7 @@ async fn exit_codes_tell_usage_not_found_refused_and_unreachable_apart() {
             board.as_str()
         };
         let output = server.run(token, args).await;
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "{case}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(says),
-            "{case}: {}",
-            stderr(&output)
-        );
+        assert_ended(&output, code, says);
         assert!(
             !stderr(&output).contains(&board) && !stdout(&output).contains(&board),
             "{case}: the token is never printed"
@@ -374,17 +371,7 @@ async fn exit_codes_tell_usage_not_found_refused_and_unreachable_apart() {
         .env("NEXUS_TOKEN", &board)
         .output()
         .expect("nexus runs");
-    assert_eq!(
-        unreachable.status.code(),
-        Some(5),
-        "{}",
-        stderr(&unreachable)
-    );
-    assert!(
-        stderr(&unreachable).contains("cannot connect"),
-        "{}",
-        stderr(&unreachable)
-    );
+    assert_ended(&unreachable, 5, "cannot connect");
     // No token at all: a usage error naming the variable.
     let tokenless = Command::new(env!("CARGO_BIN_EXE_nexus"))
         .args(["companies", "list", "--url", &server.base])
@@ -483,12 +470,7 @@ async fn every_routine_and_trigger_command_does_what_the_api_does() {
             &["routines", "update", &routine, "--priority", "urgent"],
         )
         .await;
-    assert_eq!(wrong.status.code(), Some(2));
-    assert!(
-        stderr(&wrong).contains("critical, high, medium, low"),
-        "{}",
-        stderr(&wrong)
-    );
+    assert_ended(&wrong, 2, "critical, high, medium, low");
     // Triggers: a schedule, its upcoming fires, an update, a webhook rotated with a grace.
     let schedule = server
         .json(
@@ -559,17 +541,7 @@ async fn every_routine_and_trigger_command_does_what_the_api_does() {
         "{rotated}"
     );
     let again = server.run(&board, &["triggers", "rotate", &hook_id]).await;
-    assert_eq!(
-        again.status.code(),
-        Some(4),
-        "a rotation in progress: {}",
-        stderr(&again)
-    );
-    assert!(
-        stderr(&again).contains("rotation_in_progress"),
-        "{}",
-        stderr(&again)
-    );
+    assert_ended(&again, 4, "rotation_in_progress");
     let deleted = server.run(&board, &["triggers", "delete", &hook_id]).await;
     assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
     let gone = server.run(&board, &["triggers", "delete", &hook_id]).await;
@@ -614,10 +586,5 @@ async fn every_routine_and_trigger_command_does_what_the_api_does() {
         .await;
     assert_eq!(archived["status"], "archived");
     let refused = server.run(&board, &["routines", "run", &routine]).await;
-    assert_eq!(refused.status.code(), Some(4));
-    assert!(
-        stderr(&refused).contains("routine_archived"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_ended(&refused, 4, "routine_archived");
 }

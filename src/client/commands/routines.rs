@@ -460,7 +460,7 @@ pub(super) async fn runs(action: &str, args: &Args, api: &Api, out: &Out) -> Res
                 .get(&format!("/api/routines/{routine}/runs?limit={limit}"))
                 .await?;
             out.emit(&listed, |out, listed| {
-                runs_table(out, items(listed, "runs"))
+                runs_table(out, items(listed, "runs"));
             });
             Ok(())
         }
