@@ -40,6 +40,9 @@ pub(crate) struct Shape<'a> {
     pub(crate) modes: &'a str,
     /// How many API processes to fire at: 1, 2, or both in turn.
     pub(crate) apis: &'a [usize],
+    /// Also measure, in the modes with a delivery id, a sender retrying deliveries already
+    /// accepted (1,000 ids, each fired again and again).
+    pub(crate) repeats: bool,
 }
 
 pub(crate) async fn run(shape: Shape<'_>) -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ pub(crate) async fn run(shape: Shape<'_>) -> anyhow::Result<()> {
         seconds,
         modes,
         apis: api_counts,
+        repeats,
     } = shape;
     let modes: Vec<&str> = if modes == "all" {
         MODES.to_vec()
@@ -87,11 +91,11 @@ pub(crate) async fn run(shape: Shape<'_>) -> anyhow::Result<()> {
         "Postgres ceiling: pgbench, one single-row INSERT + COMMIT per transaction, same concurrency\n"
     );
     println!(
-        "{:>17} {:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8} {:>12} {:>34}",
+        "{:>25} {:>11} {:>9} {:>12} {:>9} {:>9} {:>8} {:>14} {:>8} {:>12} {:>34}",
         "mode",
         "concurrency",
         "apis",
-        "accepted/s",
+        "answered/s",
         "p50 ms",
         "p99 ms",
         "errors",
@@ -101,12 +105,23 @@ pub(crate) async fn run(shape: Shape<'_>) -> anyhow::Result<()> {
         "cpu µs/fire pg/api/redis/client/all"
     );
     let mut accepted_total = 0;
-    for mode in modes {
+    let with_ids = ["standard_webhooks", "github", "stripe"];
+    let rows = modes.iter().flat_map(|&mode| {
+        let again = (repeats && with_ids.contains(&mode)).then_some(1000);
+        std::iter::once((mode, None)).chain(again.map(|pool| (mode, Some(pool))))
+    });
+    for (mode, repeat) in rows {
         let (path, secret) = webhook(&first, mode).await?;
         let target = Target {
             mode,
             path: &path,
             secret: &secret,
+            repeat,
+        };
+        let label = if repeat.is_some() {
+            format!("{mode} repeats")
+        } else {
+            mode.to_owned()
         };
         for (&concurrency, &ceiling) in concurrencies.iter().zip(&ceilings) {
             for &count in api_counts {
@@ -124,7 +139,7 @@ pub(crate) async fn run(shape: Shape<'_>) -> anyhow::Result<()> {
                     result.accepted.max(1) as f64,
                 );
                 println!(
-                    "{mode:>17} {concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}% {per_commit:>12.1} {:>34}",
+                    "{label:>25} {concurrency:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>8} {ceiling:>14.0} {:>7.0}% {per_commit:>12.1} {:>34}",
                     apis.len(),
                     result.rate,
                     result.p50,
@@ -146,7 +161,7 @@ pub(crate) async fn run(shape: Shape<'_>) -> anyhow::Result<()> {
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM routine_runs")
         .fetch_one(&cluster.db.pool)
         .await?;
-    println!("\nfires answered 202: {accepted_total}; runs in the database: {runs}");
+    println!("\nfires answered with a new run: {accepted_total}; runs in the database: {runs}");
     anyhow::ensure!(
         usize::try_from(runs)? == accepted_total,
         "every accepted fire must have exactly one run"
@@ -235,6 +250,9 @@ struct Target<'a> {
     mode: &'a str,
     path: &'a str,
     secret: &'a str,
+    /// `Some(n)`: the fires cycle over `n` delivery ids, so after the first `n` every fire is
+    /// a sender's retry of a delivery already accepted (answered with its run).
+    repeat: Option<usize>,
 }
 
 /// The headers of fire `n` with `body`, signed as `mode`'s sender signs, each with its own
@@ -288,15 +306,20 @@ async fn fire(apis: &[String], target: &Target<'_>, concurrency: usize, seconds:
     // Fire numbers (and so delivery ids) never repeat within a run: a repeated delivery id
     // would be answered with the first fire's run, not measured as a new one.
     static FIRED: AtomicUsize = AtomicUsize::new(0);
-    let counter = Arc::new(AtomicUsize::new(
-        FIRED.fetch_add(1 << 32, Ordering::Relaxed),
-    ));
+    let base = FIRED.fetch_add(1 << 32, Ordering::Relaxed);
+    let counter = Arc::new(AtomicUsize::new(base));
+    let repeat = target.repeat;
     let errors = Arc::new(AtomicUsize::new(0));
+    let new_runs = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (counter, errors) = (Arc::clone(&counter), Arc::clone(&errors));
+        let (counter, errors, new_runs) = (
+            Arc::clone(&counter),
+            Arc::clone(&errors),
+            Arc::clone(&new_runs),
+        );
         let (apis, path, secret, mode) = (
             apis.to_vec(),
             target.path.to_owned(),
@@ -307,16 +330,25 @@ async fn fire(apis: &[String], target: &Target<'_>, concurrency: usize, seconds:
             let mut callers: Vec<Caller> = apis.iter().map(|api| Caller::new(api)).collect();
             let mut latencies = Vec::new();
             while Instant::now() < until {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let n = match repeat {
+                    None => counter.fetch_add(1, Ordering::Relaxed),
+                    Some(pool) => base + (counter.fetch_add(1, Ordering::Relaxed) - base) % pool,
+                };
                 // A Stripe event carries its id in the body; every mode gets the same body.
                 let body = format!("{{\"id\":\"evt_{n}\",\"type\":\"bench\",\"n\":{n}}}");
                 let headers = signed(&mode, &secret, n, &body);
                 let sent = Instant::now();
                 let caller = &mut callers[n % apis.len()];
-                if caller.fire(&path, headers, body).await {
-                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                match caller.fire(&path, headers, body).await {
+                    Some(replayed) => {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        if !replayed {
+                            new_runs.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             latencies
@@ -327,7 +359,7 @@ async fn fire(apis: &[String], target: &Target<'_>, concurrency: usize, seconds:
     latencies.sort_by(f64::total_cmp);
     #[allow(clippy::cast_precision_loss)]
     Fired {
-        accepted: latencies.len(),
+        accepted: new_runs.load(Ordering::Relaxed),
         rate: latencies.len() as f64 / elapsed,
         p50: percentile(&latencies, 50.0),
         p99: percentile(&latencies, 99.0),
@@ -356,13 +388,14 @@ impl Caller {
         }
     }
 
-    /// Sends one signed fire; whether it was answered 202 (the answer read to its end).
+    /// Sends one signed fire; `Some(replayed)` when it was answered 202 (the answer read to
+    /// its end), `replayed` when the answer is a delivery's earlier run.
     async fn fire(
         &mut self,
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: String,
-    ) -> bool {
+    ) -> Option<bool> {
         let mut request = hyper::Request::post(path)
             .header(hyper::header::HOST, &self.address)
             .header(hyper::header::CONTENT_TYPE, "application/json");
@@ -370,26 +403,20 @@ impl Caller {
             request = request.header(name, value);
         }
         let request = request.body(Full::new(Bytes::from(body)));
-        let Ok(request) = request else { return false };
-        let Some(connection) = self.connection().await else {
-            return false;
-        };
+        let Ok(request) = request else { return None };
+        let connection = self.connection().await?;
         let answered = async {
             let response = connection.send_request(request).await.ok()?;
-            // A replayed answer made no run: it does not count as an accepted fire.
-            let status = if response.headers().contains_key("idempotent-replayed") {
-                0
-            } else {
-                response.status().as_u16()
-            };
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
             response.into_body().collect().await.ok()?;
-            Some(status)
+            Some((status, replayed))
         };
         match answered.await {
-            Some(status) => status == 202,
+            Some((status, replayed)) => (status == 202).then_some(replayed),
             None => {
                 self.connection = None;
-                false
+                None
             }
         }
     }

@@ -6,6 +6,7 @@
 //! bench burst   [--routines R] [--boundaries B] [--workers N] [--batch N]
 //!               [--mode in-process|serve|split] [--processes P] [--lookahead-ms MS]
 //! bench ingest  [--concurrency 16,64] [--seconds S] [--modes hmac_sha256|all|m1,m2] [--apis 1,2]
+//!               [--repeats]
 //! bench latency [--rates 10,200] [--seconds S]
 //! bench scale   [--routines 10000,1000000] [--due N]
 //! bench queue   [--jobs N] [--loops N]
@@ -79,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 seconds: u64::try_from(flag("--seconds", 10)?)?,
                 modes: &text("--modes", "hmac_sha256")?,
                 apis: &list("--apis", "1,2")?,
+                repeats: args.iter().any(|a| a == "--repeats"),
             })
             .await
         }

@@ -14,6 +14,7 @@ mod heartbeats;
 mod intake;
 mod issues;
 mod jobs;
+mod repeats;
 mod routines;
 mod runs;
 mod triggers;

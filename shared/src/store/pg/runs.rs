@@ -122,6 +122,18 @@ impl PgStore {
             }
             Err(received) => received,
         };
+        let new = &received.new;
+        if let Some(answer) = super::repeats::answer_repeat(
+            &self.pool,
+            trigger,
+            new.idempotency_key.as_ref(),
+            new.signature.as_ref(),
+            &new.payload,
+        )
+        .await?
+        {
+            return answer;
+        }
         // Nothing was written: find out why, holding the trigger, and decide again. The
         // batch may have remembered this call's signature although its run was not written
         // (its idempotency key was taken): that memory is undone first, and kept only if the

@@ -441,3 +441,76 @@ async fn slack_requests_are_verified_as_slack_signs_them_with_forms_replays_and_
         .body;
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test]
+async fn a_retried_delivery_meets_the_triggers_state_and_its_own_payload_first() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let secret = "whsec_test_retries_0123456789abcdef";
+    let hook = sender_hook(&app, &team, "stripe", Some(secret)).await;
+    let url = on(&app, &hook.url);
+    let now = now_secs();
+    let body = event("evt_r1");
+    let first = send(
+        &url,
+        &stripe(stripe_header(secret, now, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    // The trigger disabled: a retry of the accepted event is refused as any call would be.
+    app.board()
+        .update_trigger(&hook.trigger, &json!({ "enabled": false }))
+        .await
+        .expect(200);
+    let retry = send(
+        &url,
+        &stripe(stripe_header(secret, now + 1, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (retry.status, retry.body["code"].clone()),
+        (409, json!("not_active"))
+    );
+    // Enabled again: the retry gets the original run; the same id with another body is 422.
+    app.board()
+        .update_trigger(&hook.trigger, &json!({ "enabled": true }))
+        .await
+        .expect(200);
+    let retry = send(
+        &url,
+        &stripe(stripe_header(secret, now + 2, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (retry.status, retry.body["id"].clone()),
+        (202, first.body["id"].clone())
+    );
+    let other = br#"{"id": "evt_r1", "type": "invoice.voided"}"#.to_vec();
+    let reused = send(&url, &stripe(stripe_header(secret, now + 3, &other)), other).await;
+    assert_eq!(
+        (reused.status, reused.body["code"].clone()),
+        (422, json!("idempotency_key_reused"))
+    );
+    // After a rotation the old secret no longer authenticates a retry (401), the new one does.
+    let rotated = "whsec_rotated_retries_0123456789ab";
+    app.board()
+        .rotate_trigger_secret_with(&hook.trigger, &json!({ "webhookSecret": rotated }))
+        .await
+        .expect(200);
+    let stale = send(
+        &url,
+        &stripe(stripe_header(secret, now + 4, &body)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(stale.status, 401);
+    let fresh = send(&url, &stripe(stripe_header(rotated, now + 5, &body)), body).await;
+    assert_eq!(
+        (fresh.status, fresh.body["id"].clone()),
+        (202, first.body["id"].clone())
+    );
+}
