@@ -44,6 +44,11 @@ async fn sender_hook(app: &TestApp, team: &Team, mode: &str, secret: Option<&str
     }
 }
 
+/// Sends `body` signed as Stripe signs it with `secret` at `at`.
+async fn stripe_event(url: &str, secret: &str, at: i64, body: &[u8]) -> Sent {
+    send(url, &stripe(stripe_header(secret, at, body)), body.to_vec()).await
+}
+
 fn event(id: &str) -> Vec<u8> {
     format!(r#"{{"id": "{id}", "object": "event", "type": "invoice.paid", "data": {{"object": {{"id": "in_1"}}}}}}"#)
         .into_bytes()
@@ -452,24 +457,14 @@ async fn a_retried_delivery_meets_the_triggers_state_and_its_own_payload_first()
     let url = on(&app, &hook.url);
     let now = now_secs();
     let body = event("evt_r1");
-    let first = send(
-        &url,
-        &stripe(stripe_header(secret, now, &body)),
-        body.clone(),
-    )
-    .await;
+    let first = stripe_event(&url, secret, now, &body).await;
     assert_eq!(first.status, 202, "{:?}", first.body);
     // The trigger disabled: a retry of the accepted event is refused as any call would be.
     app.board()
         .update_trigger(&hook.trigger, &json!({ "enabled": false }))
         .await
         .expect(200);
-    let retry = send(
-        &url,
-        &stripe(stripe_header(secret, now + 1, &body)),
-        body.clone(),
-    )
-    .await;
+    let retry = stripe_event(&url, secret, now + 1, &body).await;
     assert_eq!(
         (retry.status, retry.body["code"].clone()),
         (409, json!("not_active"))
@@ -479,18 +474,13 @@ async fn a_retried_delivery_meets_the_triggers_state_and_its_own_payload_first()
         .update_trigger(&hook.trigger, &json!({ "enabled": true }))
         .await
         .expect(200);
-    let retry = send(
-        &url,
-        &stripe(stripe_header(secret, now + 2, &body)),
-        body.clone(),
-    )
-    .await;
+    let retry = stripe_event(&url, secret, now + 2, &body).await;
     assert_eq!(
         (retry.status, retry.body["id"].clone()),
         (202, first.body["id"].clone())
     );
     let other = br#"{"id": "evt_r1", "type": "invoice.voided"}"#.to_vec();
-    let reused = send(&url, &stripe(stripe_header(secret, now + 3, &other)), other).await;
+    let reused = stripe_event(&url, secret, now + 3, &other).await;
     assert_eq!(
         (reused.status, reused.body["code"].clone()),
         (422, json!("idempotency_key_reused"))
@@ -501,14 +491,9 @@ async fn a_retried_delivery_meets_the_triggers_state_and_its_own_payload_first()
         .rotate_trigger_secret_with(&hook.trigger, &json!({ "webhookSecret": rotated }))
         .await
         .expect(200);
-    let stale = send(
-        &url,
-        &stripe(stripe_header(secret, now + 4, &body)),
-        body.clone(),
-    )
-    .await;
+    let stale = stripe_event(&url, secret, now + 4, &body).await;
     assert_eq!(stale.status, 401);
-    let fresh = send(&url, &stripe(stripe_header(rotated, now + 5, &body)), body).await;
+    let fresh = stripe_event(&url, rotated, now + 5, &body).await;
     assert_eq!(
         (fresh.status, fresh.body["id"].clone()),
         (202, first.body["id"].clone())
