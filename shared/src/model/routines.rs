@@ -360,6 +360,15 @@ impl Delivery {
         })
     }
 
+    /// Whether `key` starts like the key of a sender's delivery: such a key given by a caller
+    /// (a webhook call's `Idempotency-Key` header) would show a delivery it never had.
+    #[must_use]
+    pub fn is_reserved(key: &str) -> bool {
+        DELIVERY_KEY_PREFIXES
+            .iter()
+            .any(|(_, prefix)| key.starts_with(prefix))
+    }
+
     /// The idempotency key a delivery of `format` is accepted under (`id` and `event` as the
     /// caller validated them: neither holds a `:`).
     #[must_use]

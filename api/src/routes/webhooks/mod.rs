@@ -223,6 +223,12 @@ fn new_run(
             let value = value.to_str().map_err(|_| {
                 ApiError::invalid_field("Idempotency-Key", "must be printable text")
             })?;
+            if Delivery::is_reserved(value) {
+                return Err(ApiError::invalid_field(
+                    "Idempotency-Key",
+                    "must not start with webhook-id:, github:, stripe: or slack: (the keys of senders' delivery ids)",
+                ));
+            }
             Some(field(
                 "Idempotency-Key",
                 IdempotencyKey::parse(value.to_owned()),

@@ -203,16 +203,26 @@ async fn every_failure_answers_with_its_status_in_the_contract_order() {
         .await;
         assert_eq!(sent.status, 400, "{raw:?}");
     }
-    let long_key = send(
-        &bearer_url,
-        &[auth.clone(), ("idempotency-key", "k".repeat(256))],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(
-        (long_key.status, long_key.body["details"]["field"].as_str()),
-        (422, Some("Idempotency-Key"))
-    );
+    // Too long, or in the form of a sender's delivery id (a bearer call cannot claim one).
+    let reserved = [
+        "webhook-id:msg_1",
+        "github:d-1:push",
+        "stripe:evt_1",
+        "slack:Ev1",
+    ];
+    for key in std::iter::once("k".repeat(256)).chain(reserved.map(str::to_owned)) {
+        let refused = send(
+            &bearer_url,
+            &[auth.clone(), ("idempotency-key", key.clone())],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(
+            (refused.status, refused.body["details"]["field"].as_str()),
+            (422, Some("Idempotency-Key")),
+            "{key}"
+        );
+    }
 
     // 409 not_active: a disabled trigger, a paused routine, an archived routine.
     app.board()
