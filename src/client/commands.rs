@@ -62,8 +62,8 @@ pub(crate) const SPECS: &[Spec] = &[
     },
     Spec {
         words: "routines list",
-        arguments: "[--company ID] [--status S] [--agent ID] [--project ID] [--limit N]",
-        about: "List a company's routines: status, triggers in plain language, next fire.",
+        arguments: "[--company ID] [--status S] [--agent ID] [--project ID] [--limit N] [--before ID]",
+        about: "List a company's routines: status, triggers in plain language, next fire.\nA full page ends with the --before value of the next.",
         example: "nexus routines list --status active",
         flags: &[
             ("--company", true),
@@ -71,6 +71,7 @@ pub(crate) const SPECS: &[Spec] = &[
             ("--agent", true),
             ("--project", true),
             ("--limit", true),
+            ("--before", true),
         ],
     },
     Spec {
@@ -208,10 +209,10 @@ pub(crate) const SPECS: &[Spec] = &[
     },
     Spec {
         words: "runs list",
-        arguments: "ROUTINE [--limit N]",
-        about: "A routine's runs, newest first.",
+        arguments: "ROUTINE [--limit N] [--before RUN]",
+        about: "A routine's runs, newest first.\nA full page ends with the --before value of the next.",
         example: "nexus runs list 0193… --limit 20",
-        flags: &[("--limit", true)],
+        flags: &[("--limit", true), ("--before", true)],
     },
     Spec {
         words: "runs get",
@@ -358,6 +359,13 @@ pub(super) async fn company(args: &Args, api: &Api) -> Result<uuid::Uuid, Failur
         _ => Err(Failure::Usage(
             "there are several companies: pass --company ID (or set NEXUS_COMPANY)".to_owned(),
         )),
+    }
+}
+
+/// For people: where the next page starts, when the answer says there is one.
+pub(super) fn next_page(list: &Value) {
+    if let Some(before) = list["nextBefore"].as_str() {
+        println!("(more: --before {before})");
     }
 }
 

@@ -580,6 +580,34 @@ async fn every_routine_and_trigger_command_does_what_the_api_does() {
             .flatten()
             .all(|r| r["source"] == "backfill")
     );
+    // Paging: a full page names where the next starts, and --before fetches it.
+    let first_page = server
+        .json(&board, &["runs", "list", &routine, "--limit", "1"])
+        .await;
+    let before = id(&first_page, "/nextBefore");
+    assert_eq!(
+        server
+            .json(
+                &board,
+                &[
+                    "runs", "list", &routine, "--limit", "1", "--before", &before
+                ]
+            )
+            .await,
+        server
+            .api(&format!(
+                "/api/routines/{routine}/runs?limit=1&before={before}"
+            ))
+            .await
+    );
+    let human = server
+        .run(&board, &["runs", "list", &routine, "--limit", "1"])
+        .await;
+    assert!(
+        stdout(&human).contains(&format!("(more: --before {before})")),
+        "{}",
+        stdout(&human)
+    );
     // Archive, confirmed: the routine refuses to run from then on (exit 4).
     let archived = server
         .json(&board, &["routines", "archive", &routine, "--yes"])

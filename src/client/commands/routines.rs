@@ -10,7 +10,7 @@ use nexus_api::requests::{
 use nexus_shared::model::{CatchUpPolicy, ConcurrencyPolicy, Priority, RoutineStatus, SigningMode};
 use serde_json::Value;
 
-use super::{choice, company, id_arg, items, number, optional, uuid};
+use super::{choice, company, id_arg, items, next_page, number, optional, uuid};
 use crate::client::{
     Args, Failure,
     http::Api,
@@ -206,6 +206,9 @@ async fn list(args: &Args, api: &Api, out: &Out) -> Result<(), Failure> {
     if let Some(limit) = args.value("--limit") {
         query.push(format!("limit={}", number("--limit", limit)?));
     }
+    if let Some(before) = args.value("--before") {
+        query.push(format!("before={}", uuid("--before", before)?));
+    }
     let listed = api
         .get(&format!(
             "/api/companies/{company}/routines?{}",
@@ -232,6 +235,7 @@ async fn list(args: &Args, api: &Api, out: &Out) -> Result<(), Failure> {
             })
             .collect();
         table(&["ID", "TITLE", "STATUS", "TRIGGERS", "NEXT FIRE"], &rows);
+        next_page(listed);
     });
     Ok(())
 }
@@ -456,11 +460,17 @@ pub(super) async fn runs(action: &str, args: &Args, api: &Api, out: &Out) -> Res
         "list" => {
             let routine = id_arg(args, 0, "ROUTINE")?;
             let limit = optional(args, "--limit", |v| number("--limit", v))?.unwrap_or(20);
+            let before = optional(args, "--before", |v| uuid("--before", v))?
+                .map(|b| format!("&before={b}"))
+                .unwrap_or_default();
             let listed = api
-                .get(&format!("/api/routines/{routine}/runs?limit={limit}"))
+                .get(&format!(
+                    "/api/routines/{routine}/runs?limit={limit}{before}"
+                ))
                 .await?;
             out.emit(&listed, |out, listed| {
                 runs_table(out, items(listed, "runs"));
+                next_page(listed);
             });
             Ok(())
         }
