@@ -255,53 +255,6 @@ struct Target<'a> {
     repeat: Option<usize>,
 }
 
-/// The headers of fire `n` with `body`, signed as `mode`'s sender signs, each with its own
-/// delivery id where the format has one.
-fn signed(mode: &str, secret: &str, n: usize, body: &str) -> Vec<(&'static str, String)> {
-    let now = chrono::Utc::now();
-    let seconds = now.timestamp().to_string();
-    let body = body.as_bytes();
-    let hex = |parts: &[&[u8]]| nexus_tests::hmac_hex(secret, parts);
-    match mode {
-        "bearer" => vec![("authorization", format!("Bearer {secret}"))],
-        "standard_webhooks" => {
-            let id = format!("msg_{n}");
-            let key = nexus_shared::crypto::standard_webhooks_key(secret).unwrap_or_default();
-            let mac = nexus_shared::crypto::standard_webhooks_mac(&key, &id, &seconds, body);
-            let signature = format!("v1,{}", nexus_shared::crypto::encode_base64(&mac));
-            vec![
-                ("webhook-id", id),
-                ("webhook-timestamp", seconds),
-                ("webhook-signature", signature),
-            ]
-        }
-        "github" => vec![
-            ("x-github-delivery", format!("d-{n}")),
-            ("x-github-event", "push".to_owned()),
-            ("x-hub-signature-256", format!("sha256={}", hex(&[body]))),
-        ],
-        "stripe" => {
-            let v1 = hex(&[seconds.as_bytes(), b".", body]);
-            vec![("stripe-signature", format!("t={seconds},v1={v1}"))]
-        }
-        "slack" => {
-            let v0 = hex(&[b"v0:", seconds.as_bytes(), b":", body]);
-            vec![
-                ("x-slack-request-timestamp", seconds),
-                ("x-slack-signature", format!("v0={v0}")),
-            ]
-        }
-        _ => {
-            let millis = now.timestamp_millis().to_string();
-            let signature = hex(&[millis.as_bytes(), b".", body]);
-            vec![
-                ("x-paperclip-timestamp", millis),
-                ("x-paperclip-signature", format!("sha256={signature}")),
-            ]
-        }
-    }
-}
-
 async fn fire(apis: &[String], target: &Target<'_>, concurrency: usize, seconds: u64) -> Fired {
     // Fire numbers (and so delivery ids) never repeat within a run: a repeated delivery id
     // would be answered with the first fire's run, not measured as a new one.
@@ -336,7 +289,14 @@ async fn fire(apis: &[String], target: &Target<'_>, concurrency: usize, seconds:
                 };
                 // A Stripe event carries its id in the body; every mode gets the same body.
                 let body = format!("{{\"id\":\"evt_{n}\",\"type\":\"bench\",\"n\":{n}}}");
-                let headers = signed(&mode, &secret, n, &body);
+                // Signed as the mode's sender signs, each fire its own delivery id.
+                let headers = nexus_tests::signed_as(
+                    &mode,
+                    &secret,
+                    &format!("d-{n}"),
+                    chrono::Utc::now().timestamp(),
+                    body.as_bytes(),
+                );
                 let sent = Instant::now();
                 let caller = &mut callers[n % apis.len()];
                 match caller.fire(&path, headers, body).await {

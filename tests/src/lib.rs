@@ -13,6 +13,7 @@ mod client;
 mod db;
 mod proxy;
 mod roles;
+mod senders;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -28,6 +29,7 @@ pub use crate::{
     db::TestDb,
     proxy::Proxy,
     roles::Team,
+    senders::signed_as,
 };
 
 /// An HTTP client for tests (with the process's TLS provider installed).

@@ -17,68 +17,22 @@ fn credentials(
 ) -> (Vec<(&'static str, String)>, bool) {
     static DELIVERY: AtomicU64 = AtomicU64::new(0);
     let far = now + if skew >= 0 { 65 + skew } else { skew - 65 };
-    let sign = |at: i64, signed_body: &[u8]| -> Vec<(&'static str, String)> {
-        match mode {
-            "standard_webhooks" => {
-                let id = format!("msg_{}", DELIVERY.fetch_add(1, Ordering::SeqCst));
-                let key = nexus_shared::crypto::standard_webhooks_key(secret).expect("whsec_");
-                let mac = nexus_shared::crypto::standard_webhooks_mac(
-                    &key,
-                    &id,
-                    &at.to_string(),
-                    signed_body,
-                );
-                let b64 = nexus_shared::crypto::encode_base64(&mac);
-                vec![
-                    ("webhook-id", id),
-                    ("webhook-timestamp", at.to_string()),
-                    ("webhook-signature", format!("v1,{b64}")),
-                ]
-            }
-            "stripe" => {
-                let ts = at.to_string();
-                let hex = nexus_tests::hmac_hex(secret, &[ts.as_bytes(), b".", signed_body]);
-                vec![("stripe-signature", format!("t={ts},v1={hex}"))]
-            }
-            "slack" => {
-                let ts = at.to_string();
-                let hex =
-                    nexus_tests::hmac_hex(secret, &[b"v0:", ts.as_bytes(), b":", signed_body]);
-                vec![
-                    ("x-slack-request-timestamp", ts),
-                    ("x-slack-signature", format!("v0={hex}")),
-                ]
-            }
-            _ => {
-                let mut headers = signed(secret, at, signed_body);
-                headers.retain(|(name, _)| *name != "content-type");
-                headers
-            }
-        }
-    };
-    let github = |key: &str, signed_body: &[u8], random: Option<String>| {
-        // GitHub signs the body alone.
-        let hex = nexus_tests::hmac_hex(key, &[signed_body]);
-        vec![
-            (
-                "x-github-delivery",
-                format!("d-{}", DELIVERY.fetch_add(1, Ordering::SeqCst)),
-            ),
-            ("x-github-event", "push".to_owned()),
-            (
-                "x-hub-signature-256",
-                random.unwrap_or_else(|| format!("sha256={hex}")),
-            ),
-        ]
+    let sign = |key: &str, at: i64, signed_body: &[u8]| {
+        let delivery = format!("d-{}", DELIVERY.fetch_add(1, Ordering::SeqCst));
+        nexus_tests::signed_as(mode, key, &delivery, at, signed_body)
     };
     match (mode, how) {
-        ("github", 1) => (github(secret, body, Some(random.1)), false),
-        ("github", 2) => (github(secret, body, None), true),
-        ("github", 3) => (github("nxw_another", body, None), false),
-        ("github", 4) => (github(secret, b"{\"other\":true}", None), false),
+        ("github", 1) => {
+            let mut headers = sign(secret, now, body);
+            headers.retain(|(name, _)| *name != "x-hub-signature-256");
+            headers.push(("x-hub-signature-256", random.1));
+            (headers, false)
+        }
+        // GitHub signs no time: another secret instead of a stale one.
+        ("github", 3) => (sign("nxw_another", now, body), false),
         ("bearer", 1) => (vec![("authorization", random.0)], false),
-        ("bearer", 2) => (vec![("authorization", format!("Bearer {secret}"))], true),
-        ("bearer", 3 | 4) => (vec![("authorization", format!("Bearer {secret}x"))], false),
+        // A bearer call has no time and no signature: another secret for both.
+        ("bearer", 3 | 4) => (sign(&format!("{secret}x"), now, body), false),
         ("standard_webhooks", 1) => (
             vec![
                 ("webhook-id", random.0.clone()),
@@ -108,9 +62,9 @@ fn credentials(
             ],
             false,
         ),
-        (_, 2) => (sign(now + skew / 10, body), true),
-        (_, 3) => (sign(far, body), false),
-        (_, 4) => (sign(now, b"{\"other\":true}"), false),
+        (_, 2) => (sign(secret, now + skew / 10, body), true),
+        (_, 3) => (sign(secret, far, body), false),
+        (_, 4) => (sign(secret, now, b"{\"other\":true}"), false),
         _ => (Vec::new(), false),
     }
 }
