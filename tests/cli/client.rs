@@ -218,21 +218,14 @@ async fn the_walk_through_done_with_the_command_line_as_the_board_and_as_agents(
     let watching = server.spawn(&board, &["runs", "watch", &run, "--timeout", "60"]);
     // Ada, with her own key, finds the heartbeat run that woke her, does the work and closes
     // the routine's issue.
-    let mut queued = Vec::new();
-    for _ in 0..100 {
+    let queued = nexus_tests::eventually(10, "a queued heartbeat run for Ada", || async {
         let listed = server
             .json(&agent_key, &["heartbeats", "list", "--status", "queued"])
             .await;
-        queued = listed["heartbeatRuns"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !queued.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let heartbeat = id(queued.first().expect("a queued heartbeat run"), "/id");
+        listed["heartbeatRuns"].as_array()?.first().cloned()
+    })
+    .await;
+    let heartbeat = id(&queued, "/id");
     let claimed = server
         .json(&agent_key, &["heartbeats", "claim", &heartbeat])
         .await;

@@ -79,6 +79,17 @@ pub(crate) fn signed(secret: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static
     ]
 }
 
+/// The routine's runs as the API lists them, newest first (either backend).
+async fn listed_runs(app: &TestApp, routine: &str) -> Vec<Value> {
+    let listed = app.board().list_runs(routine, "").await.expect(200).body;
+    listed["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// `headers` without the header `name`.
+fn without(headers: Vec<(&'static str, String)>, name: &str) -> Vec<(&'static str, String)> {
+    headers.into_iter().filter(|(n, _)| *n != name).collect()
+}
+
 async fn run_count(app: &TestApp, routine: &str) -> i64 {
     app.count(
         "SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid",
