@@ -67,8 +67,11 @@ impl Out {
                 .format("%Y-%m-%d %H:%M:%S %:z")
                 .to_string(),
             Viewer::Zone(zone) => {
-                zone.wall(instant).format("%Y-%m-%d %H:%M:%S").to_string()
-                    + &format!(" {}", zone.name())
+                format!(
+                    "{} {}",
+                    zone.wall(instant).format("%Y-%m-%d %H:%M:%S"),
+                    zone.name()
+                )
             }
         }
     }

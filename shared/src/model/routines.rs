@@ -128,7 +128,8 @@ pub enum TriggerConfig {
     /// Fires on a signed call to its public URL.
     #[serde(rename_all = "camelCase")]
     Webhook {
-        /// `bearer` or `hmac_sha256`.
+        /// How calls authenticate: `bearer`, `hmac_sha256`, or a sender's own format
+        /// (`standard_webhooks`, `github`, `stripe`, `slack`).
         signing_mode: SigningMode,
         /// Accepted clock skew, and how long a signature is remembered.
         replay_window_sec: i32,

@@ -101,91 +101,103 @@ pub(super) fn check_headers<'h>(
     headers: &'h HeaderMap,
     now_ms: i64,
 ) -> Credentials<'h> {
-    let window = trigger.replay_window_sec;
-    let signed = || -> Option<Signed<'h>> {
-        match trigger.signing_mode {
-            SigningMode::Bearer => None,
-            SigningMode::HmacSha256 => {
-                let timestamp = header(headers, "x-paperclip-timestamp")?;
-                let sent_ms = timestamp_within(timestamp, now_ms, window, true)?;
-                let signature = header(headers, "x-paperclip-signature")?;
-                let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
-                Some(Signed {
-                    prefix: vec![timestamp.as_bytes(), b"."],
-                    signatures: vec![hex_mac(signature)?],
-                    decoded_key: false,
-                    remembered_from_ms: Some(sent_ms),
-                })
-            }
-            SigningMode::StandardWebhooks => {
-                let id = header(headers, "webhook-id").filter(|id| usable_id(id))?;
-                let timestamp = header(headers, "webhook-timestamp")?;
-                timestamp_within(timestamp, now_ms, window, false)?;
-                let signatures = header(headers, "webhook-signature")?
-                    .split(' ')
-                    .filter_map(|entry| entry.strip_prefix("v1,"))
-                    .take(MAX_SIGNATURES)
-                    .filter_map(decode_base64)
-                    .filter(|mac| mac.len() == 32)
-                    .collect();
-                Some(Signed {
-                    prefix: vec![id.as_bytes(), b".", timestamp.as_bytes(), b"."],
-                    signatures,
-                    decoded_key: true,
-                    remembered_from_ms: None,
-                })
-            }
-            SigningMode::Github => {
-                let signature = header(headers, "x-hub-signature-256")?.strip_prefix("sha256=")?;
-                Some(Signed {
-                    prefix: Vec::new(),
-                    signatures: vec![hex_mac(signature)?],
-                    decoded_key: false,
-                    remembered_from_ms: None,
-                })
-            }
-            SigningMode::Stripe => {
-                // `t=<seconds>,v1=<hex>[,v1=<hex>…]`, other schemes ignored; one `t` only.
-                let mut timestamp = None;
-                let mut signatures = Vec::new();
-                for item in header(headers, "stripe-signature")?.split(',') {
-                    match item.split_once('=')? {
-                        ("t", _) if timestamp.is_some() => return None,
-                        ("t", t) => timestamp = Some(t),
-                        ("v1", mac) if signatures.len() < MAX_SIGNATURES => {
-                            signatures.extend(hex_mac(mac));
-                        }
-                        _ => {}
-                    }
-                }
-                let timestamp = timestamp?;
-                timestamp_within(timestamp, now_ms, window, false)?;
-                Some(Signed {
-                    prefix: vec![timestamp.as_bytes(), b"."],
-                    signatures,
-                    decoded_key: false,
-                    remembered_from_ms: None,
-                })
-            }
-            SigningMode::Slack => {
-                let timestamp = header(headers, "x-slack-request-timestamp")?;
-                let sent_ms = timestamp_within(timestamp, now_ms, window, false)?;
-                let signature = header(headers, "x-slack-signature")?.strip_prefix("v0=")?;
-                Some(Signed {
-                    prefix: vec![b"v0:", timestamp.as_bytes(), b":"],
-                    signatures: vec![hex_mac(signature)?],
-                    decoded_key: false,
-                    remembered_from_ms: Some(sent_ms),
-                })
-            }
-        }
-    };
     if trigger.signing_mode == SigningMode::Bearer {
         return bearer(trigger, headers, now_ms);
     }
-    match signed() {
+    match signed_headers(
+        trigger.signing_mode,
+        headers,
+        now_ms,
+        trigger.replay_window_sec,
+    ) {
         Some(signed) if !signed.signatures.is_empty() => Credentials::Signed(signed),
         _ => Credentials::Refused,
+    }
+}
+
+/// A signed call's usable headers in `mode`: its timestamp within `window` seconds of
+/// `now_ms` and its signature header well formed (`None` for a bearer call, which has none).
+fn signed_headers<'h>(
+    mode: SigningMode,
+    headers: &'h HeaderMap,
+    now_ms: i64,
+    window: i32,
+) -> Option<Signed<'h>> {
+    match mode {
+        SigningMode::Bearer => None,
+        SigningMode::HmacSha256 => {
+            let timestamp = header(headers, "x-paperclip-timestamp")?;
+            let sent_ms = timestamp_within(timestamp, now_ms, window, true)?;
+            let signature = header(headers, "x-paperclip-signature")?;
+            let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
+            Some(Signed {
+                prefix: vec![timestamp.as_bytes(), b"."],
+                signatures: vec![hex_mac(signature)?],
+                decoded_key: false,
+                remembered_from_ms: Some(sent_ms),
+            })
+        }
+        SigningMode::StandardWebhooks => {
+            let id = header(headers, "webhook-id").filter(|id| usable_id(id))?;
+            let timestamp = header(headers, "webhook-timestamp")?;
+            timestamp_within(timestamp, now_ms, window, false)?;
+            let signatures = header(headers, "webhook-signature")?
+                .split(' ')
+                .filter_map(|entry| entry.strip_prefix("v1,"))
+                .take(MAX_SIGNATURES)
+                .filter_map(decode_base64)
+                .filter(|mac| mac.len() == 32)
+                .collect();
+            Some(Signed {
+                prefix: vec![id.as_bytes(), b".", timestamp.as_bytes(), b"."],
+                signatures,
+                decoded_key: true,
+                remembered_from_ms: None,
+            })
+        }
+        SigningMode::Github => {
+            let signature = header(headers, "x-hub-signature-256")?.strip_prefix("sha256=")?;
+            Some(Signed {
+                prefix: Vec::new(),
+                signatures: vec![hex_mac(signature)?],
+                decoded_key: false,
+                remembered_from_ms: None,
+            })
+        }
+        SigningMode::Stripe => {
+            // `t=<seconds>,v1=<hex>[,v1=<hex>…]`, other schemes ignored; one `t` only.
+            let mut timestamp = None;
+            let mut signatures = Vec::new();
+            for item in header(headers, "stripe-signature")?.split(',') {
+                match item.split_once('=')? {
+                    ("t", _) if timestamp.is_some() => return None,
+                    ("t", t) => timestamp = Some(t),
+                    ("v1", mac) if signatures.len() < MAX_SIGNATURES => {
+                        signatures.extend(hex_mac(mac));
+                    }
+                    _ => {}
+                }
+            }
+            let timestamp = timestamp?;
+            timestamp_within(timestamp, now_ms, window, false)?;
+            Some(Signed {
+                prefix: vec![timestamp.as_bytes(), b"."],
+                signatures,
+                decoded_key: false,
+                remembered_from_ms: None,
+            })
+        }
+        SigningMode::Slack => {
+            let timestamp = header(headers, "x-slack-request-timestamp")?;
+            let sent_ms = timestamp_within(timestamp, now_ms, window, false)?;
+            let signature = header(headers, "x-slack-signature")?.strip_prefix("v0=")?;
+            Some(Signed {
+                prefix: vec![b"v0:", timestamp.as_bytes(), b":"],
+                signatures: vec![hex_mac(signature)?],
+                decoded_key: false,
+                remembered_from_ms: Some(sent_ms),
+            })
+        }
     }
 }
 

@@ -53,7 +53,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 /// (or the format's own delivery id) returns the original run on a retry.
 #[utoipa::path(post, path = "/api/routine-triggers/public/{publicId}/fire", tag = "webhooks",
     params(("publicId" = String, Path)), security(()),
-    request_body(content = Object, content_type = "application/json", description = "Empty, or a JSON object: the run's payload"),
+    request_body(description = "Empty, or a JSON object: the run's payload; in `slack` mode also a form, each field a member of the payload",
+        content((Object = "application/json"), (Object = "application/x-www-form-urlencoded"))),
     responses((status = 202, body = nexus_shared::model::Run),
               (status = 200, body = Object, description = "No run: `github` mode's `X-GitHub-Event: ping` answered `{\"pong\": true}`; `slack` mode's `url_verification` answered `{\"challenge\": …}`"),
               (status = 400, body = ErrorBody),

@@ -11,25 +11,22 @@
 //! else — a changed or inactive trigger, a key without a run — goes the locked way, which
 //! gives the contract's answer for it.
 
-use serde_json::{Map, Value};
 use sqlx::PgPool;
 
 use super::runs::fetch_run;
 use crate::{
-    model::{IdempotencyKey, RoutineStatus, SigningMode},
-    store::{Accepted, CallSignature, StoreResult, WebhookTrigger, runs::replay},
+    model::{RoutineStatus, SigningMode},
+    store::{Accepted, NewRun, StoreResult, WebhookTrigger, runs::replay},
 };
 
-/// The answer to a repeat of a delivery `trigger` accepted before under `key`, when it can be
-/// given without holding the trigger; `None` to decide it the locked way.
+/// The answer to `new`, a call `trigger` did not write because its idempotency key was taken,
+/// when it can be given without holding the trigger; `None` to decide it the locked way.
 pub(super) async fn answer_repeat(
     pool: &PgPool,
     trigger: &WebhookTrigger,
-    key: Option<&IdempotencyKey>,
-    signature: Option<&CallSignature>,
-    payload: &Map<String, Value>,
+    new: &NewRun,
 ) -> StoreResult<Option<StoreResult<Accepted>>> {
-    let (Some(key), None) = (key, signature) else {
+    let (Some(key), None) = (&new.idempotency_key, &new.signature) else {
         return Ok(None);
     };
     let mut conn = pool.acquire().await?;
@@ -59,5 +56,5 @@ pub(super) async fn answer_repeat(
         return Ok(None);
     };
     let run = fetch_run(&mut conn, existing).await?;
-    Ok(Some(replay(run, payload)))
+    Ok(Some(replay(run, &new.payload)))
 }

@@ -122,15 +122,8 @@ impl PgStore {
             }
             Err(received) => received,
         };
-        let new = &received.new;
-        if let Some(answer) = super::repeats::answer_repeat(
-            &self.pool,
-            trigger,
-            new.idempotency_key.as_ref(),
-            new.signature.as_ref(),
-            &new.payload,
-        )
-        .await?
+        if let Some(answer) =
+            super::repeats::answer_repeat(&self.pool, trigger, &received.new).await?
         {
             return answer;
         }
