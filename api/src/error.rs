@@ -386,6 +386,21 @@ pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// Deserialises a nullable integer field: absent (outer `None`, with `#[serde(default)]`),
+/// `null` (`Some(None)`) or a whole number as [`whole_number`] reads it.
+///
+/// # Errors
+/// Not a whole number.
+pub(crate) fn nullable_whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<i64>>, D::Error> {
+    let value = Option::<serde_json::Number>::deserialize(d)?;
+    value
+        .map(|number| whole_number(number).map_err(serde::de::Error::custom))
+        .transpose()
+        .map(|n| Some(n.flatten()))
+}
+
 /// Parses a request field into a domain value, answering 422 naming the field.
 ///
 /// # Errors

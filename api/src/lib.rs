@@ -17,9 +17,11 @@ pub mod requests {
     pub use crate::routes::{
         agents::{CreateAgent, WakeupRequest},
         catalog::CreateProject,
+        channels::{CreateChannel, UpdateChannel},
         companies::CreateCompany,
         heartbeats::FinishBody,
         issues::{CreateIssue, UpdateIssue},
+        pauses::{BulkPause, BulkResume},
         routines::{CreateRoutine, UpdateRoutine},
         runs::{BackfillRequest, ManualSource, RunRequest},
         triggers::{CreateTrigger, RotateSecret, UpdateTrigger},

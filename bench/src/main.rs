@@ -11,6 +11,7 @@
 //! bench scale   [--routines 10000,1000000] [--due N]
 //! bench queue   [--jobs N] [--loops N]
 //! bench jitter  [--routines R] [--jitter S] [--workers N]
+//! bench fanout  [--routines R] [--workers N]
 //! bench startup [--runs N] [--compare PATH-TO-ANOTHER-nexus]
 //! ```
 //!
@@ -19,6 +20,7 @@
 
 mod burst;
 mod cluster;
+mod fanout;
 mod fleet;
 mod ingest;
 mod jitter;
@@ -102,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Some("fanout") => fanout::run(flag("--routines", 10_000)?, flag("--workers", 8)?).await,
         Some("queue") => queue::run(flag("--jobs", 50_000)?, flag("--loops", 8)?).await,
         Some("startup") => {
             let compare = text("--compare", "")?;
@@ -117,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|ingest|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }

@@ -12,7 +12,7 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use nexus_shared::{
     Store,
-    store::{FireReport, Leadership, Refusal, SchedulerStorage, StoreError, Topic},
+    store::{FireReport, Leadership, Refusal, SchedulerStorage, StoreError, Topic, UpkeepReport},
 };
 use tokio::sync::{Notify, watch};
 
@@ -111,6 +111,7 @@ impl Scheduler {
     /// # Errors
     /// Deposed (a newer epoch has written), or the database failed.
     pub async fn fire_once(&self, leadership: &Leadership) -> Result<FireReport, StoreError> {
+        self.upkeep_once(leadership).await?;
         let grace =
             TimeDelta::from_std(self.settings.misfire_grace).unwrap_or(TimeDelta::seconds(60));
         let started = Instant::now();
@@ -135,6 +136,26 @@ impl Scheduler {
                 prepared = report.prepared,
                 missed = report.missed_fires,
                 "fired due schedules"
+            );
+        }
+        Ok(report)
+    }
+
+    /// The upkeep as `leadership`: paused routines whose `pausedUntil` came resume, runs whose
+    /// `runTimeoutSec` ran out time out. [`Scheduler::fire_once`] begins with it.
+    ///
+    /// # Errors
+    /// Deposed, or the database failed.
+    pub async fn upkeep_once(&self, leadership: &Leadership) -> Result<UpkeepReport, StoreError> {
+        let report = self.store.upkeep(leadership, self.settings.batch).await?;
+        if report.timed_out > 0 {
+            tracing::info!(runs = report.timed_out, "runs timed out");
+        }
+        if report.resumed > 0 {
+            metrics::counter!("nexus_routines_resumed_total").increment(report.resumed);
+            tracing::info!(
+                routines = report.resumed,
+                "paused routines resumed on schedule"
             );
         }
         Ok(report)
@@ -190,9 +211,15 @@ impl Scheduler {
             let now = self.store.clock().now();
             let ceiling = now
                 + TimeDelta::from_std(self.settings.max_sleep).unwrap_or(TimeDelta::seconds(60));
-            let next = match self.store.next_fire_at().await {
-                Ok(next) => next.map_or(ceiling, |t| (t - self.lookahead()).min(ceiling)),
-                Err(e) => {
+            let next = match (
+                self.store.next_fire_at().await,
+                self.store.next_upkeep_at().await,
+            ) {
+                (Ok(fire), Ok(upkeep)) => {
+                    let fire = fire.map_or(ceiling, |t| (t - self.lookahead()).min(ceiling));
+                    upkeep.map_or(fire, |t| t.min(fire))
+                }
+                (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(error = %e, "reading the next fire time failed");
                     now + TimeDelta::seconds(1)
                 }

@@ -75,8 +75,9 @@ macro_rules! text_enum {
 #[error("unknown value {0:?}")]
 pub struct UnknownName(pub String);
 
+mod notifications;
 mod resources;
 mod routines;
 mod text;
 
-pub use self::{resources::*, routines::*, text::*};
+pub use self::{notifications::*, resources::*, routines::*, text::*};

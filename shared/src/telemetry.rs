@@ -229,6 +229,13 @@ pub fn register_metrics(role: Role) {
         Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
     };
     metrics();
+    // Any role may fail a run (the API cancelling its issue, a worker dispatching it, the
+    // scheduler timing it out): each counts the ones it failed.
+    describe_counter!(
+        "nexus_runs_failed_total",
+        "Runs that became failed in this process, by reason (timed_out included)"
+    );
+    counter!("nexus_runs_failed_total", "reason" => "timed_out").absolute(0);
     match role {
         Role::Api => {
             describe_counter!(
@@ -275,6 +282,11 @@ pub fn register_metrics(role: Role) {
                 Unit::Seconds,
                 "Duration of one fire pass"
             );
+            describe_counter!(
+                "nexus_routines_resumed_total",
+                "Paused routines resumed at their pausedUntil"
+            );
+            counter!("nexus_routines_resumed_total").absolute(0);
             gauge!("nexus_scheduler_is_leader").set(0.0);
             counter!("nexus_scheduler_leadership_changes_total").absolute(0);
             for outcome in ["dispatched", "missed"] {
@@ -308,6 +320,14 @@ pub fn register_metrics(role: Role) {
                 "nexus_runs_dispatched_total",
                 "Runs dispatched, by the status they reached"
             );
+            describe_counter!(
+                "nexus_notifications_total",
+                "Notification delivery attempts, by event and outcome (delivered, retried, failed)"
+            );
+            for outcome in ["delivered", "retried", "failed"] {
+                counter!("nexus_notifications_total", "event" => "run.failed", "outcome" => outcome)
+                    .absolute(0);
+            }
             describe_gauge!("nexus_queue_depth", "Jobs in the queue, by kind and state");
             describe_gauge!(
                 "nexus_queue_oldest_age_seconds",

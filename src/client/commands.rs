@@ -83,7 +83,7 @@ pub(crate) const SPECS: &[Spec] = &[
     },
     Spec {
         words: "routines create",
-        arguments: "TITLE --agent ID --project ID [--company ID] [--description D] [--priority P]\n      [--concurrency POLICY] [--catch-up POLICY] [--catch-up-cap N] [--paused]",
+        arguments: "TITLE --agent ID --project ID [--company ID] [--description D] [--priority P]\n      [--concurrency POLICY] [--catch-up POLICY] [--catch-up-cap N] [--run-timeout SECONDS]\n      [--pause-after-failures N] [--paused]",
         about: "Create a routine; add triggers with `nexus triggers add`.",
         example: "nexus routines create 'Daily report {{date}}' --agent $AGENT --project $PROJECT",
         flags: &[
@@ -95,12 +95,14 @@ pub(crate) const SPECS: &[Spec] = &[
             ("--concurrency", true),
             ("--catch-up", true),
             ("--catch-up-cap", true),
+            ("--run-timeout", true),
+            ("--pause-after-failures", true),
             ("--paused", false),
         ],
     },
     Spec {
         words: "routines update",
-        arguments: "ROUTINE [--title T] [--description D] [--agent ID] [--project ID] [--priority P]\n      [--concurrency POLICY] [--catch-up POLICY] [--catch-up-cap N]",
+        arguments: "ROUTINE [--title T] [--description D] [--agent ID] [--project ID] [--priority P]\n      [--concurrency POLICY] [--catch-up POLICY] [--catch-up-cap N] [--run-timeout SECONDS]\n      [--pause-after-failures N]",
         about: "Change a routine's settings.",
         example: "nexus routines update 0193… --concurrency always_enqueue",
         flags: &[
@@ -112,14 +114,16 @@ pub(crate) const SPECS: &[Spec] = &[
             ("--concurrency", true),
             ("--catch-up", true),
             ("--catch-up-cap", true),
+            ("--run-timeout", true),
+            ("--pause-after-failures", true),
         ],
     },
     Spec {
         words: "routines pause",
-        arguments: "ROUTINE",
-        about: "Pause a routine: its schedules stop firing, webhook calls are refused.",
-        example: "nexus routines pause 0193…",
-        flags: &[],
+        arguments: "ROUTINE [--note TEXT] [--until TIME]",
+        about: "Pause a routine: its schedules stop firing, webhook calls are refused; with\n      --until (RFC 3339) it resumes by itself then.",
+        example: "nexus routines pause 0193… --note 'vendor outage' --until 2026-12-05T09:00:00Z",
+        flags: &[("--note", true), ("--until", true)],
     },
     Spec {
         words: "routines resume",

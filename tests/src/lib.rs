@@ -436,6 +436,8 @@ pub async fn seed_store_routine(store: &Store, title: &str) -> uuid::Uuid {
         concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue,
         catch_up_policy: CatchUpPolicy::SkipMissed,
         catch_up_cap: DEFAULT_CATCH_UP_CAP,
+        run_timeout_sec: None,
+        pause_after_failures: None,
     };
     store
         .create_routine(company.id, routine, Actor::System)

@@ -1,9 +1,10 @@
 //! The worker role: claims queued jobs from the Postgres queue, dispatches runs under the
 //! routines' concurrency policies (creating issues and heartbeat runs), delivers HTTP wake-ups
-//! to agents, returns expired leases to the queue and times out stale heartbeat runs.
+//! to agents and notifications to channels, returns expired leases to the queue and times out stale heartbeat runs.
 //!
 //! The process also serves `/healthz`, `/readyz` (Postgres) and `/metrics` on `NEXUS_LISTEN`.
 
+mod notify;
 mod wakeup;
 mod worker;
 

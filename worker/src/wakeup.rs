@@ -1,4 +1,4 @@
-//! HTTP wake-ups, signed per Standard Webhooks: `webhook-id` (the heartbeat run's id, stable
+//! HTTP wake-ups (and the POST notifications share), signed per Standard Webhooks: `webhook-id` (the heartbeat run's id, stable
 //! across retries so receivers can deduplicate), `webhook-timestamp` (Unix seconds) and
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
 //! bytes the agent's `whsec_` secret encodes.
@@ -69,32 +69,13 @@ pub(crate) async fn deliver(
     timestamp: i64,
     allow_private: bool,
 ) -> Result<(), DeliveryError> {
-    // A literal address is not resolved, so the client's resolver never sees it: checked here.
-    if !allow_private && nexus_shared::outbound::check_url(&delivery.url).is_err() {
-        return Err(DeliveryError::Forbidden);
-    }
     let id = delivery.heartbeat_run.id.to_string();
     let body = serde_json::to_vec(
         &json!({ "type": "heartbeat_run.queued", "data": delivery.heartbeat_run }),
     )
     .map_err(|e| DeliveryError::NotAcknowledged(e.to_string()))?;
-    let signature = signature(&delivery.secret, &id, timestamp, &body)?;
-    let response = http
-        .post(&delivery.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            if nexus_shared::outbound::is_forbidden_error(&e) {
-                DeliveryError::Forbidden
-            } else {
-                DeliveryError::NotAcknowledged(without_url(&e))
-            }
-        })?;
+    let signing = Some((id.as_str(), delivery.secret.as_str(), timestamp));
+    let response = post(http, &delivery.url, signing, body, allow_private).await?;
     if response.status().is_success() {
         Ok(())
     } else if let Some(delay) = asked_to_wait(response.status(), response.headers()) {
@@ -105,6 +86,40 @@ pub(crate) async fn deliver(
             response.status().as_u16()
         )))
     }
+}
+
+/// POSTs a JSON body to `url`, signed per Standard Webhooks when `signing` (id, `whsec_`
+/// secret, timestamp) is given; the answer, whatever its status. A URL naming a forbidden
+/// address, or a name resolving to one, is refused without a request.
+///
+/// # Errors
+/// Forbidden, a bad secret, or the request failed (no answer).
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    signing: Option<(&str, &str, i64)>,
+    body: Vec<u8>,
+    allow_private: bool,
+) -> Result<reqwest::Response, DeliveryError> {
+    // A literal address is not resolved, so the client's resolver never sees it: checked here.
+    if !allow_private && nexus_shared::outbound::check_url(url).is_err() {
+        return Err(DeliveryError::Forbidden);
+    }
+    let mut request = http.post(url).header("content-type", "application/json");
+    if let Some((id, secret, timestamp)) = signing {
+        let signature = signature(secret, id, timestamp, &body)?;
+        request = request
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature);
+    }
+    request.body(body).send().await.map_err(|e| {
+        if nexus_shared::outbound::is_forbidden_error(&e) {
+            DeliveryError::Forbidden
+        } else {
+            DeliveryError::NotAcknowledged(without_url(&e))
+        }
+    })
 }
 
 /// A request error's description without its URL (which may carry tokens in its query).

@@ -10,13 +10,16 @@ use nexus_shared::{
     engine::tasks,
     model::RunStatus,
     queue::{DELIVER_WAKEUP, DISPATCH_RUN, Job, JobError, Queue, RetryOutcome, Task},
-    store::{Taken, Topic, WorkerStorage},
+    store::{Attempt, Taken, Topic, WorkerStorage},
 };
 use tokio::sync::watch;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::wakeup::{self, DeliveryError};
+use crate::{
+    notify,
+    wakeup::{self, DeliveryError},
+};
 
 /// Tunables of a worker.
 #[derive(Debug, Clone)]
@@ -236,6 +239,9 @@ impl Worker {
         let result = match &job.task {
             Task::DispatchRun { run_id } => self.dispatch(&job, *run_id).await,
             Task::DeliverWakeup { heartbeat_run_id } => self.deliver(&job, *heartbeat_run_id).await,
+            Task::DeliverNotification { notification_id } => {
+                self.notify(&job, *notification_id).await
+            }
             Task::Unreadable { kind, .. } => Err(JobError::Fatal(tasks::unreadable(kind))),
         };
         let kind = job.task.kind().to_owned();
@@ -312,6 +318,60 @@ impl Worker {
         Ok(())
     }
 
+    /// Delivers a notification: the POST, its attempt recorded, then the job's completion. A
+    /// crash in between sends it again with the same `webhook-id`. The last failed attempt
+    /// (or a destination that can never work) leaves the notification `failed`.
+    async fn notify(&self, job: &Job, notification_id: Uuid) -> Result<(), JobError> {
+        let outgoing = self
+            .store
+            .notification_to_send(notification_id)
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        let Some(outgoing) = outgoing else {
+            // Delivered, failed, or its channel deleted: nothing to send.
+            self.queue.complete(job).await?;
+            return Ok(());
+        };
+        let event = outgoing.body["type"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned();
+        let timestamp = self.store.clock().now().timestamp();
+        let allow_private = self.settings.allow_private_urls;
+        match notify::deliver(&self.http, &outgoing, timestamp, allow_private).await {
+            Ok(status_code) => {
+                let attempt = Attempt::Delivered { status_code };
+                self.store
+                    .record_notification_attempt(notification_id, attempt)
+                    .await?;
+                metrics::counter!("nexus_notifications_total", "event" => event, "outcome" => "delivered")
+                    .increment(1);
+                tracing::info!(notification_id = %notification_id, "notification delivered");
+                self.queue.complete(job).await?;
+                Ok(())
+            }
+            Err(refused) => {
+                let last = refused.hopeless || job.attempts >= job.max_attempts;
+                let attempt = Attempt::Failed {
+                    status_code: refused.status_code,
+                    error: refused.error.clone(),
+                    last,
+                };
+                self.store
+                    .record_notification_attempt(notification_id, attempt)
+                    .await?;
+                let outcome = if last { "failed" } else { "retried" };
+                metrics::counter!("nexus_notifications_total", "event" => event, "outcome" => outcome)
+                    .increment(1);
+                Err(if last {
+                    JobError::Fatal(refused.error)
+                } else {
+                    JobError::Retry(refused.error)
+                })
+            }
+        }
+    }
+
     /// Leaves the record straight after a job's last failure: the run or heartbeat run it was
     /// for becomes `failed` with the reason.
     async fn bury(&self, task: &Task, error: &str) -> anyhow::Result<()> {
@@ -331,7 +391,8 @@ impl Worker {
                         .increment(1);
                 }
             }
-            Task::Unreadable { .. } => {}
+            // The attempt that ended it recorded the notification `failed`.
+            Task::DeliverNotification { .. } | Task::Unreadable { .. } => {}
         }
         Ok(())
     }
@@ -367,7 +428,7 @@ impl Worker {
         self.store.destroy_expired_secrets().await?;
         // Gauges of every kind and state, zero when absent, so drained queues read 0.
         let depth = self.queue.depth().await?;
-        for kind in [DISPATCH_RUN, DELIVER_WAKEUP] {
+        for kind in [DISPATCH_RUN, DELIVER_WAKEUP, tasks::DELIVER_NOTIFICATION] {
             for state in ["queued", "running"] {
                 let row = depth.iter().find(|d| d.kind == kind && d.state == state);
                 let labels = [("kind", kind.to_owned()), ("state", state.to_owned())];

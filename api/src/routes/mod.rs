@@ -4,9 +4,11 @@
 mod activity;
 pub(crate) mod agents;
 pub(crate) mod catalog;
+pub(crate) mod channels;
 pub(crate) mod companies;
 pub(crate) mod heartbeats;
 pub(crate) mod issues;
+pub(crate) mod pauses;
 pub(crate) mod routines;
 pub(crate) mod runs;
 pub(crate) mod triggers;
@@ -27,8 +29,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(heartbeats::router())
         .merge(activity::router())
         .merge(routines::router())
+        .merge(pauses::router())
         .merge(runs::router())
         .merge(triggers::router())
+        .merge(channels::router())
         .merge(webhooks::router())
 }
 
@@ -50,6 +54,10 @@ pub(crate) fn request_bodies() -> Vec<(std::borrow::Cow<'static, str>, &'static 
         body::<heartbeats::FinishBody>(),
         body::<routines::CreateRoutine>(),
         body::<routines::UpdateRoutine>(),
+        body::<pauses::BulkPause>(),
+        body::<pauses::BulkResume>(),
+        body::<channels::CreateChannel>(),
+        body::<channels::UpdateChannel>(),
         body::<runs::RunRequest>(),
         body::<runs::BackfillRequest>(),
         body::<triggers::CreateTrigger>(),

@@ -5,17 +5,19 @@ use chrono::{DateTime, TimeDelta, Utc};
 use nexus_shared::{
     engine::fires::fire_instant,
     model::{
-        CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description, Priority,
-        Routine, RoutineStatus, Title, TriggerConfig, UpcomingCount,
+        CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, DEFAULT_CATCH_UP_CAP, Description,
+        PauseAfterFailures, Priority, Routine, RoutineStatus, RunTimeout, Title, TriggerConfig,
+        UpcomingCount,
     },
     schedule::{CronExpression, Schedule, TimeZone},
-    store::{NewRoutine, RoutineChanges, RoutineFilter},
+    store::{NewRoutine, Pause, RoutineChanges, RoutineFilter},
 };
 use serde::{Deserialize, Deserializer, Serialize, de::IgnoredAny};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::pauses::pause;
 use crate::{
     auth::Auth,
     error::{
@@ -66,6 +68,18 @@ pub struct CreateRoutine {
     #[serde(default, deserialize_with = "crate::error::whole_number")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up_cap: Option<i64>,
+    /// 60–2,592,000: a run whose issue is still open this long after its dispatch fails
+    /// (`timed_out`). Default `null` (never).
+    #[schema(minimum = 60, maximum = 2_592_000)]
+    #[serde(default, deserialize_with = "crate::error::whole_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_timeout_sec: Option<i64>,
+    /// 1–100: the routine pauses itself after this many failed runs in a row. Default `null`
+    /// (never).
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::error::whole_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_after_failures: Option<i64>,
     /// Not accepted (400): triggers are added with `POST /api/routines/{id}/triggers`.
     #[schema(ignore)]
     #[serde(skip_serializing)]
@@ -73,14 +87,15 @@ pub struct CreateRoutine {
 }
 
 /// Deserialises a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(super) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
 /// Body of `PATCH /api/routines/{routineId}`: any create field; `null` clears `description`,
-/// `goalId` and `parentIssueId` (and is 400 for any other field).
+/// `goalId`, `parentIssueId`, `runTimeoutSec` and `pauseAfterFailures` (and is 400 for any
+/// other field). `pauseNote` and `pausedUntil` come only with `status: "paused"`.
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRoutine {
@@ -118,6 +133,24 @@ pub struct UpdateRoutine {
     #[serde(default, deserialize_with = "crate::error::whole_number")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up_cap: Option<i64>,
+    /// 60–2,592,000, or `null` for none; applies to runs dispatched from now on.
+    #[schema(value_type = Option<i64>, minimum = 60, maximum = 2_592_000)]
+    #[serde(default, deserialize_with = "crate::error::nullable_whole_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_timeout_sec: Option<Option<i64>>,
+    /// 1–100, or `null` for never.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::error::nullable_whole_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_after_failures: Option<Option<i64>>,
+    /// With `status: "paused"`: why, for the people who see it (at most 500 characters).
+    #[schema(value_type = Option<nexus_shared::model::PauseNote>, inline)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_note: Option<String>,
+    /// With `status: "paused"`: when the routine becomes active by itself (in the future, at
+    /// most a year ahead); without it the pause lasts until resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<DateTime<Utc>>,
 }
 
 /// Query of `GET /api/companies/{companyId}/routines`.
@@ -177,6 +210,18 @@ fn cap(value: Option<i64>) -> Result<Option<CatchUpCap>, ApiError> {
         .transpose()
 }
 
+fn timeout(value: Option<i64>) -> Result<Option<RunTimeout>, ApiError> {
+    value
+        .map(|v| field("runTimeoutSec", RunTimeout::parse(v)))
+        .transpose()
+}
+
+fn failures(value: Option<i64>) -> Result<Option<PauseAfterFailures>, ApiError> {
+    value
+        .map(|v| field("pauseAfterFailures", PauseAfterFailures::parse(v)))
+        .transpose()
+}
+
 /// Create a routine (board, or an agent for itself).
 #[utoipa::path(post, path = "/api/companies/{companyId}/routines", tag = "routines",
     params(("companyId" = Uuid, Path)), request_body = CreateRoutine,
@@ -222,6 +267,8 @@ async fn create_routine(
             .unwrap_or(ConcurrencyPolicy::CoalesceIfActive),
         catch_up_policy: body.catch_up_policy.unwrap_or(CatchUpPolicy::SkipMissed),
         catch_up_cap: cap(body.catch_up_cap)?.unwrap_or(DEFAULT_CATCH_UP_CAP),
+        run_timeout_sec: timeout(body.run_timeout_sec)?,
+        pause_after_failures: failures(body.pause_after_failures)?,
     };
     let routine = state
         .store
@@ -316,6 +363,23 @@ async fn update_routine(
         concurrency_policy: body.concurrency_policy,
         catch_up_policy: body.catch_up_policy,
         catch_up_cap: cap(body.catch_up_cap)?,
+        run_timeout_sec: body.run_timeout_sec.map(timeout).transpose()?,
+        pause_after_failures: body.pause_after_failures.map(failures).transpose()?,
+        pause: if body.status == Some(RoutineStatus::Paused) {
+            pause(&state, body.pause_note, body.paused_until)?
+        } else if body.pause_note.is_some() || body.paused_until.is_some() {
+            let name = if body.pause_note.is_some() {
+                "pauseNote"
+            } else {
+                "pausedUntil"
+            };
+            return Err(ApiError::invalid_field(
+                name,
+                "is set only with status \"paused\"",
+            ));
+        } else {
+            Pause::default()
+        },
     };
     Ok(Json(
         state
@@ -440,5 +504,11 @@ impl RequestBody for CreateRoutine {
 }
 
 impl RequestBody for UpdateRoutine {
-    const NULLABLE: &'static [&'static str] = &["description", "goalId", "parentIssueId"];
+    const NULLABLE: &'static [&'static str] = &[
+        "description",
+        "goalId",
+        "parentIssueId",
+        "runTimeoutSec",
+        "pauseAfterFailures",
+    ];
 }

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::{
     engine::render::render,
     model::{
-        AgentStatus, CatchUpPolicy, ConcurrencyPolicy, HeartbeatContext, IssueEventType, Priority,
-        RoutineStatus, RunSource, RunStatus,
+        AgentStatus, CatchUpPolicy, ConcurrencyPolicy, HeartbeatContext, IssueEventType,
+        PausedReason, Priority, RoutineStatus, RunSource, RunStatus,
     },
     schedule::TimeZone,
 };
@@ -38,6 +38,13 @@ pub(crate) struct RoutineRow {
     pub(crate) last_triggered_at: Option<DateTime<Utc>>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) run_timeout_sec: Option<i32>,
+    pub(crate) pause_after_failures: Option<i32>,
+    pub(crate) paused_reason: Option<PausedReason>,
+    pub(crate) pause_note: Option<String>,
+    pub(crate) paused_until: Option<DateTime<Utc>>,
+    pub(crate) paused_at: Option<DateTime<Utc>>,
+    pub(crate) consecutive_failures: i32,
 }
 
 /// A heartbeat run to queue.

@@ -8,6 +8,9 @@
 //!   each run of a batch.
 //! - [`fires`]: which fires of the due schedule triggers are on time, prepared ahead or
 //!   missed, what the catch-up policy makes of the missed ones, and each trigger's next fire.
+//! - [`health`]: a routine's pause state, run timeouts, pausing itself after failures, and the
+//!   events a change of runs announces.
+//! - [`notify`]: which channels receive an event, and what a notification says.
 //! - [`lifecycle`]: what a change of state carries along (a closed issue ends its run).
 //! - [`render`]: what a routine's title and description templates become for one run.
 //! - [`rotation`]: what a secret rotation keeps of the secret it replaces.
@@ -18,7 +21,9 @@ pub mod access;
 pub mod backfill;
 pub mod dispatch;
 pub mod fires;
+pub mod health;
 pub mod lifecycle;
+pub mod notify;
 pub mod refusal;
 pub mod render;
 pub mod rotation;

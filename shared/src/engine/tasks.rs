@@ -26,6 +26,11 @@ pub enum Task {
         /// The heartbeat run.
         heartbeat_run_id: Uuid,
     },
+    /// POST a notification to its channel (`deliver_notification`).
+    DeliverNotification {
+        /// The notification.
+        notification_id: Uuid,
+    },
     /// A stored job this version cannot read (a kind written by a newer version, or a payload
     /// without its id): kept as stored, so it can be ended with a reason.
     Unreadable {
@@ -42,6 +47,7 @@ pub fn unreadable(kind: &str) -> String {
     match kind {
         DISPATCH_RUN => "job payload has no valid runId".to_owned(),
         DELIVER_WAKEUP => "job payload has no valid heartbeatRunId".to_owned(),
+        DELIVER_NOTIFICATION => "job payload has no valid notificationId".to_owned(),
         other => format!("unknown job kind {other:?}"),
     }
 }
@@ -50,6 +56,8 @@ pub fn unreadable(kind: &str) -> String {
 pub const DISPATCH_RUN: &str = "dispatch_run";
 /// Job kind that POSTs a heartbeat run to an HTTP agent.
 pub const DELIVER_WAKEUP: &str = "deliver_wakeup";
+/// Job kind that POSTs a notification to its channel.
+pub const DELIVER_NOTIFICATION: &str = "deliver_notification";
 
 impl Task {
     /// Reads a stored job's kind and payload.
@@ -59,6 +67,11 @@ impl Task {
         match (kind, id("runId"), id("heartbeatRunId")) {
             (DISPATCH_RUN, Some(run_id), _) => Self::DispatchRun { run_id },
             (DELIVER_WAKEUP, _, Some(heartbeat_run_id)) => Self::DeliverWakeup { heartbeat_run_id },
+            (DELIVER_NOTIFICATION, _, _) if id("notificationId").is_some() => {
+                Self::DeliverNotification {
+                    notification_id: id("notificationId").unwrap_or_default(),
+                }
+            }
             _ => Self::Unreadable {
                 kind: kind.to_owned(),
                 payload,
@@ -72,6 +85,7 @@ impl Task {
         match self {
             Self::DispatchRun { .. } => DISPATCH_RUN,
             Self::DeliverWakeup { .. } => DELIVER_WAKEUP,
+            Self::DeliverNotification { .. } => DELIVER_NOTIFICATION,
             Self::Unreadable { kind, .. } => kind,
         }
     }
@@ -83,6 +97,9 @@ impl Task {
             Self::DispatchRun { run_id } => json!({ "runId": run_id }),
             Self::DeliverWakeup { heartbeat_run_id } => {
                 json!({ "heartbeatRunId": heartbeat_run_id })
+            }
+            Self::DeliverNotification { notification_id } => {
+                json!({ "notificationId": notification_id })
             }
             Self::Unreadable { payload, .. } => payload.clone(),
         }

@@ -13,6 +13,12 @@ text_enum! {
 }
 
 text_enum! {
+    /// Why a routine is paused: by a person (or the API), or by itself after
+    /// `pauseAfterFailures` failed runs in a row.
+    PausedReason { Manual => "manual", ConsecutiveFailures => "consecutive_failures" }
+}
+
+text_enum! {
     /// What a dispatch does while the routine has an open execution issue.
     ConcurrencyPolicy {
         CoalesceIfActive => "coalesce_if_active",
@@ -215,10 +221,45 @@ pub struct Routine {
     pub triggers: Vec<Trigger>,
     /// When a trigger of it last fired.
     pub last_triggered_at: Option<DateTime<Utc>>,
+    /// The earliest next fire over its enabled schedule triggers; `null` when there is none or
+    /// the routine is not active.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Its newest run (by `triggeredAt`), or `null`.
+    pub last_run: Option<LastRun>,
+    /// How many of its newest finished runs (`completed` or `failed`, newest first by
+    /// `triggeredAt`) are `failed` in a row.
+    pub consecutive_failures: i32,
+    /// `null` or 60–2,592,000: a run whose issue is still open this long after its dispatch
+    /// fails with reason `timed_out`.
+    pub run_timeout_sec: Option<i32>,
+    /// `null` or 1–100: the routine pauses itself when `consecutiveFailures` reaches it.
+    pub pause_after_failures: Option<i32>,
+    /// Why it is paused (`null` unless paused).
+    pub paused_reason: Option<PausedReason>,
+    /// The note given with the pause (at most 500 characters).
+    pub pause_note: Option<String>,
+    /// When it resumes by itself.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// When it was paused.
+    pub paused_at: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// The newest run of a routine, as its health shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    /// Id.
+    pub id: Uuid,
+    /// Status.
+    pub status: RunStatus,
+    /// Why it was coalesced, skipped or failed.
+    pub reason: Option<String>,
+    /// When it was accepted.
+    pub triggered_at: DateTime<Utc>,
 }
 
 /// An idempotency key: 1–255 characters.
@@ -276,7 +317,7 @@ pub struct Run {
     pub status: RunStatus,
     /// Why it was coalesced, skipped or failed: `active_issue`, `missed_schedule`,
     /// `catch_up_cap`, `agent_not_assignable`, `routine_archived`, `dispatch_failed`,
-    /// `issue_cancelled`.
+    /// `issue_cancelled`, `timed_out`.
     pub reason: Option<String>,
     /// The nominal fire time of a schedule fire.
     pub scheduled_for: Option<DateTime<Utc>>,

@@ -126,6 +126,12 @@ pub const DEFAULT_REPLAY_WINDOW: ReplayWindow = BoundedInt(300);
 pub type ReplayWindow = BoundedInt<30, 86_400>;
 /// `jitterSec` of a schedule trigger: 0–3600.
 pub type JitterSec = BoundedInt<0, 3600>;
+/// `runTimeoutSec` of a routine: 60–2,592,000 (30 days).
+pub type RunTimeout = BoundedInt<60, 2_592_000>;
+/// `pauseAfterFailures` of a routine: 1–100.
+pub type PauseAfterFailures = BoundedInt<1, 100>;
+/// `pauseNote`: up to 500 characters.
+pub type PauseNote = BoundedText<0, 500>;
 /// `count` of upcoming fires: 1–100.
 pub type UpcomingCount = BoundedInt<1, 100>;
 

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::{
     model::{
-        Actor, AgentStatus, Company, Goal, HeartbeatStatus, Issue, JitterSec, Label, Project,
-        ReplayWindow, Title, Trigger, TriggerKind,
+        Actor, AgentStatus, Company, Goal, HeartbeatStatus, Issue, JitterSec, Label,
+        NotificationChannel, Project, ReplayWindow, Title, Trigger, TriggerKind,
     },
     schedule::{CronExpression, TimeZone},
 };
@@ -276,6 +276,89 @@ impl NewActivity<'static> {
             "routine.updated",
             ("routine", after.id),
             details,
+        )
+    }
+
+    /// `notification_channel.created` (never its URL, which may hold a token, or its secret).
+    pub(crate) fn channel_created(channel: &NotificationChannel, actor: Actor) -> Self {
+        Self::channel_entry(
+            channel,
+            actor,
+            "notification_channel.created",
+            json!({
+                "name": channel.name,
+                "kind": channel.kind,
+                "events": channel.events,
+                "routineIds": channel.routine_ids,
+                "enabled": channel.enabled,
+            }),
+        )
+    }
+
+    /// `notification_channel.updated`: which fields changed (the URL only as changed or not).
+    pub(crate) fn channel_updated(
+        before: &NotificationChannel,
+        after: &NotificationChannel,
+        actor: Actor,
+    ) -> Self {
+        let mut changed = serde_json::Map::new();
+        let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
+            if from != to {
+                changed.insert(field.to_owned(), json!({ "from": from, "to": to }));
+            }
+        };
+        note("name", json!(before.name), json!(after.name));
+        note("url", json!(false), json!(before.url != after.url));
+        note("events", json!(before.events), json!(after.events));
+        note(
+            "routineIds",
+            json!(before.routine_ids),
+            json!(after.routine_ids),
+        );
+        note("enabled", json!(before.enabled), json!(after.enabled));
+        Self::channel_entry(
+            after,
+            actor,
+            "notification_channel.updated",
+            serde_json::Value::Object(changed),
+        )
+    }
+
+    /// `notification_channel.deleted`.
+    pub(crate) fn channel_deleted(channel: &NotificationChannel, actor: Actor) -> Self {
+        let details = json!({ "name": channel.name });
+        Self::channel_entry(channel, actor, "notification_channel.deleted", details)
+    }
+
+    /// `notification_channel.tested`.
+    pub(crate) fn channel_tested(channel: &NotificationChannel, actor: Actor) -> Self {
+        let details = json!({ "name": channel.name });
+        Self::channel_entry(channel, actor, "notification_channel.tested", details)
+    }
+
+    fn channel_entry(
+        channel: &NotificationChannel,
+        actor: Actor,
+        action: &'static str,
+        details: serde_json::Value,
+    ) -> Self {
+        Self::entry(
+            channel.company_id,
+            actor,
+            action,
+            ("notification_channel", channel.id),
+            details,
+        )
+    }
+
+    /// `run.timed_out`: its issue was still open when its routine's `runTimeoutSec` ran out.
+    pub(crate) fn run_timed_out(company_id: Uuid, run_id: Uuid, issue_id: Uuid) -> Self {
+        Self::entry(
+            company_id,
+            Actor::System,
+            "run.timed_out",
+            ("routine_run", run_id),
+            json!({ "issueId": issue_id, "reason": "timed_out" }),
         )
     }
 

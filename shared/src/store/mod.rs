@@ -17,8 +17,10 @@ mod auth;
 mod backfill;
 mod dispatch;
 mod fires;
+mod handle;
 mod heartbeats;
 mod issues;
+mod notifications;
 mod pg;
 mod routines;
 mod runs;
@@ -35,13 +37,16 @@ pub use self::{
     backfill::{BackfillRange, Backfilled},
     dispatch::{Dispatched, Taken, WakeupDelivery},
     fires::Leadership,
+    handle::Store,
     issues::{IssueFilter, NewIssue},
+    notifications::{
+        Attempt, ChannelChanges, CreatedChannel, MAX_CHANNELS_PER_COMPANY, MAX_NAMED_ROUTINES,
+        NewChannel, Outgoing, Pause, RoutineSelector, UpkeepReport,
+    },
     pg::{DEFAULT_MISFIRE_GRACE, JOBS_CHANNEL, PgStore, TRIGGERS_CHANNEL},
     routines::{NewRoutine, RoutineChanges, RoutineFilter},
     runs::{Accepted, CallSignature, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, WebhookTrigger},
-    storage::{
-        ApiStorage, Backend, SchedulerStorage, Storage, Store, Subscription, Topic, WorkerStorage,
-    },
+    storage::{ApiStorage, Backend, SchedulerStorage, Storage, Subscription, Topic, WorkerStorage},
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine, webhook_url,
     },

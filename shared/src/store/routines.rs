@@ -4,9 +4,11 @@
 use serde_json::json;
 use uuid::Uuid;
 
+use super::notifications::Pause;
+use crate::engine::health::{PauseRequest, PauseState};
 use crate::model::{
-    CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, Priority, Routine, RoutineStatus,
-    Title, Trigger,
+    CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, LastRun, PauseAfterFailures,
+    Priority, Routine, RoutineStatus, RunTimeout, Title, Trigger, TriggerConfig,
 };
 
 /// A new routine.
@@ -34,6 +36,10 @@ pub struct NewRoutine {
     pub catch_up_policy: CatchUpPolicy,
     /// Catch-up cap.
     pub catch_up_cap: CatchUpCap,
+    /// Run timeout.
+    pub run_timeout_sec: Option<RunTimeout>,
+    /// Failures in a row that pause it.
+    pub pause_after_failures: Option<PauseAfterFailures>,
 }
 
 /// Changes to a routine; `None` keeps a field, `Some(None)` clears a nullable one.
@@ -61,6 +67,12 @@ pub struct RoutineChanges {
     pub catch_up_policy: Option<CatchUpPolicy>,
     /// New catch-up cap.
     pub catch_up_cap: Option<CatchUpCap>,
+    /// New or cleared run timeout.
+    pub run_timeout_sec: Option<Option<RunTimeout>>,
+    /// New or cleared failures in a row that pause it.
+    pub pause_after_failures: Option<Option<PauseAfterFailures>>,
+    /// The note and end of a pause (only with `status: paused`).
+    pub pause: Pause,
 }
 
 /// Which routines of a company to list, newest first.
@@ -81,7 +93,40 @@ pub struct RoutineFilter {
 pub(crate) use crate::engine::dispatch::RoutineRow;
 
 impl RoutineRow {
-    pub(crate) fn with_triggers(self, triggers: Vec<Trigger>) -> Routine {
+    /// Its pause fields.
+    pub(crate) fn pause_state(&self) -> PauseState {
+        PauseState {
+            reason: self.paused_reason,
+            note: self.pause_note.clone(),
+            until: self.paused_until,
+            at: self.paused_at,
+        }
+    }
+
+    /// What `changes` ask of its pause.
+    pub(crate) fn pause_request(changes: &RoutineChanges) -> PauseRequest {
+        PauseRequest {
+            status: changes.status,
+            note: changes.pause.note.clone(),
+            until: changes.pause.until,
+        }
+    }
+
+    /// The routine as shown: its row, its triggers and its newest run.
+    pub(crate) fn with_triggers(
+        self,
+        triggers: Vec<Trigger>,
+        last_run: Option<LastRun>,
+    ) -> Routine {
+        let next_run_at = triggers
+            .iter()
+            .filter(|t| t.enabled)
+            .filter_map(|t| match t.config {
+                TriggerConfig::Schedule { next_run_at, .. } => next_run_at,
+                _ => None,
+            })
+            .min()
+            .filter(|_| self.status == RoutineStatus::Active);
         Routine {
             id: self.id,
             company_id: self.company_id,
@@ -98,6 +143,15 @@ impl RoutineRow {
             catch_up_cap: self.catch_up_cap,
             triggers,
             last_triggered_at: self.last_triggered_at,
+            next_run_at,
+            last_run,
+            consecutive_failures: self.consecutive_failures,
+            run_timeout_sec: self.run_timeout_sec,
+            pause_after_failures: self.pause_after_failures,
+            paused_reason: self.paused_reason,
+            pause_note: self.pause_note,
+            paused_until: self.paused_until,
+            paused_at: self.paused_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -150,6 +204,31 @@ pub(crate) fn routine_change_details(before: &RoutineRow, after: &RoutineRow) ->
         "catchUpCap",
         json!(before.catch_up_cap),
         json!(after.catch_up_cap),
+    );
+    note(
+        "runTimeoutSec",
+        json!(before.run_timeout_sec),
+        json!(after.run_timeout_sec),
+    );
+    note(
+        "pauseAfterFailures",
+        json!(before.pause_after_failures),
+        json!(after.pause_after_failures),
+    );
+    note(
+        "pausedReason",
+        json!(before.paused_reason),
+        json!(after.paused_reason),
+    );
+    note(
+        "pauseNote",
+        json!(before.pause_note),
+        json!(after.pause_note),
+    );
+    note(
+        "pausedUntil",
+        json!(before.paused_until),
+        json!(after.paused_until),
     );
     serde_json::Value::Object(changed)
 }

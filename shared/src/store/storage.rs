@@ -1,6 +1,6 @@
 //! The storage interfaces: one per role — [`ApiStorage`], [`SchedulerStorage`],
-//! [`WorkerStorage`], each over [`Backend`] (clock, ping, announcements) — their sum
-//! [`Storage`], and the [`Store`] handle the roles hold. A backend implements each operation as
+//! [`WorkerStorage`], each over [`Backend`] (clock, ping, announcements) — and their sum
+//! [`Storage`], which the [`super::Store`] handle holds. A backend implements each operation as
 //! an inherent method of the same name and signature; [`storage!`] declares the interfaces once
 //! and forwards them to those methods, so a backend that lacks an operation or spells it
 //! differently does not compile.
@@ -10,25 +10,25 @@
 //! company's activity log in that transaction; unique fire keys and idempotency keys enforced
 //! by the database; a dispatch and its job's completion committed together.
 
-use std::{fmt, ops::Deref, sync::Arc, time::Duration};
+use std::{fmt, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{
-    Accepted, AgentChanges, BackfillRange, Backfilled, BoardToken, BoardTokenInfo, CreatedAgent,
-    FireReport, IssueFilter, IssuedKey, Leadership, NewIssue, NewRoutine, NewRun, NewTrigger,
-    PgStore, RoutineChanges, RoutineFilter, SecretMaterial, StoreResult, TriggerChanges,
-    TriggerInRoutine, UpdatedAgent, WakeupDelivery, WakeupSpec, WebhookTrigger,
-    sqlite::SqliteStore,
+    Accepted, AgentChanges, Attempt, BackfillRange, Backfilled, BoardToken, BoardTokenInfo,
+    ChannelChanges, CreatedAgent, CreatedChannel, FireReport, IssueFilter, IssuedKey, Leadership,
+    NewChannel, NewIssue, NewRoutine, NewRun, NewTrigger, Outgoing, Pause, PgStore, RoutineChanges,
+    RoutineFilter, RoutineSelector, SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine,
+    UpdatedAgent, UpkeepReport, WakeupDelivery, WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
 };
 use crate::{
     clock::SharedClock,
-    crypto::SecretKey,
     engine::rotation::Rotation,
     model::{
         ActivityEntry, Actor, Agent, Company, FinishStatus, Goal, HeartbeatRun, HeartbeatStatus,
-        Issue, IssueStatus, IssueWithEvents, Project, Routine, Run, Summary, Title, Trigger,
+        Issue, IssueStatus, IssueWithEvents, NotificationChannel, NotificationDelivery, Project,
+        Routine, Run, Summary, Title, Trigger,
     },
     queue::{Job, JobError, JobSpec, QueueDepth, ReapReport, RetryOutcome},
     store::dispatch::{Dispatched, Taken},
@@ -325,6 +325,12 @@ storage! {
     /// # Errors
     /// `NotFound`, `InvalidReference`, `Refused`; the database failed.
     async fn update_routine(&self, id: Uuid, changes: RoutineChanges, actor: Actor) -> StoreResult<Routine>;
+    /// Pauses (`pause` given) or resumes (`None`) the routines of a company the selector
+    /// matches that are active (to pause) or paused (to resume); returns those that changed.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn set_routines_paused(&self, company_id: Uuid, selector: RoutineSelector, pause: Option<Pause>, actor: Actor) -> StoreResult<Vec<Routine>>;
     /// Adds a trigger to a routine; a webhook trigger's secret is returned only here.
     ///
     /// # Errors
@@ -387,6 +393,44 @@ storage! {
     /// The database failed.
     async fn runs(&self, routine_id: Uuid, before: Option<Uuid>, limit: i64) -> StoreResult<Vec<Run>>;
 
+    // --- Notification channels ---
+
+    /// Creates a notification channel; a `webhook` channel's secret is returned only here.
+    ///
+    /// # Errors
+    /// `NotFound` (company), `InvalidReference` (`routineIds`), `Refused`; the database failed.
+    async fn create_channel(&self, company_id: Uuid, new: NewChannel, actor: Actor) -> StoreResult<CreatedChannel>;
+    /// A company's channels, oldest first.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn channels(&self, company_id: Uuid) -> StoreResult<Vec<NotificationChannel>>;
+    /// One channel.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn channel(&self, id: Uuid) -> StoreResult<NotificationChannel>;
+    /// Changes a channel.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidReference` (`routineIds`); the database failed.
+    async fn update_channel(&self, id: Uuid, changes: ChannelChanges, actor: Actor) -> StoreResult<NotificationChannel>;
+    /// Deletes a channel; its undelivered notifications are dropped.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn delete_channel(&self, id: Uuid, actor: Actor) -> StoreResult<()>;
+    /// Sends one `test` notification to a channel; returns its id.
+    ///
+    /// # Errors
+    /// `NotFound`; the database failed.
+    async fn test_channel(&self, id: Uuid, actor: Actor) -> StoreResult<Uuid>;
+    /// A channel's notifications, newest first.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn channel_deliveries(&self, channel_id: Uuid, limit: i64) -> StoreResult<Vec<NotificationDelivery>>;
+
     // --- Webhook replays ---
 
     /// Whether webhook trigger `trigger_id` accepted a call signed `mac` that is still
@@ -408,6 +452,18 @@ storage! {
     /// # Errors
     /// `Refused` `deposed` when a newer leader has written; the database failed.
     async fn fire_due(&self, leadership: &Leadership, grace: TimeDelta, lookahead: TimeDelta, batch: i64) -> StoreResult<FireReport>;
+    /// The scheduler's upkeep at the clock's now, fenced by `leadership`: routines whose
+    /// `pausedUntil` came are resumed, runs whose `runTimeoutSec` ran out are timed out (up to
+    /// `batch` of each).
+    ///
+    /// # Errors
+    /// `Refused` `deposed`; the database failed.
+    async fn upkeep(&self, leadership: &Leadership, batch: i64) -> StoreResult<UpkeepReport>;
+    /// The earliest instant the upkeep has something to do.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn next_upkeep_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
     /// The epoch of the last scheduler leader that fired (0 before any).
     ///
     /// # Errors
@@ -490,6 +546,16 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn fail_undelivered_heartbeat(&self, heartbeat_run_id: Uuid, failure: &str) -> StoreResult<bool>;
+    /// What delivering a notification needs, if it is still pending and its channel exists.
+    ///
+    /// # Errors
+    /// The database failed, or the stored secret cannot be opened.
+    async fn notification_to_send(&self, id: Uuid) -> StoreResult<Option<Outgoing>>;
+    /// Records one delivery attempt of a pending notification.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn record_notification_attempt(&self, id: Uuid, attempt: Attempt) -> StoreResult<()>;
     /// Times out heartbeat runs queued or running longer than `timeout`; returns how many.
     ///
     /// # Errors
@@ -515,55 +581,3 @@ storage! {
 pub trait Storage: ApiStorage + SchedulerStorage + WorkerStorage {}
 
 impl<T: ApiStorage + SchedulerStorage + WorkerStorage + ?Sized> Storage for T {}
-
-/// The handle every role holds: a storage backend behind [`Storage`] (cheap to clone).
-#[derive(Clone)]
-pub struct Store(Arc<dyn Storage>);
-
-impl Store {
-    /// A handle on `backend`.
-    #[must_use]
-    pub fn new(backend: impl Storage + 'static) -> Self {
-        Self(Arc::new(backend))
-    }
-
-    /// A handle on the Postgres backend over `pool` (webhook URLs on the default public URL).
-    #[must_use]
-    pub fn postgres(pool: sqlx::PgPool, clock: SharedClock, key: &SecretKey) -> Self {
-        Self::new(PgStore::new(pool, clock, key))
-    }
-}
-
-impl Store {
-    /// The scheduler's interface on the same backend.
-    #[must_use]
-    pub fn scheduler(self) -> Arc<dyn SchedulerStorage> {
-        self.0
-    }
-
-    /// A worker's interface on the same backend.
-    #[must_use]
-    pub fn worker(self) -> Arc<dyn WorkerStorage> {
-        self.0
-    }
-}
-
-impl Deref for Store {
-    type Target = dyn Storage;
-
-    fn deref(&self) -> &Self::Target {
-        &*self.0
-    }
-}
-
-impl fmt::Debug for Store {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl From<PgStore> for Store {
-    fn from(backend: PgStore) -> Self {
-        Self::new(backend)
-    }
-}

@@ -50,8 +50,15 @@ pub(super) async fn routines(
             } else {
                 RoutineStatus::Active
             };
+            let until = optional(args, "--until", |v| {
+                DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.to_utc())
+                    .map_err(|_| Failure::Usage(format!("--until: {v:?} is not an RFC 3339 time")))
+            })?;
             let changes = UpdateRoutine {
                 status: Some(status),
+                pause_note: args.value("--note").map(str::to_owned),
+                paused_until: until,
                 ..UpdateRoutine::default()
             };
             change(api, out, id, &changes).await
@@ -173,6 +180,11 @@ fn settings(args: &Args) -> Result<UpdateRoutine, Failure> {
             choice("--catch-up", v, CatchUpPolicy::ALL)
         })?,
         catch_up_cap: optional(args, "--catch-up-cap", |v| number("--catch-up-cap", v))?,
+        run_timeout_sec: optional(args, "--run-timeout", |v| number("--run-timeout", v))?.map(Some),
+        pause_after_failures: optional(args, "--pause-after-failures", |v| {
+            number("--pause-after-failures", v)
+        })?
+        .map(Some),
         ..UpdateRoutine::default()
     })
 }
@@ -272,6 +284,8 @@ async fn create(args: &Args, api: &Api, out: &Out) -> Result<(), Failure> {
         concurrency_policy: settings.concurrency_policy,
         catch_up_policy: settings.catch_up_policy,
         catch_up_cap: settings.catch_up_cap,
+        run_timeout_sec: settings.run_timeout_sec.flatten(),
+        pause_after_failures: settings.pause_after_failures.flatten(),
         triggers: None,
     };
     let routine = api

@@ -51,6 +51,8 @@ fn routine(agent: Uuid, project: Uuid) -> NewRoutine {
         concurrency_policy: ConcurrencyPolicy::CoalesceIfActive,
         catch_up_policy: CatchUpPolicy::SkipMissed,
         catch_up_cap: CatchUpCap::parse(25).expect("cap"),
+        run_timeout_sec: None,
+        pause_after_failures: None,
     }
 }
 
@@ -164,6 +166,9 @@ mod flow;
 
 /// Schedule controls: jitter and backfill.
 mod controls;
+
+/// Routine health, pauses, run timeouts and notification channels.
+mod health;
 
 /// What the worker finds when it dispatches decides, not what held when the run was accepted
 /// (the contract's "State at dispatch"), and runs are listed by when they were triggered.

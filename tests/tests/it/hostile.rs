@@ -160,7 +160,17 @@ async fn every_operation_answers_hostile_input_with_a_4xx_and_never_a_5xx() {
         .expect(200);
     let heartbeat = str_at(&heartbeat.body, "/heartbeatRuns/0/id");
     let key = board.create_agent_key(&team.agent).await.expect(201).id();
+    let channel = board
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/companies/{}/notification-channels", team.company),
+            Some(&json!({"name": "c", "kind": "slack", "url": "https://hooks.example.com/x", "events": ["test"]})),
+        )
+        .await
+        .expect(201);
+    let channel = str_at(&channel.body, "/channel/id");
     let ids: BTreeMap<&str, String> = BTreeMap::from([
+        ("channelId", channel),
         ("companyId", team.company.clone()),
         ("agentId", team.agent.clone()),
         ("routineId", routine.clone()),

@@ -227,6 +227,14 @@ async fn the_openapi_document_lists_every_implemented_path() {
         ("get", "/api/routines/{routineId}"),
         ("patch", "/api/routines/{routineId}"),
         ("get", "/api/routines/{routineId}/upcoming"),
+        ("post", "/api/companies/{companyId}/routines/pause"),
+        ("post", "/api/companies/{companyId}/routines/resume"),
+        ("post", "/api/companies/{companyId}/notification-channels"),
+        ("get", "/api/companies/{companyId}/notification-channels"),
+        ("patch", "/api/notification-channels/{channelId}"),
+        ("delete", "/api/notification-channels/{channelId}"),
+        ("post", "/api/notification-channels/{channelId}/test"),
+        ("get", "/api/notification-channels/{channelId}/deliveries"),
         ("post", "/api/routines/{routineId}/triggers"),
         ("patch", "/api/routine-triggers/{triggerId}"),
         ("delete", "/api/routine-triggers/{triggerId}"),
@@ -257,6 +265,7 @@ async fn the_openapi_document_lists_every_implemented_path() {
                 .replace("{routineId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{triggerId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{runId}", &uuid::Uuid::now_v7().to_string())
+                .replace("{channelId}", &uuid::Uuid::now_v7().to_string())
                 .replace("{publicId}", "unknown")
                 .replace("{id}", &uuid::Uuid::now_v7().to_string());
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");

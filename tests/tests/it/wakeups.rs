@@ -20,10 +20,10 @@ use nexus_tests::{Options, TestApp, str_at};
 use serde_json::{Value, json};
 
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     /// Status to answer with, per request number (the last one repeats).
     answers: Arc<Vec<u16>>,
-    seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    pub(crate) seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -38,7 +38,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
 
-async fn spawn_receiver(answers: Vec<u16>) -> (String, Receiver) {
+pub(crate) async fn spawn_receiver(answers: Vec<u16>) -> (String, Receiver) {
     let receiver = Receiver {
         answers: Arc::new(answers),
         ..Receiver::default()

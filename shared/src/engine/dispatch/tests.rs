@@ -27,6 +27,13 @@ fn routine(policy: ConcurrencyPolicy) -> RoutineRow {
         last_triggered_at: None,
         created_at: at("2026-11-01T00:00:00Z"),
         updated_at: at("2026-11-01T00:00:00Z"),
+        run_timeout_sec: None,
+        pause_after_failures: None,
+        paused_reason: None,
+        pause_note: None,
+        paused_until: None,
+        paused_at: None,
+        consecutive_failures: 0,
     }
 }
 

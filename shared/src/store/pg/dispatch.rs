@@ -15,15 +15,23 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    PgStore, activity::record_all, heartbeats::insert_heartbeats, routines::fetch_routines,
+    PgStore, activity::record_all, health::settle, heartbeats::insert_heartbeats,
+    notifications::notify, routines::fetch_routines,
 };
 use crate::{
-    engine::dispatch::{
-        NewIssue, OpenIssue, PendingRun, Plan, RoutineRow, Situation, capped_late, last_fires,
-        late_runs, plan,
+    engine::{
+        dispatch::{
+            NewIssue, OpenIssue, PendingRun, Plan, RoutineRow, Situation, capped_late, last_fires,
+            late_runs, plan,
+        },
+        health::{RunChange, deadline},
     },
-    model::{AgentStatus, ConcurrencyPolicy, HeartbeatStatus, RunSource, RunStatus},
-    store::{StoreResult, WakeupDelivery, dispatch::dispatch_entries, new_id},
+    model::{
+        AgentStatus, ConcurrencyPolicy, HeartbeatStatus, NotificationEvent, RunSource, RunStatus,
+    },
+    store::{
+        StoreResult, WakeupDelivery, dispatch::dispatch_entries, new_id, notifications::Pending,
+    },
 };
 
 impl PgStore {
@@ -95,17 +103,29 @@ impl PgStore {
     /// The database failed.
     pub async fn fail_undispatched_run(&self, run_id: Uuid, failure: &str) -> StoreResult<bool> {
         let now = self.now();
-        let updated = sqlx::query!(
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query_scalar!(
             "UPDATE routine_runs SET status = 'failed', reason = 'dispatch_failed', failure_reason = $2,
                                      completed_at = $3, updated_at = $3
-             WHERE id = $1 AND status = 'received'",
+             WHERE id = $1 AND status = 'received'
+             RETURNING routine_id",
             run_id,
             failure,
             now,
         )
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        if let Some(routine_id) = failed {
+            let change = RunChange {
+                run_id,
+                routine_id,
+                status: RunStatus::Failed,
+                reason: Some("dispatch_failed".to_owned()),
+            };
+            settle(&mut tx, &[change], now).await?;
+        }
+        tx.commit().await?;
+        Ok(failed.is_some())
     }
 
     /// What delivering a heartbeat run's wake-up needs, or `None` when there is nothing to
@@ -154,16 +174,29 @@ impl PgStore {
         failure: &str,
     ) -> StoreResult<bool> {
         let now = self.now();
-        let updated = sqlx::query!(
-            "UPDATE heartbeat_runs SET status = 'failed', finished_at = $3, summary = $2
-             WHERE id = $1 AND status = 'queued'",
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query!(
+            "UPDATE heartbeat_runs h SET status = 'failed', finished_at = $3, summary = $2
+             WHERE h.id = $1 AND h.status = 'queued'
+             RETURNING h.company_id,
+                       (SELECT r.routine_id FROM routine_runs r WHERE r.id = h.routine_run_id)",
             heartbeat_run_id,
             failure,
             now,
         )
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        if let Some(row) = &failed {
+            let pending = Pending::heartbeat(
+                NotificationEvent::WakeupFailed,
+                row.company_id,
+                row.routine_id,
+                heartbeat_run_id,
+            );
+            notify(&mut tx, vec![pending], now).await?;
+        }
+        tx.commit().await?;
+        Ok(failed.is_some())
     }
 
     /// Ends heartbeat runs that stayed `queued` (since creation) or `running` (since claimed)
@@ -342,7 +375,24 @@ async fn write(
     let mut heartbeat_of = Vec::with_capacity(n);
     let mut catch_ups = Vec::with_capacity(n);
     let mut missed = Vec::with_capacity(n);
+    let mut deadlines = Vec::with_capacity(n);
+    let mut changes = Vec::new();
+    let routine_of: HashMap<Uuid, Uuid> = runs.iter().map(|r| (r.id, r.routine_id)).collect();
     for (id, outcome) in &outcomes {
+        let routine_id = routine_of.get(id).copied().unwrap_or_default();
+        deadlines.push(if outcome.status == RunStatus::IssueCreated {
+            routines
+                .get(&routine_id)
+                .and_then(|r| deadline(now, r.run_timeout_sec))
+        } else {
+            None
+        });
+        changes.push(RunChange {
+            run_id: *id,
+            routine_id,
+            status: outcome.status,
+            reason: outcome.reason.map(str::to_owned),
+        });
         catch_ups.push(outcome.catch_up);
         missed.push(outcome.missed.clone());
         ids.push(*id);
@@ -365,10 +415,12 @@ async fn write(
              completed_at = CASE WHEN o.status = 'issue_created' THEN NULL ELSE $8::timestamptz END,
              updated_at = $8,
              catch_up = r.catch_up OR o.catch_up,
-             missed = COALESCE(o.missed, r.missed)
+             missed = COALESCE(o.missed, r.missed),
+             deadline_at = o.deadline
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[],
-                     $9::bool[], $10::jsonb[])
-              AS o(id, status, reason, failure_reason, linked, coalesced, heartbeat, catch_up, missed)
+                     $9::bool[], $10::jsonb[], $11::timestamptz[])
+              AS o(id, status, reason, failure_reason, linked, coalesced, heartbeat, catch_up, missed,
+                   deadline)
          WHERE r.id = o.id",
         &ids,
         &statuses,
@@ -380,9 +432,14 @@ async fn write(
         now,
         &catch_ups,
         &missed as &[Option<Value>],
+        &deadlines as &[Option<DateTime<Utc>>],
     )
     .execute(&mut *conn)
     .await?;
+    if deadlines.iter().any(Option::is_some) {
+        // The scheduler times the run out: it should wake for the deadline.
+        super::fires::announce_trigger_change(conn).await?;
+    }
 
     let (triggers, routine_last) = last_fires(runs, &outcomes);
     if !triggers.is_empty() {
@@ -425,6 +482,7 @@ async fn write(
 
     let entries = dispatch_entries(routines, runs, &outcomes, &heartbeat_of);
     record_all(conn, entries, now).await?;
+    settle(conn, &changes, now).await?;
     Ok(outcomes
         .into_iter()
         .map(|(id, outcome)| (id, outcome.status))

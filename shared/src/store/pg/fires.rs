@@ -26,7 +26,8 @@ use crate::{
         DueTrigger, EpochCheck, FirePlan, FireReport, FireWindow, Fired, InsertedFire, NewFires,
         check_epoch, fired_at, plan_fires,
     },
-    model::CatchUpPolicy,
+    engine::health::RunChange,
+    model::{CatchUpPolicy, RunStatus},
     store::{Leadership, StoreResult, fires::dispatch_jobs, new_id},
 };
 
@@ -108,13 +109,21 @@ impl PgStore {
             next,
         } = plan_fires(&due, &window);
         report.merge(planned);
+        let mut changes = Vec::new();
         for m in &missed {
             let trigger = &due[m.trigger];
-            if !record_missed(&mut tx, trigger, m.reason, m.count, m.from, m.to, now).await? {
+            match record_missed(&mut tx, trigger, m.reason, m.count, m.from, m.to, now).await? {
+                Some(run_id) => changes.push(RunChange {
+                    run_id,
+                    routine_id: trigger.routine_id,
+                    status: RunStatus::Skipped,
+                    reason: Some(m.reason.to_owned()),
+                }),
                 // The fire it would stand for already has a run (a backfill made it).
-                report.skipped_runs -= 1;
+                None => report.skipped_runs -= 1,
             }
         }
+        super::health::settle(&mut tx, &changes, now).await?;
         let inserted = insert_fires(fires, &mut tx, now).await?;
         report.record(&window, &inserted);
         let jobs = dispatch_jobs(&window, &inserted);
@@ -166,6 +175,24 @@ impl PgStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    /// The earliest instant the scheduler's upkeep has something to do: a pause ending or a
+    /// run's deadline.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn next_upkeep_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT min(at) AS "at" FROM (
+                   SELECT min(paused_until) AS at FROM routines
+                   WHERE status = 'paused' AND paused_until IS NOT NULL
+                   UNION ALL
+                   SELECT min(deadline_at) FROM routine_runs
+                   WHERE status = 'issue_created' AND deadline_at IS NOT NULL) AS due"#
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// The earliest `next_run_at` of a schedule trigger that can fire.
@@ -225,7 +252,7 @@ pub(crate) async fn announce_trigger_change(conn: &mut PgConnection) -> StoreRes
 /// would then skip. The first batch of a term moves the epoch row forward to ours (an
 /// exclusive lock until it commits); later batches hold it shared, so batches of the current
 /// leader run side by side while a newer leader's first write waits for them to commit.
-async fn fence(
+pub(crate) async fn fence(
     conn: &mut PgConnection,
     leadership: &Leadership,
     now: DateTime<Utc>,
@@ -259,8 +286,8 @@ async fn fence(
     Ok(())
 }
 
-/// Records missed fires as one `skipped` run; `false` when the fire it is keyed by (the last
-/// missed one) already has a run.
+/// Records missed fires as one `skipped` run, returning its id; `None` when the fire it is
+/// keyed by (the last missed one) already has a run.
 async fn record_missed(
     conn: &mut PgConnection,
     trigger: &DueTrigger,
@@ -269,15 +296,16 @@ async fn record_missed(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<Uuid>> {
     let missed: Value = json!({ "count": count, "from": from, "to": to });
+    let id = new_id();
     let recorded = sqlx::query!(
         "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
                                    scheduled_for, missed, triggered_at, completed_at, payload, updated_at,
                                    timezone)
          VALUES ($1, $2, $3, $4, 'schedule', 'skipped', $5, $6, $7, $8, $8, '{}', $8, $9)
          ON CONFLICT (trigger_id, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING",
-        new_id(),
+        id,
         trigger.company_id,
         trigger.routine_id,
         trigger.id,
@@ -299,7 +327,7 @@ async fn record_missed(
     )
     .execute(conn)
     .await?;
-    Ok(recorded)
+    Ok(recorded.then_some(id))
 }
 
 /// Inserts `received` schedule runs, triggered at `now` or, when prepared ahead, at their

@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::{PgStore, company_exists};
 use crate::{
-    engine::{dispatch::NewHeartbeat, lifecycle::run_after_issue, refusal::assignable},
+    engine::{
+        dispatch::NewHeartbeat, health::RunChange, lifecycle::run_after_issue, refusal::assignable,
+    },
     model::{
         Actor, ActorType, AgentStatus, HeartbeatContext, Issue, IssueEvent, IssueEventType,
         IssueStatus, IssueWithEvents, Priority,
@@ -182,18 +184,28 @@ impl PgStore {
         .await?;
         // The run that created the issue follows it (see `engine::lifecycle`).
         if let (Some(run_id), Some(ending)) = (issue.origin_run_id, run_after_issue(status)) {
-            sqlx::query!(
+            let ended = sqlx::query_scalar!(
                 "UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
-                                         completed_at = $5, updated_at = $5
-                 WHERE id = $1 AND status = 'issue_created'",
+                                         completed_at = $5, updated_at = $5, deadline_at = NULL
+                 WHERE id = $1 AND status = 'issue_created'
+                 RETURNING routine_id",
                 run_id,
                 ending.status.as_str(),
                 ending.reason,
                 ending.failure,
                 now,
             )
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if let Some(routine_id) = ended {
+                let change = RunChange {
+                    run_id,
+                    routine_id,
+                    status: ending.status,
+                    reason: ending.reason.map(str::to_owned),
+                };
+                super::health::settle(&mut tx, &[change], now).await?;
+            }
         }
         let change = json!({ "from": current.status, "to": status });
         insert_event(
@@ -220,7 +232,7 @@ async fn fetch_issue(conn: &mut PgConnection, id: Uuid, lock: bool) -> StoreResu
             r#"SELECT id, company_id, title, description, project_id, goal_id, parent_issue_id,
                       assignee_agent_id, priority AS "priority: Priority",
                       status AS "status: IssueStatus", routine_id, origin_run_id, created_at, updated_at
-               FROM issues WHERE id = $1 FOR UPDATE"#,
+               FROM issues WHERE id = $1 FOR NO KEY UPDATE"#,
             id,
         )
         .fetch_optional(conn)

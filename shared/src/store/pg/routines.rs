@@ -13,10 +13,14 @@ use uuid::Uuid;
 
 use super::{PgStore, company_exists, fires::withdraw_prepared, issues::ensure_assignable};
 use crate::{
-    engine::refusal::{RoutineAttempt, routine_allows},
+    engine::{
+        health::pause_after,
+        refusal::{RoutineAttempt, routine_allows},
+    },
     model::{
-        Actor, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, Priority, Routine,
-        RoutineStatus, Title, Trigger,
+        Actor, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, LastRun,
+        PauseAfterFailures, PausedReason, Priority, Routine, RoutineStatus, RunStatus, RunTimeout,
+        Title, Trigger,
     },
     store::{
         NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
@@ -55,7 +59,9 @@ pub(crate) async fn fetch_routines(
                       parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
                       concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
                       catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
-                      last_triggered_at, created_at, updated_at
+                      last_triggered_at, created_at, updated_at, run_timeout_sec, pause_after_failures,
+                      paused_reason AS "paused_reason: PausedReason", pause_note, paused_until,
+                      paused_at, consecutive_failures
                FROM routines WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"#,
             ids
         )
@@ -68,7 +74,9 @@ pub(crate) async fn fetch_routines(
                       parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
                       concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
                       catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
-                      last_triggered_at, created_at, updated_at
+                      last_triggered_at, created_at, updated_at, run_timeout_sec, pause_after_failures,
+                      paused_reason AS "paused_reason: PausedReason", pause_note, paused_until,
+                      paused_at, consecutive_failures
                FROM routines WHERE id = ANY($1) ORDER BY id"#,
             ids
         )
@@ -110,6 +118,130 @@ pub(crate) async fn reschedule_routine_triggers(
     Ok(())
 }
 
+/// Applies `changes` to a routine under its row lock, enforcing the lifecycle (the engine
+/// decides the pause fields), and records the change: the one way a routine changes, by a
+/// person, a bulk pause or the scheduler resuming it.
+pub(crate) async fn change_routine(
+    conn: &mut PgConnection,
+    id: Uuid,
+    changes: &RoutineChanges,
+    actor: Actor,
+    now: DateTime<Utc>,
+) -> StoreResult<RoutineRow> {
+    let current = fetch_routine(conn, id, true).await?;
+    routine_allows(current.status, RoutineAttempt::Change)?;
+    if let Some(agent) = changes.assignee_agent_id
+        && agent != current.assignee_agent_id
+    {
+        ensure_assignable(conn, current.company_id, agent).await?;
+    }
+    let pause = pause_after(
+        current.status,
+        &current.pause_state(),
+        &RoutineRow::pause_request(changes),
+        now,
+    );
+    let row = sqlx::query_as!(
+        RoutineRow,
+        r#"UPDATE routines SET
+               title = COALESCE($2, title),
+               description = COALESCE($3, description),
+               assignee_agent_id = COALESCE($4, assignee_agent_id),
+               project_id = COALESCE($5, project_id),
+               goal_id = CASE WHEN $6 THEN $7 ELSE goal_id END,
+               parent_issue_id = CASE WHEN $8 THEN $9 ELSE parent_issue_id END,
+               priority = COALESCE($10, priority),
+               status = COALESCE($11, status),
+               concurrency_policy = COALESCE($12, concurrency_policy),
+               catch_up_policy = COALESCE($13, catch_up_policy),
+               catch_up_cap = COALESCE($14, catch_up_cap),
+               updated_at = $15,
+               run_timeout_sec = CASE WHEN $16 THEN $17 ELSE run_timeout_sec END,
+               pause_after_failures = CASE WHEN $18 THEN $19 ELSE pause_after_failures END,
+               paused_reason = $20, pause_note = $21, paused_until = $22, paused_at = $23
+           WHERE id = $1
+           RETURNING id, company_id, title, description, assignee_agent_id, project_id, goal_id,
+                     parent_issue_id, priority AS "priority: Priority",
+                     status AS "status: RoutineStatus",
+                     concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
+                     catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
+                     last_triggered_at, created_at, updated_at, run_timeout_sec, pause_after_failures,
+                     paused_reason AS "paused_reason: PausedReason", pause_note, paused_until,
+                     paused_at, consecutive_failures"#,
+        id,
+        changes.title.as_ref().map(Title::as_str),
+        changes.description.as_ref().map(Description::as_str),
+        changes.assignee_agent_id,
+        changes.project_id,
+        changes.goal_id.is_some(),
+        changes.goal_id.flatten(),
+        changes.parent_issue_id.is_some(),
+        changes.parent_issue_id.flatten(),
+        changes.priority.map(Priority::as_str),
+        changes.status.map(RoutineStatus::as_str),
+        changes.concurrency_policy.map(ConcurrencyPolicy::as_str),
+        changes.catch_up_policy.map(CatchUpPolicy::as_str),
+        changes.catch_up_cap.map(CatchUpCap::get),
+        now,
+        changes.run_timeout_sec.is_some(),
+        changes.run_timeout_sec.flatten().map(RunTimeout::get),
+        changes.pause_after_failures.is_some(),
+        changes.pause_after_failures.flatten().map(PauseAfterFailures::get),
+        pause.reason.map(PausedReason::as_str),
+        pause.note,
+        pause.until,
+        pause.at,
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(StoreError::from_reference_violation)?;
+    if row.status != current.status {
+        reschedule_routine_triggers(conn, id, row.status == RoutineStatus::Active, now).await?;
+    }
+    if row.status != current.status || row.paused_until != current.paused_until {
+        // The scheduler may have a fire or the end of a pause to look at again.
+        super::fires::announce_trigger_change(conn).await?;
+    }
+    NewActivity::routine_updated(&current, &row, actor)
+        .record(conn, now)
+        .await?;
+    Ok(row)
+}
+
+/// The newest visible run (triggered by `now`) of each routine, one statement for all.
+pub(crate) async fn last_runs(
+    conn: &mut PgConnection,
+    routine_ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> StoreResult<HashMap<Uuid, LastRun>> {
+    Ok(sqlx::query!(
+        r#"SELECT r.id AS routine_id, l.id, l.status AS "status: RunStatus", l.reason,
+                  l.triggered_at
+           FROM unnest($1::uuid[]) AS r(id)
+           CROSS JOIN LATERAL (
+               SELECT id, status, reason, triggered_at FROM routine_runs
+               WHERE routine_id = r.id AND triggered_at <= $2
+               ORDER BY triggered_at DESC, id DESC LIMIT 1) AS l"#,
+        routine_ids,
+        now,
+    )
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .filter_map(|row| {
+        Some((
+            row.routine_id?,
+            LastRun {
+                id: row.id,
+                status: row.status,
+                reason: row.reason,
+                triggered_at: row.triggered_at,
+            },
+        ))
+    })
+    .collect())
+}
+
 impl PgStore {
     /// Creates a routine (without triggers; they are added separately).
     ///
@@ -128,18 +260,23 @@ impl PgStore {
             return Err(StoreError::NotFound);
         }
         ensure_assignable(&mut tx, company_id, new.assignee_agent_id).await?;
+        let paused = (new.status == RoutineStatus::Paused).then_some(now);
         let row = sqlx::query_as!(
             RoutineRow,
             r#"INSERT INTO routines (id, company_id, title, description, assignee_agent_id, project_id,
                                      goal_id, parent_issue_id, priority, status, concurrency_policy,
-                                     catch_up_policy, catch_up_cap, created_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                                     catch_up_policy, catch_up_cap, created_at, updated_at,
+                                     run_timeout_sec, pause_after_failures, paused_reason, paused_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16,
+                       CASE WHEN $17::timestamptz IS NULL THEN NULL ELSE 'manual' END, $17)
                RETURNING id, company_id, title, description, assignee_agent_id, project_id, goal_id,
                          parent_issue_id, priority AS "priority: Priority",
                          status AS "status: RoutineStatus",
                          concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
                          catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
-                         last_triggered_at, created_at, updated_at"#,
+                      last_triggered_at, created_at, updated_at, run_timeout_sec, pause_after_failures,
+                      paused_reason AS "paused_reason: PausedReason", pause_note, paused_until,
+                      paused_at, consecutive_failures"#,
             new_id(),
             company_id,
             new.title.as_str(),
@@ -154,6 +291,9 @@ impl PgStore {
             new.catch_up_policy.as_str(),
             new.catch_up_cap.get(),
             now,
+            new.run_timeout_sec.map(RunTimeout::get),
+            new.pause_after_failures.map(PauseAfterFailures::get),
+            paused,
         )
         .fetch_one(&mut *tx)
         .await
@@ -162,7 +302,7 @@ impl PgStore {
             .record(&mut tx, now)
             .await?;
         tx.commit().await?;
-        Ok(row.with_triggers(Vec::new()))
+        Ok(row.with_triggers(Vec::new(), None))
     }
 
     /// One routine with its triggers.
@@ -172,12 +312,7 @@ impl PgStore {
     pub async fn routine(&self, id: Uuid) -> StoreResult<Routine> {
         let mut conn = self.pool.acquire().await?;
         let row = fetch_routine(&mut conn, id, false).await?;
-        let triggers = self
-            .triggers_of(&mut conn, &[id])
-            .await?
-            .remove(&id)
-            .unwrap_or_default();
-        Ok(row.with_triggers(triggers))
+        Ok(self.shown(&mut conn, vec![row]).await?.remove(0))
     }
 
     /// The routines of a company matching `filter`, newest first, with their triggers.
@@ -196,7 +331,9 @@ impl PgStore {
                       parent_issue_id, priority AS "priority: Priority", status AS "status: RoutineStatus",
                       concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
                       catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
-                      last_triggered_at, created_at, updated_at
+                      last_triggered_at, created_at, updated_at, run_timeout_sec, pause_after_failures,
+                      paused_reason AS "paused_reason: PausedReason", pause_note, paused_until,
+                      paused_at, consecutive_failures
                FROM routines
                WHERE company_id = $1
                  AND ($2::text IS NULL OR status = $2)
@@ -214,13 +351,25 @@ impl PgStore {
         )
         .fetch_all(&mut *conn)
         .await?;
+        self.shown(&mut conn, rows).await
+    }
+
+    /// Routines as shown: each row with its triggers and its newest run, read for all of them
+    /// in two statements.
+    pub(crate) async fn shown(
+        &self,
+        conn: &mut PgConnection,
+        rows: Vec<RoutineRow>,
+    ) -> StoreResult<Vec<Routine>> {
         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        let mut triggers = self.triggers_of(&mut conn, &ids).await?;
+        let mut triggers = self.triggers_of(conn, &ids).await?;
+        let mut last = last_runs(conn, &ids, self.now()).await?;
         Ok(rows
             .into_iter()
             .map(|row| {
                 let own = triggers.remove(&row.id).unwrap_or_default();
-                row.with_triggers(own)
+                let last_run = last.remove(&row.id);
+                row.with_triggers(own, last_run)
             })
             .collect())
     }
@@ -238,68 +387,10 @@ impl PgStore {
     ) -> StoreResult<Routine> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let current = fetch_routine(&mut tx, id, true).await?;
-        routine_allows(current.status, RoutineAttempt::Change)?;
-        if let Some(agent) = changes.assignee_agent_id
-            && agent != current.assignee_agent_id
-        {
-            ensure_assignable(&mut tx, current.company_id, agent).await?;
-        }
-        let row = sqlx::query_as!(
-            RoutineRow,
-            r#"UPDATE routines SET
-                   title = COALESCE($2, title),
-                   description = COALESCE($3, description),
-                   assignee_agent_id = COALESCE($4, assignee_agent_id),
-                   project_id = COALESCE($5, project_id),
-                   goal_id = CASE WHEN $6 THEN $7 ELSE goal_id END,
-                   parent_issue_id = CASE WHEN $8 THEN $9 ELSE parent_issue_id END,
-                   priority = COALESCE($10, priority),
-                   status = COALESCE($11, status),
-                   concurrency_policy = COALESCE($12, concurrency_policy),
-                   catch_up_policy = COALESCE($13, catch_up_policy),
-                   catch_up_cap = COALESCE($14, catch_up_cap),
-                   updated_at = $15
-               WHERE id = $1
-               RETURNING id, company_id, title, description, assignee_agent_id, project_id, goal_id,
-                         parent_issue_id, priority AS "priority: Priority",
-                         status AS "status: RoutineStatus",
-                         concurrency_policy AS "concurrency_policy: ConcurrencyPolicy",
-                         catch_up_policy AS "catch_up_policy: CatchUpPolicy", catch_up_cap,
-                         last_triggered_at, created_at, updated_at"#,
-            id,
-            changes.title.as_ref().map(Title::as_str),
-            changes.description.as_ref().map(Description::as_str),
-            changes.assignee_agent_id,
-            changes.project_id,
-            changes.goal_id.is_some(),
-            changes.goal_id.flatten(),
-            changes.parent_issue_id.is_some(),
-            changes.parent_issue_id.flatten(),
-            changes.priority.map(Priority::as_str),
-            changes.status.map(RoutineStatus::as_str),
-            changes.concurrency_policy.map(ConcurrencyPolicy::as_str),
-            changes.catch_up_policy.map(CatchUpPolicy::as_str),
-            changes.catch_up_cap.map(CatchUpCap::get),
-            now,
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::from_reference_violation)?;
-        if row.status != current.status {
-            reschedule_routine_triggers(&mut tx, id, row.status == RoutineStatus::Active, now)
-                .await?;
-        }
-        NewActivity::routine_updated(&current, &row, actor)
-            .record(&mut tx, now)
-            .await?;
-        let triggers = self
-            .triggers_of(&mut tx, &[id])
-            .await?
-            .remove(&id)
-            .unwrap_or_default();
+        let row = change_routine(&mut tx, id, &changes, actor, now).await?;
+        let routine = self.shown(&mut tx, vec![row]).await?.remove(0);
         tx.commit().await?;
-        Ok(row.with_triggers(triggers))
+        Ok(routine)
     }
 
     /// The triggers of the given routines, oldest first, grouped by routine.

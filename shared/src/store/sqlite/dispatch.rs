@@ -8,16 +8,22 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, heartbeats::insert_heartbeats, issues::insert_event, record,
-    routines::fetch_routine,
+    SqliteStore, health::settle, heartbeats::insert_heartbeats, issues::insert_event,
+    notifications::notify, record, routines::fetch_routine,
 };
 use crate::{
-    engine::dispatch::{
-        OpenIssue, PendingRun, Plan, RoutineRow, Situation, capped_late, last_fires, late_runs,
-        plan,
+    engine::{
+        dispatch::{
+            OpenIssue, PendingRun, Plan, RoutineRow, Situation, capped_late, last_fires, late_runs,
+            plan,
+        },
+        health::{RunChange, deadline},
     },
-    model::{Actor, AgentStatus, ConcurrencyPolicy, HeartbeatStatus, RunStatus},
-    store::{StoreError, StoreResult, WakeupDelivery, dispatch::dispatch_entries, open_secret},
+    model::{Actor, AgentStatus, ConcurrencyPolicy, HeartbeatStatus, NotificationEvent, RunStatus},
+    store::{
+        StoreError, StoreResult, WakeupDelivery, dispatch::dispatch_entries,
+        notifications::Pending, open_secret,
+    },
 };
 
 async fn situation(
@@ -132,18 +138,33 @@ async fn write(
     let (created, wakeups) = insert_heartbeats(conn, heartbeats, now).await?;
     let heartbeat_ids: Vec<Uuid> = created.into_iter().map(|h| h.id).collect();
     let mut heartbeat_of = Vec::with_capacity(outcomes.len());
+    let mut changes = Vec::with_capacity(outcomes.len());
+    let routine_of: HashMap<Uuid, Uuid> = runs.iter().map(|r| (r.id, r.routine_id)).collect();
+    let mut deadlines = false;
     for (id, outcome) in &outcomes {
         let heartbeat = outcome
             .heartbeat
             .and_then(|i| heartbeat_ids.get(i).copied());
         heartbeat_of.push(heartbeat);
+        let routine_id = routine_of.get(id).copied().unwrap_or_default();
+        let deadline_at = (outcome.status == RunStatus::IssueCreated)
+            .then(|| routines.get(&routine_id))
+            .flatten()
+            .and_then(|r| deadline(now, r.run_timeout_sec));
+        deadlines |= deadline_at.is_some();
+        changes.push(RunChange {
+            run_id: *id,
+            routine_id,
+            status: outcome.status,
+            reason: outcome.reason.map(str::to_owned),
+        });
         let completed_at = (outcome.status != RunStatus::IssueCreated).then_some(now);
         sqlx::query(
             "UPDATE routine_runs SET status = ?2, reason = ?3, failure_reason = ?4,
                                      linked_issue_id = ?5, coalesced_into_run_id = ?6,
                                      heartbeat_run_id = ?7, completed_at = ?8, updated_at = ?9,
                                      catch_up = (catch_up OR ?10),
-                                     missed = COALESCE(?11, missed)
+                                     missed = COALESCE(?11, missed), deadline_at = ?12
              WHERE id = ?1",
         )
         .bind(id)
@@ -157,6 +178,7 @@ async fn write(
         .bind(now)
         .bind(outcome.catch_up)
         .bind(outcome.missed.clone())
+        .bind(deadline_at)
         .execute(&mut *conn)
         .await?;
     }
@@ -189,11 +211,15 @@ async fn write(
     }
     let entries = dispatch_entries(routines, runs, &outcomes, &heartbeat_of);
     record(conn, entries, now).await?;
+    let notified = settle(conn, &changes, now).await?;
     let statuses = outcomes
         .into_iter()
         .map(|(id, outcome)| (id, outcome.status))
         .collect();
-    Ok((statuses, wakeups))
+    // Jobs to announce: wake-ups or notifications; a deadline is the scheduler's to watch,
+    // and the embedded scheduler polls the upkeep with its fires.
+    let _ = deadlines;
+    Ok((statuses, wakeups || notified))
 }
 
 impl SqliteStore {
@@ -264,17 +290,33 @@ impl SqliteStore {
     /// The database failed.
     pub async fn fail_undispatched_run(&self, run_id: Uuid, failure: &str) -> StoreResult<bool> {
         let now = self.now();
-        let updated = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query_scalar::<_, Uuid>(
             "UPDATE routine_runs SET status = 'failed', reason = 'dispatch_failed',
                                      failure_reason = ?2, completed_at = ?3, updated_at = ?3
-             WHERE id = ?1 AND status = 'received'",
+             WHERE id = ?1 AND status = 'received'
+             RETURNING routine_id",
         )
         .bind(run_id)
         .bind(failure)
         .bind(now)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        let mut notified = false;
+        if let Some(routine_id) = failed {
+            let change = RunChange {
+                run_id,
+                routine_id,
+                status: RunStatus::Failed,
+                reason: Some("dispatch_failed".to_owned()),
+            };
+            notified = settle(&mut tx, &[change], now).await?;
+        }
+        tx.commit().await?;
+        if notified {
+            self.announce_jobs();
+        }
+        Ok(failed.is_some())
     }
 
     /// See [`crate::store::Storage::wakeup_delivery`].
@@ -319,16 +361,35 @@ impl SqliteStore {
         heartbeat_run_id: Uuid,
         failure: &str,
     ) -> StoreResult<bool> {
-        let updated = sqlx::query(
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query_as::<_, (Uuid, Option<Uuid>)>(
             "UPDATE heartbeat_runs SET status = 'failed', finished_at = ?3, summary = ?2
-             WHERE id = ?1 AND status = 'queued'",
+             WHERE id = ?1 AND status = 'queued'
+             RETURNING company_id,
+                       (SELECT r.routine_id FROM routine_runs r
+                        WHERE r.id = heartbeat_runs.routine_run_id)",
         )
         .bind(heartbeat_run_id)
         .bind(failure)
-        .bind(self.now())
-        .execute(&self.pool)
+        .bind(now)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        let mut notified = false;
+        if let Some((company_id, routine_id)) = failed {
+            let pending = Pending::heartbeat(
+                NotificationEvent::WakeupFailed,
+                company_id,
+                routine_id,
+                heartbeat_run_id,
+            );
+            notified = notify(&mut tx, vec![pending], now).await?;
+        }
+        tx.commit().await?;
+        if notified {
+            self.announce_jobs();
+        }
+        Ok(failed.is_some())
     }
 
     /// See [`crate::store::Storage::time_out_heartbeats`].

@@ -12,7 +12,8 @@ use crate::{
     engine::fires::{
         DueTrigger, EpochCheck, FirePlan, FireWindow, check_epoch, fired_at, plan_fires,
     },
-    model::CatchUpPolicy,
+    engine::health::RunChange,
+    model::{CatchUpPolicy, RunStatus},
     store::{FireReport, Leadership, StoreResult, fires::dispatch_jobs, new_id},
 };
 
@@ -56,7 +57,7 @@ fn due_trigger(
 }
 
 /// Fails if a newer leader has written; moves the epoch forward at a term's first write.
-async fn fence(
+pub(super) async fn fence(
     conn: &mut SqliteConnection,
     leadership: &Leadership,
     now: DateTime<Utc>,
@@ -77,15 +78,16 @@ async fn fence(
     Ok(())
 }
 
-/// Records missed fires as one `skipped` run; `false` when the fire it is keyed by already has
-/// a run.
+/// Records missed fires as one `skipped` run, returning its id; `None` when the fire it is
+/// keyed by already has a run.
 async fn record_missed(
     conn: &mut SqliteConnection,
     trigger: &DueTrigger,
     reason: &str,
     (count, from, to): (usize, DateTime<Utc>, DateTime<Utc>),
     now: DateTime<Utc>,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<Uuid>> {
+    let id = new_id();
     let recorded = sqlx::query(
         "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, reason,
                                    scheduled_for, missed, triggered_at, completed_at, payload,
@@ -93,7 +95,7 @@ async fn record_missed(
          VALUES (?1, ?2, ?3, ?4, 'schedule', 'skipped', ?5, ?6, ?7, ?8, ?8, '{}', ?8, ?9)
          ON CONFLICT (trigger_id, scheduled_for) DO NOTHING",
     )
-    .bind(new_id())
+    .bind(id)
     .bind(trigger.company_id)
     .bind(trigger.routine_id)
     .bind(trigger.id)
@@ -117,7 +119,7 @@ async fn record_missed(
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(recorded)
+    Ok(recorded.then_some(id))
 }
 
 /// Withdraws the prepared runs of a trigger, as on Postgres
@@ -208,20 +210,23 @@ impl SqliteStore {
             fires,
             next,
         } = plan_fires(&due, &window);
+        let mut changes = Vec::new();
         for m in &missed {
-            let recorded = record_missed(
-                &mut tx,
-                &due[m.trigger],
-                m.reason,
-                (m.count, m.from, m.to),
-                now,
-            )
-            .await?;
-            if !recorded {
+            let trigger = &due[m.trigger];
+            let recorded =
+                record_missed(&mut tx, trigger, m.reason, (m.count, m.from, m.to), now).await?;
+            match recorded {
+                Some(run_id) => changes.push(RunChange {
+                    run_id,
+                    routine_id: trigger.routine_id,
+                    status: RunStatus::Skipped,
+                    reason: Some(m.reason.to_owned()),
+                }),
                 // As on Postgres: the fire it would stand for already has a run.
-                report.skipped_runs -= 1;
+                None => report.skipped_runs -= 1,
             }
         }
+        let notified = super::health::settle(&mut tx, &changes, now).await?;
         let mut inserted = Vec::new();
         for i in 0..fires.triggers.len() {
             let id = new_id();
@@ -252,7 +257,7 @@ impl SqliteStore {
         report.record(&window, &inserted);
         let jobs = dispatch_jobs(&window, &inserted);
         let fired = fired_at(&window, &inserted);
-        let announce = !jobs.is_empty();
+        let announce = notified || !jobs.is_empty();
         enqueue(&mut tx, jobs, now).await?;
         // As on Postgres: a trigger that fired records it with its next fire, a prepared
         // fire apart, and folds an earlier prepared fire that has happened since.
@@ -282,6 +287,23 @@ impl SqliteStore {
             self.announce_jobs();
         }
         Ok(report)
+    }
+
+    /// See [`crate::store::Storage::next_upkeep_at`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn next_upkeep_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "SELECT min(at) FROM (
+                 SELECT min(paused_until) AS at FROM routines
+                 WHERE status = 'paused' AND paused_until IS NOT NULL
+                 UNION ALL
+                 SELECT min(deadline_at) FROM routine_runs
+                 WHERE status = 'issue_created' AND deadline_at IS NOT NULL)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// See [`crate::store::Storage::scheduler_epoch`].

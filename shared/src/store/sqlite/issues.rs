@@ -9,7 +9,7 @@ use super::{
     SqliteStore, company_exists, heartbeats::insert_heartbeats, record, routines::ensure_assignable,
 };
 use crate::{
-    engine::lifecycle::run_after_issue,
+    engine::{health::RunChange, lifecycle::run_after_issue},
     model::{
         Actor, HeartbeatContext, Issue, IssueEvent, IssueEventType, IssueStatus, IssueWithEvents,
     },
@@ -230,19 +230,30 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         // The run that created the issue follows it (see `engine::lifecycle`).
+        let mut notified = false;
         if let (Some(run_id), Some(ending)) = (issue.origin_run_id, run_after_issue(status)) {
-            sqlx::query(
+            let ended = sqlx::query_scalar::<_, Uuid>(
                 "UPDATE routine_runs SET status = ?2, reason = ?3, failure_reason = ?4,
-                                         completed_at = ?5, updated_at = ?5
-                 WHERE id = ?1 AND status = 'issue_created'",
+                                         completed_at = ?5, updated_at = ?5, deadline_at = NULL
+                 WHERE id = ?1 AND status = 'issue_created'
+                 RETURNING routine_id",
             )
             .bind(run_id)
             .bind(ending.status.as_str())
             .bind(ending.reason)
             .bind(ending.failure)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if let Some(routine_id) = ended {
+                let change = RunChange {
+                    run_id,
+                    routine_id,
+                    status: ending.status,
+                    reason: ending.reason.map(str::to_owned),
+                };
+                notified = super::health::settle(&mut tx, &[change], now).await?;
+            }
         }
         let change = json!({ "from": current.status, "to": status });
         insert_event(
@@ -257,6 +268,9 @@ impl SqliteStore {
         let entry = NewActivity::issue_status_changed(&issue, change, actor);
         record(&mut tx, vec![entry], now).await?;
         tx.commit().await?;
+        if notified {
+            self.announce_jobs();
+        }
         Ok(issue)
     }
 }

@@ -7,7 +7,8 @@ macro_rules! routine_columns {
     () => {
         "id, company_id, title, description, assignee_agent_id, project_id, goal_id,
          parent_issue_id, priority, status, concurrency_policy, catch_up_policy, catch_up_cap,
-         last_triggered_at, created_at, updated_at"
+         last_triggered_at, created_at, updated_at, run_timeout_sec, pause_after_failures,
+         paused_reason, pause_note, paused_until, paused_at, consecutive_failures"
     };
 }
 
@@ -66,6 +67,13 @@ impl FromRow<'_, SqliteRow> for RoutineRow {
             last_triggered_at: row.try_get("last_triggered_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            run_timeout_sec: row.try_get("run_timeout_sec")?,
+            pause_after_failures: row.try_get("pause_after_failures")?,
+            paused_reason: row.try_get("paused_reason")?,
+            pause_note: row.try_get("pause_note")?,
+            paused_until: row.try_get("paused_until")?,
+            paused_at: row.try_get("paused_at")?,
+            consecutive_failures: row.try_get("consecutive_failures")?,
         })
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use super::*;
 
 /// Runs a Python `script` with `args`, `body` on its standard input; returns what it printed.
-pub(super) fn python(script: &str, args: &[&str], body: &[u8]) -> String {
+pub(crate) fn python(script: &str, args: &[&str], body: &[u8]) -> String {
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(script)

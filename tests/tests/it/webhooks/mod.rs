@@ -99,7 +99,7 @@ async fn run_count(app: &TestApp, routine: &str) -> i64 {
 }
 
 mod auth;
-mod formats;
+pub(crate) mod formats;
 mod hostile;
 mod intake;
 mod rate_limit;
