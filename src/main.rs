@@ -35,7 +35,8 @@ Usage:
 
 Client commands talk to a running server over HTTP (NEXUS_URL, default
 http://127.0.0.1:8080, and NEXUS_TOKEN, a board token or an agent key):
-  companies, agents, projects, routines, triggers, runs, heartbeats, issues, activity
+  companies, agents, projects, routines, triggers, runs, heartbeats, issues, channels,
+  activity
   `nexus routines --help` lists a group's commands; `nexus routines run --help` one command's.
 
 Configuration comes from NEXUS_* environment variables; see docs/operations.md.";

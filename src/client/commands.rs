@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{Args, Failure, Spec, http::Api, show::Out};
 
 mod catalog;
+mod channels;
 mod routines;
 
 /// Every client command, in the order `nexus --help` lists them.
@@ -281,6 +282,62 @@ pub(crate) const SPECS: &[Spec] = &[
         flags: &[("--status", true)],
     },
     Spec {
+        words: "channels list",
+        arguments: "[--company ID]",
+        about: "List a company's notification channels (board).",
+        example: "nexus channels list",
+        flags: &[("--company", true)],
+    },
+    Spec {
+        words: "channels create",
+        arguments: "NAME --kind webhook|slack --to URL --events E[,E…] [--routines ID[,ID…]]\n      [--disabled] [--company ID]",
+        about: "Create a notification channel (board) posting to --to; a webhook channel's\n      signing secret is printed once. Events: run.failed, run.missed,\n      routine.paused_on_failures, routine.recovered, wakeup.failed, test.",
+        example: "nexus channels create 'ops room' --kind slack --to $SLACK_WEBHOOK_URL --events run.failed,routine.paused_on_failures",
+        flags: &[
+            ("--company", true),
+            ("--kind", true),
+            ("--to", true),
+            ("--events", true),
+            ("--routines", true),
+            ("--disabled", false),
+        ],
+    },
+    Spec {
+        words: "channels update",
+        arguments: "CHANNEL [--name N] [--to URL] [--events E[,E…]] [--routines ID[,ID…]|all]\n      [--enable|--disable]",
+        about: "Change a notification channel (board).",
+        example: "nexus channels update 0193… --routines all --enable",
+        flags: &[
+            ("--name", true),
+            ("--to", true),
+            ("--events", true),
+            ("--routines", true),
+            ("--enable", false),
+            ("--disable", false),
+        ],
+    },
+    Spec {
+        words: "channels delete",
+        arguments: "CHANNEL",
+        about: "Delete a notification channel; what it has not delivered yet is dropped.",
+        example: "nexus channels delete 0193…",
+        flags: &[],
+    },
+    Spec {
+        words: "channels test",
+        arguments: "CHANNEL",
+        about: "Send the channel one `test` notification.",
+        example: "nexus channels test 0193…",
+        flags: &[],
+    },
+    Spec {
+        words: "channels deliveries",
+        arguments: "CHANNEL [--limit N]",
+        about: "What the channel was sent and how each delivery went, newest first.",
+        example: "nexus channels deliveries 0193… --limit 5",
+        flags: &[("--limit", true)],
+    },
+    Spec {
         words: "activity list",
         arguments: "[--company ID] [--limit N]",
         about: "A company's audit log, newest first.",
@@ -296,6 +353,7 @@ pub(super) async fn execute(spec: &Spec, args: &Args, api: &Api, out: &Out) -> R
         "routines" => routines::routines(action, args, api, out).await,
         "triggers" => routines::triggers(action, args, api, out).await,
         "runs" => routines::runs(action, args, api, out).await,
+        "channels" => channels::channels(action, args, api, out).await,
         _ => catalog::execute(group, action, args, api, out).await,
     }
 }

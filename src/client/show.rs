@@ -152,6 +152,85 @@ pub(crate) fn fields(pairs: &[(&str, String)]) {
     }
 }
 
+/// A routine: its settings, health, pause and triggers.
+pub(crate) fn routine(out: &Out, routine: &Value) {
+    fields(&[
+        ("id", text(&routine["id"])),
+        ("title", text(&routine["title"])),
+        ("status", text(&routine["status"])),
+        ("agent", text(&routine["assigneeAgentId"])),
+        ("project", text(&routine["projectId"])),
+        ("priority", text(&routine["priority"])),
+        ("concurrency", text(&routine["concurrencyPolicy"])),
+        (
+            "catch-up",
+            format!(
+                "{} (cap {})",
+                text(&routine["catchUpPolicy"]),
+                text(&routine["catchUpCap"])
+            ),
+        ),
+        ("next fire", out.time(&routine["nextRunAt"])),
+        ("last fired", out.time(&routine["lastTriggeredAt"])),
+        ("last run", last_run(out, &routine["lastRun"])),
+        (
+            "failures in a row",
+            match routine["pauseAfterFailures"].as_i64() {
+                Some(limit) => format!(
+                    "{} (pauses at {limit})",
+                    text(&routine["consecutiveFailures"])
+                ),
+                None => text(&routine["consecutiveFailures"]),
+            },
+        ),
+        (
+            "run timeout",
+            routine["runTimeoutSec"]
+                .as_i64()
+                .map_or_else(|| "none".to_owned(), |s| format!("{s} s")),
+        ),
+    ]);
+    if !routine["pausedReason"].is_null() {
+        fields(&[
+            ("paused", text(&routine["pausedReason"])),
+            ("pause note", text(&routine["pauseNote"])),
+            ("paused since", out.time(&routine["pausedAt"])),
+            ("resumes", out.time(&routine["pausedUntil"])),
+        ]);
+    }
+    let rows: Vec<Vec<String>> = super::commands::items(routine, "triggers")
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["id"]),
+                trigger(t),
+                out.time(&t["nextRunAt"]),
+                text(&t["label"]),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!();
+        table(&["TRIGGER", "FIRES", "NEXT", "LABEL"], &rows);
+    }
+}
+
+/// A routine's `lastRun`: its status (and reason) and when.
+fn last_run(out: &Out, run: &Value) -> String {
+    if run.is_null() {
+        return "-".to_owned();
+    }
+    let reason = run["reason"]
+        .as_str()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!(
+        "{}{reason}, {}",
+        text(&run["status"]),
+        out.time(&run["triggeredAt"])
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,10 @@
 //! The `nexus` command line, run as a real process against a fresh database.
 
+mod channels;
 mod client;
 mod embedded;
 mod process_limits;
+mod server;
 
 use std::process::{Command, Output};
 

@@ -28,7 +28,7 @@ pub(super) async fn routines(
         "get" => {
             let id = id_arg(args, 0, "ROUTINE")?;
             let routine = api.get(&format!("/api/routines/{id}")).await?;
-            out.emit(&routine, show_routine);
+            out.emit(&routine, show::routine);
             Ok(())
         }
         "create" => create(args, api, out).await,
@@ -196,7 +196,7 @@ async fn change(
     changes: &UpdateRoutine,
 ) -> Result<(), Failure> {
     let routine = api.patch(&format!("/api/routines/{id}"), changes).await?;
-    out.emit(&routine, show_routine);
+    out.emit(&routine, show::routine);
     Ok(())
 }
 
@@ -242,7 +242,7 @@ async fn list(args: &Args, api: &Api, out: &Out) -> Result<(), Failure> {
                     } else {
                         triggers.join("; ")
                     },
-                    out.time(&next_fire(r)),
+                    out.time(&r["nextRunAt"]),
                 ]
             })
             .collect();
@@ -250,18 +250,6 @@ async fn list(args: &Args, api: &Api, out: &Out) -> Result<(), Failure> {
         next_page(listed);
     });
     Ok(())
-}
-
-/// The earliest `nextRunAt` of a routine's triggers.
-fn next_fire(routine: &Value) -> Value {
-    items(routine, "triggers")
-        .iter()
-        .filter_map(|t| {
-            let at = t["nextRunAt"].as_str()?;
-            Some((DateTime::parse_from_rfc3339(at).ok()?, at))
-        })
-        .min_by_key(|(at, _)| *at)
-        .map_or(Value::Null, |(_, at)| Value::from(at))
 }
 
 async fn create(args: &Args, api: &Api, out: &Out) -> Result<(), Failure> {
@@ -294,45 +282,8 @@ async fn create(args: &Args, api: &Api, out: &Out) -> Result<(), Failure> {
             Some(&request),
         )
         .await?;
-    out.emit(&routine, show_routine);
+    out.emit(&routine, show::routine);
     Ok(())
-}
-
-fn show_routine(out: &Out, routine: &Value) {
-    fields(&[
-        ("id", text(&routine["id"])),
-        ("title", text(&routine["title"])),
-        ("status", text(&routine["status"])),
-        ("agent", text(&routine["assigneeAgentId"])),
-        ("project", text(&routine["projectId"])),
-        ("priority", text(&routine["priority"])),
-        ("concurrency", text(&routine["concurrencyPolicy"])),
-        (
-            "catch-up",
-            format!(
-                "{} (cap {})",
-                text(&routine["catchUpPolicy"]),
-                text(&routine["catchUpCap"])
-            ),
-        ),
-        ("next fire", out.time(&next_fire(routine))),
-        ("last fired", out.time(&routine["lastTriggeredAt"])),
-    ]);
-    let rows: Vec<Vec<String>> = items(routine, "triggers")
-        .iter()
-        .map(|t| {
-            vec![
-                text(&t["id"]),
-                show::trigger(t),
-                out.time(&t["nextRunAt"]),
-                text(&t["label"]),
-            ]
-        })
-        .collect();
-    if !rows.is_empty() {
-        println!();
-        table(&["TRIGGER", "FIRES", "NEXT", "LABEL"], &rows);
-    }
 }
 
 pub(super) async fn triggers(

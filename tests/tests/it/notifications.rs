@@ -495,3 +495,88 @@ async fn a_name_resolving_to_a_private_address_fails_the_delivery() {
         (&json!("failed"), &json!(1), &json!("forbidden_address"))
     );
 }
+
+#[tokio::test]
+async fn a_change_that_rolls_back_tells_nobody() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let channel = create_channel(
+        &app,
+        &team.company,
+        &json!({"name": "Hook", "kind": "slack", "url": "https://hooks.example.com/x", "events": ["run.failed"]}),
+    )
+    .await
+    .expect(201)
+    .body;
+    let channel = str_at(&channel, "/channel/id");
+    let routine = app
+        .seed_routine(&team, &json!({"concurrencyPolicy": "always_enqueue"}))
+        .await;
+    let run = app
+        .board()
+        .run_routine(&routine, &json!({}))
+        .await
+        .expect(202)
+        .id();
+    app.drain().await;
+    let issue = str_at(
+        &app.board().get_run(&run).await.expect(200).body,
+        "/linkedIssueId",
+    );
+    // The last write of the change — its audit entry, after the run failed and the outbox was
+    // written — fails: the whole transaction rolls back.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_status_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.action = 'issue.status_changed' THEN RAISE EXCEPTION 'injected failure'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_status_entries BEFORE INSERT ON activity_log
+           FOR EACH ROW EXECUTE FUNCTION refuse_status_entries();",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("inject");
+    let cancelled = app
+        .store
+        .set_issue_status(
+            issue.parse().expect("id"),
+            nexus_shared::model::IssueStatus::Cancelled,
+            nexus_shared::model::Actor::System,
+        )
+        .await;
+    assert!(cancelled.is_err(), "the injected failure rolls it back");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM notifications WHERE channel_id = $1::uuid",
+            &channel
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM jobs WHERE kind = 'deliver_notification' AND $1 <> ''",
+            "any"
+        )
+        .await,
+        0
+    );
+    let shown = app.board().get_routine(&routine).await.expect(200).body;
+    assert_eq!(shown["consecutiveFailures"], 0);
+    assert_eq!(shown["lastRun"]["status"], "issue_created");
+    // Without the fault, the same change is told once.
+    sqlx::raw_sql("DROP TRIGGER refuse_status_entries ON activity_log")
+        .execute(&app.db.pool)
+        .await
+        .expect("heal");
+    app.board()
+        .update_issue(&issue, &json!({"status": "cancelled"}))
+        .await
+        .expect(200);
+    let log = deliveries(&app, &channel).await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["event"], "run.failed");
+}

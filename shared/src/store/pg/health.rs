@@ -5,6 +5,8 @@
 //! Lock order, as everywhere: an issue, then its run, then the routine (`FOR NO KEY UPDATE`).
 //! A dispatch locks routines and then `received` runs only, never an open issue's run.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -44,22 +46,35 @@ pub(crate) async fn settle(
         return Ok(());
     }
     count_failures(changes);
+    let routines = fetch_routines(conn, &routine_ids, !finished.is_empty()).await?;
+    let counted = failures_in_a_row(conn, &finished).await?;
+    let before: HashMap<Uuid, i32> = routines
+        .iter()
+        .map(|r| (r.id, r.consecutive_failures))
+        .collect();
+    let recounted: Vec<(Uuid, i32)> = counted
+        .into_iter()
+        .filter(|(id, n)| before.get(id) != Some(n))
+        .collect();
+    if !recounted.is_empty() {
+        let (ids, counts): (Vec<Uuid>, Vec<i32>) = recounted.iter().copied().unzip();
+        sqlx::query!(
+            "UPDATE routines r SET consecutive_failures = c.n
+             FROM UNNEST($1::uuid[], $2::int4[]) AS c(id, n) WHERE r.id = c.id",
+            &ids,
+            &counts
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    let recounted: HashMap<Uuid, i32> = recounted.into_iter().collect();
     let mut pending = Vec::new();
-    for mut routine in fetch_routines(conn, &routine_ids, !finished.is_empty()).await? {
-        let before = routine.consecutive_failures;
-        if finished.contains(&routine.id) {
-            routine.consecutive_failures = failures_in_a_row(conn, routine.id).await?;
+    for mut routine in routines {
+        let was = routine.consecutive_failures;
+        if let Some(n) = recounted.get(&routine.id) {
+            routine.consecutive_failures = *n;
         }
-        if routine.consecutive_failures != before {
-            sqlx::query!(
-                "UPDATE routines SET consecutive_failures = $2 WHERE id = $1",
-                routine.id,
-                routine.consecutive_failures
-            )
-            .execute(&mut *conn)
-            .await?;
-        }
-        let (told, pauses) = settled(&routine, before, changes);
+        let (told, pauses) = settled(&routine, was, changes);
         pending.extend(told);
         if pauses {
             let paused = pause_itself(conn, &routine, now).await?;
@@ -70,22 +85,34 @@ pub(crate) async fn settle(
     notify(conn, pending, now).await
 }
 
-/// How many of the routine's newest finished runs are `failed` in a row: the failed runs
-/// after its newest completed one (by `triggered_at`, ties by id).
-async fn failures_in_a_row(conn: &mut PgConnection, routine_id: Uuid) -> StoreResult<i32> {
-    let count = sqlx::query_scalar!(
-        r#"WITH ok AS (SELECT triggered_at, id FROM routine_runs
-                       WHERE routine_id = $1 AND status = 'completed'
-                       ORDER BY triggered_at DESC, id DESC LIMIT 1)
-           SELECT count(*) AS "n!" FROM routine_runs f
-           WHERE f.routine_id = $1 AND f.status = 'failed'
-             AND (NOT EXISTS (SELECT 1 FROM ok)
-                  OR (f.triggered_at, f.id) > (SELECT triggered_at, id FROM ok))"#,
-        routine_id
+/// How many of each routine's newest finished runs are `failed` in a row: the failed runs
+/// after its newest completed one (by `triggered_at`, ties by id). One statement for all.
+async fn failures_in_a_row(
+    conn: &mut PgConnection,
+    routine_ids: &[Uuid],
+) -> StoreResult<Vec<(Uuid, i32)>> {
+    if routine_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query!(
+        r#"SELECT r.id AS "id!",
+                  (SELECT count(*) FROM routine_runs f
+                   WHERE f.routine_id = r.id AND f.status = 'failed'
+                     AND (ok.id IS NULL OR (f.triggered_at, f.id) > (ok.triggered_at, ok.id))
+                  ) AS "n!"
+           FROM unnest($1::uuid[]) AS r(id)
+           LEFT JOIN LATERAL (
+               SELECT triggered_at, id FROM routine_runs
+               WHERE routine_id = r.id AND status = 'completed'
+               ORDER BY triggered_at DESC, id DESC LIMIT 1) AS ok ON true"#,
+        routine_ids
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.id, i32::try_from(row.n).unwrap_or(i32::MAX)))
+        .collect())
 }
 
 /// Pauses a routine that reached its `pauseAfterFailures` (locked by the caller), by `system`.

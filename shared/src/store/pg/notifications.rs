@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
-use super::{PgStore, company_exists, runs::fetch_run};
+use super::{PgStore, company_exists};
 use crate::{
     crypto::generate_standard_webhooks_secret,
     engine::{
@@ -18,7 +18,8 @@ use crate::{
     },
     model::{
         Actor, ChannelKind, DeliveryStatus, HeartbeatContext, HeartbeatRun, HeartbeatStatus,
-        NotificationChannel, NotificationDelivery, NotificationEvent,
+        NotificationChannel, NotificationDelivery, NotificationEvent, Run, RunSource, RunStatus,
+        TriggerKind,
     },
     store::{
         NewActivity, StoreError, StoreResult,
@@ -28,6 +29,7 @@ use crate::{
             Attempt, ChannelChanges, CreatedChannel, MAX_CHANNELS_PER_COMPANY, NewChannel,
             Outgoing, Pending, Subject,
         },
+        runs::RunRow,
     },
 };
 
@@ -64,18 +66,37 @@ pub(crate) async fn notify(
         return Ok(());
     }
     let notices: Vec<Notice> = pending.iter().map(|p| p.notice.clone()).collect();
+    let sent = fan_out(&notices, &channels);
+    if sent.is_empty() {
+        return Ok(());
+    }
+    // The runs the notices are about, read together.
+    let run_ids: Vec<Uuid> = sent
+        .iter()
+        .filter_map(|(notice, _)| match subject_of(&notices, &pending, notice) {
+            Subject::Run(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    let mut runs = fetch_runs(conn, &run_ids).await?;
     let mut ids = Vec::new();
     let mut channel_ids = Vec::new();
     let mut company_ids = Vec::new();
     let mut events = Vec::new();
     let mut routine_ids = Vec::new();
     let mut bodies = Vec::new();
-    for (notice, to) in fan_out(&notices, &channels) {
-        let index = notices
-            .iter()
-            .position(|n| std::ptr::eq(n, notice))
-            .unwrap_or_default();
-        let notice = with_subject(conn, notice, pending[index].subject).await?;
+    for (notice, to) in sent {
+        let subject = match subject_of(&notices, &pending, notice) {
+            Subject::Run(id) => runs
+                .remove(&id)
+                .map(|run| ("run", serde_json::to_value(run))),
+            Subject::HeartbeatRun(id) => Some(("heartbeatRun", heartbeat_of(conn, id).await?)),
+            Subject::Nothing => None,
+        };
+        let mut notice = notice.clone();
+        if let (Value::Object(data), Some((key, Ok(value)))) = (&mut notice.data, subject) {
+            data.insert(key.to_owned(), value);
+        }
         let body = body(&notice, now);
         for channel in to {
             ids.push(new_id());
@@ -120,36 +141,54 @@ pub(crate) async fn notify(
     Ok(())
 }
 
-/// The notice with the run or heartbeat run it is about read into its data.
-async fn with_subject(
+/// What a notice among `notices` (one of `pending`'s, in order) is about.
+fn subject_of(notices: &[Notice], pending: &[Pending], notice: &Notice) -> Subject {
+    notices
+        .iter()
+        .position(|n| std::ptr::eq(n, notice))
+        .map_or(Subject::Nothing, |i| pending[i].subject)
+}
+
+/// A heartbeat run as a notification shows it.
+async fn heartbeat_of(conn: &mut PgConnection, id: Uuid) -> StoreResult<serde_json::Result<Value>> {
+    let run: HeartbeatRun = sqlx::query_as!(
+        HeartbeatRow,
+        r#"SELECT id, company_id, agent_id, issue_id, routine_run_id,
+                  status AS "status: HeartbeatStatus",
+                  context AS "context: Json<HeartbeatContext>",
+                  created_at, started_at, finished_at, summary
+           FROM heartbeat_runs WHERE id = $1"#,
+        id,
+    )
+    .fetch_one(conn)
+    .await?
+    .into();
+    Ok(serde_json::to_value(run))
+}
+
+/// Reads runs by id with their triggers' current kind and label, one statement for all.
+pub(crate) async fn fetch_runs(
     conn: &mut PgConnection,
-    notice: &Notice,
-    subject: Subject,
-) -> StoreResult<Notice> {
-    let mut notice = notice.clone();
-    let (key, value) = match subject {
-        Subject::Run(id) => ("run", serde_json::to_value(fetch_run(conn, id).await?)),
-        Subject::HeartbeatRun(id) => {
-            let run: HeartbeatRun = sqlx::query_as!(
-                HeartbeatRow,
-                r#"SELECT id, company_id, agent_id, issue_id, routine_run_id,
-                          status AS "status: HeartbeatStatus",
-                          context AS "context: Json<HeartbeatContext>",
-                          created_at, started_at, finished_at, summary
-                   FROM heartbeat_runs WHERE id = $1"#,
-                id,
-            )
-            .fetch_one(&mut *conn)
-            .await?
-            .into();
-            ("heartbeatRun", serde_json::to_value(run))
-        }
-        Subject::Nothing => return Ok(notice),
-    };
-    if let (Value::Object(data), Ok(value)) = (&mut notice.data, value) {
-        data.insert(key.to_owned(), value);
-    }
-    Ok(notice)
+    ids: &[Uuid],
+) -> StoreResult<std::collections::HashMap<Uuid, Run>> {
+    Ok(sqlx::query_as!(
+        RunRow,
+        r#"SELECT r.id AS "id!", r.company_id AS "company_id!", r.routine_id AS "routine_id!",
+                  r.trigger_id, t.kind AS "trigger_kind?: TriggerKind", t.label AS "trigger_label?",
+                  r.source AS "source!: RunSource", r.status AS "status!: RunStatus", r.reason,
+                  r.scheduled_for, r.catch_up AS "catch_up!", r.missed,
+                  r.triggered_at AS "triggered_at!", r.completed_at, r.idempotency_key,
+                  r.payload AS "payload!", r.linked_issue_id, r.coalesced_into_run_id,
+                  r.heartbeat_run_id, r.failure_reason
+           FROM routine_runs r LEFT JOIN routine_triggers t ON t.id = r.trigger_id
+           WHERE r.id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|row| (row.id, Run::from(row)))
+    .collect())
 }
 
 /// A channel row as stored.

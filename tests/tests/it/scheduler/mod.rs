@@ -148,3 +148,4 @@ mod catch_up;
 mod controls;
 mod fires;
 mod leadership;
+mod upkeep;
