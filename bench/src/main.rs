@@ -11,7 +11,7 @@
 //! bench scale   [--routines 10000,1000000] [--due N]
 //! bench queue   [--jobs N] [--loops N]
 //! bench jitter  [--routines R] [--jitter S] [--workers N]
-//! bench fanout  [--routines R] [--workers N]
+//! bench fanout  [--routines R] [--workers N] [--rounds N]
 //! bench startup [--runs N] [--compare PATH-TO-ANOTHER-nexus]
 //! ```
 //!
@@ -104,7 +104,14 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
-        Some("fanout") => fanout::run(flag("--routines", 10_000)?, flag("--workers", 8)?).await,
+        Some("fanout") => {
+            fanout::run(
+                flag("--routines", 10_000)?,
+                flag("--workers", 8)?,
+                flag("--rounds", 2)?,
+            )
+            .await
+        }
         Some("queue") => queue::run(flag("--jobs", 50_000)?, flag("--loops", 8)?).await,
         Some("startup") => {
             let compare = text("--compare", "")?;

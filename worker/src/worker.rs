@@ -242,6 +242,7 @@ impl Worker {
             Task::DeliverNotification { notification_id } => {
                 self.notify(&job, *notification_id).await
             }
+            Task::FanOutNotices { .. } => self.fan_out(&job).await,
             Task::Unreadable { kind, .. } => Err(JobError::Fatal(tasks::unreadable(kind))),
         };
         let kind = job.task.kind().to_owned();
@@ -318,6 +319,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Turns a change's notices into one notification per receiving channel; the job's
+    /// completion commits with them.
+    async fn fan_out(&self, job: &Job) -> Result<(), JobError> {
+        let done = self
+            .store
+            .fan_out_notices(std::slice::from_ref(job))
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+        if done.is_empty() {
+            tracing::warn!("lease lost before the fan-out; another worker has the job");
+        }
+        Ok(())
+    }
+
     /// Delivers a notification: the POST, its attempt recorded, then the job's completion. A
     /// crash in between sends it again with the same `webhook-id`. The last failed attempt
     /// (or a destination that can never work) leaves the notification `failed`.
@@ -391,8 +406,11 @@ impl Worker {
                         .increment(1);
                 }
             }
-            // The attempt that ended it recorded the notification `failed`.
-            Task::DeliverNotification { .. } | Task::Unreadable { .. } => {}
+            // The attempt that ended a delivery recorded the notification `failed`; a fan-out
+            // that kept failing leaves its notices in the dead job (its last error says why).
+            Task::DeliverNotification { .. }
+            | Task::FanOutNotices { .. }
+            | Task::Unreadable { .. } => {}
         }
         Ok(())
     }
@@ -428,7 +446,12 @@ impl Worker {
         self.store.destroy_expired_secrets().await?;
         // Gauges of every kind and state, zero when absent, so drained queues read 0.
         let depth = self.queue.depth().await?;
-        for kind in [DISPATCH_RUN, DELIVER_WAKEUP, tasks::DELIVER_NOTIFICATION] {
+        for kind in [
+            DISPATCH_RUN,
+            DELIVER_WAKEUP,
+            tasks::FAN_OUT_NOTICES,
+            tasks::DELIVER_NOTIFICATION,
+        ] {
             for state in ["queued", "running"] {
                 let row = depth.iter().find(|d| d.kind == kind && d.state == state);
                 let labels = [("kind", kind.to_owned()), ("state", state.to_owned())];

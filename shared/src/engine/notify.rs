@@ -4,6 +4,7 @@
 //! receiving channel (with its delivery job) in the transaction of the change.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -45,8 +46,11 @@ impl ChannelTarget {
     }
 }
 
-/// Something that happened, to be told to the channels that receive it.
-#[derive(Debug, Clone)]
+/// Something that happened, to be told to the channels that receive it. Written with the
+/// change that caused it (in the payload of a `fan_out_notices` job), read again when a worker
+/// turns it into one notification per receiving channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Notice {
     /// The event.
     pub event: NotificationEvent,
@@ -54,9 +58,37 @@ pub struct Notice {
     pub company_id: Uuid,
     /// The routine concerned, if any.
     pub routine_id: Option<Uuid>,
-    /// The run, routine or heartbeat run concerned (`{"run": …, "routine": …}`), without
+    /// What the notice says besides the run or heartbeat run (`{"routine": …}`), without
     /// `companyId`, which [`body`] adds.
     pub data: Value,
+    /// The run it is about: read when it is sent out, as `data.run` (a finished run does not
+    /// change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Uuid>,
+    /// The heartbeat run it is about, as `data.heartbeatRun`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_run_id: Option<Uuid>,
+}
+
+impl Notice {
+    /// The notice with the run or heartbeat run it is about in its data: `run` without its
+    /// `payload` (up to a mebibyte of the sender's data; `GET` the run for it).
+    #[must_use]
+    pub fn with_subject(&self, run: Option<Value>, heartbeat_run: Option<Value>) -> Self {
+        let mut notice = self.clone();
+        if let Value::Object(data) = &mut notice.data {
+            if let Some(mut run) = run {
+                if let Value::Object(fields) = &mut run {
+                    fields.remove("payload");
+                }
+                data.insert("run".to_owned(), run);
+            }
+            if let Some(heartbeat_run) = heartbeat_run {
+                data.insert("heartbeatRun".to_owned(), heartbeat_run);
+            }
+        }
+        notice
+    }
 }
 
 /// For each notice, the channels among `channels` that receive it.
@@ -192,6 +224,8 @@ mod tests {
             company_id: Uuid::nil(),
             routine_id,
             data: json!({}),
+            run_id: None,
+            heartbeat_run_id: None,
         };
         let notices = [
             notice(NotificationEvent::RunFailed, Some(routine)),
@@ -210,11 +244,16 @@ mod tests {
             event: NotificationEvent::RunFailed,
             company_id: Uuid::nil(),
             routine_id: None,
-            data: json!({
-                "routine": {"id": Uuid::nil(), "title": "Nightly report"},
-                "run": {"id": "r1", "reason": "timed_out", "failureReason": "still open"},
-            }),
+            data: json!({"routine": {"id": Uuid::nil(), "title": "Nightly report"}}),
+            run_id: None,
+            heartbeat_run_id: None,
         };
+        let run = json!({"id": "r1", "reason": "timed_out", "failureReason": "still open", "payload": {"big": 1}});
+        let notice = notice.with_subject(Some(run), None);
+        assert!(
+            notice.data["run"].get("payload").is_none(),
+            "never the payload"
+        );
         let at: DateTime<Utc> = "2026-12-04T10:00:00Z".parse().expect("instant");
         let body = body(&notice, at);
         assert_eq!(body["type"], "run.failed");

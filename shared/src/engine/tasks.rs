@@ -26,6 +26,12 @@ pub enum Task {
         /// The heartbeat run.
         heartbeat_run_id: Uuid,
     },
+    /// Turn notices written with a change into one notification per receiving channel
+    /// (`fan_out_notices`).
+    FanOutNotices {
+        /// The notices.
+        notices: Vec<crate::engine::notify::Notice>,
+    },
     /// POST a notification to its channel (`deliver_notification`).
     DeliverNotification {
         /// The notification.
@@ -48,6 +54,7 @@ pub fn unreadable(kind: &str) -> String {
         DISPATCH_RUN => "job payload has no valid runId".to_owned(),
         DELIVER_WAKEUP => "job payload has no valid heartbeatRunId".to_owned(),
         DELIVER_NOTIFICATION => "job payload has no valid notificationId".to_owned(),
+        FAN_OUT_NOTICES => "job payload has no valid notices".to_owned(),
         other => format!("unknown job kind {other:?}"),
     }
 }
@@ -58,6 +65,8 @@ pub const DISPATCH_RUN: &str = "dispatch_run";
 pub const DELIVER_WAKEUP: &str = "deliver_wakeup";
 /// Job kind that POSTs a notification to its channel.
 pub const DELIVER_NOTIFICATION: &str = "deliver_notification";
+/// Job kind that turns a change's notices into notifications.
+pub const FAN_OUT_NOTICES: &str = "fan_out_notices";
 
 impl Task {
     /// Reads a stored job's kind and payload.
@@ -72,6 +81,13 @@ impl Task {
                     notification_id: id("notificationId").unwrap_or_default(),
                 }
             }
+            (FAN_OUT_NOTICES, _, _) => match serde_json::from_value(payload["notices"].clone()) {
+                Ok(notices) => Self::FanOutNotices { notices },
+                Err(_) => Self::Unreadable {
+                    kind: kind.to_owned(),
+                    payload,
+                },
+            },
             _ => Self::Unreadable {
                 kind: kind.to_owned(),
                 payload,
@@ -86,6 +102,7 @@ impl Task {
             Self::DispatchRun { .. } => DISPATCH_RUN,
             Self::DeliverWakeup { .. } => DELIVER_WAKEUP,
             Self::DeliverNotification { .. } => DELIVER_NOTIFICATION,
+            Self::FanOutNotices { .. } => FAN_OUT_NOTICES,
             Self::Unreadable { kind, .. } => kind,
         }
     }
@@ -101,6 +118,7 @@ impl Task {
             Self::DeliverNotification { notification_id } => {
                 json!({ "notificationId": notification_id })
             }
+            Self::FanOutNotices { notices } => json!({ "notices": notices }),
             Self::Unreadable { payload, .. } => payload.clone(),
         }
     }

@@ -9,7 +9,8 @@ use super::routines::RoutineRow;
 use crate::{
     engine::{
         health::{RunChange, pauses_itself, run_event},
-        notify::Notice,
+        notify::{ChannelTarget, NOTIFY_MAX_ATTEMPTS, Notice, body, fan_out},
+        tasks::{JobSpec, Task},
     },
     model::{
         ChannelKind, ChannelName, DeliveryStatus, NotificationChannel, NotificationEvent, RunStatus,
@@ -155,49 +156,27 @@ pub struct UpkeepReport {
     pub timed_out: u64,
 }
 
-/// What a notification's `data` is about, besides what the notice already holds: read by the
-/// backend, only for notices some channel receives.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Subject {
-    /// A run (`data.run`).
-    Run(Uuid),
-    /// A heartbeat run (`data.heartbeatRun`).
-    HeartbeatRun(Uuid),
-    /// Nothing more.
-    Nothing,
-}
+/// A notice as the operations that change runs write it.
+pub(crate) type Pending = Notice;
 
-/// A notice waiting for its channels, with what its data still needs.
-#[derive(Debug, Clone)]
-pub(crate) struct Pending {
-    pub(crate) notice: Notice,
-    pub(crate) subject: Subject,
-}
-
-impl Pending {
+impl Notice {
     /// A notice about a run of `routine`.
     pub(crate) fn run(event: NotificationEvent, routine: &RoutineRow, run_id: Uuid) -> Self {
         Self {
-            notice: Notice {
-                event,
-                company_id: routine.company_id,
-                routine_id: Some(routine.id),
-                data: json!({ "routine": routine_brief(routine) }),
-            },
-            subject: Subject::Run(run_id),
+            run_id: Some(run_id),
+            ..Self::routine(event, routine)
         }
     }
 
     /// A notice about `routine` itself.
     pub(crate) fn routine(event: NotificationEvent, routine: &RoutineRow) -> Self {
         Self {
-            notice: Notice {
-                event,
-                company_id: routine.company_id,
-                routine_id: Some(routine.id),
-                data: json!({ "routine": routine_brief(routine) }),
-            },
-            subject: Subject::Nothing,
+            event,
+            company_id: routine.company_id,
+            routine_id: Some(routine.id),
+            data: json!({ "routine": routine_brief(routine) }),
+            run_id: None,
+            heartbeat_run_id: None,
         }
     }
 
@@ -209,28 +188,91 @@ impl Pending {
         heartbeat_run_id: Uuid,
     ) -> Self {
         Self {
-            notice: Notice {
-                event,
-                company_id,
-                routine_id,
-                data: json!({}),
-            },
-            subject: Subject::HeartbeatRun(heartbeat_run_id),
+            event,
+            company_id,
+            routine_id,
+            data: json!({}),
+            run_id: None,
+            heartbeat_run_id: Some(heartbeat_run_id),
         }
     }
 
     /// The `test` notice of a channel.
     pub(crate) fn test(channel: &NotificationChannel) -> Self {
         Self {
-            notice: Notice {
-                event: NotificationEvent::Test,
-                company_id: channel.company_id,
-                routine_id: None,
-                data: json!({ "channel": { "id": channel.id, "name": channel.name } }),
-            },
-            subject: Subject::Nothing,
+            event: NotificationEvent::Test,
+            company_id: channel.company_id,
+            routine_id: None,
+            data: json!({ "channel": { "id": channel.id, "name": channel.name } }),
+            run_id: None,
+            heartbeat_run_id: None,
         }
     }
+}
+
+/// The notices among `notices` that some enabled channel among `channels` receives, as the
+/// payload of the one `fan_out_notices` job a change writes; `None` when no channel does (the
+/// change then writes nothing more).
+pub(crate) fn fan_out_job(
+    notices: Vec<Notice>,
+    channels: &[ChannelTarget],
+    now: DateTime<Utc>,
+) -> Option<JobSpec> {
+    let received: Vec<Notice> = notices
+        .into_iter()
+        .filter(|n| {
+            channels
+                .iter()
+                .any(|c| c.receives(n.company_id, n.event, n.routine_id))
+        })
+        .collect();
+    if received.is_empty() {
+        return None;
+    }
+    Some(JobSpec {
+        task: Task::FanOutNotices { notices: received },
+        run_at: now,
+        max_attempts: NOTIFY_MAX_ATTEMPTS,
+        trace_context: None,
+    })
+}
+
+/// The delivery job of each notification.
+pub(crate) fn delivery_jobs(ids: &[Uuid], now: DateTime<Utc>) -> Vec<JobSpec> {
+    ids.iter()
+        .map(|id| JobSpec {
+            task: Task::DeliverNotification {
+                notification_id: *id,
+            },
+            run_at: now,
+            max_attempts: NOTIFY_MAX_ATTEMPTS,
+            trace_context: None,
+        })
+        .collect()
+}
+
+/// The run and the heartbeat run a notice is about, as the API shows them.
+pub(crate) type Subjects = (Option<Value>, Option<Value>);
+
+/// The notifications a fan-out writes: for each notice and each channel receiving it, a row
+/// `(id, channel, notice, body)`; `subjects` gives the run and heartbeat run each notice is
+/// about, as the API shows them.
+pub(crate) fn notifications(
+    notices: &[Notice],
+    channels: &[ChannelTarget],
+    subjects: &dyn Fn(&Notice) -> Subjects,
+    at: DateTime<Utc>,
+) -> Vec<(Uuid, Uuid, Notice, Value)> {
+    let mut rows = Vec::new();
+    for (notice, to) in fan_out(notices, channels) {
+        let (run, heartbeat_run) = subjects(notice);
+        let notice = notice.with_subject(run, heartbeat_run);
+        let body = body(&notice, at);
+        for channel in to {
+            rows.push((super::new_id(), channel, notice.clone(), body.clone()));
+        }
+    }
+    rows
 }
 
 /// The routines whose runs `changes` finished or skipped as missed (in id order), and which of

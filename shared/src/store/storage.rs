@@ -546,6 +546,13 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn fail_undelivered_heartbeat(&self, heartbeat_run_id: Uuid, failure: &str) -> StoreResult<bool>;
+    /// Turns the notices of `fan_out_notices` jobs whose lease is still held into one
+    /// notification per receiving channel (each with its delivery job) and completes the jobs,
+    /// in one transaction; returns the jobs completed.
+    ///
+    /// # Errors
+    /// The database failed (nothing was written).
+    async fn fan_out_notices(&self, jobs: &[Job]) -> StoreResult<Vec<Uuid>>;
     /// What delivering a notification needs, if it is still pending and its channel exists.
     ///
     /// # Errors

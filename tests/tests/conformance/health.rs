@@ -48,6 +48,23 @@ macro_rules! run_to_issue {
     }};
 }
 
+/// Fans out the notices written so far, as a worker does: claims the due jobs and fans out the
+/// `fan_out_notices` ones (the others stay leased, as a busy worker would hold them).
+macro_rules! tell {
+    ($store:expr) => {{
+        let jobs = $store
+            .claim_jobs("teller", Duration::from_secs(30), 500)
+            .await
+            .expect("claim");
+        let notices: Vec<_> = jobs
+            .into_iter()
+            .filter(|j| matches!(j.task, Task::FanOutNotices { .. }))
+            .collect();
+        let done = $store.fan_out_notices(&notices).await.expect("fan out");
+        assert_eq!(done.len(), notices.len());
+    }};
+}
+
 /// The events of a channel's notifications, oldest first.
 macro_rules! events_of {
     ($store:expr, $channel:expr) => {{
@@ -95,6 +112,7 @@ nexus_tests::conformance! {
             clock.advance(TimeDelta::seconds(10));
             let (_, issue) = run_to_issue!(store, routine_id);
             store.set_issue_status(issue, close, board()).await.expect("close");
+            tell!(store);
             let routine = store.routine(routine_id).await.expect("routine");
             let failures = [1, 0, 1, 2][i];
             assert_eq!(routine.consecutive_failures, failures, "after change {i}");
@@ -106,6 +124,7 @@ nexus_tests::conformance! {
             });
             // Closing it again changes nothing and tells nobody.
             store.set_issue_status(issue, close, board()).await.expect("again");
+            tell!(store);
         }
         assert_eq!(events_of!(store, channel), expected);
 
@@ -113,6 +132,7 @@ nexus_tests::conformance! {
         clock.advance(TimeDelta::seconds(10));
         let (run, issue) = run_to_issue!(store, routine_id);
         store.set_issue_status(issue, IssueStatus::Cancelled, board()).await.expect("close");
+        tell!(store);
         let routine = store.routine(routine_id).await.expect("routine");
         assert_eq!(routine.status, RoutineStatus::Paused);
         assert_eq!(routine.paused_reason, Some(PausedReason::ConsecutiveFailures));
@@ -143,6 +163,7 @@ nexus_tests::conformance! {
         clock.advance(TimeDelta::seconds(10));
         let (_, issue) = run_to_issue!(store, routine_id);
         store.set_issue_status(issue, IssueStatus::Done, board()).await.expect("done");
+        tell!(store);
         assert_eq!(store.routine(routine_id).await.expect("routine").consecutive_failures, 0);
         expected.push(NotificationEvent::RoutineRecovered);
         assert_eq!(events_of!(store, channel), expected);
@@ -206,6 +227,7 @@ nexus_tests::conformance! {
         assert!(store.channel_deliveries(channel, 10).await.expect("deliveries").is_empty());
         let report = store.upkeep(&leader(2), 100).await.expect("upkeep");
         assert_eq!(report.timed_out, 1);
+        tell!(store);
         let timed_out = store.run(run).await.expect("run");
         assert_eq!((timed_out.status, timed_out.reason.as_deref()), (RunStatus::Failed, Some("timed_out")));
         assert_eq!(timed_out.completed_at, Some(deadline));
@@ -288,6 +310,7 @@ nexus_tests::conformance! {
         clock.set(at("10:21:00"));
         let report = store.fire_due(&leader(1), TimeDelta::seconds(60), TimeDelta::zero(), 100).await.expect("fire");
         assert_eq!(report.missed_fires, 3);
+        tell!(store);
         let deliveries = store.channel_deliveries(named, 10).await.expect("deliveries");
         assert_eq!(deliveries.len(), 1);
         assert_eq!((deliveries[0].event, deliveries[0].routine_id), (NotificationEvent::RunMissed, Some(routine_id)));
@@ -297,6 +320,7 @@ nexus_tests::conformance! {
         assert_eq!(outgoing.body["type"], "run.missed");
         assert_eq!(outgoing.body["data"]["companyId"], json!(company));
         assert_eq!(outgoing.body["data"]["run"]["missed"]["count"], 3);
+        assert!(outgoing.body["data"]["run"].get("payload").is_none(), "never the payload");
         assert_eq!(outgoing.body["data"]["routine"]["id"], json!(routine_id));
         store.delete_channel(named, board()).await.expect("delete");
         assert!(store.notification_to_send(sent).await.expect("read").is_none(), "dropped with its channel");

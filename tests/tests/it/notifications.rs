@@ -424,14 +424,23 @@ async fn a_worker_that_dies_mid_delivery_leaves_it_to_another() {
     .body;
     let channel = str_at(&channel, "/channel/id");
     failed_run(&app, &team, "Report").await;
-    // A worker takes the notification's job and dies before sending it.
+    // The change's notices become one notification for the channel (a worker step); a worker
+    // then takes its delivery job and dies before sending it.
+    let survivor = app.worker("survivor");
+    assert_eq!(
+        survivor.run_once().await.expect("fan-out"),
+        nexus_worker::Outcome::Worked(1)
+    );
     let taken = app
         .store
         .claim_jobs("doomed", std::time::Duration::from_secs(30), 10)
         .await
         .expect("claim");
     assert_eq!(taken.len(), 1);
-    let survivor = app.worker("survivor");
+    assert!(matches!(
+        taken[0].task,
+        nexus_shared::queue::Task::DeliverNotification { .. }
+    ));
     assert_eq!(
         survivor.run_once().await.expect("nothing due"),
         nexus_worker::Outcome::Idle
@@ -558,7 +567,8 @@ async fn a_change_that_rolls_back_tells_nobody() {
     );
     assert_eq!(
         app.count(
-            "SELECT count(*) FROM jobs WHERE kind = 'deliver_notification' AND $1 <> ''",
+            "SELECT count(*) FROM jobs WHERE kind IN ('fan_out_notices', 'deliver_notification')
+             AND $1 <> ''",
             "any"
         )
         .await,
@@ -576,6 +586,7 @@ async fn a_change_that_rolls_back_tells_nobody() {
         .update_issue(&issue, &json!({"status": "cancelled"}))
         .await
         .expect(200);
+    app.drain().await;
     let log = deliveries(&app, &channel).await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["event"], "run.failed");

@@ -98,7 +98,7 @@ pub(crate) async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// Completes fenced jobs inside the transaction that wrote their effects: a job that succeeded
 /// is deleted (its record is what it wrote — the run, the heartbeat run, the audit entry), so
 /// the table holds only pending, running and dead jobs.
-async fn complete_in(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+pub(super) async fn complete_in(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!("DELETE FROM jobs WHERE id = ANY($1)", ids)
         .execute(conn)
         .await?;
@@ -283,7 +283,7 @@ impl PgStore {
     /// Opens a transaction (planned by key, [`begin_by_key`]) holding the rows of those `jobs`
     /// whose lease this worker still holds (locked in id order, so concurrent callers cannot
     /// deadlock), and returns them.
-    async fn begin_fenced_all<'j>(
+    pub(super) async fn begin_fenced_all<'j>(
         &self,
         jobs: &'j [Job],
     ) -> StoreResult<(Transaction<'static, Postgres>, Vec<&'j Job>)> {

@@ -1,7 +1,11 @@
-//! Notification channels and the outbox on Postgres. A notification is written by
-//! [`notify`] in the transaction of the change that caused it, one row per receiving channel,
-//! each with its `deliver_notification` job: the change and its notifications commit together
-//! or not at all, and the job's id-stable retries are the only way one is sent again.
+//! Notification channels and the outbox on Postgres. The notices of a change are written by
+//! [`notify`] in the change's transaction, as one `fan_out_notices` job: the change and its
+//! notices commit together or not at all. A worker turns the job into one notification per
+//! receiving channel, each with its `deliver_notification` job, in one transaction with the
+//! job's completion ([`PgStore::fan_out_notices`]), so a notice is fanned out once; the
+//! delivery's id-stable retries are the only way one is sent again.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -12,9 +16,9 @@ use super::{PgStore, company_exists};
 use crate::{
     crypto::generate_standard_webhooks_secret,
     engine::{
-        notify::{ChannelTarget, NOTIFY_MAX_ATTEMPTS, Notice, body, fan_out},
+        notify::{ChannelTarget, Notice, body},
         refusal::Refusal,
-        tasks::{JobSpec, Task},
+        tasks::{Job, Task},
     },
     model::{
         Actor, ChannelKind, DeliveryStatus, HeartbeatContext, HeartbeatRun, HeartbeatStatus,
@@ -27,32 +31,23 @@ use crate::{
         new_id,
         notifications::{
             Attempt, ChannelChanges, CreatedChannel, MAX_CHANNELS_PER_COMPANY, NewChannel,
-            Outgoing, Pending, Subject,
+            Outgoing, Pending, delivery_jobs, fan_out_job, notifications,
         },
         runs::RunRow,
     },
 };
 
-/// Writes the notifications of `pending` for every enabled channel of their companies that
-/// receives them, with their delivery jobs, on `conn` (the change's transaction). Reads
-/// nothing more when no channel receives anything.
-pub(crate) async fn notify(
-    conn: &mut PgConnection,
-    pending: Vec<Pending>,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let mut companies: Vec<Uuid> = pending.iter().map(|p| p.notice.company_id).collect();
+/// Channels as the fan-out reads them: the enabled ones of these companies.
+async fn targets(conn: &mut PgConnection, notices: &[Notice]) -> StoreResult<Vec<ChannelTarget>> {
+    let mut companies: Vec<Uuid> = notices.iter().map(|n| n.company_id).collect();
     companies.sort_unstable();
     companies.dedup();
-    let channels: Vec<ChannelTarget> = sqlx::query!(
+    Ok(sqlx::query!(
         r#"SELECT id, company_id, events, routine_ids FROM notification_channels
            WHERE company_id = ANY($1) AND enabled"#,
         &companies
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?
     .into_iter()
     .map(|row| ChannelTarget {
@@ -61,116 +56,51 @@ pub(crate) async fn notify(
         events: row.events.iter().filter_map(|e| e.parse().ok()).collect(),
         routine_ids: row.routine_ids,
     })
-    .collect();
-    if channels.is_empty() {
+    .collect())
+}
+
+/// Writes the notices of a change, on `conn` (the change's transaction): one
+/// `fan_out_notices` job listing those some enabled channel receives, or nothing. A worker turns
+/// it into notifications ([`PgStore::fan_out_notices`]); the change's own transaction stays one
+/// small row longer, whatever the number of channels.
+pub(crate) async fn notify(
+    conn: &mut PgConnection,
+    notices: Vec<Pending>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    if notices.is_empty() {
         return Ok(());
     }
-    let notices: Vec<Notice> = pending.iter().map(|p| p.notice.clone()).collect();
-    let sent = fan_out(&notices, &channels);
-    if sent.is_empty() {
-        return Ok(());
+    let channels = targets(conn, &notices).await?;
+    if let Some(job) = fan_out_job(notices, &channels, now) {
+        super::jobs::enqueue(conn, job, now).await?;
     }
-    // The runs the notices are about, read together.
-    let run_ids: Vec<Uuid> = sent
-        .iter()
-        .filter_map(|(notice, _)| match subject_of(&notices, &pending, notice) {
-            Subject::Run(id) => Some(id),
-            _ => None,
-        })
-        .collect();
-    let mut runs = fetch_runs(conn, &run_ids).await?;
-    let mut ids = Vec::new();
-    let mut channel_ids = Vec::new();
-    let mut company_ids = Vec::new();
-    let mut events = Vec::new();
-    let mut routine_ids = Vec::new();
-    let mut bodies = Vec::new();
-    for (notice, to) in sent {
-        let subject = match subject_of(&notices, &pending, notice) {
-            Subject::Run(id) => runs
-                .remove(&id)
-                .map(|run| ("run", serde_json::to_value(run))),
-            Subject::HeartbeatRun(id) => Some(("heartbeatRun", heartbeat_of(conn, id).await?)),
-            Subject::Nothing => None,
-        };
-        let mut notice = notice.clone();
-        if let (Value::Object(data), Some((key, Ok(value)))) = (&mut notice.data, subject) {
-            data.insert(key.to_owned(), value);
-        }
-        let body = body(&notice, now);
-        for channel in to {
-            ids.push(new_id());
-            channel_ids.push(channel);
-            company_ids.push(notice.company_id);
-            events.push(notice.event.as_str().to_owned());
-            routine_ids.push(notice.routine_id);
-            bodies.push(body.clone());
-        }
-    }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        "INSERT INTO notifications (id, channel_id, company_id, event, routine_id, body, created_at)
-         SELECT id, channel_id, company_id, event, routine_id, body, $7
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::jsonb[])
-              AS n(id, channel_id, company_id, event, routine_id, body)",
-        &ids,
-        &channel_ids,
-        &company_ids,
-        &events,
-        &routine_ids as &[Option<Uuid>],
-        &bodies,
-        now,
-    )
-    .execute(&mut *conn)
-    .await?;
-    let jobs = ids
-        .iter()
-        .map(|id| JobSpec {
-            task: Task::DeliverNotification {
-                notification_id: *id,
-            },
-            run_at: now,
-            max_attempts: NOTIFY_MAX_ATTEMPTS,
-            trace_context: None,
-        })
-        .collect();
-    super::jobs::enqueue_all_quietly(conn, jobs, now).await?;
-    super::jobs::notify(conn).await?;
     Ok(())
 }
 
-/// What a notice among `notices` (one of `pending`'s, in order) is about.
-fn subject_of(notices: &[Notice], pending: &[Pending], notice: &Notice) -> Subject {
-    notices
-        .iter()
-        .position(|n| std::ptr::eq(n, notice))
-        .map_or(Subject::Nothing, |i| pending[i].subject)
-}
-
-/// A heartbeat run as a notification shows it.
-async fn heartbeat_of(conn: &mut PgConnection, id: Uuid) -> StoreResult<serde_json::Result<Value>> {
-    let run: HeartbeatRun = sqlx::query_as!(
+/// Heartbeat runs by id, as the API shows them.
+async fn heartbeats_of(conn: &mut PgConnection, ids: &[Uuid]) -> StoreResult<HashMap<Uuid, Value>> {
+    Ok(sqlx::query_as!(
         HeartbeatRow,
         r#"SELECT id, company_id, agent_id, issue_id, routine_run_id,
                   status AS "status: HeartbeatStatus",
                   context AS "context: Json<HeartbeatContext>",
                   created_at, started_at, finished_at, summary
-           FROM heartbeat_runs WHERE id = $1"#,
-        id,
+           FROM heartbeat_runs WHERE id = ANY($1)"#,
+        ids,
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?
-    .into();
-    Ok(serde_json::to_value(run))
+    .into_iter()
+    .filter_map(|row| {
+        let run = HeartbeatRun::from(row);
+        Some((run.id, serde_json::to_value(run).ok()?))
+    })
+    .collect())
 }
 
 /// Reads runs by id with their triggers' current kind and label, one statement for all.
-pub(crate) async fn fetch_runs(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> StoreResult<std::collections::HashMap<Uuid, Run>> {
+async fn runs_of(conn: &mut PgConnection, ids: &[Uuid]) -> StoreResult<HashMap<Uuid, Value>> {
     Ok(sqlx::query_as!(
         RunRow,
         r#"SELECT r.id AS "id!", r.company_id AS "company_id!", r.routine_id AS "routine_id!",
@@ -187,7 +117,7 @@ pub(crate) async fn fetch_runs(
     .fetch_all(conn)
     .await?
     .into_iter()
-    .map(|row| (row.id, Run::from(row)))
+    .filter_map(|row| Some((row.id, serde_json::to_value(Run::from(row)).ok()?)))
     .collect())
 }
 
@@ -280,6 +210,71 @@ async fn fetch_channel(conn: &mut PgConnection, id: Uuid, lock: bool) -> StoreRe
 }
 
 impl PgStore {
+    /// Turns the notices of `fan_out_notices` jobs whose lease is still held into one
+    /// notification per receiving channel, each with its delivery job, and completes the jobs
+    /// — one transaction, so a notice is fanned out once. Returns the jobs completed.
+    ///
+    /// # Errors
+    /// The database failed (nothing was written).
+    pub async fn fan_out_notices(&self, jobs: &[Job]) -> StoreResult<Vec<Uuid>> {
+        let (mut tx, held) = self.begin_fenced_all(jobs).await?;
+        let mut rows = Vec::new();
+        for job in &held {
+            let Task::FanOutNotices { notices } = &job.task else {
+                continue;
+            };
+            let channels = targets(&mut tx, notices).await?;
+            let run_ids: Vec<Uuid> = notices.iter().filter_map(|n| n.run_id).collect();
+            let heartbeat_ids: Vec<Uuid> =
+                notices.iter().filter_map(|n| n.heartbeat_run_id).collect();
+            let runs = runs_of(&mut tx, &run_ids).await?;
+            let heartbeats = heartbeats_of(&mut tx, &heartbeat_ids).await?;
+            let subjects = |n: &Notice| {
+                (
+                    n.run_id.and_then(|id| runs.get(&id).cloned()),
+                    n.heartbeat_run_id
+                        .and_then(|id| heartbeats.get(&id).cloned()),
+                )
+            };
+            // The notice's time is its change's: when the job was written.
+            for (id, channel, notice, body) in
+                notifications(notices, &channels, &subjects, job.created_at)
+            {
+                rows.push((id, channel, notice, body, job.created_at));
+            }
+        }
+        if !rows.is_empty() {
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+            let channels: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
+            let companies: Vec<Uuid> = rows.iter().map(|r| r.2.company_id).collect();
+            let events: Vec<String> = rows.iter().map(|r| r.2.event.as_str().to_owned()).collect();
+            let routines: Vec<Option<Uuid>> = rows.iter().map(|r| r.2.routine_id).collect();
+            let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.4).collect();
+            let bodies: Vec<Value> = rows.into_iter().map(|r| r.3).collect();
+            sqlx::query!(
+                "INSERT INTO notifications (id, channel_id, company_id, event, routine_id, body, created_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[],
+                                      $6::jsonb[], $7::timestamptz[])",
+                &ids,
+                &channels,
+                &companies,
+                &events,
+                &routines as &[Option<Uuid>],
+                &bodies,
+                &created,
+            )
+            .execute(&mut *tx)
+            .await?;
+            let now = self.now();
+            super::jobs::enqueue_all_quietly(&mut tx, delivery_jobs(&ids, now), now).await?;
+            super::jobs::notify(&mut tx).await?;
+        }
+        let done: Vec<Uuid> = held.iter().map(|j| j.id).collect();
+        super::jobs::complete_in(&mut tx, &done).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     /// Creates a notification channel; a `webhook` channel's secret is returned only here.
     ///
     /// # Errors
@@ -455,7 +450,7 @@ impl PgStore {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let channel = NotificationChannel::from(fetch_channel(&mut tx, id, true).await?);
-        let notice = Pending::test(&channel).notice;
+        let notice = Pending::test(&channel);
         let notification = new_id();
         sqlx::query!(
             "INSERT INTO notifications (id, channel_id, company_id, event, routine_id, body, created_at)
@@ -469,15 +464,8 @@ impl PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        let job = JobSpec {
-            task: Task::DeliverNotification {
-                notification_id: notification,
-            },
-            run_at: now,
-            max_attempts: NOTIFY_MAX_ATTEMPTS,
-            trace_context: None,
-        };
-        super::jobs::enqueue(&mut tx, job, now).await?;
+        super::jobs::enqueue_all_quietly(&mut tx, delivery_jobs(&[notification], now), now).await?;
+        super::jobs::notify(&mut tx).await?;
         NewActivity::channel_tested(&channel, actor)
             .record(&mut tx, now)
             .await?;

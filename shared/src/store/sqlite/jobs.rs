@@ -58,7 +58,10 @@ pub(super) async fn enqueue(
 }
 
 /// The jobs among `jobs` whose lease their owner still holds.
-async fn held<'j>(conn: &mut SqliteConnection, jobs: &'j [Job]) -> StoreResult<Vec<&'j Job>> {
+pub(super) async fn held<'j>(
+    conn: &mut SqliteConnection,
+    jobs: &'j [Job],
+) -> StoreResult<Vec<&'j Job>> {
     let mut held = Vec::with_capacity(jobs.len());
     for job in jobs {
         let holds = sqlx::query_scalar::<_, bool>(
@@ -78,7 +81,7 @@ async fn held<'j>(conn: &mut SqliteConnection, jobs: &'j [Job]) -> StoreResult<V
 }
 
 /// Completes jobs in the caller's transaction: a job that succeeded is deleted (as on Postgres).
-async fn complete_in(conn: &mut SqliteConnection, ids: &[Uuid]) -> StoreResult<()> {
+pub(super) async fn complete_in(conn: &mut SqliteConnection, ids: &[Uuid]) -> StoreResult<()> {
     for id in ids {
         sqlx::query("DELETE FROM jobs WHERE id = ?1")
             .bind(id)

@@ -1,18 +1,25 @@
 //! Notification channels and the outbox on SQLite: the same operations as on Postgres
 //! (`store/pg/notifications.rs`); lists are kept as JSON arrays.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{SqliteConnection, types::Json};
 use uuid::Uuid;
 
-use super::{SqliteStore, company_exists, jobs::enqueue, record, runs::fetch_run};
+use super::{
+    SqliteStore, company_exists,
+    jobs::{complete_in, enqueue, held},
+    record,
+    runs::fetch_run,
+};
 use crate::{
     crypto::generate_standard_webhooks_secret,
     engine::{
-        notify::{ChannelTarget, NOTIFY_MAX_ATTEMPTS, Notice, body, fan_out},
+        notify::{ChannelTarget, Notice, body},
         refusal::Refusal,
-        tasks::{JobSpec, Task},
+        tasks::{Job, Task},
     },
     model::{
         Actor, ChannelKind, DeliveryStatus, HeartbeatRun, NotificationChannel,
@@ -24,7 +31,7 @@ use crate::{
         new_id,
         notifications::{
             Attempt, ChannelChanges, CreatedChannel, MAX_CHANNELS_PER_COMPANY, NewChannel,
-            Outgoing, Pending, Subject,
+            Outgoing, Pending, delivery_jobs, fan_out_job, notifications,
         },
         open_secret,
     },
@@ -67,18 +74,12 @@ fn channel_of(row: ChannelRow) -> NotificationChannel {
     }
 }
 
-/// Writes the notifications of `pending` for every enabled channel that receives them, with
-/// their delivery jobs, in the change's transaction; returns whether jobs were enqueued (the
-/// caller announces them after committing).
-pub(super) async fn notify(
+/// Channels as the fan-out reads them: the enabled ones of these companies.
+async fn targets(
     conn: &mut SqliteConnection,
-    pending: Vec<Pending>,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    if pending.is_empty() {
-        return Ok(false);
-    }
-    let mut companies: Vec<Uuid> = pending.iter().map(|p| p.notice.company_id).collect();
+    notices: &[Notice],
+) -> StoreResult<Vec<ChannelTarget>> {
+    let mut companies: Vec<Uuid> = notices.iter().map(|n| n.company_id).collect();
     companies.sort_unstable();
     companies.dedup();
     let mut channels = Vec::new();
@@ -98,61 +99,41 @@ pub(super) async fn notify(
             routine_ids: c.routine_ids,
         }));
     }
-    if channels.is_empty() {
+    Ok(channels)
+}
+
+/// Writes the notices of a change in its transaction, as on Postgres: one `fan_out_notices`
+/// job, or nothing; returns whether a job was enqueued (the caller announces it after
+/// committing).
+pub(super) async fn notify(
+    conn: &mut SqliteConnection,
+    notices: Vec<Pending>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    if notices.is_empty() {
         return Ok(false);
     }
-    let notices: Vec<Notice> = pending.iter().map(|p| p.notice.clone()).collect();
-    let mut jobs = Vec::new();
-    for (notice, to) in fan_out(&notices, &channels) {
-        let index = notices
-            .iter()
-            .position(|n| std::ptr::eq(n, notice))
-            .unwrap_or_default();
-        let notice = with_subject(conn, notice, pending[index].subject).await?;
-        let body = body(&notice, now);
-        for channel in to {
-            let id = new_id();
-            sqlx::query(
-                "INSERT INTO notifications (id, channel_id, company_id, event, routine_id, body,
-                                            created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .bind(id)
-            .bind(channel)
-            .bind(notice.company_id)
-            .bind(notice.event.as_str())
-            .bind(notice.routine_id)
-            .bind(&body)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            jobs.push(delivery_job(id, now));
-        }
-    }
-    let enqueued = !jobs.is_empty();
-    enqueue(conn, jobs, now).await?;
-    Ok(enqueued)
+    let channels = targets(conn, &notices).await?;
+    let Some(job) = fan_out_job(notices, &channels, now) else {
+        return Ok(false);
+    };
+    enqueue(conn, vec![job], now).await?;
+    Ok(true)
 }
 
-fn delivery_job(notification_id: Uuid, now: DateTime<Utc>) -> JobSpec {
-    JobSpec {
-        task: Task::DeliverNotification { notification_id },
-        run_at: now,
-        max_attempts: NOTIFY_MAX_ATTEMPTS,
-        trace_context: None,
-    }
-}
-
-/// The notice with the run or heartbeat run it is about read into its data.
-async fn with_subject(
+/// The run and heartbeat run a notice is about, as the API shows them.
+async fn subjects_of(
     conn: &mut SqliteConnection,
-    notice: &Notice,
-    subject: Subject,
-) -> StoreResult<Notice> {
-    let mut notice = notice.clone();
-    let (key, value) = match subject {
-        Subject::Run(id) => ("run", serde_json::to_value(fetch_run(conn, id).await?)),
-        Subject::HeartbeatRun(id) => {
+    notices: &[Notice],
+) -> StoreResult<(HashMap<Uuid, Value>, HashMap<Uuid, Value>)> {
+    let mut runs = HashMap::new();
+    let mut heartbeats = HashMap::new();
+    for notice in notices {
+        if let Some(id) = notice.run_id {
+            let run = fetch_run(conn, id).await?;
+            runs.extend(serde_json::to_value(run).ok().map(|v| (id, v)));
+        }
+        if let Some(id) = notice.heartbeat_run_id {
             let run: HeartbeatRun = sqlx::query_as::<_, HeartbeatRow>(concat!(
                 "SELECT ",
                 heartbeat_columns!(),
@@ -162,14 +143,10 @@ async fn with_subject(
             .fetch_one(&mut *conn)
             .await?
             .into();
-            ("heartbeatRun", serde_json::to_value(run))
+            heartbeats.extend(serde_json::to_value(run).ok().map(|v| (id, v)));
         }
-        Subject::Nothing => return Ok(notice),
-    };
-    if let (Value::Object(data), Ok(value)) = (&mut notice.data, value) {
-        data.insert(key.to_owned(), value);
     }
-    Ok(notice)
+    Ok((runs, heartbeats))
 }
 
 async fn ensure_routines(
@@ -211,6 +188,58 @@ async fn fetch_channel(conn: &mut SqliteConnection, id: Uuid) -> StoreResult<Not
 }
 
 impl SqliteStore {
+    /// See [`crate::store::Storage::fan_out_notices`].
+    ///
+    /// # Errors
+    /// The database failed (nothing was written).
+    pub async fn fan_out_notices(&self, jobs: &[Job]) -> StoreResult<Vec<Uuid>> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let held = held(&mut tx, jobs).await?;
+        let mut enqueued = false;
+        for job in &held {
+            let Task::FanOutNotices { notices } = &job.task else {
+                continue;
+            };
+            let channels = targets(&mut tx, notices).await?;
+            let (runs, heartbeats) = subjects_of(&mut tx, notices).await?;
+            let subjects = |n: &Notice| {
+                (
+                    n.run_id.and_then(|id| runs.get(&id).cloned()),
+                    n.heartbeat_run_id
+                        .and_then(|id| heartbeats.get(&id).cloned()),
+                )
+            };
+            let rows = notifications(notices, &channels, &subjects, job.created_at);
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+            for (id, channel, notice, body) in rows {
+                sqlx::query(
+                    "INSERT INTO notifications (id, channel_id, company_id, event, routine_id,
+                                                body, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .bind(id)
+                .bind(channel)
+                .bind(notice.company_id)
+                .bind(notice.event.as_str())
+                .bind(notice.routine_id)
+                .bind(&body)
+                .bind(job.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            enqueued |= !ids.is_empty();
+            enqueue(&mut tx, delivery_jobs(&ids, now), now).await?;
+        }
+        let done: Vec<Uuid> = held.iter().map(|j| j.id).collect();
+        complete_in(&mut tx, &done).await?;
+        tx.commit().await?;
+        if enqueued {
+            self.announce_jobs();
+        }
+        Ok(done)
+    }
+
     /// See [`crate::store::Storage::create_channel`].
     ///
     /// # Errors
@@ -381,7 +410,7 @@ impl SqliteStore {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let channel = fetch_channel(&mut tx, id).await?;
-        let notice = Pending::test(&channel).notice;
+        let notice = Pending::test(&channel);
         let notification = new_id();
         sqlx::query(
             "INSERT INTO notifications (id, channel_id, company_id, event, routine_id, body,
@@ -396,7 +425,7 @@ impl SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        enqueue(&mut tx, vec![delivery_job(notification, now)], now).await?;
+        enqueue(&mut tx, delivery_jobs(&[notification], now), now).await?;
         record(
             &mut tx,
             vec![NewActivity::channel_tested(&channel, actor)],
