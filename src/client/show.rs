@@ -154,7 +154,7 @@ pub(crate) fn fields(pairs: &[(&str, String)]) {
 
 /// A routine: its settings, health, pause and triggers.
 pub(crate) fn routine(out: &Out, routine: &Value) {
-    fields(&[
+    let mut shown = vec![
         ("id", text(&routine["id"])),
         ("title", text(&routine["title"])),
         ("status", text(&routine["status"])),
@@ -189,15 +189,16 @@ pub(crate) fn routine(out: &Out, routine: &Value) {
                 .as_i64()
                 .map_or_else(|| "none".to_owned(), |s| format!("{s} s")),
         ),
-    ]);
+    ];
     if !routine["pausedReason"].is_null() {
-        fields(&[
+        shown.extend([
             ("paused", text(&routine["pausedReason"])),
             ("pause note", text(&routine["pauseNote"])),
             ("paused since", out.time(&routine["pausedAt"])),
             ("resumes", out.time(&routine["pausedUntil"])),
         ]);
     }
+    fields(&shown);
     let rows: Vec<Vec<String>> = super::commands::items(routine, "triggers")
         .iter()
         .map(|t| {
