@@ -430,8 +430,3 @@ pub(super) fn next_page(list: &Value) {
         println!("(more: --before {before})");
     }
 }
-
-/// The items of a list answer (`{"runs": [...]}`).
-pub(super) fn items<'v>(value: &'v Value, key: &str) -> &'v [Value] {
-    value[key].as_array().map_or(&[], Vec::as_slice)
-}

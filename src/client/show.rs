@@ -152,6 +152,11 @@ pub(crate) fn fields(pairs: &[(&str, String)]) {
     }
 }
 
+/// The items of a list answer (`{"runs": [...]}`).
+pub(crate) fn items<'v>(value: &'v Value, key: &str) -> &'v [Value] {
+    value[key].as_array().map_or(&[], Vec::as_slice)
+}
+
 /// A routine: its settings, health, pause and triggers.
 pub(crate) fn routine(out: &Out, routine: &Value) {
     let mut shown = vec![
@@ -199,7 +204,7 @@ pub(crate) fn routine(out: &Out, routine: &Value) {
         ]);
     }
     fields(&shown);
-    let rows: Vec<Vec<String>> = super::commands::items(routine, "triggers")
+    let rows: Vec<Vec<String>> = items(routine, "triggers")
         .iter()
         .map(|t| {
             vec![

@@ -41,10 +41,10 @@ pub use self::{
     issues::{IssueFilter, NewIssue},
     notifications::{
         Attempt, ChannelChanges, CreatedChannel, MAX_CHANNELS_PER_COMPANY, MAX_NAMED_ROUTINES,
-        NewChannel, Outgoing, Pause, RoutineSelector, UpkeepReport,
+        NewChannel, Outgoing, RoutineSelector, UpkeepReport,
     },
     pg::{DEFAULT_MISFIRE_GRACE, JOBS_CHANNEL, PgStore, TRIGGERS_CHANNEL},
-    routines::{NewRoutine, RoutineChanges, RoutineFilter},
+    routines::{NewRoutine, Pause, RoutineChanges, RoutineFilter},
     runs::{Accepted, CallSignature, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, WebhookTrigger},
     storage::{ApiStorage, Backend, SchedulerStorage, Storage, Subscription, Topic, WorkerStorage},
     triggers::{

@@ -138,15 +138,6 @@ pub enum RoutineSelector {
     Project(Uuid),
 }
 
-/// A pause as a person asks for it.
-#[derive(Debug, Clone, Default)]
-pub struct Pause {
-    /// The note (≤ 500 characters).
-    pub note: Option<String>,
-    /// When it ends by itself.
-    pub until: Option<DateTime<Utc>>,
-}
-
 /// What one step of the scheduler's upkeep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpkeepReport {

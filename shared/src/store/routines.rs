@@ -1,10 +1,10 @@
 //! Routines: what the routine operations take, a routine row with its triggers, and the audit
 //! details of a change.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::notifications::Pause;
 use crate::engine::health::{PauseRequest, PauseState};
 use crate::model::{
     CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, LastRun, PauseAfterFailures,
@@ -73,6 +73,15 @@ pub struct RoutineChanges {
     pub pause_after_failures: Option<Option<PauseAfterFailures>>,
     /// The note and end of a pause (only with `status: paused`).
     pub pause: Pause,
+}
+
+/// A pause as a person asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct Pause {
+    /// The note (≤ 500 characters).
+    pub note: Option<String>,
+    /// When it ends by itself.
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// Which routines of a company to list, newest first.

@@ -6,11 +6,11 @@ use nexus_api::requests::{
 use nexus_shared::model::{FinishStatus, HeartbeatStatus, IssueStatus, Priority};
 use serde_json::Value;
 
-use super::{choice, company, id_arg, items, number, optional, uuid};
+use super::{choice, company, id_arg, number, optional, uuid};
 use crate::client::{
     Args, Failure,
     http::Api,
-    show::{Out, fields, table, text},
+    show::{Out, fields, items, table, text},
 };
 
 pub(super) async fn execute(

@@ -4,11 +4,11 @@ use nexus_api::requests::{CreateChannel, UpdateChannel};
 use nexus_shared::model::{ChannelKind, NotificationEvent};
 use serde_json::Value;
 
-use super::{choice, company, id_arg, items, number, optional, uuid};
+use super::{choice, company, id_arg, number, optional, uuid};
 use crate::client::{
     Args, Failure,
     http::Api,
-    show::{Out, fields, table, text},
+    show::{Out, fields, items, table, text},
 };
 
 /// `--events a,b`: each one of the events (a usage error names them otherwise).

@@ -10,11 +10,11 @@ use nexus_api::requests::{
 use nexus_shared::model::{CatchUpPolicy, ConcurrencyPolicy, Priority, RoutineStatus, SigningMode};
 use serde_json::Value;
 
-use super::{choice, company, id_arg, items, next_page, number, optional, uuid};
+use super::{choice, company, id_arg, next_page, number, optional, uuid};
 use crate::client::{
     Args, Failure,
     http::Api,
-    show::{self, Out, fields, table, text},
+    show::{self, Out, fields, items, table, text},
 };
 
 pub(super) async fn routines(

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{PgStore, company_exists};
 use crate::{
     crypto::{AGENT_KEY_PREFIX, generate_standard_webhooks_secret, generate_token},
-    engine::refusal::{AgentAttempt, agent_allows},
+    engine::refusal::{AgentAttempt, agent_allows, assignable},
     model::{Actor, Agent, AgentStatus, Title},
     store::{
         AgentChanges, CreatedAgent, IssuedKey, NewActivity, StoreError, StoreResult, UpdatedAgent,
@@ -273,4 +273,25 @@ impl PgStore {
         .await?;
         Ok(IssuedKey { id, api_key })
     }
+}
+
+/// Checks, under a share lock, that an agent of the company can take new work.
+pub(crate) async fn ensure_assignable(
+    conn: &mut PgConnection,
+    company_id: Uuid,
+    agent_id: Uuid,
+) -> StoreResult<()> {
+    let status = sqlx::query_scalar!(
+        r#"SELECT status AS "status: AgentStatus" FROM agents
+           WHERE company_id = $1 AND id = $2 FOR SHARE"#,
+        company_id,
+        agent_id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::InvalidReference {
+        field: "assigneeAgentId",
+    })?;
+    assignable(status)?;
+    Ok(())
 }

@@ -438,7 +438,7 @@ async fn write(
     .await?;
     if deadlines.iter().any(Option::is_some) {
         // The scheduler times the run out: it should wake for the deadline.
-        super::fires::announce_trigger_change(conn).await?;
+        super::schedules::announce_trigger_change(conn).await?;
     }
 
     let (triggers, routine_last) = last_fires(runs, &outcomes);

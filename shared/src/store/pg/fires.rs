@@ -209,44 +209,6 @@ impl PgStore {
     }
 }
 
-/// Withdraws the prepared runs of `triggers`: runs written ahead by a fire pass whose real
-/// instant (nominal time plus jitter) is still to come and which are not dispatched yet. A change that would have kept such
-/// a fire from being taken (a new schedule, a disabled or deleted trigger, a paused or
-/// archived routine) calls this in its transaction, so a fire is never dispatched for a
-/// schedule that no longer holds; the fire pass prepares whatever the new `next_run_at`
-/// says. The dispatch job of a withdrawn run finds no run and completes.
-pub(crate) async fn withdraw_prepared(
-    conn: &mut PgConnection,
-    triggers: &[Uuid],
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    sqlx::query!(
-        "DELETE FROM routine_runs
-         WHERE trigger_id = ANY($1) AND triggered_at > $2 AND source = 'schedule' AND status = 'received'",
-        triggers,
-        now,
-    )
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query!(
-        "UPDATE routine_triggers SET prepared_fire_at = NULL
-         WHERE id = ANY($1) AND prepared_fire_at > $2",
-        triggers,
-        now,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Tells a sleeping scheduler that schedule triggers changed (delivered on commit).
-pub(crate) async fn announce_trigger_change(conn: &mut PgConnection) -> StoreResult<()> {
-    sqlx::query!("SELECT pg_notify($1, '')", TRIGGERS_CHANNEL)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Fences a fire transaction, before it touches any trigger: fails if a newer leader has
 /// written, so a deposed leader neither fires nor holds triggers that the current leader's pass
 /// would then skip. The first batch of a term moves the epoch row forward to ours (an

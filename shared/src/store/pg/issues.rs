@@ -5,14 +5,12 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{PgStore, company_exists};
+use super::{PgStore, agents::ensure_assignable, company_exists};
 use crate::{
-    engine::{
-        dispatch::NewHeartbeat, health::RunChange, lifecycle::run_after_issue, refusal::assignable,
-    },
+    engine::{dispatch::NewHeartbeat, health::RunChange, lifecycle::run_after_issue},
     model::{
-        Actor, ActorType, AgentStatus, HeartbeatContext, Issue, IssueEvent, IssueEventType,
-        IssueStatus, IssueWithEvents, Priority,
+        Actor, ActorType, HeartbeatContext, Issue, IssueEvent, IssueEventType, IssueStatus,
+        IssueWithEvents, Priority,
     },
     store::{IssueFilter, NewActivity, NewIssue, StoreError, StoreResult, new_id},
 };
@@ -250,27 +248,6 @@ async fn fetch_issue(conn: &mut PgConnection, id: Uuid, lock: bool) -> StoreResu
         .await?
     };
     issue.ok_or(StoreError::NotFound)
-}
-
-/// Checks, under a share lock, that an agent of the company can take new work.
-pub(crate) async fn ensure_assignable(
-    conn: &mut PgConnection,
-    company_id: Uuid,
-    agent_id: Uuid,
-) -> StoreResult<()> {
-    let status = sqlx::query_scalar!(
-        r#"SELECT status AS "status: AgentStatus" FROM agents
-           WHERE company_id = $1 AND id = $2 FOR SHARE"#,
-        company_id,
-        agent_id,
-    )
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::InvalidReference {
-        field: "assigneeAgentId",
-    })?;
-    assignable(status)?;
-    Ok(())
 }
 
 async fn insert_event(

@@ -19,7 +19,9 @@ mod notifications;
 mod repeats;
 mod routines;
 mod runs;
+mod schedules;
 mod triggers;
+mod upkeep;
 
 use std::sync::Arc;
 

@@ -11,7 +11,12 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{PgStore, company_exists, fires::withdraw_prepared, issues::ensure_assignable};
+use super::{
+    PgStore,
+    agents::ensure_assignable,
+    company_exists,
+    schedules::{announce_trigger_change, reschedule_routine_triggers},
+};
 use crate::{
     engine::{
         health::pause_after,
@@ -23,9 +28,8 @@ use crate::{
         Title, Trigger,
     },
     store::{
-        NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
-        routines::RoutineRow,
-        triggers::{TriggerRow, next_fire},
+        NewActivity, NewRoutine, Pause, RoutineChanges, RoutineFilter, RoutineSelector, StoreError,
+        StoreResult, new_id, routines::RoutineRow, triggers::TriggerRow,
     },
 };
 
@@ -84,38 +88,6 @@ pub(crate) async fn fetch_routines(
         .await?
     };
     Ok(rows)
-}
-
-/// Sets `next_run_at` of every schedule trigger of a routine: the next fire after `now` for the
-/// enabled ones when `active`, otherwise `NULL`.
-pub(crate) async fn reschedule_routine_triggers(
-    conn: &mut PgConnection,
-    routine_id: Uuid,
-    active: bool,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let schedules = sqlx::query!(
-        r#"SELECT id, enabled, cron_expression AS "cron!", timezone AS "zone!" FROM routine_triggers
-           WHERE routine_id = $1 AND kind = 'schedule' FOR UPDATE"#,
-        routine_id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let ids: Vec<Uuid> = schedules.iter().map(|t| t.id).collect();
-    withdraw_prepared(&mut *conn, &ids, now).await?;
-    for trigger in schedules {
-        let next = (active && trigger.enabled)
-            .then(|| next_fire(&trigger.cron, &trigger.zone, now))
-            .flatten();
-        sqlx::query!(
-            "UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1",
-            trigger.id,
-            next
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Applies `changes` to a routine under its row lock, enforcing the lifecycle (the engine
@@ -200,7 +172,7 @@ pub(crate) async fn change_routine(
     }
     if row.status != current.status || row.paused_until != current.paused_until {
         // The scheduler may have a fire or the end of a pause to look at again.
-        super::fires::announce_trigger_change(conn).await?;
+        announce_trigger_change(conn).await?;
     }
     NewActivity::routine_updated(&current, &row, actor)
         .record(conn, now)
@@ -420,5 +392,65 @@ impl PgStore {
                 .push(row.into_trigger(&self.public_url, now));
         }
         Ok(grouped)
+    }
+}
+
+impl PgStore {
+    /// Pauses (`pause` given) or resumes (`None`) the routines of a company the selector
+    /// matches that are active (to pause) or paused (to resume); returns those that changed.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn set_routines_paused(
+        &self,
+        company_id: Uuid,
+        selector: RoutineSelector,
+        pause: Option<Pause>,
+        actor: Actor,
+    ) -> StoreResult<Vec<Routine>> {
+        let now = self.now();
+        let from = if pause.is_some() {
+            RoutineStatus::Active
+        } else {
+            RoutineStatus::Paused
+        };
+        let (ids, assignee, project) = match selector {
+            RoutineSelector::Ids(ids) => (Some(ids), None, None),
+            RoutineSelector::Assignee(agent) => (None, Some(agent), None),
+            RoutineSelector::Project(project) => (None, None, Some(project)),
+        };
+        let mut tx = self.pool.begin().await?;
+        let selected = sqlx::query_scalar!(
+            "SELECT id FROM routines
+             WHERE company_id = $1 AND status = $2
+               AND ($3::uuid[] IS NULL OR id = ANY($3))
+               AND ($4::uuid IS NULL OR assignee_agent_id = $4)
+               AND ($5::uuid IS NULL OR project_id = $5)
+             ORDER BY id
+             FOR NO KEY UPDATE",
+            company_id,
+            from.as_str(),
+            ids.as_deref(),
+            assignee,
+            project,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let changes = RoutineChanges {
+            status: Some(if pause.is_some() {
+                RoutineStatus::Paused
+            } else {
+                RoutineStatus::Active
+            }),
+            pause: pause.unwrap_or_default(),
+            ..RoutineChanges::default()
+        };
+        let mut rows = Vec::with_capacity(selected.len());
+        for id in selected {
+            rows.push(change_routine(&mut tx, id, &changes, actor, now).await?);
+        }
+        let routines = self.shown(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(routines)
     }
 }

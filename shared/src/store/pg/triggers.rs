@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::{
     PgStore,
-    fires::{announce_trigger_change, withdraw_prepared},
     routines::fetch_routine,
+    schedules::{announce_trigger_change, withdraw_prepared},
 };
 use crate::{
     engine::{

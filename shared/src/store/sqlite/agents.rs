@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{SqliteStore, company_exists, record};
 use crate::{
     crypto::{AGENT_KEY_PREFIX, generate_standard_webhooks_secret, generate_token},
-    engine::refusal::{AgentAttempt, agent_allows},
+    engine::refusal::{AgentAttempt, agent_allows, assignable},
     model::{Actor, Agent, AgentStatus, Title},
     store::{
         AgentChanges, CreatedAgent, IssuedKey, NewActivity, StoreError, StoreResult, UpdatedAgent,
@@ -252,4 +252,24 @@ impl SqliteStore {
         .await?;
         Ok(IssuedKey { id, api_key })
     }
+}
+
+/// Checks that an agent of the company can take new work.
+pub(super) async fn ensure_assignable(
+    conn: &mut SqliteConnection,
+    company_id: Uuid,
+    agent_id: Uuid,
+) -> StoreResult<()> {
+    let status = sqlx::query_scalar::<_, AgentStatus>(
+        "SELECT status FROM agents WHERE company_id = ?1 AND id = ?2",
+    )
+    .bind(company_id)
+    .bind(agent_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::InvalidReference {
+        field: "assigneeAgentId",
+    })?;
+    assignable(status)?;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Companies, projects and goals on SQLite.
 
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{SqliteStore, company_exists, record};
@@ -144,4 +145,44 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Checks the references Postgres checks with composite foreign keys: each must name a row of
+/// the company (SQLite reports a violated foreign key without saying which).
+pub(super) async fn ensure_references(
+    conn: &mut SqliteConnection,
+    company_id: Uuid,
+    project_id: Option<Uuid>,
+    goal_id: Option<Uuid>,
+    parent_issue_id: Option<Uuid>,
+) -> StoreResult<()> {
+    let checks = [
+        (
+            project_id,
+            "projectId",
+            "SELECT EXISTS (SELECT 1 FROM projects WHERE company_id = ?1 AND id = ?2)",
+        ),
+        (
+            goal_id,
+            "goalId",
+            "SELECT EXISTS (SELECT 1 FROM goals WHERE company_id = ?1 AND id = ?2)",
+        ),
+        (
+            parent_issue_id,
+            "parentIssueId",
+            "SELECT EXISTS (SELECT 1 FROM issues WHERE company_id = ?1 AND id = ?2)",
+        ),
+    ];
+    for (id, field, statement) in checks {
+        let Some(id) = id else { continue };
+        let found = sqlx::query_scalar::<_, bool>(statement)
+            .bind(company_id)
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !found {
+            return Err(StoreError::InvalidReference { field });
+        }
+    }
+    Ok(())
 }

@@ -122,32 +122,6 @@ async fn record_missed(
     Ok(recorded.then_some(id))
 }
 
-/// Withdraws the prepared runs of a trigger, as on Postgres
-/// (`store::fires::withdraw_prepared`).
-pub(super) async fn withdraw_prepared(
-    conn: &mut SqliteConnection,
-    trigger: Uuid,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    sqlx::query(
-        "DELETE FROM routine_runs
-         WHERE trigger_id = ?1 AND triggered_at > ?2 AND source = 'schedule' AND status = 'received'",
-    )
-    .bind(trigger)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE routine_triggers SET prepared_fire_at = NULL
-         WHERE id = ?1 AND prepared_fire_at > ?2",
-    )
-    .bind(trigger)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 impl SqliteStore {
     /// See [`crate::store::Storage::fire_due`].
     ///

@@ -6,7 +6,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, company_exists, heartbeats::insert_heartbeats, record, routines::ensure_assignable,
+    SqliteStore, agents::ensure_assignable, company_exists, heartbeats::insert_heartbeats, record,
 };
 use crate::{
     engine::{health::RunChange, lifecycle::run_after_issue},
@@ -108,7 +108,7 @@ impl SqliteStore {
         if let Some(agent_id) = new.assignee_agent_id {
             ensure_assignable(&mut tx, company_id, agent_id).await?;
         }
-        super::routines::ensure_references(
+        super::catalog::ensure_references(
             &mut tx,
             company_id,
             new.project_id,

@@ -28,7 +28,9 @@ mod jobs;
 mod notifications;
 mod routines;
 mod runs;
+mod schedules;
 mod triggers;
+mod upkeep;
 
 use std::{path::Path, str::FromStr as _, sync::Arc, time::Duration};
 

@@ -7,21 +7,23 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, company_exists, fires::withdraw_prepared, record};
+use super::{
+    SqliteStore, agents::ensure_assignable, catalog::ensure_references, company_exists, record,
+    schedules::reschedule_routine_triggers,
+};
 use crate::{
     engine::{
         health::pause_after,
-        refusal::{RoutineAttempt, assignable, routine_allows},
+        refusal::{RoutineAttempt, routine_allows},
     },
     model::{
-        Actor, AgentStatus, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, LastRun,
+        Actor, CatchUpCap, CatchUpPolicy, ConcurrencyPolicy, Description, LastRun,
         PauseAfterFailures, PausedReason, Priority, Routine, RoutineStatus, RunStatus, RunTimeout,
         Trigger,
     },
     store::{
-        NewActivity, NewRoutine, RoutineChanges, RoutineFilter, StoreError, StoreResult, new_id,
-        routines::RoutineRow,
-        triggers::{TriggerRow, next_fire},
+        NewActivity, NewRoutine, Pause, RoutineChanges, RoutineFilter, RoutineSelector, StoreError,
+        StoreResult, new_id, routines::RoutineRow, triggers::TriggerRow,
     },
 };
 
@@ -38,93 +40,6 @@ pub(super) async fn fetch_routine(
     .fetch_optional(conn)
     .await?
     .ok_or(StoreError::NotFound)
-}
-
-/// Checks that an agent of the company can take new work.
-pub(super) async fn ensure_assignable(
-    conn: &mut SqliteConnection,
-    company_id: Uuid,
-    agent_id: Uuid,
-) -> StoreResult<()> {
-    let status = sqlx::query_scalar::<_, AgentStatus>(
-        "SELECT status FROM agents WHERE company_id = ?1 AND id = ?2",
-    )
-    .bind(company_id)
-    .bind(agent_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::InvalidReference {
-        field: "assigneeAgentId",
-    })?;
-    assignable(status)?;
-    Ok(())
-}
-
-/// Checks the references Postgres checks with composite foreign keys: each must name a row of
-/// the company (SQLite reports a violated foreign key without saying which).
-pub(super) async fn ensure_references(
-    conn: &mut SqliteConnection,
-    company_id: Uuid,
-    project_id: Option<Uuid>,
-    goal_id: Option<Uuid>,
-    parent_issue_id: Option<Uuid>,
-) -> StoreResult<()> {
-    let checks = [
-        (
-            project_id,
-            "projectId",
-            "SELECT EXISTS (SELECT 1 FROM projects WHERE company_id = ?1 AND id = ?2)",
-        ),
-        (
-            goal_id,
-            "goalId",
-            "SELECT EXISTS (SELECT 1 FROM goals WHERE company_id = ?1 AND id = ?2)",
-        ),
-        (
-            parent_issue_id,
-            "parentIssueId",
-            "SELECT EXISTS (SELECT 1 FROM issues WHERE company_id = ?1 AND id = ?2)",
-        ),
-    ];
-    for (id, field, statement) in checks {
-        let Some(id) = id else { continue };
-        let found = sqlx::query_scalar::<_, bool>(statement)
-            .bind(company_id)
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !found {
-            return Err(StoreError::InvalidReference { field });
-        }
-    }
-    Ok(())
-}
-
-pub(super) async fn reschedule_routine_triggers(
-    conn: &mut SqliteConnection,
-    routine_id: Uuid,
-    active: bool,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let schedules = sqlx::query_as::<_, (Uuid, bool, String, String)>(
-        "SELECT id, enabled, cron_expression, timezone FROM routine_triggers
-         WHERE routine_id = ?1 AND kind = 'schedule'",
-    )
-    .bind(routine_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    for (id, enabled, cron, zone) in schedules {
-        withdraw_prepared(&mut *conn, id, now).await?;
-        let next = (active && enabled)
-            .then(|| next_fire(&cron, &zone, now))
-            .flatten();
-        sqlx::query("UPDATE routine_triggers SET next_run_at = ?2 WHERE id = ?1")
-            .bind(id)
-            .bind(next)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Applies `changes` to a routine, enforcing the lifecycle (the engine decides the pause
@@ -417,5 +332,80 @@ impl SqliteStore {
             }
         }
         Ok(grouped)
+    }
+}
+
+impl SqliteStore {
+    /// See [`crate::store::Storage::set_routines_paused`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn set_routines_paused(
+        &self,
+        company_id: Uuid,
+        selector: RoutineSelector,
+        pause: Option<Pause>,
+        actor: Actor,
+    ) -> StoreResult<Vec<Routine>> {
+        let now = self.now();
+        let (from, to) = if pause.is_some() {
+            (RoutineStatus::Active, RoutineStatus::Paused)
+        } else {
+            (RoutineStatus::Paused, RoutineStatus::Active)
+        };
+        let mut tx = self.pool.begin().await?;
+        let candidates = match &selector {
+            RoutineSelector::Ids(ids) => ids.clone(),
+            RoutineSelector::Assignee(agent) => {
+                sqlx::query_scalar::<_, Uuid>(
+                    "SELECT id FROM routines WHERE company_id = ?1 AND assignee_agent_id = ?2",
+                )
+                .bind(company_id)
+                .bind(agent)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            RoutineSelector::Project(project) => {
+                sqlx::query_scalar::<_, Uuid>(
+                    "SELECT id FROM routines WHERE company_id = ?1 AND project_id = ?2",
+                )
+                .bind(company_id)
+                .bind(project)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        let mut selected = Vec::new();
+        for id in candidates {
+            let matches = sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM routines
+                                WHERE id = ?1 AND company_id = ?2 AND status = ?3)",
+            )
+            .bind(id)
+            .bind(company_id)
+            .bind(from.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if matches {
+                selected.push(id);
+            }
+        }
+        selected.sort_unstable();
+        selected.dedup();
+        let changes = RoutineChanges {
+            status: Some(to),
+            pause: pause.unwrap_or_default(),
+            ..RoutineChanges::default()
+        };
+        let mut rows = Vec::with_capacity(selected.len());
+        for id in selected {
+            rows.push(change_routine(&mut tx, id, &changes, actor, now).await?.0);
+        }
+        let routines = self.shown(&mut tx, rows).await?;
+        tx.commit().await?;
+        if !routines.is_empty() {
+            self.announce_triggers();
+        }
+        Ok(routines)
     }
 }

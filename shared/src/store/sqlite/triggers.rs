@@ -4,7 +4,7 @@
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, fires::withdraw_prepared, record, routines::fetch_routine};
+use super::{SqliteStore, record, routines::fetch_routine, schedules::withdraw_prepared};
 use crate::{
     engine::{
         refusal::{Refusal, RoutineAttempt, room_for_trigger, routine_allows},
