@@ -63,6 +63,68 @@ pub struct BulkResume {
     pub project_id: Option<Uuid>,
 }
 
+/// The body of a bulk pause as the API document shows it: exactly one selector (each variant
+/// takes no other field), with the pause's note and end. Requests are read as [`BulkPause`],
+/// which answers 400 for none or several selectors.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a description only: never built
+pub(crate) enum PauseSelection {
+    /// These routines of the company.
+    #[serde(rename_all = "camelCase")]
+    Routines {
+        /// At most 500.
+        #[schema(max_items = 500)]
+        routine_ids: Vec<Uuid>,
+        /// At most 500 characters.
+        #[schema(value_type = Option<nexus_shared::model::PauseNote>, inline)]
+        pause_note: Option<String>,
+        /// In the future, at most a year ahead.
+        paused_until: Option<DateTime<Utc>>,
+    },
+    /// The routines assigned to this agent.
+    #[serde(rename_all = "camelCase")]
+    Assignee {
+        assignee_agent_id: Uuid,
+        /// At most 500 characters.
+        #[schema(value_type = Option<nexus_shared::model::PauseNote>, inline)]
+        pause_note: Option<String>,
+        /// In the future, at most a year ahead.
+        paused_until: Option<DateTime<Utc>>,
+    },
+    /// The routines of this project.
+    #[serde(rename_all = "camelCase")]
+    Project {
+        project_id: Uuid,
+        /// At most 500 characters.
+        #[schema(value_type = Option<nexus_shared::model::PauseNote>, inline)]
+        pause_note: Option<String>,
+        /// In the future, at most a year ahead.
+        paused_until: Option<DateTime<Utc>>,
+    },
+}
+
+/// The body of a bulk resume as the API document shows it: exactly one selector. Requests are
+/// read as [`BulkResume`].
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a description only: never built
+pub(crate) enum ResumeSelection {
+    /// These routines of the company.
+    #[serde(rename_all = "camelCase")]
+    Routines {
+        /// At most 500.
+        #[schema(max_items = 500)]
+        routine_ids: Vec<Uuid>,
+    },
+    /// The routines assigned to this agent.
+    #[serde(rename_all = "camelCase")]
+    Assignee { assignee_agent_id: Uuid },
+    /// The routines of this project.
+    #[serde(rename_all = "camelCase")]
+    Project { project_id: Uuid },
+}
+
 /// The routines a bulk pause or resume changed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ChangedRoutines {
@@ -118,7 +180,7 @@ fn selector(
 
 /// Pause the routines a selector matches (board only): the active ones become paused.
 #[utoipa::path(post, path = "/api/companies/{companyId}/routines/pause", tag = "routines",
-    params(("companyId" = Uuid, Path)), request_body = BulkPause,
+    params(("companyId" = Uuid, Path)), request_body = PauseSelection,
     responses((status = 200, body = ChangedRoutines), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -142,7 +204,7 @@ async fn pause_routines(
 /// Resume the routines a selector matches (board only): the paused ones become active,
 /// catching up nothing that fell while they were paused.
 #[utoipa::path(post, path = "/api/companies/{companyId}/routines/resume", tag = "routines",
-    params(("companyId" = Uuid, Path)), request_body = BulkResume,
+    params(("companyId" = Uuid, Path)), request_body = ResumeSelection,
     responses((status = 200, body = ChangedRoutines), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -160,6 +222,14 @@ async fn resume_routines(
         .set_routines_paused(company_id, selector, None, auth.0)
         .await?;
     Ok(Json(ChangedRoutines { routines }))
+}
+
+impl RequestBody for PauseSelection {
+    const NULLABLE: &'static [&'static str] = &[];
+}
+
+impl RequestBody for ResumeSelection {
+    const NULLABLE: &'static [&'static str] = &[];
 }
 
 impl RequestBody for BulkPause {

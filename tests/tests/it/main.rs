@@ -15,6 +15,7 @@ mod logs;
 mod notifications;
 mod ops;
 mod pauses;
+mod relay;
 mod routine_access;
 mod routines;
 mod runs;
