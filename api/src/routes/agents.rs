@@ -185,9 +185,12 @@ async fn list_agents(
     ApiPath(company_id): ApiPath<Uuid>,
 ) -> Result<Json<AgentList>, ApiError> {
     auth.see_company(&state, company_id).await?;
-    Ok(Json(AgentList {
-        agents: state.store.agents(company_id).await?,
-    }))
+    let mut agents = state.store.agents(company_id).await?;
+    if !auth.is_board() {
+        // Another agent's wake-up URL may carry the receiver's token in its query string.
+        agents = agents.into_iter().map(Agent::as_listed_to_agents).collect();
+    }
+    Ok(Json(AgentList { agents }))
 }
 
 /// Update an agent (board). `terminated` is final: any later change is 409.

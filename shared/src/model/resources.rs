@@ -203,6 +203,22 @@ pub struct Agent {
     pub created_at: DateTime<Utc>,
 }
 
+impl Agent {
+    /// The agent as another agent sees it in a list: an HTTP wake-up URL without its query
+    /// string or fragment (where a token for the receiver may be).
+    #[must_use]
+    pub fn as_listed_to_agents(mut self) -> Self {
+        if let Wakeup::Http { url } = &mut self.wakeup
+            && let Ok(mut parsed) = url::Url::parse(url)
+        {
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            *url = parsed.into();
+        }
+        self
+    }
+}
+
 /// A project of a company.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]

@@ -106,3 +106,37 @@ async fn agents_update_and_terminated_is_final() {
     assert_eq!(list.body["agents"][0]["status"], "terminated");
     assert_eq!(list.body["agents"][0]["name"], "Ada II");
 }
+
+#[tokio::test]
+async fn agents_listing_agents_see_wakeup_urls_without_their_query_string() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let company = app.seed_company("Acme").await;
+    let url = "https://agents.example.com/wake?token=s3cret#frag";
+    app.board()
+        .create_agent(
+            &company,
+            &json!({ "name": "Hooked", "wakeup": { "kind": "http", "url": url } }),
+        )
+        .await
+        .expect(201);
+    let (_, key) = app.seed_agent(&company, "Reader").await;
+    let seen = |body: &serde_json::Value| {
+        body["agents"]
+            .as_array()
+            .expect("agents")
+            .iter()
+            .find(|a| a["name"] == "Hooked")
+            .map(|a| a["wakeup"]["url"].clone())
+            .expect("the hooked agent")
+    };
+    let as_agent = app
+        .caller(Some(&key))
+        .list_agents(&company)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(seen(&as_agent), "https://agents.example.com/wake");
+    let as_board = app.board().list_agents(&company).await.expect(200).body;
+    assert_eq!(seen(&as_board), url, "the board sees the whole URL");
+}
