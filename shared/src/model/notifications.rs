@@ -65,7 +65,7 @@ pub struct NotificationChannel {
 }
 
 /// One notification sent (or being sent) to a channel.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationDelivery {
     /// Id (the `webhook-id` of every attempt).

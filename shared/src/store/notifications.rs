@@ -147,9 +147,7 @@ pub struct UpkeepReport {
     pub timed_out: u64,
 }
 
-/// A notice as the operations that change runs write it.
-pub(crate) type Pending = Notice;
-
+/// The notices the operations that change runs write.
 impl Notice {
     /// A notice about a run of `routine`.
     pub(crate) fn run(event: NotificationEvent, routine: &RoutineRow, run_id: Uuid) -> Self {
@@ -291,14 +289,14 @@ pub(crate) fn settled(
     routine: &RoutineRow,
     before: i32,
     changes: &[RunChange],
-) -> (Vec<Pending>, bool) {
+) -> (Vec<Notice>, bool) {
     let after = routine.consecutive_failures;
     let pending = changes
         .iter()
         .filter(|c| c.routine_id == routine.id)
         .filter_map(|change| {
             run_event(change, (before, after))
-                .map(|event| Pending::run(event, routine, change.run_id))
+                .map(|event| Notice::run(event, routine, change.run_id))
         })
         .collect();
     let pauses = pauses_itself(routine.status, routine.pause_after_failures, after);

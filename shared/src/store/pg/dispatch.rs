@@ -25,13 +25,12 @@ use crate::{
             late_runs, plan,
         },
         health::{RunChange, deadline},
+        notify::Notice,
     },
     model::{
         AgentStatus, ConcurrencyPolicy, HeartbeatStatus, NotificationEvent, RunSource, RunStatus,
     },
-    store::{
-        StoreResult, WakeupDelivery, dispatch::dispatch_entries, new_id, notifications::Pending,
-    },
+    store::{StoreResult, WakeupDelivery, dispatch::dispatch_entries, new_id},
 };
 
 impl PgStore {
@@ -187,7 +186,7 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = &failed {
-            let pending = Pending::heartbeat(
+            let pending = Notice::heartbeat(
                 NotificationEvent::WakeupFailed,
                 row.company_id,
                 row.routine_id,

@@ -16,13 +16,14 @@ use super::{
 };
 use crate::{
     engine::health::{RunChange, pause_on_failures},
+    engine::notify::Notice,
     model::{
         Actor, CatchUpPolicy, ConcurrencyPolicy, NotificationEvent, PausedReason, Priority,
         RoutineStatus,
     },
     store::{
         NewActivity, StoreResult,
-        notifications::{Pending, count_failures, settled, touched},
+        notifications::{count_failures, settled, touched},
         routines::RoutineRow,
     },
 };
@@ -73,7 +74,7 @@ pub(crate) async fn settle(
         if pauses {
             let paused = pause_itself(conn, &routine, now).await?;
             let event = NotificationEvent::RoutinePausedOnFailures;
-            pending.push(Pending::routine(event, &paused));
+            pending.push(Notice::routine(event, &paused));
         }
     }
     notify(conn, pending, now).await

@@ -31,7 +31,7 @@ use crate::{
         new_id,
         notifications::{
             Attempt, ChannelChanges, CreatedChannel, MAX_CHANNELS_PER_COMPANY, NewChannel,
-            Outgoing, Pending, delivery_jobs, fan_out_job, notifications,
+            Outgoing, delivery_jobs, fan_out_job, notifications,
         },
         runs::RunRow,
     },
@@ -65,7 +65,7 @@ async fn targets(conn: &mut PgConnection, notices: &[Notice]) -> StoreResult<Vec
 /// small row longer, whatever the number of channels.
 pub(crate) async fn notify(
     conn: &mut PgConnection,
-    notices: Vec<Pending>,
+    notices: Vec<Notice>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     if notices.is_empty() {
@@ -450,7 +450,7 @@ impl PgStore {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let channel = NotificationChannel::from(fetch_channel(&mut tx, id, true).await?);
-        let notice = Pending::test(&channel);
+        let notice = Notice::test(&channel);
         let notification = new_id();
         sqlx::query!(
             "INSERT INTO notifications (id, channel_id, company_id, event, routine_id, body, created_at)

@@ -18,12 +18,10 @@ use crate::{
             plan,
         },
         health::{RunChange, deadline},
+        notify::Notice,
     },
     model::{Actor, AgentStatus, ConcurrencyPolicy, HeartbeatStatus, NotificationEvent, RunStatus},
-    store::{
-        StoreError, StoreResult, WakeupDelivery, dispatch::dispatch_entries,
-        notifications::Pending, open_secret,
-    },
+    store::{StoreError, StoreResult, WakeupDelivery, dispatch::dispatch_entries, open_secret},
 };
 
 async fn situation(
@@ -377,7 +375,7 @@ impl SqliteStore {
         .await?;
         let mut notified = false;
         if let Some((company_id, routine_id)) = failed {
-            let pending = Pending::heartbeat(
+            let pending = Notice::heartbeat(
                 NotificationEvent::WakeupFailed,
                 company_id,
                 routine_id,

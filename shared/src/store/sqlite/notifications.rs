@@ -22,8 +22,8 @@ use crate::{
         tasks::{Job, Task},
     },
     model::{
-        Actor, ChannelKind, DeliveryStatus, HeartbeatRun, NotificationChannel,
-        NotificationDelivery, NotificationEvent,
+        Actor, ChannelKind, HeartbeatRun, NotificationChannel, NotificationDelivery,
+        NotificationEvent,
     },
     store::{
         NewActivity, StoreError, StoreResult,
@@ -31,7 +31,7 @@ use crate::{
         new_id,
         notifications::{
             Attempt, ChannelChanges, CreatedChannel, MAX_CHANNELS_PER_COMPANY, NewChannel,
-            Outgoing, Pending, delivery_jobs, fan_out_job, notifications,
+            Outgoing, delivery_jobs, fan_out_job, notifications,
         },
         open_secret,
     },
@@ -107,7 +107,7 @@ async fn targets(
 /// committing).
 pub(super) async fn notify(
     conn: &mut SqliteConnection,
-    notices: Vec<Pending>,
+    notices: Vec<Notice>,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     if notices.is_empty() {
@@ -410,7 +410,7 @@ impl SqliteStore {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let channel = fetch_channel(&mut tx, id).await?;
-        let notice = Pending::test(&channel);
+        let notice = Notice::test(&channel);
         let notification = new_id();
         sqlx::query(
             "INSERT INTO notifications (id, channel_id, company_id, event, routine_id, body,
@@ -446,18 +446,7 @@ impl SqliteStore {
         channel_id: Uuid,
         limit: i64,
     ) -> StoreResult<Vec<NotificationDelivery>> {
-        type Row = (
-            Uuid,
-            NotificationEvent,
-            Option<Uuid>,
-            DeliveryStatus,
-            i32,
-            Option<i32>,
-            Option<String>,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-        );
-        Ok(sqlx::query_as::<_, Row>(
+        Ok(sqlx::query_as::<_, NotificationDelivery>(
             "SELECT id, event, routine_id, status, attempts, last_status_code, last_error,
                     created_at, delivered_at
              FROM notifications WHERE channel_id = ?1
@@ -466,32 +455,7 @@ impl SqliteStore {
         .bind(channel_id)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(
-            |(
-                id,
-                event,
-                routine_id,
-                status,
-                attempts,
-                last_status_code,
-                last_error,
-                created_at,
-                delivered_at,
-            )| NotificationDelivery {
-                id,
-                event,
-                routine_id,
-                status,
-                attempts,
-                last_status_code,
-                last_error,
-                created_at,
-                delivered_at,
-            },
-        )
-        .collect())
+        .await?)
     }
 
     /// See [`crate::store::Storage::notification_to_send`].

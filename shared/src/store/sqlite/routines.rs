@@ -354,44 +354,28 @@ impl SqliteStore {
             (RoutineStatus::Paused, RoutineStatus::Active)
         };
         let mut tx = self.pool.begin().await?;
-        let candidates = match &selector {
-            RoutineSelector::Ids(ids) => ids.clone(),
-            RoutineSelector::Assignee(agent) => {
-                sqlx::query_scalar::<_, Uuid>(
-                    "SELECT id FROM routines WHERE company_id = ?1 AND assignee_agent_id = ?2",
-                )
-                .bind(company_id)
-                .bind(agent)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            RoutineSelector::Project(project) => {
-                sqlx::query_scalar::<_, Uuid>(
-                    "SELECT id FROM routines WHERE company_id = ?1 AND project_id = ?2",
-                )
-                .bind(company_id)
-                .bind(project)
-                .fetch_all(&mut *tx)
-                .await?
-            }
+        // The routines of the company in `from` that the selector names, in id order.
+        let (assignee, project) = match &selector {
+            RoutineSelector::Ids(_) => (None, None),
+            RoutineSelector::Assignee(agent) => (Some(*agent), None),
+            RoutineSelector::Project(project) => (None, Some(*project)),
         };
-        let mut selected = Vec::new();
-        for id in candidates {
-            let matches = sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM routines
-                                WHERE id = ?1 AND company_id = ?2 AND status = ?3)",
-            )
-            .bind(id)
-            .bind(company_id)
-            .bind(from.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            if matches {
-                selected.push(id);
-            }
+        let mut selected = sqlx::query_scalar::<_, Uuid>(
+            "SELECT id FROM routines
+             WHERE company_id = ?1 AND status = ?2
+               AND (?3 IS NULL OR assignee_agent_id = ?3) AND (?4 IS NULL OR project_id = ?4)
+             ORDER BY id",
+        )
+        .bind(company_id)
+        .bind(from.as_str())
+        .bind(assignee)
+        .bind(project)
+        .fetch_all(&mut *tx)
+        .await?;
+        if let RoutineSelector::Ids(ids) = &selector {
+            let named: std::collections::HashSet<&Uuid> = ids.iter().collect();
+            selected.retain(|id| named.contains(id));
         }
-        selected.sort_unstable();
-        selected.dedup();
         let changes = RoutineChanges {
             status: Some(to),
             pause: pause.unwrap_or_default(),
