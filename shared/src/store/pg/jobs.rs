@@ -204,10 +204,32 @@ impl PgStore {
         lease: Duration,
         limit: i64,
     ) -> StoreResult<Taken> {
+        let mut tx = self.pool.begin().await?;
+        match self.take_in(&mut tx, owner, lease, limit).await {
+            Ok(taken) => {
+                tx.commit().await?;
+                Ok(taken)
+            }
+            Err(error) => {
+                // Rolled back before returning: dropping the transaction would leave its
+                // ROLLBACK to a task of the pool, and the taken rows locked until it runs, so a
+                // claim made at once after this failure would skip them.
+                tx.rollback().await.ok();
+                Err(error)
+            }
+        }
+    }
+
+    async fn take_in(
+        &self,
+        tx: &mut PgConnection,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> StoreResult<Taken> {
         let now = self.now();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
         let lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(30));
-        let mut tx = self.pool.begin().await?;
         // As in `claim_jobs`: walk `jobs_due` in order whatever the statistics say. Sorts are
         // allowed again for the dispatch statements; sequential scans stay ruled out, as in
         // every transaction that dispatches (`begin_by_key`).
@@ -233,7 +255,6 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if taken.is_empty() {
-            tx.commit().await?;
             return Ok(Taken::default());
         }
         sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT")
@@ -253,10 +274,10 @@ impl PgStore {
             })
             .collect();
         let (dispatched, run_ids, claimed) = split_taken(jobs);
-        let outcomes = self.dispatch_runs(&mut tx, &run_ids).await?;
+        let outcomes = self.dispatch_runs(tx, &run_ids).await?;
         let done: Vec<Uuid> = dispatched.iter().map(|j| j.id).collect();
         if !done.is_empty() {
-            complete_in(&mut tx, &done).await?;
+            complete_in(tx, &done).await?;
         }
         let leased: Vec<Uuid> = claimed.iter().map(|j| j.id).collect();
         if !leased.is_empty() {
@@ -272,7 +293,6 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(Taken {
             dispatched,
             outcomes,
