@@ -6,6 +6,7 @@
 //! `NEXUS_LISTEN`.
 
 pub mod leader;
+mod retention;
 mod scheduler;
 
 use std::{future::Future, net::SocketAddr};
@@ -18,6 +19,7 @@ use nexus_shared::{
 
 pub use crate::{
     leader::LeaderLock,
+    retention::RetentionStep,
     scheduler::{LeadStep, Scheduler, Settings},
 };
 
@@ -45,6 +47,7 @@ pub fn scheduler(resources: &Resources) -> Scheduler {
     let settings = Settings {
         misfire_grace: resources.config.misfire_grace,
         lookahead: resources.config.schedule_lookahead,
+        retention_days: resources.config.retention_days,
         ..Settings::default()
     };
     Scheduler::new(resources.store.clone(), lock, settings)

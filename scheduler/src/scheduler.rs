@@ -30,6 +30,13 @@ pub struct Settings {
     pub batch: i64,
     /// Longest sleep between passes.
     pub max_sleep: Duration,
+    /// `NEXUS_RETENTION_DAYS`: finished history older than this many days is deleted by the
+    /// leader (`None`: kept for ever). See [`crate::retention`].
+    pub retention_days: Option<u32>,
+    /// Rows of each kind one retention batch deletes at most.
+    pub retention_batch: i64,
+    /// A retention batch starts only if no fire is due to be prepared within this time.
+    pub retention_quiet: Duration,
 }
 
 impl Default for Settings {
@@ -39,6 +46,9 @@ impl Default for Settings {
             lookahead: Duration::from_secs(5),
             batch: 500,
             max_sleep: Duration::from_secs(60),
+            retention_days: None,
+            retention_batch: nexus_shared::engine::retention::BATCH,
+            retention_quiet: Duration::from_secs(10),
         }
     }
 }
@@ -66,9 +76,9 @@ pub enum LeadStep {
 /// A scheduler instance.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
-    store: Arc<dyn SchedulerStorage>,
+    pub(crate) store: Arc<dyn SchedulerStorage>,
     lock: LeaderLock,
-    settings: Settings,
+    pub(crate) settings: Settings,
     term: watch::Sender<Option<Term>>,
     /// Whether the last leadership step could not reach Redis (logged once per outage).
     unreachable: Arc<std::sync::atomic::AtomicBool>,
@@ -174,8 +184,14 @@ impl Scheduler {
             stop.clone(),
         ));
         let leadership = tokio::spawn(self.clone().lead(stop.clone()));
+        let retention = {
+            let scheduler = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { scheduler.retention_loop(stop).await })
+        };
         self.fire_loop(&changed, stop).await;
         drop(leadership.await);
+        drop(retention.await);
         listener.abort();
     }
 

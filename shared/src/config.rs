@@ -35,6 +35,9 @@ pub struct Config {
     pub schedule_lookahead: Duration,
     /// `NEXUS_LEADER_TTL_SECS`: the scheduler leader's lease; a successor takes over within it.
     pub leader_ttl: Duration,
+    /// `NEXUS_RETENTION_DAYS`: how many days finished history is kept (default 30, 1–3650);
+    /// `None` (the value 0) keeps it for ever. See [`crate::engine::retention`].
+    pub retention_days: Option<u32>,
     /// `NEXUS_WORKER_CONCURRENCY`: jobs one worker process handles at once.
     pub worker_concurrency: NonZeroUsize,
     /// `NEXUS_WORKER_BATCH`: most dispatch jobs one worker loop claims and dispatches in one
@@ -116,6 +119,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_MISFIRE_GRACE_SECS",
     "NEXUS_SCHEDULE_LOOKAHEAD_MS",
     "NEXUS_LEADER_TTL_SECS",
+    "NEXUS_RETENTION_DAYS",
     "NEXUS_WORKER_CONCURRENCY",
     "NEXUS_WORKER_BATCH",
     "NEXUS_JOB_LEASE_SECS",
@@ -278,6 +282,13 @@ impl Config {
             "15",
             |v| int_in_range(v, 3, 300),
         )?);
+        let retention_days = parse_or(
+            "NEXUS_RETENTION_DAYS",
+            get("NEXUS_RETENTION_DAYS"),
+            "30",
+            |v| int_in_range(v, 0, 3650),
+        )?;
+        let retention_days = u32::try_from(retention_days).ok().filter(|d| *d > 0);
         let worker_concurrency = parse_or(
             "NEXUS_WORKER_CONCURRENCY",
             get("NEXUS_WORKER_CONCURRENCY"),
@@ -412,6 +423,7 @@ impl Config {
             misfire_grace,
             schedule_lookahead,
             leader_ttl,
+            retention_days,
             worker_concurrency,
             worker_batch,
             job_lease,

@@ -287,6 +287,19 @@ pub fn register_metrics(role: Role) {
                 "Paused routines resumed at their pausedUntil"
             );
             counter!("nexus_routines_resumed_total").absolute(0);
+            describe_counter!(
+                "nexus_retention_deleted_total",
+                "History rows deleted by retention, by kind"
+            );
+            describe_histogram!(
+                "nexus_retention_batch_seconds",
+                Unit::Seconds,
+                "Duration of one retention batch"
+            );
+            for (kind, _) in crate::engine::retention::PurgeReport::default().by_kind() {
+                counter!("nexus_retention_deleted_total", "kind" => kind).absolute(0);
+            }
+            drop(histogram!("nexus_retention_batch_seconds"));
             gauge!("nexus_scheduler_is_leader").set(0.0);
             counter!("nexus_scheduler_leadership_changes_total").absolute(0);
             for outcome in ["dispatched", "missed"] {

@@ -24,6 +24,7 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(config.public_url, "http://127.0.0.1:8080");
     assert_eq!(config.misfire_grace, Duration::from_secs(60));
     assert_eq!(config.schedule_lookahead, Duration::from_secs(5));
+    assert_eq!(config.retention_days, Some(30));
     assert_eq!(
         (config.webhook_rate_per_sec, config.webhook_burst),
         (20, 100)
@@ -57,6 +58,8 @@ fn invalid_values_name_the_variable() {
         ("NEXUS_MISFIRE_GRACE_SECS", "-1"),
         ("NEXUS_SCHEDULE_LOOKAHEAD_MS", "60001"),
         ("NEXUS_WORKER_CONCURRENCY", "0"),
+        ("NEXUS_RETENTION_DAYS", "3651"),
+        ("NEXUS_RETENTION_DAYS", "-1"),
         ("NEXUS_WORKER_BATCH", "1001"),
         ("NEXUS_AUTO_MIGRATE", "yes"),
         ("NEXUS_WEBHOOK_RATE_PER_SEC", "fast"),
@@ -124,4 +127,12 @@ fn secrets_are_never_echoed_in_errors() {
 fn public_url_loses_its_trailing_slash() {
     let config = config(&[("NEXUS_PUBLIC_URL", "https://hooks.example.com/")]).expect("valid");
     assert_eq!(config.public_url, "https://hooks.example.com");
+}
+
+#[test]
+fn retention_zero_keeps_history_for_ever() {
+    let kept = config(&[("NEXUS_RETENTION_DAYS", "0")]).expect("valid");
+    assert_eq!(kept.retention_days, None);
+    let week = config(&[("NEXUS_RETENTION_DAYS", "7")]).expect("valid");
+    assert_eq!(week.retention_days, Some(7));
 }

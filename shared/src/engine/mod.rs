@@ -12,6 +12,7 @@
 //!   events a change of runs announces.
 //! - [`notify`]: which channels receive an event, and what a notification says.
 //! - [`lifecycle`]: what a change of state carries along (a closed issue ends its run).
+//! - [`retention`]: which finished history is old enough to delete, in which units.
 //! - [`render`]: what a routine's title and description templates become for one run.
 //! - [`rotation`]: what a secret rotation keeps of the secret it replaces.
 //! - [`tasks`]: queued work as one type, parsed once, and what a failed attempt leads to.
@@ -26,5 +27,6 @@ pub mod lifecycle;
 pub mod notify;
 pub mod refusal;
 pub mod render;
+pub mod retention;
 pub mod rotation;
 pub mod tasks;

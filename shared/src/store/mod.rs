@@ -55,6 +55,7 @@ use crate::crypto::SecretBox;
 pub use crate::engine::{
     fires::FireReport,
     refusal::{MAX_TRIGGERS_PER_ROUTINE, Refusal, RefusalKind},
+    retention::PurgeReport,
     rotation::{MAX_ROTATION_GRACE_SEC, Rotation, WEBHOOK_SECRET_PREFIX},
     tasks::{DELIVER_WAKEUP, WAKEUP_MAX_ATTEMPTS},
 };

@@ -18,9 +18,10 @@ use uuid::Uuid;
 use super::{
     Accepted, AgentChanges, Attempt, BackfillRange, Backfilled, BoardToken, BoardTokenInfo,
     ChannelChanges, CreatedAgent, CreatedChannel, FireReport, IssueFilter, IssuedKey, Leadership,
-    NewChannel, NewIssue, NewRoutine, NewRun, NewTrigger, Outgoing, Pause, PgStore, RoutineChanges,
-    RoutineFilter, RoutineSelector, SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine,
-    UpdatedAgent, UpkeepReport, WakeupDelivery, WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
+    NewChannel, NewIssue, NewRoutine, NewRun, NewTrigger, Outgoing, Pause, PgStore, PurgeReport,
+    RoutineChanges, RoutineFilter, RoutineSelector, SecretMaterial, StoreResult, TriggerChanges,
+    TriggerInRoutine, UpdatedAgent, UpkeepReport, WakeupDelivery, WakeupSpec, WebhookTrigger,
+    sqlite::SqliteStore,
 };
 use crate::{
     clock::SharedClock,
@@ -474,6 +475,17 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn next_fire_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Deletes one batch (up to `limit` of each kind) of the finished history older than
+    /// `days` days at the clock's now, in the units [`crate::engine::retention`] describes.
+    ///
+    /// # Errors
+    /// The database failed (that kind's batch is rolled back; earlier kinds stay deleted).
+    async fn purge_history(&self, days: u32, limit: i64) -> StoreResult<PurgeReport>;
+    /// Whether a queued job is due at the clock's now (the workers are behind).
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn jobs_waiting(&self) -> StoreResult<bool>;
     }
 
     /// What a worker does: the queue, dispatch, wake-up deliveries and maintenance.

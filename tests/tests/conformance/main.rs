@@ -170,6 +170,9 @@ mod controls;
 /// Routine health, pauses, run timeouts and notification channels.
 mod health;
 
+/// Retention: what goes, what stays, at the boundary of each rule.
+mod retention;
+
 /// What the worker finds when it dispatches decides, not what held when the run was accepted
 /// (the contract's "State at dispatch"), and runs are listed by when they were triggered.
 mod at_dispatch;

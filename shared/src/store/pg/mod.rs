@@ -17,6 +17,7 @@ mod issues;
 mod jobs;
 mod notifications;
 mod repeats;
+mod retention;
 mod routines;
 mod runs;
 mod schedules;

@@ -26,6 +26,7 @@ mod heartbeats;
 mod issues;
 mod jobs;
 mod notifications;
+mod retention;
 mod routines;
 mod runs;
 mod schedules;

@@ -1,0 +1,191 @@
+//! Retention on Postgres: one batch of each unit [`crate::engine::retention`] describes, each
+//! kind in its own short transaction, each found through an index (`issues_closed`,
+//! `routine_runs_unlinked`, the per-company activity index, the per-channel notification
+//! index, `jobs_dead`). Rows another transaction holds are skipped, not waited for.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{PgStore, begin_by_key};
+use crate::{
+    engine::retention::{self, KEYS_KEPT, PurgeReport},
+    store::StoreResult,
+};
+
+fn count(rows: u64, limit: i64, more: &mut bool) -> u64 {
+    if i64::try_from(rows).unwrap_or(i64::MAX) >= limit {
+        *more = true;
+    }
+    rows
+}
+
+impl PgStore {
+    /// See [`crate::store::Storage::purge_history`].
+    ///
+    /// # Errors
+    /// The database failed (that kind's batch is rolled back; earlier kinds stay deleted).
+    pub async fn purge_history(&self, days: u32, limit: i64) -> StoreResult<PurgeReport> {
+        let now = self.now();
+        let cutoff = retention::cutoff(now, days);
+        let keys_until = now - KEYS_KEPT;
+        let mut report = PurgeReport::default();
+        self.purge_issues(cutoff, keys_until, limit, &mut report)
+            .await?;
+        let runs = self.purge_unlinked_runs(cutoff, keys_until, limit).await?;
+        report.runs += count(runs, limit, &mut report.more);
+        let mut tx = begin_by_key(&self.pool).await?;
+        let activity = sqlx::query!(
+            "DELETE FROM activity_log WHERE id IN (
+                 SELECT a.id FROM companies c
+                 CROSS JOIN LATERAL (
+                     SELECT id FROM activity_log
+                     WHERE company_id = c.id AND created_at < $1
+                     ORDER BY created_at, id LIMIT $2) a
+                 LIMIT $2)",
+            cutoff,
+            limit,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        report.activity = count(activity, limit, &mut report.more);
+        let mut tx = begin_by_key(&self.pool).await?;
+        let notifications = sqlx::query!(
+            "DELETE FROM notifications WHERE id IN (
+                 SELECT n.id FROM notification_channels ch
+                 CROSS JOIN LATERAL (
+                     SELECT id FROM notifications
+                     WHERE channel_id = ch.id AND created_at < $1 AND status <> 'pending'
+                     ORDER BY created_at, id LIMIT $2) n
+                 LIMIT $2)",
+            cutoff,
+            limit,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        report.notifications = count(notifications, limit, &mut report.more);
+        let mut tx = begin_by_key(&self.pool).await?;
+        let jobs = sqlx::query!(
+            "DELETE FROM jobs WHERE id IN (
+                 SELECT id FROM jobs WHERE state = 'dead' AND updated_at < $1
+                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            cutoff,
+            limit,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        report.jobs = count(jobs, limit, &mut report.more);
+        Ok(report)
+    }
+
+    /// Closed issues old enough, with their events, heartbeat runs and linked runs: one
+    /// transaction, the issues locked (a status change waits, or is waited for).
+    async fn purge_issues(
+        &self,
+        cutoff: DateTime<Utc>,
+        keys_until: DateTime<Utc>,
+        limit: i64,
+        report: &mut PurgeReport,
+    ) -> StoreResult<()> {
+        let mut tx = begin_by_key(&self.pool).await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar!(
+            "SELECT i.id FROM issues i
+             WHERE i.status IN ('done', 'cancelled') AND i.updated_at < $1
+               AND NOT EXISTS (SELECT 1 FROM issues c
+                               WHERE c.company_id = i.company_id AND c.parent_issue_id = i.id)
+               AND NOT EXISTS (SELECT 1 FROM routines r
+                               WHERE r.company_id = i.company_id AND r.parent_issue_id = i.id)
+               AND NOT EXISTS (SELECT 1 FROM heartbeat_runs h
+                               WHERE h.issue_id = i.id AND h.status IN ('queued', 'running'))
+               AND NOT EXISTS (
+                   SELECT 1 FROM routine_runs r
+                   WHERE r.linked_issue_id = i.id
+                     AND (r.completed_at IS NULL OR r.triggered_at >= $2
+                          OR NOT EXISTS (
+                              SELECT 1 FROM routine_runs n
+                              WHERE n.routine_id = r.routine_id
+                                AND (n.triggered_at, n.id) > (r.triggered_at, r.id))))
+             ORDER BY i.updated_at LIMIT $3
+             FOR UPDATE OF i SKIP LOCKED",
+            cutoff,
+            keys_until,
+            limit,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        report.issue_events +=
+            sqlx::query!("DELETE FROM issue_events WHERE issue_id = ANY($1)", &ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        report.heartbeat_runs +=
+            sqlx::query!("DELETE FROM heartbeat_runs WHERE issue_id = ANY($1)", &ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        report.runs += sqlx::query!(
+            "DELETE FROM routine_runs WHERE linked_issue_id = ANY($1)",
+            &ids
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let issues = sqlx::query!("DELETE FROM issues WHERE id = ANY($1)", &ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        report.issues = count(issues, limit, &mut report.more);
+        Ok(())
+    }
+
+    /// Finished runs that never had an issue, old enough and not their routine's newest.
+    async fn purge_unlinked_runs(
+        &self,
+        cutoff: DateTime<Utc>,
+        keys_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let mut tx = begin_by_key(&self.pool).await?;
+        let runs = sqlx::query!(
+            "DELETE FROM routine_runs WHERE id IN (
+                 SELECT r.id FROM routine_runs r
+                 WHERE r.linked_issue_id IS NULL AND r.completed_at IS NOT NULL
+                   AND r.completed_at < $1 AND r.triggered_at < $2
+                   AND EXISTS (SELECT 1 FROM routine_runs n
+                               WHERE n.routine_id = r.routine_id
+                                 AND (n.triggered_at, n.id) > (r.triggered_at, r.id))
+                 ORDER BY r.completed_at LIMIT $3
+                 FOR UPDATE OF r SKIP LOCKED)",
+            cutoff,
+            keys_until,
+            limit,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(runs)
+    }
+
+    /// See [`crate::store::Storage::jobs_waiting`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn jobs_waiting(&self) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_at <= $1) AS "waiting!""#,
+            self.now()
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
