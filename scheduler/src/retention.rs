@@ -79,7 +79,9 @@ impl Scheduler {
             return;
         }
         let clock = Arc::clone(self.store.clock());
+        let mut terms = self.term.subscribe();
         while !*stop.borrow() {
+            terms.borrow_and_update();
             let started = Instant::now();
             let rest = match self.retention_once().await {
                 Ok(RetentionStep::Purged(report)) if report.more => {
@@ -88,7 +90,14 @@ impl Scheduler {
                         .max(TimeDelta::milliseconds(50))
                 }
                 Ok(RetentionStep::Busy) => TimeDelta::seconds(1),
-                Ok(RetentionStep::NotLeading) => TimeDelta::seconds(5),
+                Ok(RetentionStep::NotLeading) => {
+                    // Until this instance leads (again).
+                    tokio::select! {
+                        _ = terms.changed() => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                    continue;
+                }
                 Ok(RetentionStep::Purged(_) | RetentionStep::Off) => TimeDelta::minutes(1),
                 Err(e) => {
                     tracing::warn!(error = %e, "retention batch failed; trying again later");

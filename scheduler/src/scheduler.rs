@@ -55,7 +55,7 @@ impl Default for Settings {
 
 /// Leadership as the fire loop sees it: the term and when it lapses, on the injected clock.
 #[derive(Debug, Clone)]
-struct Term {
+pub(crate) struct Term {
     leadership: Leadership,
     valid_until: DateTime<Utc>,
 }
@@ -79,7 +79,7 @@ pub struct Scheduler {
     pub(crate) store: Arc<dyn SchedulerStorage>,
     lock: LeaderLock,
     pub(crate) settings: Settings,
-    term: watch::Sender<Option<Term>>,
+    pub(crate) term: watch::Sender<Option<Term>>,
     /// Whether the last leadership step could not reach Redis (logged once per outage).
     unreachable: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -148,4 +148,5 @@ mod catch_up;
 mod controls;
 mod fires;
 mod leadership;
+mod retention;
 mod upkeep;
