@@ -85,6 +85,7 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         webhook_burst: resources.config.webhook_burst,
         webhook_triggers: Arc::default(),
         allow_private_urls: resources.config.allow_private_urls,
+        retention_days: resources.config.retention_days,
     };
     let router = router(state, health.clone());
     Ok(App {

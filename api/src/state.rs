@@ -28,6 +28,9 @@ pub struct AppState {
     pub webhook_triggers: Arc<WebhookTriggers>,
     /// Whether wake-up URLs may name loopback, link-local or private addresses.
     pub allow_private_urls: bool,
+    /// `NEXUS_RETENTION_DAYS` (`None`: history is kept for ever): a backfill may not reach
+    /// back past it, where runs may have been deleted.
+    pub retention_days: Option<u32>,
 }
 
 /// Webhook triggers by public id, as this process last read them, so that a call does not

@@ -149,7 +149,8 @@ async fn run_routine(
 
 /// Re-run a past range (board, or its assignee agent): one run for every nominal fire of the
 /// routine's schedule triggers in `[from, to)` that has no run yet, dispatched oldest first
-/// under the routine's concurrency policy. At most 1,000 fires; 409 when archived.
+/// under the routine's concurrency policy. At most 1,000 fires; `from` within the retention
+/// period (`NEXUS_RETENTION_DAYS`); 409 when archived.
 #[utoipa::path(post, path = "/api/routines/{routineId}/backfill", tag = "runs",
     params(("routineId" = Uuid, Path)), request_body = BackfillRequest,
     responses((status = 202, body = BackfillResult),
@@ -168,10 +169,21 @@ async fn backfill(
     if body.from >= body.to {
         return Err(ApiError::invalid_field("from", "must be before `to`"));
     }
-    if body.to > state.store.clock().now() {
+    let now = state.store.clock().now();
+    if body.to > now {
         return Err(ApiError::invalid_field(
             "to",
             "must not be after now: a backfill re-runs the past",
+        ));
+    }
+    // Past the retention period a fire's run may have been deleted; re-running it would make
+    // that fire twice.
+    if let Some(days) = state.retention_days
+        && body.from < nexus_shared::engine::retention::cutoff(now, days)
+    {
+        return Err(ApiError::invalid_field(
+            "from",
+            "must be within the retention period (NEXUS_RETENTION_DAYS): older runs may have been deleted",
         ));
     }
     let range = BackfillRange {

@@ -224,7 +224,12 @@ async fn backfill_makes_each_fire_exactly_once_beside_the_scheduler_and_other_ba
 #[tokio::test]
 async fn backfilled_runs_are_dispatched_oldest_first_and_keep_the_live_daylight_saving_instants() {
     nexus_tests::needs_servers!();
-    let (app, _clock) = app_at("2026-11-29T11:00:00Z").await;
+    // History kept for a year, so that a backfill may reach back to March.
+    let app = TestApp::spawn_with(Options {
+        clock: Some(ManualClock::new(utc("2026-11-29T11:00:00Z"))),
+        env: vec![("NEXUS_RETENTION_DAYS", "365".to_owned())],
+    })
+    .await;
     let team = app.seed_team().await;
     let (routine, trigger) = schedule(
         &app,
@@ -322,6 +327,21 @@ async fn backfill_is_bounded_validated_audited_and_follows_the_manual_run_access
         )
         .await
         .expect_error(422, "invalid_field");
+    // Past the retention period (30 days by default) runs may have been deleted: refused.
+    let refused = board
+        .backfill(
+            &routine,
+            &range("2026-10-30T10:59:59Z", "2026-10-30T11:01:00Z"),
+        )
+        .await
+        .expect_error(422, "invalid_field");
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("retention")),
+        "{}",
+        refused.body
+    );
     // 1,001 minutes of a minutely schedule: refused, nothing created; 1,000 are accepted.
     board
         .backfill(
