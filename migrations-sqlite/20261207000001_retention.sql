@@ -116,7 +116,6 @@ INSERT INTO issues_rebuilt (id, company_id, title, description, project_id, goal
 SELECT id, company_id, title, description, project_id, goal_id, parent_issue_id, assignee_agent_id, priority, status, routine_id, origin_run_id, created_at, updated_at FROM issues;
 DROP TABLE issues;
 ALTER TABLE issues_rebuilt RENAME TO issues;
-CREATE INDEX issues_company ON issues (company_id, created_at);
 CREATE INDEX issues_routine_open ON issues (routine_id, created_at)
     WHERE routine_id IS NOT NULL AND status NOT IN ('done', 'cancelled');
 CREATE INDEX issues_closed ON issues (updated_at) WHERE status IN ('done', 'cancelled');

@@ -33,5 +33,9 @@ CREATE INDEX IF NOT EXISTS routine_runs_unlinked ON routine_runs (completed_at)
 DROP INDEX IF EXISTS heartbeat_runs_open;
 CREATE INDEX IF NOT EXISTS heartbeat_runs_issue ON heartbeat_runs (issue_id);
 
+-- A company's issues are listed newest id first; the unique (company_id, id) key serves that
+-- as a range scan. This index (by creation time) served no query, and cost every fire an entry.
+DROP INDEX IF EXISTS issues_company;
+
 -- Dead jobs, by when they died.
 CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (updated_at) WHERE state = 'dead';

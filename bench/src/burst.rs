@@ -202,21 +202,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         .enumerate()
     {
         let boundary = first + TimeDelta::minutes(i64::try_from(n).unwrap_or(0));
-        let row: (i64, i64, i64, f64, f64, f64, f64, f64, f64, f64) = sqlx::query_as(
-            "SELECT count(r.id), count(DISTINCT r.trigger_id), count(h.id),
-                    coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.triggered_at - r.scheduled_for)), 'NaN'),
-                    coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM r.triggered_at - r.scheduled_for)), 'NaN'),
-                    coalesce(max(extract(epoch FROM r.triggered_at - r.scheduled_for))::float8, 'NaN'),
-                    coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM h.created_at - r.scheduled_for)), 'NaN'),
-                    coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM h.created_at - r.scheduled_for)), 'NaN'),
-                    coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM h.created_at - r.scheduled_for)), 'NaN'),
-                    coalesce(max(extract(epoch FROM h.created_at - r.scheduled_for))::float8, 'NaN')
-             FROM routine_runs r LEFT JOIN heartbeat_runs h ON h.id = r.heartbeat_run_id
-             WHERE r.scheduled_for = $1",
-        )
-        .bind(boundary)
-        .fetch_one(&database.pool)
-        .await?;
+        let row = boundary_stats(database, boundary).await?;
         let (runs, distinct, heartbeats, r50, r99, rmax, h50, h95, h99, hmax) = row;
         println!(
             "{:<10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>26} {:>34} {:>12} {:>17} {:>7} {:>21}",
@@ -259,6 +245,18 @@ pub(crate) fn in_process(
     lookahead: Duration,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    in_process_keeping(cluster, workers, batch, lookahead, None, stopped)
+}
+
+/// [`in_process`] with the scheduler deleting history older than `retention_days`.
+pub(crate) fn in_process_keeping(
+    cluster: &Cluster,
+    workers: usize,
+    batch: usize,
+    lookahead: Duration,
+    retention_days: Option<u32>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let key = SecretKey::generate();
     let store = Store::postgres(
         db::pool(&cluster.db.url, u32::try_from(workers + 6)?)?,
@@ -275,6 +273,7 @@ pub(crate) fn in_process(
         ),
         nexus_scheduler::Settings {
             lookahead,
+            retention_days,
             ..Default::default()
         },
     );
@@ -309,4 +308,27 @@ async fn seed(database: &TestDb, routines: usize) -> anyhow::Result<DateTime<Utc
     }
     crate::fleet::seed(database, routines, Cron::EveryMinuteFrom(first)).await?;
     Ok(first)
+}
+
+/// Of the runs scheduled for `boundary`: runs, distinct triggers, heartbeat runs, run lateness
+/// p50/p99/max and heartbeat lateness p50/p95/p99/max, in seconds.
+pub(crate) async fn boundary_stats(
+    database: &TestDb,
+    boundary: DateTime<Utc>,
+) -> anyhow::Result<(i64, i64, i64, f64, f64, f64, f64, f64, f64, f64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(r.id), count(DISTINCT r.trigger_id), count(h.id),
+                coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.triggered_at - r.scheduled_for)), 'NaN'),
+                coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM r.triggered_at - r.scheduled_for)), 'NaN'),
+                coalesce(max(extract(epoch FROM r.triggered_at - r.scheduled_for))::float8, 'NaN'),
+                coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM h.created_at - r.scheduled_for)), 'NaN'),
+                coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM h.created_at - r.scheduled_for)), 'NaN'),
+                coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM h.created_at - r.scheduled_for)), 'NaN'),
+                coalesce(max(extract(epoch FROM h.created_at - r.scheduled_for))::float8, 'NaN')
+         FROM routine_runs r LEFT JOIN heartbeat_runs h ON h.id = r.heartbeat_run_id
+         WHERE r.scheduled_for = $1",
+    )
+    .bind(boundary)
+    .fetch_one(&database.pool)
+    .await?)
 }

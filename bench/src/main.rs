@@ -12,6 +12,8 @@
 //! bench queue   [--jobs N] [--loops N]
 //! bench jitter  [--routines R] [--jitter S] [--workers N]
 //! bench fanout  [--routines R] [--workers N] [--rounds N]
+//! bench history [--routines R] [--history H] [--expired E] [--boundaries B] [--workers N]
+//!               [--batch N] [--requests N]
 //! bench startup [--runs N] [--compare PATH-TO-ANOTHER-nexus]
 //! ```
 //!
@@ -22,6 +24,7 @@ mod burst;
 mod cluster;
 mod fanout;
 mod fleet;
+mod history;
 mod ingest;
 mod jitter;
 mod latency;
@@ -76,6 +79,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Some("history") => {
+            history::run(history::Shape {
+                routines: flag("--routines", 10_000)?,
+                history: flag("--history", 5_000_000)?,
+                expired: flag("--expired", 2_000_000)?,
+                boundaries: flag("--boundaries", 2)?,
+                workers: flag("--workers", 2)?,
+                batch: flag("--batch", 500)?,
+                requests: flag("--requests", 200)?,
+            })
+            .await
+        }
         Some("ingest") => {
             ingest::run(ingest::Shape {
                 concurrencies: &list("--concurrency", "16,64")?,
@@ -127,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|history|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }
