@@ -119,6 +119,7 @@ ALTER TABLE issues_rebuilt RENAME TO issues;
 CREATE INDEX issues_routine_open ON issues (routine_id, created_at)
     WHERE routine_id IS NOT NULL AND status NOT IN ('done', 'cancelled');
 CREATE INDEX issues_closed ON issues (updated_at) WHERE status IN ('done', 'cancelled');
+CREATE INDEX issues_routine ON issues (routine_id, id) WHERE routine_id IS NOT NULL;
 CREATE INDEX issues_parent ON issues (company_id, parent_issue_id)
     WHERE parent_issue_id IS NOT NULL;
 CREATE INDEX routines_parent_issue ON routines (company_id, parent_issue_id)
