@@ -65,25 +65,28 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         "seeded {history} fires in {:.0} s; VACUUM ANALYZE …",
         started.elapsed().as_secs_f64()
     );
-    sqlx::query("VACUUM ANALYZE")
-        .execute(&big.db.pool)
-        .await?;
+    sqlx::query("VACUUM ANALYZE").execute(&big.db.pool).await?;
     print_sizes(&big.db).await?;
     let first = arm(&big.db).await?;
     let history_rows = burst(&big, first, boundaries, &shape, None).await?;
 
     phase("the same database while retention deletes the expired history");
-    let before = issues(&big.db).await?;
+    let phase_start = Utc::now();
+    let before = past_issues(&big.db, phase_start).await?;
     let first = arm(&big.db).await?;
     let retention_started = Instant::now();
     let retention_rows = burst(&big, first, boundaries, &shape, Some(RETENTION_DAYS)).await?;
     let seconds = retention_started.elapsed().as_secs_f64();
-    let after = issues(&big.db).await?;
+    let deleted = before - past_issues(&big.db, phase_start).await?;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = deleted as f64 / seconds;
     println!(
-        "retention deleted {} past fires (issue units) in {seconds:.0} s of the phase: {:.0} fires/s",
-        before - after,
-        f64::from(u32::try_from(before - after).unwrap_or(u32::MAX)) / seconds
+        "retention deleted {deleted} past fires (each an issue with its events, heartbeat run and run) \
+         in the {seconds:.0} s of the phase: {rate:.0} fires/s"
     );
+
+    phase("retention batches alone, on that database (no burst, no pacing)");
+    direct_batches(&big.db, 10).await?;
 
     phase("summary (heartbeat lateness p99, worst boundary)");
     let worst = |rows: &[f64]| rows.iter().copied().fold(0.0, f64::max);
@@ -92,11 +95,20 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         worst(&history_rows),
         worst(&retention_rows),
     );
-    println!("fresh {f:.3} s, with history {h:.3} s ({:.2}× fresh), during retention {r:.3} s ({:.2}× with history)", h / f, r / h);
+    println!(
+        "fresh {f:.3} s, with history {h:.3} s ({:.2}× fresh), during retention {r:.3} s ({:.2}× with history)",
+        h / f,
+        r / h
+    );
 
     phase("API list latency at that size (nexus-api, sequential requests)");
     let url = big
-        .start("nexus-api", "nexus-api", &[], &[("NEXUS_LOG", "warn".to_owned())])
+        .start(
+            "nexus-api",
+            "nexus-api",
+            &[],
+            &[("NEXUS_LOG", "warn".to_owned())],
+        )
         .await?;
     api_latency(&big.db, &url, shape.requests).await?;
     Ok(())
@@ -201,29 +213,86 @@ async fn count_burst_heartbeats(database: &TestDb) -> anyhow::Result<i64> {
     crate::fleet::heartbeat_runs(database).await
 }
 
-async fn issues(database: &TestDb) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM issues")
-        .fetch_one(&database.pool)
-        .await?)
+/// `n` retention batches one after another through the store, each timed: what a batch
+/// costs at this size, without the pacing.
+async fn direct_batches(database: &TestDb, n: usize) -> anyhow::Result<()> {
+    let store = nexus_shared::Store::postgres(
+        nexus_shared::db::pool(&database.url, 2)?,
+        std::sync::Arc::new(nexus_shared::SystemClock),
+        &nexus_shared::crypto::SecretKey::generate(),
+    )
+    .scheduler();
+    let mut times = Vec::with_capacity(n);
+    let mut fires = 0;
+    let mut rows = 0;
+    for _ in 0..n {
+        let started = Instant::now();
+        let report = store
+            .purge_history(RETENTION_DAYS, nexus_shared::engine::retention::BATCH)
+            .await?;
+        times.push(started.elapsed().as_secs_f64());
+        fires += report.issues;
+        rows += report.total();
+    }
+    let total: f64 = times.iter().sum();
+    times.sort_by(f64::total_cmp);
+    #[allow(clippy::cast_precision_loss)]
+    let per_second = fires as f64 / total;
+    println!(
+        "{n} batches: {fires} fires ({rows} rows) in {total:.2} s — batch p50 {:.0} ms, max {:.0} ms; {per_second:.0} fires/s",
+        times[times.len() / 2] * 1e3,
+        times[times.len() - 1] * 1e3
+    );
+    Ok(())
+}
+
+/// Issues created before `at` (the seeded history, less what retention deleted).
+async fn past_issues(database: &TestDb, at: DateTime<Utc>) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM issues WHERE created_at < $1")
+            .bind(at)
+            .fetch_one(&database.pool)
+            .await?,
+    )
 }
 
 /// `history` past fires of the seeded routines, spread evenly over the time that makes
-/// `expired` of them older than [`RETENTION_DAYS`], written oldest first in chunks, with ids
-/// ordered by time as the product's (UUID v7) are.
+/// `expired` of them older than [`RETENTION_DAYS`], written oldest first in chunks.
 async fn seed_history(
     database: &TestDb,
     routines: usize,
     history: usize,
     expired: usize,
 ) -> anyhow::Result<()> {
-    let now = Utc::now() - TimeDelta::minutes(10);
-    let span_secs = f64::from(RETENTION_DAYS) * 86_400.0 * history as f64
-        / (history - expired).max(1) as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let span_secs =
+        f64::from(RETENTION_DAYS) * 86_400.0 * history as f64 / (history - expired).max(1) as f64;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
     let step = TimeDelta::microseconds((span_secs * 1e6 / history as f64) as i64);
+    let total = i64::try_from(history)?;
+    let origin = Utc::now() - TimeDelta::minutes(10) - step * i32::try_from(total)?;
     let mut conn = database.pool.acquire().await?;
+    prepare_fires(&mut conn).await?;
+    let started = Instant::now();
+    let mut low = 1;
+    while low <= total {
+        let high = (low + 249_999).min(total);
+        write_fires(&mut conn, low, high, origin, step, routines).await?;
+        println!(
+            "  … {high} of {history} fires seeded ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+        low = high + 1;
+    }
+    Ok(())
+}
+
+/// Sets up `conn` for [`write_fires`]: the agent of the past heartbeat runs (the bursts'
+/// heartbeat runs are counted by their own agent), the seeded routines numbered, and two
+/// helpers — ids ordered by time as the product's (UUID v7) are, and the fires of a range.
+pub(crate) async fn prepare_fires(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
     sqlx::raw_sql(
         "SET synchronous_commit = off;
-         -- The agent of the past heartbeat runs (the burst's are counted by their agent).
          INSERT INTO agents (id, company_id, name, created_at, updated_at)
              VALUES ('00000000-0000-7000-8000-0000000000b2', '00000000-0000-7000-8000-000000000001', 'history', now(), now());
          CREATE TEMP TABLE fleet AS
@@ -238,75 +307,77 @@ async fn seed_history(
          CREATE FUNCTION pg_temp.fires(low bigint, high bigint, origin timestamptz, step interval)
              RETURNS TABLE (n bigint, at timestamptz)
              LANGUAGE sql AS $$
-             SELECT n, origin - n * step FROM generate_series(high, low, -1) AS n $$;",
+             SELECT n, origin + n * step FROM generate_series(low, high) AS n $$;",
     )
     .execute(&mut *conn)
     .await?;
-    let chunk = 250_000;
-    let total = i64::try_from(history)?;
-    let mut high = total;
-    let started = Instant::now();
-    // Fire n happened at now − n × step; written from the oldest (n = total) down.
-    while high > 0 {
-        let low = (high - chunk + 1).max(1);
-        let statements = [
-            "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
-                                       triggered_at, completed_at, payload, linked_issue_id, heartbeat_run_id,
-                                       updated_at, timezone, fire_at)
-             SELECT pg_temp.v7(at, 'run' || n), $4, f.routine_id, f.trigger_id, 'schedule', 'completed', at, at,
-                    at + interval '5 minutes', '{}', pg_temp.v7(at, 'issue' || n), pg_temp.v7(at, 'heartbeat' || n),
-                    at + interval '5 minutes', 'UTC', at
-             FROM pg_temp.fires($1, $2, $3, $6) JOIN fleet f ON f.k = n % $5",
-            "INSERT INTO issues (id, company_id, title, project_id, assignee_agent_id, status, routine_id,
-                                 origin_run_id, created_at, updated_at)
-             SELECT pg_temp.v7(at, 'issue' || n), $4, 'bench report', '00000000-0000-7000-8000-000000000003',
-                    '00000000-0000-7000-8000-000000000002', 'done', f.routine_id, pg_temp.v7(at, 'run' || n),
-                    at, at + interval '5 minutes'
-             FROM pg_temp.fires($1, $2, $3, $6) JOIN fleet f ON f.k = n % $5",
-            "INSERT INTO issue_events (id, company_id, issue_id, type, actor_type, data, created_at)
-             SELECT pg_temp.v7(at + e * interval '5 minutes', 'event' || e || n), $4, pg_temp.v7(at, 'issue' || n),
-                    CASE WHEN e = 0 THEN 'created' ELSE 'status_changed' END, 'system', '{}',
-                    at + e * interval '5 minutes'
-             FROM pg_temp.fires($1, $2, $3, $6), generate_series(0, 1) AS e
-             WHERE $5 > 0",
-            "INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id, status, context,
-                                         created_at, started_at, finished_at)
-             SELECT pg_temp.v7(at, 'heartbeat' || n), $4, '00000000-0000-7000-8000-0000000000b2', pg_temp.v7(at, 'issue' || n),
-                    pg_temp.v7(at, 'run' || n), 'succeeded', '{}', at, at, at + interval '1 minute'
-             FROM pg_temp.fires($1, $2, $3, $6) WHERE $5 > 0",
-            "INSERT INTO activity_log (id, company_id, actor_type, action, entity_type, entity_id, details, created_at)
-             SELECT pg_temp.v7(at + e * interval '5 minutes', 'activity' || e || n), $4, 'system',
-                    CASE WHEN e = 0 THEN 'run.dispatched' ELSE 'issue.status_changed' END,
-                    CASE WHEN e = 0 THEN 'routine_run' ELSE 'issue' END,
-                    pg_temp.v7(at, CASE WHEN e = 0 THEN 'run' ELSE 'issue' END || n), '{}', at + e * interval '5 minutes'
-             FROM pg_temp.fires($1, $2, $3, $6), generate_series(0, 1) AS e
-             WHERE $5 > 0",
-        ];
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        for statement in statements {
-            sqlx::query(statement)
-                .bind(low)
-                .bind(high)
-                .bind(now)
-                .bind(COMPANY)
-                .bind(i32::try_from(routines)?)
-                .bind(step)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        high = low - 1;
-        println!(
-            "  … {} of {history} fires seeded ({:.0} s)",
-            total - high,
-            started.elapsed().as_secs_f64()
-        );
+    Ok(())
+}
+
+/// Fires `low..=high`, fire n at `origin + n × step` of routine `n % routines`, each finished:
+/// a schedule run (completed 5 minutes later), its issue (done), two issue events, a heartbeat
+/// run and two audit entries — in one transaction, oldest first.
+pub(crate) async fn write_fires(
+    conn: &mut sqlx::PgConnection,
+    low: i64,
+    high: i64,
+    origin: DateTime<Utc>,
+    step: TimeDelta,
+    routines: usize,
+) -> anyhow::Result<()> {
+    let statements = [
+        "INSERT INTO routine_runs (id, company_id, routine_id, trigger_id, source, status, scheduled_for,
+                                   triggered_at, completed_at, payload, linked_issue_id, heartbeat_run_id,
+                                   updated_at, timezone, fire_at)
+         SELECT pg_temp.v7(at, 'run' || n), $4, f.routine_id, f.trigger_id, 'schedule', 'completed', at, at,
+                at + interval '5 minutes', '{}', pg_temp.v7(at, 'issue' || n), pg_temp.v7(at, 'heartbeat' || n),
+                at + interval '5 minutes', 'UTC', at
+         FROM pg_temp.fires($1, $2, $3, $6) JOIN fleet f ON f.k = n % $5",
+        "INSERT INTO issues (id, company_id, title, project_id, assignee_agent_id, status, routine_id,
+                             origin_run_id, created_at, updated_at)
+         SELECT pg_temp.v7(at, 'issue' || n), $4, 'bench report', '00000000-0000-7000-8000-000000000003',
+                '00000000-0000-7000-8000-000000000002', 'done', f.routine_id, pg_temp.v7(at, 'run' || n),
+                at, at + interval '5 minutes'
+         FROM pg_temp.fires($1, $2, $3, $6) JOIN fleet f ON f.k = n % $5",
+        "INSERT INTO issue_events (id, company_id, issue_id, type, actor_type, data, created_at)
+         SELECT pg_temp.v7(at + e * interval '5 minutes', 'event' || e || n), $4, pg_temp.v7(at, 'issue' || n),
+                CASE WHEN e = 0 THEN 'created' ELSE 'status_changed' END, 'system', '{}',
+                at + e * interval '5 minutes'
+         FROM pg_temp.fires($1, $2, $3, $6), generate_series(0, 1) AS e
+         WHERE $5 > 0",
+        "INSERT INTO heartbeat_runs (id, company_id, agent_id, issue_id, routine_run_id, status, context,
+                                     created_at, started_at, finished_at)
+         SELECT pg_temp.v7(at, 'heartbeat' || n), $4, '00000000-0000-7000-8000-0000000000b2',
+                pg_temp.v7(at, 'issue' || n), pg_temp.v7(at, 'run' || n), 'succeeded', '{}', at, at,
+                at + interval '1 minute'
+         FROM pg_temp.fires($1, $2, $3, $6) WHERE $5 > 0",
+        "INSERT INTO activity_log (id, company_id, actor_type, action, entity_type, entity_id, details, created_at)
+         SELECT pg_temp.v7(at + e * interval '5 minutes', 'activity' || e || n), $4, 'system',
+                CASE WHEN e = 0 THEN 'run.dispatched' ELSE 'issue.status_changed' END,
+                CASE WHEN e = 0 THEN 'routine_run' ELSE 'issue' END,
+                pg_temp.v7(at, CASE WHEN e = 0 THEN 'run' ELSE 'issue' END || n), '{}',
+                at + e * interval '5 minutes'
+         FROM pg_temp.fires($1, $2, $3, $6), generate_series(0, 1) AS e
+         WHERE $5 > 0",
+    ];
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    for statement in statements {
+        sqlx::query(statement)
+            .bind(low)
+            .bind(high)
+            .bind(origin)
+            .bind(COMPANY)
+            .bind(i32::try_from(routines)?)
+            .bind(step)
+            .execute(&mut *tx)
+            .await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
 /// Database and table sizes.
-async fn print_sizes(database: &TestDb) -> anyhow::Result<()> {
+pub(crate) async fn print_sizes(database: &TestDb) -> anyhow::Result<()> {
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT relname::text, n_live_tup, pg_total_relation_size(relid)
          FROM pg_stat_user_tables
@@ -353,12 +424,18 @@ async fn api_latency(database: &TestDb, url: &str, requests: usize) -> anyhow::R
     .fetch_one(&database.pool)
     .await?;
     let lists = [
-        ("a routine's runs", format!("/api/routines/{routine}/runs?limit=50")),
+        (
+            "a routine's runs",
+            format!("/api/routines/{routine}/runs?limit=50"),
+        ),
         (
             "a routine's runs, deep page",
             format!("/api/routines/{routine}/runs?limit=50&before={middle_run}"),
         ),
-        ("the company's issues", format!("/api/companies/{COMPANY}/issues?limit=50")),
+        (
+            "the company's issues",
+            format!("/api/companies/{COMPANY}/issues?limit=50"),
+        ),
         (
             "the company's issues, deep page",
             format!("/api/companies/{COMPANY}/issues?limit=50&before={middle_issue}"),
@@ -367,7 +444,10 @@ async fn api_latency(database: &TestDb, url: &str, requests: usize) -> anyhow::R
             "the company's issues of one routine",
             format!("/api/companies/{COMPANY}/issues?limit=50&routineId={routine}"),
         ),
-        ("the company's activity", format!("/api/companies/{COMPANY}/activity?limit=50")),
+        (
+            "the company's activity",
+            format!("/api/companies/{COMPANY}/activity?limit=50"),
+        ),
     ];
     let http = reqwest::Client::new();
     println!(
@@ -384,7 +464,11 @@ async fn api_latency(database: &TestDb, url: &str, requests: usize) -> anyhow::R
                 .bearer_auth(BOARD)
                 .send()
                 .await?;
-            anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
             let body: serde_json::Value = response.json().await?;
             times.push(started.elapsed().as_secs_f64() * 1e3);
             items = body

@@ -12,6 +12,9 @@
 //! bench queue   [--jobs N] [--loops N]
 //! bench jitter  [--routines R] [--jitter S] [--workers N]
 //! bench fanout  [--routines R] [--workers N] [--rounds N]
+//! bench embedded [--routines 1000,10000] [--boundaries B] [--runs N] [--concurrency 16,64]
+//!               [--seconds S]
+//! bench week    [--routines R] [--days D]
 //! bench history [--routines R] [--history H] [--expired E] [--boundaries B] [--workers N]
 //!               [--batch N] [--requests N]
 //! bench startup [--runs N] [--compare PATH-TO-ANOTHER-nexus]
@@ -22,6 +25,7 @@
 
 mod burst;
 mod cluster;
+mod embedded;
 mod fanout;
 mod fleet;
 mod history;
@@ -35,6 +39,7 @@ mod scale;
 mod slowloris;
 mod startup;
 mod upcoming;
+mod week;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -76,6 +81,23 @@ async fn main() -> anyhow::Result<()> {
                 batch: flag("--batch", 100)?,
                 mode: text("--mode", "in-process")?.parse()?,
                 lookahead_ms: u64::try_from(flag("--lookahead-ms", 5_000)?)?,
+            })
+            .await
+        }
+        Some("embedded") => {
+            embedded::run(embedded::Shape {
+                routines: list("--routines", "1000,10000")?,
+                boundaries: flag("--boundaries", 2)?,
+                runs: flag("--runs", 200)?,
+                concurrency: list("--concurrency", "16,64")?,
+                seconds: u64::try_from(flag("--seconds", 10)?)?,
+            })
+            .await
+        }
+        Some("week") => {
+            week::run(week::Shape {
+                routines: flag("--routines", 1_000)?,
+                days: flag("--days", 7)?,
             })
             .await
         }
@@ -142,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|history|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|embedded|history|week|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }
