@@ -12,6 +12,21 @@ use crate::{
     store::StoreResult,
 };
 
+/// A purge transaction: planned by key (no sequential scans) and without sorts, so that each
+/// batch walks its index in order and stops at its limit. Right after a day's history was
+/// written the statistics still say the tables are small, and the planner would otherwise read
+/// every expired row, sort them, and only then take the first batch (seconds per batch at a
+/// million expired issues).
+async fn begin_purge(
+    pool: &sqlx::PgPool,
+) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = begin_by_key(pool).await?;
+    sqlx::raw_sql("SET LOCAL enable_sort = off")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 fn count(rows: u64, limit: i64, more: &mut bool) -> u64 {
     if i64::try_from(rows).unwrap_or(i64::MAX) >= limit {
         *more = true;
@@ -33,7 +48,7 @@ impl PgStore {
             .await?;
         let runs = self.purge_unlinked_runs(cutoff, keys_until, limit).await?;
         report.runs += count(runs, limit, &mut report.more);
-        let mut tx = begin_by_key(&self.pool).await?;
+        let mut tx = begin_purge(&self.pool).await?;
         let activity = sqlx::query!(
             "DELETE FROM activity_log WHERE id IN (
                  SELECT a.id FROM companies c
@@ -50,7 +65,7 @@ impl PgStore {
         .rows_affected();
         tx.commit().await?;
         report.activity = count(activity, limit, &mut report.more);
-        let mut tx = begin_by_key(&self.pool).await?;
+        let mut tx = begin_purge(&self.pool).await?;
         let notifications = sqlx::query!(
             "DELETE FROM notifications WHERE id IN (
                  SELECT n.id FROM notification_channels ch
@@ -67,7 +82,7 @@ impl PgStore {
         .rows_affected();
         tx.commit().await?;
         report.notifications = count(notifications, limit, &mut report.more);
-        let mut tx = begin_by_key(&self.pool).await?;
+        let mut tx = begin_purge(&self.pool).await?;
         let jobs = sqlx::query!(
             "DELETE FROM jobs WHERE id IN (
                  SELECT id FROM jobs WHERE state = 'dead' AND updated_at < $1
@@ -92,7 +107,7 @@ impl PgStore {
         limit: i64,
         report: &mut PurgeReport,
     ) -> StoreResult<()> {
-        let mut tx = begin_by_key(&self.pool).await?;
+        let mut tx = begin_purge(&self.pool).await?;
         let ids: Vec<Uuid> = sqlx::query_scalar!(
             "SELECT i.id FROM issues i
              WHERE i.status IN ('done', 'cancelled') AND i.updated_at < $1
@@ -154,7 +169,7 @@ impl PgStore {
         keys_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<u64> {
-        let mut tx = begin_by_key(&self.pool).await?;
+        let mut tx = begin_purge(&self.pool).await?;
         let runs = sqlx::query!(
             "DELETE FROM routine_runs WHERE id IN (
                  SELECT r.id FROM routine_runs r
