@@ -87,6 +87,11 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
 
     phase("retention batches alone, on that database (no burst, no pacing)");
     direct_batches(&big.db, 10).await?;
+    if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+        println!("keeping database {} (BENCH_KEEP_DATABASE)", big.db.name);
+        std::mem::forget(big);
+        return Ok(());
+    }
 
     phase("summary (heartbeat lateness p99, worst boundary)");
     let worst = |rows: &[f64]| rows.iter().copied().fold(0.0, f64::max);
