@@ -59,6 +59,25 @@ pub struct PurgeReport {
     pub more: bool,
 }
 
+/// Whether a batch that deleted `rows` of a kind filled its `limit`, so more may be waiting.
+#[must_use]
+pub fn fills(rows: u64, limit: i64) -> bool {
+    i64::try_from(rows).unwrap_or(i64::MAX) >= limit
+}
+
+impl std::ops::AddAssign for PurgeReport {
+    fn add_assign(&mut self, other: Self) {
+        self.issues += other.issues;
+        self.issue_events += other.issue_events;
+        self.heartbeat_runs += other.heartbeat_runs;
+        self.runs += other.runs;
+        self.activity += other.activity;
+        self.notifications += other.notifications;
+        self.jobs += other.jobs;
+        self.more |= other.more;
+    }
+}
+
 impl PurgeReport {
     /// Rows deleted, all kinds together.
     #[must_use]

@@ -11,13 +11,7 @@ macro_rules! purge_all {
         let mut total = PurgeReport::default();
         loop {
             let report = $store.purge_history(1, 2).await.expect("purge");
-            total.issues += report.issues;
-            total.issue_events += report.issue_events;
-            total.heartbeat_runs += report.heartbeat_runs;
-            total.runs += report.runs;
-            total.activity += report.activity;
-            total.notifications += report.notifications;
-            total.jobs += report.jobs;
+            total += report;
             if !report.more {
                 break total;
             }

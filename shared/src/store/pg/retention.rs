@@ -1,5 +1,6 @@
-//! Retention on Postgres: one batch of each unit [`crate::engine::retention`] describes, each
-//! kind in its own short transaction, each found through an index (`issues_closed`,
+//! Retention on Postgres: one batch of each unit [`crate::engine::retention`] describes in three
+//! short transactions (closed issues with what names them; runs without an issue; activity,
+//! notifications and dead jobs), each found through an index (`issues_closed`,
 //! `routine_runs_unlinked`, the per-company activity index, the per-channel notification
 //! index, `jobs_dead`). Rows another transaction holds are skipped, not waited for.
 
@@ -8,7 +9,7 @@ use uuid::Uuid;
 
 use super::{PgStore, begin_by_key};
 use crate::{
-    engine::retention::{self, KEYS_KEPT, PurgeReport},
+    engine::retention::{self, KEYS_KEPT, PurgeReport, fills},
     store::StoreResult,
 };
 
@@ -27,13 +28,6 @@ async fn begin_purge(
     Ok(tx)
 }
 
-fn count(rows: u64, limit: i64, more: &mut bool) -> u64 {
-    if i64::try_from(rows).unwrap_or(i64::MAX) >= limit {
-        *more = true;
-    }
-    rows
-}
-
 impl PgStore {
     /// See [`crate::store::Storage::purge_history`].
     ///
@@ -47,7 +41,9 @@ impl PgStore {
         self.purge_issues(cutoff, keys_until, limit, &mut report)
             .await?;
         let runs = self.purge_unlinked_runs(cutoff, keys_until, limit).await?;
-        report.runs += count(runs, limit, &mut report.more);
+        report.runs += runs;
+        report.more |= fills(runs, limit);
+        // The kinds nothing else names, in one transaction.
         let mut tx = begin_purge(&self.pool).await?;
         let activity = sqlx::query!(
             "DELETE FROM activity_log WHERE id IN (
@@ -63,9 +59,6 @@ impl PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        tx.commit().await?;
-        report.activity = count(activity, limit, &mut report.more);
-        let mut tx = begin_purge(&self.pool).await?;
         let notifications = sqlx::query!(
             "DELETE FROM notifications WHERE id IN (
                  SELECT n.id FROM notification_channels ch
@@ -80,9 +73,6 @@ impl PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        tx.commit().await?;
-        report.notifications = count(notifications, limit, &mut report.more);
-        let mut tx = begin_purge(&self.pool).await?;
         let jobs = sqlx::query!(
             "DELETE FROM jobs WHERE id IN (
                  SELECT id FROM jobs WHERE state = 'dead' AND updated_at < $1
@@ -94,7 +84,12 @@ impl PgStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        report.jobs = count(jobs, limit, &mut report.more);
+        report.activity = activity;
+        report.notifications = notifications;
+        report.jobs = jobs;
+        report.more |= [activity, notifications, jobs]
+            .into_iter()
+            .any(|rows| fills(rows, limit));
         Ok(report)
     }
 
@@ -158,7 +153,8 @@ impl PgStore {
             .await?
             .rows_affected();
         tx.commit().await?;
-        report.issues = count(issues, limit, &mut report.more);
+        report.issues = issues;
+        report.more |= fills(issues, limit);
         Ok(())
     }
 

@@ -6,16 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::SqliteStore;
 use crate::{
-    engine::retention::{self, KEYS_KEPT, PurgeReport},
+    engine::retention::{self, KEYS_KEPT, PurgeReport, fills},
     store::StoreResult,
 };
-
-fn count(rows: u64, limit: i64, more: &mut bool) -> u64 {
-    if i64::try_from(rows).unwrap_or(i64::MAX) >= limit {
-        *more = true;
-    }
-    rows
-}
 
 impl SqliteStore {
     /// See [`crate::store::Storage::purge_history`].
@@ -47,7 +40,8 @@ impl SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        report.runs += count(runs, limit, &mut report.more);
+        report.runs += runs;
+        report.more |= fills(runs, limit);
         let mut tx = self.pool.begin().await?;
         let activity = sqlx::query(
             "DELETE FROM activity_log WHERE id IN (
@@ -63,7 +57,6 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        report.activity = count(activity, limit, &mut report.more);
         let notifications = sqlx::query(
             "DELETE FROM notifications WHERE id IN (
                  SELECT n.id FROM notification_channels ch
@@ -78,7 +71,6 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        report.notifications = count(notifications, limit, &mut report.more);
         let jobs = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
                  SELECT id FROM jobs WHERE state = 'dead' AND updated_at < ?1
@@ -90,7 +82,12 @@ impl SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        report.jobs = count(jobs, limit, &mut report.more);
+        report.activity = activity;
+        report.notifications = notifications;
+        report.jobs = jobs;
+        report.more |= [activity, notifications, jobs]
+            .into_iter()
+            .any(|rows| fills(rows, limit));
         Ok(report)
     }
 
@@ -137,23 +134,27 @@ impl SqliteStore {
         .await?
         .rows_affected();
         if issues > 0 {
-            let each = |table: &'static str, column: &'static str| {
-                format!("DELETE FROM {table} WHERE {column} IN (SELECT id FROM purged_issues)")
-            };
-            for (table, column, into) in [
-                ("issue_events", "issue_id", &mut report.issue_events),
-                ("heartbeat_runs", "issue_id", &mut report.heartbeat_runs),
-                ("routine_runs", "linked_issue_id", &mut report.runs),
-                ("issues", "id", &mut report.issues),
+            for (sql, into) in [
+                (
+                    "DELETE FROM issue_events WHERE issue_id IN (SELECT id FROM purged_issues)",
+                    &mut report.issue_events,
+                ),
+                (
+                    "DELETE FROM heartbeat_runs WHERE issue_id IN (SELECT id FROM purged_issues)",
+                    &mut report.heartbeat_runs,
+                ),
+                (
+                    "DELETE FROM routine_runs WHERE linked_issue_id IN (SELECT id FROM purged_issues)",
+                    &mut report.runs,
+                ),
+                (
+                    "DELETE FROM issues WHERE id IN (SELECT id FROM purged_issues)",
+                    &mut report.issues,
+                ),
             ] {
-                *into += sqlx::raw_sql(sqlx::AssertSqlSafe(each(table, column)))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                *into += sqlx::query(sql).execute(&mut *tx).await?.rows_affected();
             }
-            if i64::try_from(issues).unwrap_or(i64::MAX) >= limit {
-                report.more = true;
-            }
+            report.more |= fills(issues, limit);
         }
         tx.commit().await?;
         Ok(())
