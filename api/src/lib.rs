@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod live;
 mod observe;
 mod openapi;
 mod routes;
@@ -47,6 +48,9 @@ pub struct App {
     router: Router,
     health: Health,
     limits: nexus_shared::config::HttpLimits,
+    /// Live updates, followed while the server runs.
+    hub: Arc<live::Hub>,
+    store: nexus_shared::Store,
 }
 
 /// Builds the API from configuration: connects (running migrations unless disabled) and binds
@@ -86,13 +90,18 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         webhook_triggers: Arc::default(),
         allow_private_urls: resources.config.allow_private_urls,
         retention_days: resources.config.retention_days,
+        hub: Arc::default(),
     };
+    let hub = Arc::clone(&state.hub);
+    let store = state.store.clone();
     let router = router(state, health.clone());
     Ok(App {
         listener,
         router,
         health,
         limits,
+        hub,
+        store,
     })
 }
 
@@ -144,14 +153,24 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        nexus_shared::ops::serve(
+        let following = tokio::spawn(Arc::clone(&self.hub).run(self.store));
+        let hub = self.hub;
+        // Event streams end when shutdown begins (their clients reconnect elsewhere), so
+        // they do not hold the drain until its deadline.
+        let shutdown = async move {
+            shutdown.await;
+            hub.close();
+        };
+        let served = nexus_shared::ops::serve(
             self.listener,
             self.router,
             self.health,
             self.limits,
             shutdown,
         )
-        .await?;
+        .await;
+        following.abort();
+        served?;
         Ok(())
     }
 }

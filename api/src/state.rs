@@ -31,6 +31,8 @@ pub struct AppState {
     /// `NEXUS_RETENTION_DAYS` (`None`: history is kept for ever): a backfill may not reach
     /// back past it, where runs may have been deleted.
     pub retention_days: Option<u32>,
+    /// The live updates of this process.
+    pub hub: Arc<crate::live::Hub>,
 }
 
 /// Webhook triggers by public id, as this process last read them, so that a call does not

@@ -14,6 +14,7 @@ mod db;
 mod proxy;
 mod roles;
 mod senders;
+mod stream;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -30,6 +31,7 @@ pub use crate::{
     proxy::Proxy,
     roles::Team,
     senders::signed_as,
+    stream::{EventStream, StreamEvent},
 };
 
 /// An HTTP client for tests (with the process's TLS provider installed).

@@ -6,6 +6,7 @@ pub(crate) mod agents;
 pub(crate) mod catalog;
 pub(crate) mod channels;
 pub(crate) mod companies;
+mod events;
 pub(crate) mod heartbeats;
 pub(crate) mod issues;
 pub(crate) mod pauses;
@@ -28,6 +29,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(issues::router())
         .merge(heartbeats::router())
         .merge(activity::router())
+        .merge(events::router())
         .merge(routines::router())
         .merge(pauses::router())
         .merge(runs::router())

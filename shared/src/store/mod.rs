@@ -16,6 +16,7 @@ mod agents;
 mod auth;
 mod backfill;
 mod dispatch;
+mod events;
 mod fires;
 mod handle;
 mod heartbeats;
@@ -36,6 +37,7 @@ pub use self::{
     auth::{BoardToken, BoardTokenInfo},
     backfill::{BackfillRange, Backfilled},
     dispatch::{Dispatched, Taken, WakeupDelivery},
+    events::{ChangeEvent, ChangeKind, EVENTS_KEPT, EventLogState},
     fires::Leadership,
     handle::Store,
     issues::{IssueFilter, NewIssue},

@@ -17,11 +17,11 @@ use uuid::Uuid;
 
 use super::{
     Accepted, AgentChanges, Attempt, BackfillRange, Backfilled, BoardToken, BoardTokenInfo,
-    ChannelChanges, CreatedAgent, CreatedChannel, FireReport, IssueFilter, IssuedKey, Leadership,
-    NewChannel, NewIssue, NewRoutine, NewRun, NewTrigger, Outgoing, Pause, PgStore, PurgeReport,
-    RoutineChanges, RoutineFilter, RoutineSelector, SecretMaterial, StoreResult, TriggerChanges,
-    TriggerInRoutine, UpdatedAgent, UpkeepReport, WakeupDelivery, WakeupSpec, WebhookTrigger,
-    sqlite::SqliteStore,
+    ChangeEvent, ChannelChanges, CreatedAgent, CreatedChannel, EventLogState, FireReport,
+    IssueFilter, IssuedKey, Leadership, NewChannel, NewIssue, NewRoutine, NewRun, NewTrigger,
+    Outgoing, Pause, PgStore, PurgeReport, RoutineChanges, RoutineFilter, RoutineSelector,
+    SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine, UpdatedAgent, UpkeepReport,
+    WakeupDelivery, WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
 };
 use crate::{
     clock::SharedClock,
@@ -393,6 +393,25 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn runs(&self, routine_id: Uuid, before: Option<Uuid>, limit: i64) -> StoreResult<Vec<Run>>;
+
+    // --- Live updates (see `store::events`) ---
+
+    /// Numbers up to `limit` committed changes into the event log and deletes events older
+    /// than [`super::EVENTS_KEPT`]; 0 at once when another process is relaying.
+    ///
+    /// # Errors
+    /// The database failed (nothing is moved).
+    async fn relay_events(&self, limit: i64) -> StoreResult<u64>;
+    /// The newest number given and how far events have been deleted.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn event_log(&self) -> StoreResult<EventLogState>;
+    /// Events numbered after `after` (of one company, or all), oldest first.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn events_after(&self, company_id: Option<Uuid>, after: i64, limit: i64) -> StoreResult<Vec<ChangeEvent>>;
 
     // --- Notification channels ---
 

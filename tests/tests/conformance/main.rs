@@ -173,6 +173,9 @@ mod health;
 /// Retention: what goes, what stays, at the boundary of each rule.
 mod retention;
 
+/// The change log behind live updates.
+mod events;
+
 /// What the worker finds when it dispatches decides, not what held when the run was accepted
 /// (the contract's "State at dispatch"), and runs are listed by when they were triggered.
 mod at_dispatch;

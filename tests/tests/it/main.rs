@@ -7,6 +7,7 @@ mod auth;
 mod deploy;
 mod dispatch;
 mod edges;
+mod events;
 mod heartbeats;
 mod hostile;
 mod issues;

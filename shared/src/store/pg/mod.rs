@@ -9,6 +9,7 @@ mod auth;
 mod backfill;
 mod catalog;
 mod dispatch;
+mod events;
 mod fires;
 mod health;
 mod heartbeats;
