@@ -91,6 +91,7 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         allow_private_urls: resources.config.allow_private_urls,
         retention_days: resources.config.retention_days,
         hub: Arc::default(),
+        lateness: Arc::default(),
     };
     let hub = Arc::clone(&state.hub);
     let store = state.store.clone();

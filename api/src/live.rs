@@ -248,8 +248,9 @@ async fn render(store: &Store, event: &ChangeEvent) -> Result<Option<String>, St
         ChangeKind::RunCreated | ChangeKind::RunUpdated => {
             found(store.run(event.resource_id).await)?.map(serde_json::to_value)
         }
-        ChangeKind::RoutineUpdated => found(store.routine(event.resource_id).await)?
-            .map(serde_json::to_value),
+        ChangeKind::RoutineUpdated => {
+            found(store.routine(event.resource_id).await)?.map(serde_json::to_value)
+        }
         ChangeKind::TriggerUpdated => found(store.trigger(event.resource_id).await)?
             .map(|found| serde_json::to_value(found.trigger)),
         ChangeKind::TriggerDeleted => Some(Ok(json!({

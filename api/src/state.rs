@@ -33,6 +33,8 @@ pub struct AppState {
     pub retention_days: Option<u32>,
     /// The live updates of this process.
     pub hub: Arc<crate::live::Hub>,
+    /// Settled minutes of fire lateness, for the system status.
+    pub lateness: Arc<crate::routes::system::LatenessCache>,
 }
 
 /// Webhook triggers by public id, as this process last read them, so that a call does not

@@ -357,6 +357,15 @@ impl TimeZone {
     pub fn wall(self, instant: DateTime<Utc>) -> NaiveDateTime {
         instant.with_timezone(&self.0).naive_local()
     }
+
+    /// `instant` as RFC 3339 in this zone's local time, with its offset
+    /// (`2026-12-07T09:00:00+01:00`).
+    #[must_use]
+    pub fn local_rfc3339(self, instant: DateTime<Utc>) -> String {
+        instant
+            .with_timezone(&self.0)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    }
 }
 
 /// A cron expression in a time zone: the fire times of a schedule trigger.

@@ -12,6 +12,7 @@ pub(crate) mod issues;
 pub(crate) mod pauses;
 pub(crate) mod routines;
 pub(crate) mod runs;
+pub(crate) mod system;
 pub(crate) mod triggers;
 mod webhooks;
 
@@ -35,6 +36,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .merge(runs::router())
         .merge(triggers::router())
         .merge(channels::router())
+        .merge(system::router())
         .merge(webhooks::router())
 }
 

@@ -161,6 +161,8 @@ pub(crate) struct RoutineQuery {
     status: Option<RoutineStatus>,
     project_id: Option<Uuid>,
     assignee_agent_id: Option<Uuid>,
+    /// `true`: only routines whose newest finished run failed (`consecutiveFailures` > 0).
+    failing: Option<bool>,
     /// Only routines older than this routine id (the previous page's `nextBefore`).
     before: Option<Uuid>,
     /// At most this many (default 100; above 500 is treated as 500).
@@ -296,6 +298,7 @@ async fn list_routines(
         status: query.status,
         project_id: query.project_id,
         assignee_agent_id: query.assignee_agent_id,
+        failing: query.failing.unwrap_or(false),
         before: query.before,
         limit,
     };

@@ -162,11 +162,11 @@ fn label(value: Option<String>) -> Result<Option<Label>, ApiError> {
     value.map(|l| field("label", Label::parse(l))).transpose()
 }
 
-fn cron(value: &str) -> Result<CronExpression, ApiError> {
+pub(crate) fn cron(value: &str) -> Result<CronExpression, ApiError> {
     field("cronExpression", CronExpression::parse(value))
 }
 
-fn zone(value: &str) -> Result<TimeZone, ApiError> {
+pub(crate) fn zone(value: &str) -> Result<TimeZone, ApiError> {
     field("timezone", TimeZone::parse(value))
 }
 

@@ -122,6 +122,8 @@ pub enum TriggerConfig {
     Schedule {
         /// The cron expression, as written.
         cron_expression: String,
+        /// The expression in plain language ("weekdays at 09:00"), in the trigger's zone.
+        description: String,
         /// IANA time zone name.
         timezone: String,
         /// 0–3600: each fire happens at its nominal time plus a stable offset in

@@ -27,6 +27,7 @@ mod routines;
 mod runs;
 pub mod sqlite;
 mod storage;
+mod system;
 mod triggers;
 
 use uuid::Uuid;
@@ -49,6 +50,7 @@ pub use self::{
     routines::{NewRoutine, Pause, RoutineChanges, RoutineFilter},
     runs::{Accepted, CallSignature, DISPATCH_MAX_ATTEMPTS, DISPATCH_RUN, NewRun, WebhookTrigger},
     storage::{ApiStorage, Backend, SchedulerStorage, Storage, Subscription, Topic, WorkerStorage},
+    system::{FireLateness, SchedulerLeader, quantile},
     triggers::{
         NewTrigger, NewTriggerKind, SecretMaterial, TriggerChanges, TriggerInRoutine, webhook_url,
     },

@@ -93,6 +93,8 @@ pub struct RoutineFilter {
     pub project_id: Option<Uuid>,
     /// Only routines assigned to this agent.
     pub assignee_agent_id: Option<Uuid>,
+    /// Only routines whose newest finished run failed (`consecutiveFailures` above 0).
+    pub failing: bool,
     /// Only routines older than this one (cursor).
     pub before: Option<Uuid>,
     /// At most this many.

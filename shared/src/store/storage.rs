@@ -17,11 +17,12 @@ use uuid::Uuid;
 
 use super::{
     Accepted, AgentChanges, Attempt, BackfillRange, Backfilled, BoardToken, BoardTokenInfo,
-    ChangeEvent, ChannelChanges, CreatedAgent, CreatedChannel, EventLogState, FireReport,
-    IssueFilter, IssuedKey, Leadership, NewChannel, NewIssue, NewRoutine, NewRun, NewTrigger,
-    Outgoing, Pause, PgStore, PurgeReport, RoutineChanges, RoutineFilter, RoutineSelector,
-    SecretMaterial, StoreResult, TriggerChanges, TriggerInRoutine, UpdatedAgent, UpkeepReport,
-    WakeupDelivery, WakeupSpec, WebhookTrigger, sqlite::SqliteStore,
+    ChangeEvent, ChannelChanges, CreatedAgent, CreatedChannel, EventLogState, FireLateness,
+    FireReport, IssueFilter, IssuedKey, Leadership, NewChannel, NewIssue, NewRoutine, NewRun,
+    NewTrigger, Outgoing, Pause, PgStore, PurgeReport, RoutineChanges, RoutineFilter,
+    RoutineSelector, SchedulerLeader, SecretMaterial, StoreResult, TriggerChanges,
+    TriggerInRoutine, UpdatedAgent, UpkeepReport, WakeupDelivery, WakeupSpec, WebhookTrigger,
+    sqlite::SqliteStore,
 };
 use crate::{
     clock::SharedClock,
@@ -412,6 +413,20 @@ storage! {
     /// # Errors
     /// The database failed.
     async fn events_after(&self, company_id: Option<Uuid>, after: i64, limit: i64) -> StoreResult<Vec<ChangeEvent>>;
+
+    // --- System (the console) ---
+
+    /// The scheduler that last took the lead, and its epoch.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn scheduler_leader(&self) -> StoreResult<SchedulerLeader>;
+    /// The on-time schedule fires whose instant is in `[from, to)`, and the lateness of the
+    /// first `sample` of them that woke an agent.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn fire_lateness(&self, from: DateTime<Utc>, to: DateTime<Utc>, sample: i64) -> StoreResult<FireLateness>;
 
     // --- Notification channels ---
 

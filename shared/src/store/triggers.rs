@@ -144,6 +144,7 @@ impl TriggerRow {
         };
         let config = match self.kind {
             TriggerKind::Schedule => TriggerConfig::Schedule {
+                description: describe(self.cron_expression.as_deref().unwrap_or_default()),
                 cron_expression: self.cron_expression.unwrap_or_default(),
                 timezone: self.timezone.unwrap_or_default(),
                 jitter_sec: self.jitter_sec,
@@ -247,4 +248,10 @@ pub(crate) fn kind_of(kind: &NewTriggerKind) -> TriggerKind {
         NewTriggerKind::Webhook { .. } => TriggerKind::Webhook,
         NewTriggerKind::Api => TriggerKind::Api,
     }
+}
+
+/// A stored cron expression in plain language (as written, should it no longer parse).
+fn describe(expression: &str) -> String {
+    crate::schedule::CronExpression::parse(expression)
+        .map_or_else(|_| expression.to_owned(), |cron| cron.describe())
 }

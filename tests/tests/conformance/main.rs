@@ -176,6 +176,9 @@ mod retention;
 /// The change log behind live updates.
 mod events;
 
+/// The figures of the console's system page.
+mod system;
+
 /// What the worker finds when it dispatches decides, not what held when the run was accepted
 /// (the contract's "State at dispatch"), and runs are listed by when they were triggered.
 mod at_dispatch;

@@ -22,6 +22,7 @@ mod retention;
 mod routines;
 mod runs;
 mod schedules;
+mod system;
 mod triggers;
 mod upkeep;
 

@@ -312,6 +312,7 @@ impl PgStore {
                  AND ($3::uuid IS NULL OR project_id = $3)
                  AND ($4::uuid IS NULL OR assignee_agent_id = $4)
                  AND ($5::uuid IS NULL OR id < $5)
+                 AND (NOT $7 OR consecutive_failures > 0)
                ORDER BY id DESC
                LIMIT $6"#,
             company_id,
@@ -320,6 +321,7 @@ impl PgStore {
             filter.assignee_agent_id,
             filter.before,
             filter.limit,
+            filter.failing,
         )
         .fetch_all(&mut *conn)
         .await?;

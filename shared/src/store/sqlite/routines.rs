@@ -255,6 +255,7 @@ impl SqliteStore {
                 AND (?3 IS NULL OR project_id = ?3)
                 AND (?4 IS NULL OR assignee_agent_id = ?4)
                 AND (?5 IS NULL OR id < ?5)
+                AND (NOT ?7 OR consecutive_failures > 0)
               ORDER BY id DESC
               LIMIT ?6"
         ))
@@ -264,6 +265,7 @@ impl SqliteStore {
         .bind(filter.assignee_agent_id)
         .bind(filter.before)
         .bind(filter.limit)
+        .bind(filter.failing)
         .fetch_all(&mut *conn)
         .await?;
         self.shown(&mut conn, rows).await
