@@ -4,6 +4,7 @@
 //! until the shutdown future resolves, turning `/readyz` unready first.
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod live;
 mod observe;
@@ -120,6 +121,7 @@ fn router(state: AppState, health: Health) -> Router {
     )
     .with_state(state)
     .merge(ops)
+    .merge(console::router())
     .route_layer(axum::middleware::from_fn(observe::observe))
     .fallback(error::no_route)
     .method_not_allowed_fallback(error::wrong_method)

@@ -9,6 +9,7 @@
 //! `redis://127.0.0.1:6379`).
 
 pub mod backends;
+pub mod browser;
 mod client;
 mod db;
 mod proxy;

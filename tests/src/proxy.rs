@@ -1,5 +1,5 @@
-//! A TCP proxy to the real Redis or Postgres that a test can cut and restore, to simulate an
-//! outage for the processes pointed at it without touching the shared server.
+//! A TCP proxy to the real Redis or Postgres (or to an API) that a test can cut and restore, to
+//! simulate an outage for the processes pointed at it without touching the shared server.
 
 use std::net::SocketAddr;
 
@@ -29,6 +29,14 @@ impl Proxy {
     /// When no local port can be bound.
     pub async fn postgres(database_url: &str, open: bool) -> Self {
         Self::to(database_url, open).await
+    }
+
+    /// A proxy to an HTTP server at `base` (`http://host:port`); its URL ends in `/`.
+    ///
+    /// # Panics
+    /// When no local port can be bound.
+    pub async fn http(base: &str) -> Self {
+        Self::to(base, true).await
     }
 
     /// A proxy to the host and port of `url` (`scheme://[user@]host:port[/path]`).

@@ -1,5 +1,5 @@
-//! Heartbeat runs from the owning agent's side: claim (`queued → running`) and finish
-//! (`running → succeeded | failed`).
+//! Heartbeat runs: read one (the board, or an agent of its company), and from the owning
+//! agent's side claim (`queued → running`) and finish (`running → succeeded | failed`).
 
 use axum::{Json, extract::State};
 use nexus_shared::model::{FinishStatus, HeartbeatRun, Summary};
@@ -16,6 +16,7 @@ use crate::{
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(get_heartbeat_run))
         .routes(routes!(claim))
         .routes(routes!(finish))
 }
@@ -47,6 +48,21 @@ async fn owned(
         )));
     }
     Ok(run)
+}
+
+/// One heartbeat run (board, or an agent of its company).
+#[utoipa::path(get, path = "/api/heartbeat-runs/{id}", tag = "heartbeat-runs",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = HeartbeatRun), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn get_heartbeat_run(
+    auth: Auth,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<HeartbeatRun>, ApiError> {
+    let run = state.store.heartbeat_run(id).await.found("heartbeat run")?;
+    auth.see(run.company_id, "heartbeat run")?;
+    Ok(Json(run))
 }
 
 /// Claim a queued heartbeat run (its agent): `queued → running`; 409 in any other state.

@@ -4,6 +4,7 @@ mod access;
 mod activity;
 mod agents;
 mod auth;
+mod console;
 mod console_api;
 mod deploy;
 mod dispatch;
