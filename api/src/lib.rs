@@ -91,7 +91,7 @@ pub async fn build_with(resources: Resources, listen: SocketAddr) -> anyhow::Res
         webhook_triggers: Arc::default(),
         allow_private_urls: resources.config.allow_private_urls,
         retention_days: resources.config.retention_days,
-        hub: Arc::default(),
+        hub: Arc::new(live::Hub::new(limits.event_streams())),
         lateness: Arc::default(),
     };
     let hub = Arc::clone(&state.hub);

@@ -32,8 +32,6 @@ pub const BATCH: i64 = 1_000;
 pub const WATCHED_EVERY: Duration = Duration::from_millis(200);
 /// How often the log is relayed while nobody watches on this process.
 pub const IDLE_EVERY: Duration = Duration::from_secs(1);
-/// Most streams open on one process at once; past that a new one is answered 429.
-pub const MAX_STREAMS: usize = 1_000;
 /// Events a reconnecting client may be sent from the log; a client that missed more is told to
 /// reload (`reset`).
 pub const MAX_REPLAY: i64 = 1_000;
@@ -67,14 +65,17 @@ pub struct Hub {
     closing: tokio::sync::watch::Sender<bool>,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
+impl Hub {
+    /// A hub allowing `streams` open streams at once (`NEXUS_HTTP_MAX_EVENT_STREAMS`); past
+    /// that a new one is answered 429.
+    #[must_use]
+    pub fn new(streams: usize) -> Self {
         Self {
             sender: broadcast::channel(4 * usize::try_from(BATCH).unwrap_or(1_000)).0,
             watched: Mutex::default(),
             position: AtomicI64::new(0),
             started: std::sync::atomic::AtomicBool::new(false),
-            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            streams: Arc::new(Semaphore::new(streams)),
             closing: tokio::sync::watch::Sender::new(false),
         }
     }

@@ -307,6 +307,20 @@ async fn seed(database: &TestDb, routines: usize) -> anyhow::Result<DateTime<Utc
         first += TimeDelta::minutes(1);
     }
     crate::fleet::seed(database, routines, Cron::EveryMinuteFrom(first)).await?;
+    if std::env::var_os("BENCH_WITHOUT_EVENTS").is_some() {
+        // For an A/B of what live updates cost a fire: the same binary without the triggers
+        // that write each change's outbox row.
+        sqlx::raw_sql(
+            "DROP TRIGGER routine_runs_created ON routine_runs;
+             DROP TRIGGER routine_runs_updated ON routine_runs;
+             DROP TRIGGER routines_updated ON routines;
+             DROP TRIGGER routine_triggers_changed ON routine_triggers;
+             DROP TRIGGER routine_triggers_updated ON routine_triggers;",
+        )
+        .execute(&database.pool)
+        .await?;
+        println!("(BENCH_WITHOUT_EVENTS: no outbox rows are written)");
+    }
     Ok(first)
 }
 

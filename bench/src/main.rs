@@ -18,6 +18,7 @@
 //! bench history [--routines R] [--history H] [--expired E] [--boundaries B] [--workers N]
 //!               [--batch N] [--requests N]
 //! bench startup [--runs N] [--compare PATH-TO-ANOTHER-nexus]
+//! bench console [--routines R] [--loads N] [--runs N]
 //! ```
 //!
 //! Build with `cargo build --release --workspace`: the process scenarios start the role
@@ -25,6 +26,7 @@
 
 mod burst;
 mod cluster;
+mod console;
 mod embedded;
 mod fanout;
 mod fleet;
@@ -159,12 +161,20 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Some("upcoming") => upcoming::run(flag("--calls", 200)?).await,
+        Some("console") => {
+            console::run(
+                flag("--routines", 10_000)?,
+                flag("--loads", 200)?,
+                flag("--runs", 3)?,
+            )
+            .await
+        }
         Some("slowloris") => {
             slowloris::run(flag("--connections", 1_000)?, flag("--calls", 500)?).await
         }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|embedded|history|week|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|embedded|history|week|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup|console [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }

@@ -132,6 +132,7 @@ pub const VARIABLES: &[&str] = &[
     "NEXUS_HTTP_REQUEST_TIMEOUT_SECS",
     "NEXUS_HTTP_MAX_CONNECTIONS",
     "NEXUS_HTTP_SHUTDOWN_SECS",
+    "NEXUS_HTTP_MAX_EVENT_STREAMS",
     "NEXUS_ALLOW_PRIVATE_URLS",
     "NEXUS_DB_STATEMENT_TIMEOUT_MS",
     "NEXUS_DB_LOCK_TIMEOUT_MS",
@@ -159,6 +160,18 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// `NEXUS_HTTP_SHUTDOWN_SECS` (default 10).
     pub shutdown_deadline: Duration,
+    /// `NEXUS_HTTP_MAX_EVENT_STREAMS` (default 1000): live-update streams open at once on
+    /// the process; never more than half of `max_connections`, so streams cannot take every
+    /// connection.
+    pub max_event_streams: usize,
+}
+
+impl HttpLimits {
+    /// The streams allowed at once: the configured number, at most half the connections.
+    #[must_use]
+    pub fn event_streams(&self) -> usize {
+        self.max_event_streams.min(self.max_connections / 2).max(1)
+    }
 }
 
 impl Default for HttpLimits {
@@ -168,6 +181,7 @@ impl Default for HttpLimits {
             request_timeout: Duration::from_secs(60),
             max_connections: 4096,
             shutdown_deadline: Duration::from_secs(10),
+            max_event_streams: 1000,
         }
     }
 }
@@ -385,6 +399,12 @@ impl Config {
                 |v| int_in_range(v, 16, 1_000_000).map(|n| usize::try_from(n).unwrap_or(4096)),
             )?,
             shutdown_deadline: seconds("NEXUS_HTTP_SHUTDOWN_SECS", "10", 0, 300)?,
+            max_event_streams: parse_or(
+                "NEXUS_HTTP_MAX_EVENT_STREAMS",
+                get("NEXUS_HTTP_MAX_EVENT_STREAMS"),
+                "1000",
+                |v| int_in_range(v, 1, 100_000).map(|n| usize::try_from(n).unwrap_or(1000)),
+            )?,
         };
         let millis = |var: &'static str, default: &str| {
             parse_or(var, get(var), default, |v| int_in_range(v, 100, 3_600_000))

@@ -190,7 +190,7 @@ async fn system_status(
 ) -> Result<Json<SystemStatus>, ApiError> {
     auth.require_board("the system status")?;
     let scheduler = state.store.scheduler_leader().await?;
-    let depth = state.store.queue_depth().await?;
+    let depth = state.store.queue_status().await?;
     let waiting = depth.iter().filter(|d| d.state == "queued");
     let queue = QueueStatus {
         waiting: waiting.clone().map(|d| d.count).sum(),

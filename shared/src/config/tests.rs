@@ -84,6 +84,8 @@ fn invalid_values_name_the_variable() {
         ),
         ("NEXUS_HTTP_HEADER_TIMEOUT_SECS", "0"),
         ("NEXUS_HTTP_MAX_CONNECTIONS", "8"),
+        ("NEXUS_HTTP_MAX_EVENT_STREAMS", "0"),
+        ("NEXUS_HTTP_MAX_EVENT_STREAMS", "100001"),
         ("NEXUS_ALLOW_PRIVATE_URLS", "yes"),
         ("NEXUS_HEARTBEAT_TIMEOUT_SECS", "5"),
         ("NEXUS_LEADER_TTL_SECS", "1"),
@@ -135,4 +137,18 @@ fn retention_zero_keeps_history_for_ever() {
     assert_eq!(kept.retention_days, None);
     let week = config(&[("NEXUS_RETENTION_DAYS", "7")]).expect("valid");
     assert_eq!(week.retention_days, Some(7));
+}
+
+#[test]
+fn event_streams_default_to_a_thousand_and_never_take_more_than_half_the_connections() {
+    let limits = |vars: &[(&str, &str)]| config(vars).expect("valid").http;
+    assert_eq!(limits(&[]).event_streams(), 1000);
+    assert_eq!(
+        limits(&[("NEXUS_HTTP_MAX_EVENT_STREAMS", "5")]).event_streams(),
+        5
+    );
+    assert_eq!(
+        limits(&[("NEXUS_HTTP_MAX_CONNECTIONS", "100")]).event_streams(),
+        50
+    );
 }

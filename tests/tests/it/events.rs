@@ -229,3 +229,41 @@ async fn the_stream_is_for_the_board_and_the_companys_agents_only() {
     let routine = app.seed_routine(&team, &json!({})).await;
     stream.until(is("routine.updated", &routine)).await;
 }
+
+#[tokio::test]
+async fn a_process_holds_at_most_its_configured_streams_open() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn_with(Options {
+        env: vec![("NEXUS_HTTP_MAX_EVENT_STREAMS", "2".to_owned())],
+        ..Default::default()
+    })
+    .await;
+    let team = app.seed_team().await;
+    let first = app
+        .events(&app.base, &team.company, &app.board_token, None)
+        .await
+        .expect("a stream");
+    let _second = app
+        .events(&app.base, &team.company, &team.key, None)
+        .await
+        .expect("a stream");
+    let (status, body) = app
+        .events(&app.base, &team.company, &app.board_token, None)
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("too_many_streams"))
+    );
+    // A closed stream frees its place (once the server sees the connection go).
+    drop(first);
+    let third = nexus_tests::within(10, || async {
+        app.events(&app.base, &team.company, &app.board_token, None)
+            .await
+            .ok()
+    })
+    .await;
+    assert!(third.is_some(), "a place is free again");
+    // The rest of the API is not affected.
+    app.board().list_companies().await.expect(200);
+}

@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 
 use super::PgStore;
-use crate::store::{FireLateness, SchedulerLeader, StoreResult};
+use crate::{
+    queue::QueueDepth,
+    store::{FireLateness, SchedulerLeader, StoreResult},
+};
 
 impl PgStore {
     /// See [`crate::store::Storage::scheduler_leader`].
@@ -20,6 +23,14 @@ impl PgStore {
             leader_id: row.leader_id,
             since: row.updated_at,
         })
+    }
+
+    /// See [`crate::store::Storage::queue_status`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn queue_status(&self) -> StoreResult<Vec<QueueDepth>> {
+        self.queue_depth().await
     }
 
     /// See [`crate::store::Storage::fire_lateness`]. Both statements walk

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 
 use super::SqliteStore;
-use crate::store::{FireLateness, SchedulerLeader, StoreResult};
+use crate::{
+    queue::QueueDepth,
+    store::{FireLateness, SchedulerLeader, StoreResult},
+};
 
 impl SqliteStore {
     /// See [`crate::store::Storage::scheduler_leader`].
@@ -21,6 +24,14 @@ impl SqliteStore {
             leader_id,
             since,
         })
+    }
+
+    /// See [`crate::store::Storage::queue_status`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn queue_status(&self) -> StoreResult<Vec<QueueDepth>> {
+        self.queue_depth().await
     }
 
     /// See [`crate::store::Storage::fire_lateness`].
