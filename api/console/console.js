@@ -156,6 +156,7 @@ async function signIn(token, error) {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN);
   stopStream();
+  state.streamCompany = null;
   signInForm(message);
 }
 
@@ -168,17 +169,32 @@ function stopStream() {
   state.stream = null;
 }
 
+// A browser opens at most six connections to one server over HTTP/1.1, and each open stream
+// holds one: a tab that is hidden or left closes its stream, and one shown again resumes
+// with Last-Event-ID (or reloads its data, if it was away longer than the server keeps).
+document.addEventListener("visibilitychange", () => {
+  if (!state.streamCompany || !sessionStorage.getItem(TOKEN)) return;
+  if (document.hidden) {
+    stopStream();
+    setLive("Paused while hidden", false);
+  } else if (!state.stream) {
+    startStream(state.streamCompany, state.lastEventId);
+  }
+});
+window.addEventListener("pagehide", stopStream);
+
 function setLive(text, down) {
   const live = document.getElementById("live");
   live.textContent = text;
   live.classList.toggle("down", down);
 }
 
-function startStream(companyId) {
+function startStream(companyId, resumeFrom) {
   stopStream();
   const controller = new AbortController();
   state.stream = controller;
-  let lastId = null;
+  state.streamCompany = companyId;
+  let lastId = resumeFrom || null;
   const connect = async () => {
     while (!controller.signal.aborted) {
       try {
@@ -199,7 +215,7 @@ function startStream(companyId) {
             const block = buffer.slice(0, end);
             buffer = buffer.slice(end + 2);
             const event = parseEvent(block);
-            if (event.id) lastId = event.id;
+            if (event.id) lastId = state.lastEventId = event.id;
             if (event.data !== null) deliver(event);
           }
         }
@@ -268,9 +284,11 @@ async function switchCompany() {
     ]);
     for (const a of agents) state.agents.set(a.id, a);
     for (const p of projects) state.projects.set(p.id, p);
+    state.lastEventId = null;
     startStream(company);
   } else {
     stopStream();
+    state.streamCompany = null;
     setLive("", false);
   }
   route();
@@ -408,16 +426,34 @@ async function routinesPage(view) {
       body)),
     more);
   await load(false);
+  // A listed routine's row is read again at most once a second, however many of its runs
+  // change; a routine not listed is added only when it is new (created in the last minute),
+  // at most fifty of them, so a mass change elsewhere does not grow the page.
+  const pending = new Set();
+  let added = 0;
+  const refresh = (id) => {
+    if (pending.has(id)) return;
+    pending.add(id);
+    setTimeout(() => {
+      pending.delete(id);
+      api("GET", `/api/routines/${id}`).then((routine) => show(routine, false)).catch(() => {});
+    }, 1000);
+  };
   return {
     onEvent(name, data) {
       if (name === "routine.updated") {
+        if (rows.has(data.id)) return show(data, false);
         const matches = (!filters.status || data.status === filters.status)
           && (!filters.assigneeAgentId || data.assigneeAgentId === filters.assigneeAgentId)
           && (!filters.projectId || data.projectId === filters.projectId)
           && (!filters.failing || data.consecutiveFailures > 0);
-        if (rows.has(data.id) || matches) show(data, !rows.has(data.id));
+        const isNew = Date.now() - new Date(data.createdAt).getTime() < 60000;
+        if (matches && isNew && added < 50) {
+          added += 1;
+          show(data, true);
+        }
       } else if ((name === "run.created" || name === "run.updated" || name === "trigger.updated") && rows.has(data.routineId)) {
-        api("GET", `/api/routines/${data.routineId}`).then((routine) => show(routine, false)).catch(() => {});
+        refresh(data.routineId);
       }
     },
   };
@@ -556,7 +592,7 @@ function triggerRow(trigger, reload) {
       reload(secretBox(rotated.secretMaterial, "Secret rotated."));
     }));
   }
-  const confirmBox = h("span", { hidden: true }, " Delete this trigger? ",
+  const confirmBox = h("span", { hidden: true, class: "confirm" }, " Delete this trigger? ",
     act("Delete", "confirm-delete", async () => { await api("DELETE", `/api/routine-triggers/${trigger.id}`); reload(); }, "danger"));
   actions.append(" ", act("Delete…", "delete", async () => { confirmBox.hidden = false; }), confirmBox);
   const extra = trigger.kind === "schedule"
@@ -730,7 +766,18 @@ async function routinePage(view, id) {
     onEvent(name, data) {
       if ((name === "run.created" || name === "run.updated") && data.routineId === routine.id) showRun(data, !runRows.has(data.id));
       else if (name === "routine.updated" && data.id === routine.id) { routine = data; renderHead(); }
-      else if (name === "trigger.updated" && data.routineId === routine.id) loadTriggers();
+      else if (name === "trigger.updated" && data.routineId === routine.id) {
+        // Only that trigger's row is redrawn, and not while a question is open on it.
+        const row = triggers.querySelector(`tr[data-trigger="${data.id}"]`);
+        if (data.deleted) {
+          if (row) row.remove();
+        } else if (!row) {
+          loadTriggers();
+        } else if (!row.querySelector(".confirm:not([hidden])")) {
+          row.replaceWith(triggerRow(data, loadTriggers));
+        }
+        loadUpcoming();
+      }
     },
   };
 }

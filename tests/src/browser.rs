@@ -82,6 +82,7 @@ impl Browser {
         assert!(ready.is_some(), "chromedriver answers within 10 s");
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -150,6 +151,20 @@ impl Browser {
     pub async fn run_async(&self, script: &str, args: Value) -> Value {
         self.command("/execute/async", json!({"script": script, "args": args}))
             .await
+    }
+
+    /// The browser's console messages since the last call (errors a page's script raised).
+    pub async fn console_log(&self) -> Vec<String> {
+        let entries = self.command("/se/log", json!({"type": "browser"})).await;
+        entries
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| e["message"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Grants this origin the clipboard permissions (WebDriver's permissions extension).

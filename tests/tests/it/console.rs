@@ -223,6 +223,71 @@ async fn an_operator_signs_in_builds_a_routine_and_watches_its_runs_live() {
         "the old secret has its grace period"
     );
 
+    // Disable and enable the schedule, delete the webhook (after asking), backfill the last
+    // two weeks (its weekday fires at 09:00 Amsterdam), edit the settings.
+    let schedule = "tr[data-trigger] button[data-action='toggle']";
+    browser.click(schedule).await;
+    browser.wait_text("#triggers", "disabled").await;
+    browser.click(schedule).await;
+    // Redrawn (the table is read again after the change) before the next click.
+    browser.wait_text(schedule, "Disable").await;
+    nexus_tests::eventually(10, "the schedule enabled again", || async {
+        let shown = app.board().get_routine(&routine).await.expect(200).body;
+        (shown["triggers"][0]["enabled"] == true).then_some(())
+    })
+    .await;
+    browser
+        .click(&format!(
+            "tr[data-trigger='{trigger}'] button[data-action='delete']"
+        ))
+        .await;
+    browser
+        .click(&format!(
+            "tr[data-trigger='{trigger}'] button[data-action='confirm-delete']"
+        ))
+        .await;
+    nexus_tests::eventually(10, "the webhook deleted", || async {
+        let shown = app.board().get_routine(&routine).await.expect(200).body;
+        (shown["triggers"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    browser
+        .run(
+            "const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+             const now = new Date();
+             document.querySelector('#backfill-from').value = local(new Date(now.getTime() - 14 * 86400000));
+             document.querySelector('#backfill-to').value = local(new Date(now.getTime() - 60000));",
+            json!([]),
+        )
+        .await;
+    browser.click("#backfill button[type=submit]").await;
+    let result = browser
+        .wait_text("#backfill p[role=status]", "run(s) created")
+        .await;
+    let created: usize = result
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(
+        (9..=11).contains(&created),
+        "two weeks of weekdays: {result}"
+    );
+    browser.wait_text("#runs", "catch-up").await;
+    browser
+        .fill("#routine-title", "Weekday standup summary")
+        .await;
+    browser.choose("#routine-priority", "high").await;
+    browser.click("#save-settings").await;
+    browser
+        .wait_text("#routine-title-shown", "Weekday standup summary")
+        .await;
+    let shown = app.board().get_routine(&routine).await.expect(200).body;
+    assert_eq!(
+        (shown["title"].as_str(), shown["priority"].as_str()),
+        (Some("Weekday standup summary"), Some("high"))
+    );
+
     // Activity, channels, system.
     browser.goto(&format!("{base}#/activity")).await;
     browser.wait_text("#activity", "routine").await;
@@ -241,6 +306,22 @@ async fn an_operator_signs_in_builds_a_routine_and_watches_its_runs_live() {
     browser.wait_text("#live", "Disconnected").await;
     proxy.set_open(true);
     browser.wait_text("#live", "Live").await;
+
+    // Archive asks first, then archives.
+    browser.goto(&format!("{base}#/routine/{routine}")).await;
+    browser.click("#archive").await;
+    browser.wait("#archive-confirm").await;
+    assert_eq!(
+        app.board().get_routine(&routine).await.expect(200).body["status"],
+        "active",
+        "nothing happens before the confirmation"
+    );
+    browser.click("#archive-yes").await;
+    browser.wait_text("#view", "archived").await;
+    assert_eq!(
+        app.board().get_routine(&routine).await.expect(200).body["status"],
+        "archived"
+    );
 }
 
 /// Waits until `css` matches `count` elements; returns how many it matched last.
@@ -292,8 +373,45 @@ async fn the_routines_page_works_390_pixels_wide_and_shows_new_routines_live() {
         .await;
     browser.screenshot(&shot("routines-390px")).await;
 
-    // Filters: paused only.
+    // Bulk pause of two selected routines, with a note; then the paused filter.
+    let listed = app
+        .board()
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/companies/{}/routines", team.company),
+            None,
+        )
+        .await
+        .expect(200)
+        .body;
+    let ids: Vec<String> = listed["routines"]
+        .as_array()
+        .expect("routines")
+        .iter()
+        .filter(|r| r["title"] != "Made through the API")
+        .take(2)
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
+    for id in &ids {
+        browser.click(&format!("input[data-routine='{id}']")).await;
+    }
+    browser.fill("#bulk-note", "Quarter close").await;
+    browser.click("#bulk-pause").await;
+    browser.wait_text("#view", "2 routines paused.").await;
     browser.choose("#filter-status", "paused").await;
+    for id in &ids {
+        browser
+            .wait_text(&format!("tr[data-id='{id}']"), "Quarter close")
+            .await;
+    }
+    let rows = browser
+        .run(
+            "return document.querySelectorAll('table.routines tbody tr').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, json!(2), "only the paused ones");
+    browser.choose("#filter-status", "archived").await;
     browser
         .wait_text("table.routines", "No routines match.")
         .await;
@@ -363,4 +481,63 @@ async fn the_system_page_shows_the_leader_the_queue_and_each_minutes_lateness() 
         .await;
     assert_eq!(bars, json!(30), "one bar for each minute that fired");
     browser.screenshot(&shot("system")).await;
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_no_inline_script() {
+    nexus_tests::needs_servers!();
+    let app = TestApp::spawn().await;
+    let http = nexus_tests::http_client();
+    let policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                  connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let response = http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with(kind),
+            "{path}"
+        );
+        assert_eq!(headers["content-security-policy"], policy, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(headers["x-frame-options"], "DENY");
+    }
+    let page = http
+        .get(&app.base)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("<label for=\"token\">Board token</label>"));
+    // Every script has a source; no element carries an inline handler or style.
+    assert_eq!(
+        page.matches("<script").count(),
+        page.matches("<script type=\"module\" src=\"/console/")
+            .count()
+    );
+    for inline in [" onclick=", " onload=", " style=", "javascript:"] {
+        assert!(!page.contains(inline), "{inline}");
+    }
+    // The sign-in form posts (never puts the token in an address).
+    assert!(page.contains("<form id=\"sign-in\" class=\"card narrow\" method=\"post\""));
+    // Nothing outside the console is served as a page.
+    http.get(format!("{}/console/other.js", app.base))
+        .send()
+        .await
+        .map(|r| assert_eq!(r.status(), 404))
+        .expect("get");
 }

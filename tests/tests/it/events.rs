@@ -221,13 +221,29 @@ async fn the_stream_is_for_the_board_and_the_companys_agents_only() {
             .0,
         404
     );
-    // An agent of the company sees its changes.
+    // An agent of the company sees its changes, and nothing of another company's.
     let mut stream = app
         .events(&app.base, &team.company, &team.key, None)
         .await
         .expect("a stream");
+    let project = app.seed_project(&other).await;
+    let (outsider_agent, _) = app.seed_agent(&other, "Mallory").await;
+    let elsewhere = app
+        .board()
+        .create_routine(
+            &other,
+            &json!({"title": "Elsewhere", "assigneeAgentId": outsider_agent, "projectId": project}),
+        )
+        .await
+        .expect(201)
+        .id();
     let routine = app.seed_routine(&team, &json!({})).await;
-    stream.until(is("routine.updated", &routine)).await;
+    let first = stream.next().await;
+    assert_eq!(
+        (first.name.as_str(), first.data["id"].as_str()),
+        ("routine.updated", Some(routine.as_str())),
+        "the other company's routine {elsewhere} is not streamed here"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,9 @@ use crate::store::{
     events::{EventRow, events},
 };
 
+/// Most expired events deleted per relay batch.
+const PURGE_BATCH: i64 = 10_000;
+
 impl PgStore {
     /// See [`crate::store::Storage::relay_events`].
     ///
@@ -46,10 +49,18 @@ impl PgStore {
         )
         .fetch_one(&mut *tx)
         .await?;
+        // Numbers are given in time order, so the expired events are the oldest numbers: walk
+        // the key from the start, at most a batch of them (no index on the time).
         let purged = sqlx::query_scalar!(
-            r#"WITH gone AS (DELETE FROM company_events WHERE created_at < $1 RETURNING id)
+            r#"WITH gone AS (
+                   DELETE FROM company_events WHERE id IN (
+                       SELECT id FROM (SELECT id, created_at FROM company_events
+                                       ORDER BY id LIMIT $2) oldest
+                       WHERE created_at < $1)
+                   RETURNING id)
                SELECT max(id) FROM gone"#,
             now - EVENTS_KEPT,
+            PURGE_BATCH,
         )
         .fetch_one(&mut *tx)
         .await?;

@@ -9,6 +9,9 @@ use crate::store::{
     events::{EventRow, events},
 };
 
+/// Most expired events deleted per relay batch.
+const PURGE_BATCH: i64 = 10_000;
+
 impl SqliteStore {
     /// See [`crate::store::Storage::relay_events`].
     ///
@@ -41,13 +44,19 @@ impl SqliteStore {
         .bind(i64::try_from(moved).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
-        let purged: Option<i64> =
-            sqlx::query_scalar("DELETE FROM company_events WHERE created_at < ?1 RETURNING id")
-                .bind(now - EVENTS_KEPT)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .max();
+        // The expired events are the oldest numbers (see the Postgres store).
+        let purged: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM company_events WHERE id IN (
+                 SELECT id FROM (SELECT id, created_at FROM company_events ORDER BY id LIMIT ?2)
+                 WHERE created_at < ?1)
+             RETURNING id",
+        )
+        .bind(now - EVENTS_KEPT)
+        .bind(PURGE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .max();
         sqlx::query(
             "UPDATE event_log SET last_id = last_id + ?1,
                                   purged_through = max(purged_through, ?2)",
