@@ -33,6 +33,12 @@ function s(tag, attrs, ...children) {
   return el;
 }
 
+// Events carry the resource as it was when the server read it; one read before a change the
+// page has already shown arrives late sometimes: such a copy is older and is not drawn.
+function older(data, row) {
+  return Boolean(row.dataset.updated && data.updatedAt && Date.parse(data.updatedAt) < Date.parse(row.dataset.updated));
+}
+
 function status(value) {
   return value ? h("span", { class: `status ${value}`, text: value.replace(/_/g, " ") }) : "—";
 }
@@ -359,7 +365,7 @@ async function routinesPage(view) {
     const agent = state.agents.get(routine.assigneeAgentId);
     const pause = routine.status === "paused" && (routine.pauseNote || routine.pausedReason === "consecutive_failures")
       ? h("div", { class: "note", text: routine.pauseNote || "paused after failures" }) : null;
-    const tr = h("tr", { "data-id": routine.id },
+    const tr = h("tr", { "data-id": routine.id, "data-updated": routine.updatedAt },
       h("td", {}, h("input", { type: "checkbox", "data-routine": routine.id, "aria-label": `Select ${routine.title}` })),
       h("td", {}, h("a", { href: `#/routine/${routine.id}`, text: routine.title })),
       h("td", { text: agent ? agent.name : routine.assigneeAgentId }),
@@ -442,7 +448,7 @@ async function routinesPage(view) {
   return {
     onEvent(name, data) {
       if (name === "routine.updated") {
-        if (rows.has(data.id)) return show(data, false);
+        if (rows.has(data.id)) return older(data, rows.get(data.id)) ? undefined : show(data, false);
         const matches = (!filters.status || data.status === filters.status)
           && (!filters.assigneeAgentId || data.assigneeAgentId === filters.assigneeAgentId)
           && (!filters.projectId || data.projectId === filters.projectId)
@@ -588,7 +594,9 @@ function triggerRow(trigger, reload) {
   if (trigger.kind === "webhook") {
     const grace = h("input", { type: "number", min: "0", max: "604800", value: "3600", "aria-label": "Old secret stays valid (seconds)", class: "grace" });
     actions.append(" ", grace, " ", act("Rotate secret", "rotate", async () => {
-      const rotated = await api("POST", `/api/routine-triggers/${trigger.id}/rotate-secret`, { previousSecretValidSec: Number(grace.value || 0), force: true });
+      // Not forced: while a previous secret is still valid the server refuses (409) and says
+      // so, rather than the console ending that secret without being asked.
+      const rotated = await api("POST", `/api/routine-triggers/${trigger.id}/rotate-secret`, { previousSecretValidSec: Number(grace.value || 0) });
       reload(secretBox(rotated.secretMaterial, "Secret rotated."));
     }));
   }
@@ -598,7 +606,7 @@ function triggerRow(trigger, reload) {
   const extra = trigger.kind === "schedule"
     ? h("div", { class: "note", text: `${trigger.cronExpression}; next ${when(trigger.nextRunAt)}` })
     : trigger.kind === "webhook" ? h("div", { class: "note secret", text: trigger.webhookUrl }) : null;
-  return h("tr", { "data-trigger": trigger.id },
+  return h("tr", { "data-trigger": trigger.id, "data-updated": trigger.updatedAt },
     h("td", {}, h("div", { text: describeTrigger(trigger) }), extra,
       trigger.previousSecretExpiresAt ? h("div", { class: "note", text: `previous secret valid until ${when(trigger.previousSecretExpiresAt)}` }) : null),
     h("td", { text: trigger.lastFiredAt ? `${when(trigger.lastFiredAt)} (${trigger.lastResult || "—"})` : "never" }),
@@ -640,10 +648,11 @@ async function routinePage(view, id) {
   const runRows = new Map();
   let nextBefore = null;
 
+  // Made once, so that what is typed survives a redraw of the head by a live update.
+  const note = h("input", { type: "text", id: "pause-note", maxlength: "500", placeholder: "Why (optional)" });
+  const until = h("input", { type: "datetime-local", id: "pause-until" });
   const renderHead = () => {
     const paused = routine.status === "paused";
-    const note = h("input", { type: "text", id: "pause-note", maxlength: "500", placeholder: "Why (optional)" });
-    const until = h("input", { type: "datetime-local", id: "pause-until" });
     const controls = h("div", { class: "row" });
     const patch = async (body) => {
       try {
@@ -765,7 +774,7 @@ async function routinePage(view, id) {
   return {
     onEvent(name, data) {
       if ((name === "run.created" || name === "run.updated") && data.routineId === routine.id) showRun(data, !runRows.has(data.id));
-      else if (name === "routine.updated" && data.id === routine.id) { routine = data; renderHead(); }
+      else if (name === "routine.updated" && data.id === routine.id && Date.parse(data.updatedAt) >= Date.parse(routine.updatedAt)) { routine = data; renderHead(); }
       else if (name === "trigger.updated" && data.routineId === routine.id) {
         // Only that trigger's row is redrawn, and not while a question is open on it.
         const row = triggers.querySelector(`tr[data-trigger="${data.id}"]`);
@@ -773,7 +782,7 @@ async function routinePage(view, id) {
           if (row) row.remove();
         } else if (!row) {
           loadTriggers();
-        } else if (!row.querySelector(".confirm:not([hidden])")) {
+        } else if (!row.querySelector(".confirm:not([hidden])") && !older(data, row)) {
           row.replaceWith(triggerRow(data, loadTriggers));
         }
         loadUpcoming();

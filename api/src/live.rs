@@ -32,6 +32,9 @@ pub const BATCH: i64 = 1_000;
 pub const WATCHED_EVERY: Duration = Duration::from_millis(200);
 /// How often the log is relayed while nobody watches on this process.
 pub const IDLE_EVERY: Duration = Duration::from_secs(1);
+/// While jobs wait for a worker (a burst being dispatched) the relay waits, at most this long:
+/// live updates lag a burst rather than slow it.
+pub const YIELD_AT_MOST: Duration = Duration::from_secs(5);
 /// Events a reconnecting client may be sent from the log; a client that missed more is told to
 /// reload (`reset`).
 pub const MAX_REPLAY: i64 = 1_000;
@@ -63,6 +66,8 @@ pub struct Hub {
     pub(crate) streams: Arc<Semaphore>,
     /// Set when the process shuts down: every stream ends.
     closing: tokio::sync::watch::Sender<bool>,
+    /// When this process last relayed (or found nothing to wait for).
+    relayed_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Hub {
@@ -77,6 +82,7 @@ impl Hub {
             started: std::sync::atomic::AtomicBool::new(false),
             streams: Arc::new(Semaphore::new(streams)),
             closing: tokio::sync::watch::Sender::new(false),
+            relayed_at: Mutex::new(None),
         }
     }
 }
@@ -143,6 +149,25 @@ impl Hub {
         }
     }
 
+    /// Whether to relay now: not while jobs wait for a worker, unless the last relay was
+    /// [`YIELD_AT_MOST`] ago.
+    async fn may_relay(&self, store: &Store) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        let last = *self
+            .relayed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let overdue = last.is_none_or(|at| now.duration_since(at) >= YIELD_AT_MOST);
+        if !overdue && store.queue_busy().await? {
+            return Ok(false);
+        }
+        *self
+            .relayed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(now);
+        Ok(true)
+    }
+
     /// Ends every stream (the process is shutting down).
     pub fn close(&self) {
         self.closing.send_replace(true);
@@ -190,7 +215,9 @@ impl Hub {
             self.position.store(log.last_id, Ordering::SeqCst);
             self.started.store(true, Ordering::SeqCst);
         }
-        while store.relay_events(BATCH).await? == u64::try_from(BATCH).unwrap_or(0) {}
+        if self.may_relay(store).await? {
+            while store.relay_events(BATCH).await? == u64::try_from(BATCH).unwrap_or(0) {}
+        }
         loop {
             let after = self.position.load(Ordering::SeqCst);
             let events = store.events_after(None, after, BATCH).await?;

@@ -238,11 +238,28 @@ impl Browser {
         .map(str::to_owned)
     }
 
-    /// Clicks the element matching `css` once it is shown.
+    /// Clicks the element matching `css` once it is shown. A page that redraws what it shows
+    /// as live updates arrive may replace the element between finding and clicking it (the
+    /// driver answers "stale element reference"): then it is found again.
+    ///
+    /// # Panics
+    /// When no click succeeds within [`PATIENCE`].
     pub async fn click(&self, css: &str) {
-        let element = self.wait(css).await;
-        self.command(&format!("/element/{element}/click"), json!({}))
-            .await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let element = self.wait(css).await;
+            let answer = self
+                .command(&format!("/element/{element}/click"), json!({}))
+                .await;
+            if answer.get("error").is_none() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "clicking {css} failed: {answer}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Replaces the value of the input matching `css` with `text`, as typed.

@@ -110,7 +110,7 @@ async fn an_operator_signs_in_builds_a_routine_and_watches_its_runs_live() {
     browser
         .wait_text("#triggers", "weekdays at 09:00, Europe/Amsterdam")
         .await;
-    let upcoming = crate_within_count(&browser, "#upcoming li", 5).await;
+    let upcoming = count_within(&browser, "#upcoming li", 5).await;
     assert_eq!(upcoming, 5, "the next five fires are listed");
 
     // Run now with a payload: the run appears, then changes status, without a reload.
@@ -325,7 +325,7 @@ async fn an_operator_signs_in_builds_a_routine_and_watches_its_runs_live() {
 }
 
 /// Waits until `css` matches `count` elements; returns how many it matched last.
-async fn crate_within_count(browser: &Browser, css: &str, count: u64) -> u64 {
+async fn count_within(browser: &Browser, css: &str, count: u64) -> u64 {
     let script = "return document.querySelectorAll(arguments[0]).length;";
     nexus_tests::within(10, || async {
         let n = browser.run(script, json!([css])).await.as_u64()?;

@@ -110,7 +110,15 @@ async fn a_client_reconnecting_with_last_event_id_gets_what_it_missed_once() {
         .expect("a stream");
     let mut names = Vec::new();
     let mut ids = vec![last.parse::<i64>().expect("a number")];
-    while let Some(event) = resumed.next_within(Duration::from_secs(3)).await {
+    // The run waits for a worker: live updates yield to the queue for up to 5 s.
+    let wanted = [
+        ("routine.updated".to_owned(), Some(routine.clone())),
+        ("run.created".to_owned(), Some(run.clone())),
+    ];
+    while !wanted.iter().all(|w| names.contains(w)) {
+        let Some(event) = resumed.next_within(Duration::from_secs(10)).await else {
+            break;
+        };
         ids.push(event.id.expect("an id").parse().expect("a number"));
         names.push((event.name, event.data["id"].as_str().map(str::to_owned)));
     }

@@ -76,6 +76,14 @@ impl PgStore {
         Ok(u64::try_from(moved).unwrap_or(0))
     }
 
+    /// See [`crate::store::Storage::queue_busy`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn queue_busy(&self) -> StoreResult<bool> {
+        self.jobs_waiting().await
+    }
+
     /// See [`crate::store::Storage::event_log`].
     ///
     /// # Errors

@@ -69,6 +69,14 @@ impl SqliteStore {
         Ok(moved)
     }
 
+    /// See [`crate::store::Storage::queue_busy`].
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn queue_busy(&self) -> StoreResult<bool> {
+        self.jobs_waiting().await
+    }
+
     /// See [`crate::store::Storage::event_log`].
     ///
     /// # Errors

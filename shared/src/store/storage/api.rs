@@ -267,6 +267,12 @@ storage! {
     /// # Errors
     /// The database failed (nothing is moved).
     async fn relay_events(&self, limit: i64) -> StoreResult<u64>;
+    /// Whether jobs are due and waiting for a worker (as the scheduler's `jobs_waiting`): the
+    /// relay of live updates yields to a burst being dispatched.
+    ///
+    /// # Errors
+    /// The database failed.
+    async fn queue_busy(&self) -> StoreResult<bool>;
     /// The newest number given and how far events have been deleted.
     ///
     /// # Errors
