@@ -234,6 +234,11 @@ async fn the_stream_is_for_the_board_and_the_companys_agents_only() {
         .events(&app.base, &team.company, &team.key, None)
         .await
         .expect("a stream");
+    // Someone watches the other company on the same process, so its changes are broadcast.
+    let mut watching_other = app
+        .events(&app.base, &other, &app.board_token, None)
+        .await
+        .expect("a stream");
     let project = app.seed_project(&other).await;
     let (outsider_agent, _) = app.seed_agent(&other, "Mallory").await;
     let elsewhere = app
@@ -252,6 +257,9 @@ async fn the_stream_is_for_the_board_and_the_companys_agents_only() {
         ("routine.updated", Some(routine.as_str())),
         "the other company's routine {elsewhere} is not streamed here"
     );
+    watching_other
+        .until(|e| e.name == "routine.updated" && e.data["id"] == elsewhere.as_str())
+        .await;
 }
 
 #[tokio::test]
