@@ -34,8 +34,15 @@ pub struct AppState {
     /// The live updates of this process.
     pub hub: Arc<crate::live::Hub>,
     /// Settled minutes of fire lateness, for the system status.
-    pub lateness: Arc<crate::routes::system::LatenessCache>,
+    pub lateness: Arc<LatenessCache>,
 }
+
+/// The system status's settled minutes of fire lateness, with their samples, by minute (at
+/// most an hour's): a minute is read from the database once it can no longer change.
+#[derive(Debug, Default)]
+pub struct LatenessCache(
+    pub(crate) Mutex<HashMap<chrono::DateTime<chrono::Utc>, nexus_shared::store::FireLateness>>,
+);
 
 /// Webhook triggers by public id, as this process last read them, so that a call does not
 /// read its trigger from the database first.

@@ -1,17 +1,14 @@
 //! What the operator console needs besides the resources: a schedule's preview before it is
 //! saved, and the state of the system (leader, queue, fire lateness).
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, PoisonError},
-};
+use std::sync::PoisonError;
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use nexus_shared::{
     model::BoundedInt,
     schedule::Schedule,
-    store::{FireLateness, SchedulerLeader, quantile},
+    store::{SchedulerLeader, quantile},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -173,10 +170,6 @@ pub(crate) const SAMPLE_PER_MINUTE: i64 = 1_000;
 /// A minute's figures are kept once it ended this long ago (a fire's heartbeat run is made by
 /// then unless the queue is far behind).
 const SETTLED_AFTER: TimeDelta = TimeDelta::minutes(5);
-
-/// Settled minutes' figures, with their samples, by minute (at most an hour's).
-#[derive(Debug, Default)]
-pub struct LatenessCache(Mutex<HashMap<DateTime<Utc>, FireLateness>>);
 
 /// Which scheduler leads (and since when, with its epoch), the queue's depth and oldest
 /// waiting job, and how late the last hour's schedule fires woke their agents — overall and
