@@ -14,6 +14,13 @@ const PAGE: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/console.js");
 const STYLE: &str = include_str!("../console/console.css");
 
+/// Every file the console compiles into the binary, by name (what it adds to the binary).
+pub const FILES: [(&str, &str); 3] = [
+    ("index.html", PAGE),
+    ("console.js", SCRIPT),
+    ("console.css", STYLE),
+];
+
 /// The policy every console response carries: scripts and styles from this origin only (no
 /// inline script or style), requests to this origin only, no framing, no plugins, forms post
 /// only here.

@@ -16,13 +16,6 @@ use crate::{
     machine::percentile,
 };
 
-/// The files the console compiles into the binary.
-const FILES: [(&str, &str); 3] = [
-    ("index.html", include_str!("../../api/console/index.html")),
-    ("console.js", include_str!("../../api/console/console.js")),
-    ("console.css", include_str!("../../api/console/console.css")),
-];
-
 pub(crate) async fn run(routines: usize, loads: usize, runs: usize) -> anyhow::Result<()> {
     let routines = routines.clamp(100, 200_000);
     let loads = loads.clamp(10, 2_000);
@@ -175,9 +168,10 @@ pub(crate) async fn run(routines: usize, loads: usize, runs: usize) -> anyhow::R
         println!("Chromium is not installed: the browser figure is left out");
     }
 
-    let total: usize = FILES.iter().map(|(_, text)| text.len()).sum();
+    let files = nexus_api::console::FILES;
+    let total: usize = files.iter().map(|(_, text)| text.len()).sum();
     println!("\nconsole compiled into the binary:");
-    for (name, text) in FILES {
+    for (name, text) in files {
         println!("  {name:<12} {:>8} bytes", text.len());
     }
     println!(

@@ -233,6 +233,23 @@ impl Browser {
         panic!("{css} did not show {wanted:?} within {PATIENCE:?}; it shows {last:?}");
     }
 
+    /// Waits until `css` matches exactly `count` elements.
+    ///
+    /// # Panics
+    /// When it does not within [`PATIENCE`].
+    pub async fn wait_count(&self, css: &str, count: u64) {
+        let script = "return document.querySelectorAll(arguments[0]).length;";
+        let matched = crate::within(PATIENCE.as_secs(), || async {
+            let n = self.run(script, json!([css])).await.as_u64()?;
+            (n == count).then_some(())
+        })
+        .await;
+        assert!(
+            matched.is_some(),
+            "{css} did not match {count} elements within {PATIENCE:?}"
+        );
+    }
+
     /// The rendered text of the first element matching `css`, if any.
     pub async fn text(&self, css: &str) -> Option<String> {
         let element = self.find(css).await?;

@@ -110,8 +110,8 @@ async fn an_operator_signs_in_builds_a_routine_and_watches_its_runs_live() {
     browser
         .wait_text("#triggers", "weekdays at 09:00, Europe/Amsterdam")
         .await;
-    let upcoming = count_within(&browser, "#upcoming li", 5).await;
-    assert_eq!(upcoming, 5, "the next five fires are listed");
+    // The next five fires are listed.
+    browser.wait_count("#upcoming li", 5).await;
 
     // Run now with a payload: the run appears, then changes status, without a reload.
     browser
@@ -324,17 +324,6 @@ async fn an_operator_signs_in_builds_a_routine_and_watches_its_runs_live() {
     );
 }
 
-/// Waits until `css` matches `count` elements; returns how many it matched last.
-async fn count_within(browser: &Browser, css: &str, count: u64) -> u64 {
-    let script = "return document.querySelectorAll(arguments[0]).length;";
-    nexus_tests::within(10, || async {
-        let n = browser.run(script, json!([css])).await.as_u64()?;
-        (n == count).then_some(n)
-    })
-    .await
-    .unwrap_or_else(|| panic!("{css} did not match {count} elements within 10 s"))
-}
-
 #[tokio::test]
 async fn the_routines_page_works_390_pixels_wide_and_shows_new_routines_live() {
     nexus_tests::needs_servers!();
@@ -400,7 +389,7 @@ async fn the_routines_page_works_390_pixels_wide_and_shows_new_routines_live() {
     browser.wait_text("#view", "2 routines paused.").await;
     browser.choose("#filter-status", "paused").await;
     // The filtered list replaces the whole one: two rows, the paused ones with their note.
-    count_within(&browser, "table.routines tbody tr", 2).await;
+    browser.wait_count("table.routines tbody tr", 2).await;
     for id in &ids {
         browser
             .wait_text(&format!("tr[data-id='{id}']"), "Quarter close")
