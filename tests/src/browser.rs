@@ -3,7 +3,6 @@
 //! sessions, navigation, elements, script, window size and screenshots.
 
 use std::{
-    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -51,12 +50,6 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The driver runs in a process group of its own with the browser it started: end both.
-        drop(
-            Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.driver.id())])
-                .status(),
-        );
         drop(self.driver.kill());
         drop(self.driver.wait());
     }
@@ -73,7 +66,6 @@ impl Browser {
     pub async fn start(width: u32, height: u32) -> Self {
         let port = crate::free_port();
         let driver = Command::new(DRIVER)
-            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
