@@ -65,7 +65,16 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         "seeded {history} fires in {:.0} s; VACUUM ANALYZE …",
         started.elapsed().as_secs_f64()
     );
-    sqlx::query("VACUUM ANALYZE").execute(&big.db.pool).await?;
+    // The store's pool bounds each statement; this one reads every table of the history.
+    let mut conn = big.db.pool.acquire().await?;
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("VACUUM ANALYZE").execute(&mut *conn).await?;
+    sqlx::query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await?;
+    drop(conn);
     print_sizes(&big.db).await?;
     let first = arm(&big.db).await?;
     let history_rows = burst(&big, first, boundaries, &shape, None).await?;
@@ -295,9 +304,14 @@ async fn seed_history(
 /// Sets up `conn` for [`write_fires`]: the agent of the past heartbeat runs (the bursts'
 /// heartbeat runs are counted by their own agent), the seeded routines numbered, and two
 /// helpers — ids ordered by time as the product's (UUID v7) are, and the fires of a range.
+/// The connection runs as a replica (`session_replication_role`), so the seeded past fires
+/// fire no trigger: the history they stand for was streamed to consoles long ago, and its
+/// outbox rows would otherwise wait for the first API process to number millions of them.
 pub(crate) async fn prepare_fires(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
     sqlx::raw_sql(
         "SET synchronous_commit = off;
+         SET session_replication_role = replica;
+         SET statement_timeout = 0;
          INSERT INTO agents (id, company_id, name, created_at, updated_at)
              VALUES ('00000000-0000-7000-8000-0000000000b2', '00000000-0000-7000-8000-000000000001', 'history', now(), now());
          CREATE TEMP TABLE fleet AS
