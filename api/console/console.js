@@ -651,6 +651,8 @@ async function routinePage(view, id) {
   // Made once, so that what is typed survives a redraw of the head by a live update.
   const note = h("input", { type: "text", id: "pause-note", maxlength: "500", placeholder: "Why (optional)" });
   const until = h("input", { type: "datetime-local", id: "pause-until" });
+  // Whether the archive question is open; a live update that redraws the head keeps it open.
+  let archiveAsked = false;
   const renderHead = () => {
     const paused = routine.status === "paused";
     const controls = h("div", { class: "row" });
@@ -675,10 +677,11 @@ async function routinePage(view, id) {
       controls.append(h("button", { type: "button", id: "resume", text: "Resume", onclick: () => patch({ status: "active" }) }));
     }
     if (routine.status !== "archived") {
-      const confirmBox = h("span", { hidden: true, id: "archive-confirm" }, " Archive for good? It never fires again. ",
+      const ask = (open) => { archiveAsked = open; confirmBox.hidden = !open; };
+      const confirmBox = h("span", { hidden: !archiveAsked, id: "archive-confirm" }, " Archive for good? It never fires again. ",
         h("button", { type: "button", class: "danger", id: "archive-yes", text: "Archive", onclick: () => patch({ status: "archived" }) }),
-        " ", h("button", { type: "button", class: "quiet", text: "Cancel", onclick: () => { confirmBox.hidden = true; } }));
-      controls.append(h("button", { type: "button", class: "quiet", id: "archive", text: "Archive…", onclick: () => { confirmBox.hidden = false; } }), confirmBox);
+        " ", h("button", { type: "button", class: "quiet", id: "archive-cancel", text: "Cancel", onclick: () => ask(false) }));
+      controls.append(h("button", { type: "button", class: "quiet", id: "archive", text: "Archive…", onclick: () => ask(true) }), confirmBox);
     }
     const agent = state.agents.get(routine.assigneeAgentId);
     head.replaceChildren(

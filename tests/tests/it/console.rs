@@ -311,6 +311,22 @@ async fn an_operator_signs_in_builds_a_routine_and_watches_its_runs_live() {
     browser.goto(&format!("{base}#/routine/{routine}")).await;
     browser.click("#archive").await;
     browser.wait("#archive-confirm").await;
+    // A live update redraws the routine's head meanwhile: the open question stays open.
+    app.board()
+        .update_routine(&routine, &json!({"title": "Nightly digest, renamed"}))
+        .await
+        .expect(200);
+    browser.wait_text("#routine-title-shown", "renamed").await;
+    assert_eq!(
+        browser
+            .run(
+                "return !document.getElementById('archive-confirm').hidden",
+                json!([])
+            )
+            .await,
+        json!(true),
+        "a redraw by a live update closed the archive question"
+    );
     assert_eq!(
         app.board().get_routine(&routine).await.expect(200).body["status"],
         "active",
