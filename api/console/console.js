@@ -680,7 +680,7 @@ async function routinePage(view, id) {
       const ask = (open) => { archiveAsked = open; confirmBox.hidden = !open; };
       const confirmBox = h("span", { hidden: !archiveAsked, id: "archive-confirm" }, " Archive for good? It never fires again. ",
         h("button", { type: "button", class: "danger", id: "archive-yes", text: "Archive", onclick: () => patch({ status: "archived" }) }),
-        " ", h("button", { type: "button", class: "quiet", id: "archive-cancel", text: "Cancel", onclick: () => ask(false) }));
+        " ", h("button", { type: "button", class: "quiet", text: "Cancel", onclick: () => ask(false) }));
       controls.append(h("button", { type: "button", class: "quiet", id: "archive", text: "Archive…", onclick: () => ask(true) }), confirmBox);
     }
     const agent = state.agents.get(routine.assigneeAgentId);

@@ -5,10 +5,11 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use chrono::{DateTime, Utc};
 use nexus_shared::{
     Store,
     coord::Coordination,
-    store::{StoreResult, WebhookTrigger},
+    store::{FireLateness, StoreResult, WebhookTrigger},
 };
 
 /// Shared state of the API's handlers (cheap to clone).
@@ -40,9 +41,7 @@ pub struct AppState {
 /// The system status's settled minutes of fire lateness, with their samples, by minute (at
 /// most an hour's): a minute is read from the database once it can no longer change.
 #[derive(Debug, Default)]
-pub struct LatenessCache(
-    pub(crate) Mutex<HashMap<chrono::DateTime<chrono::Utc>, nexus_shared::store::FireLateness>>,
-);
+pub struct LatenessCache(pub(crate) Mutex<HashMap<DateTime<Utc>, FireLateness>>);
 
 /// Webhook triggers by public id, as this process last read them, so that a call does not
 /// read its trigger from the database first.

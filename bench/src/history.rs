@@ -59,22 +59,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     phase("database holding the history");
     let mut big = Cluster::new().await;
     crate::fleet::seed(&big.db, routines, Cron::DailyTomorrow).await?;
-    let started = Instant::now();
     seed_history(&big.db, routines, history, expired).await?;
-    println!(
-        "seeded {history} fires in {:.0} s; VACUUM ANALYZE …",
-        started.elapsed().as_secs_f64()
-    );
-    // The store's pool bounds each statement; this one reads every table of the history.
-    let mut conn = big.db.pool.acquire().await?;
-    sqlx::query("SET statement_timeout = 0")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("VACUUM ANALYZE").execute(&mut *conn).await?;
-    sqlx::query("RESET statement_timeout")
-        .execute(&mut *conn)
-        .await?;
-    drop(conn);
     print_sizes(&big.db).await?;
     let first = arm(&big.db).await?;
     let history_rows = burst(&big, first, boundaries, &shape, None).await?;
@@ -271,7 +256,8 @@ async fn past_issues(database: &TestDb, at: DateTime<Utc>) -> anyhow::Result<i64
 }
 
 /// `history` past fires of the seeded routines, spread evenly over the time that makes
-/// `expired` of them older than [`RETENTION_DAYS`], written oldest first in chunks.
+/// `expired` of them older than [`RETENTION_DAYS`], written oldest first in chunks, then
+/// `VACUUM ANALYZE`d — all on one connection, closed at the end (see [`prepare_fires`]).
 async fn seed_history(
     database: &TestDb,
     routines: usize,
@@ -298,6 +284,12 @@ async fn seed_history(
         );
         low = high + 1;
     }
+    println!(
+        "seeded {history} fires in {:.0} s; VACUUM ANALYZE …",
+        started.elapsed().as_secs_f64()
+    );
+    sqlx::query("VACUUM ANALYZE").execute(&mut *conn).await?;
+    conn.close().await?;
     Ok(())
 }
 
@@ -307,6 +299,8 @@ async fn seed_history(
 /// The connection runs as a replica (`session_replication_role`), so the seeded past fires
 /// fire no trigger: the history they stand for was streamed to consoles long ago, and its
 /// outbox rows would otherwise wait for the first API process to number millions of them.
+/// Its statements have no time limit. These settings, the table and the helpers belong to the
+/// session: close the connection afterwards rather than return it to the pool.
 pub(crate) async fn prepare_fires(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
     sqlx::raw_sql(
         "SET synchronous_commit = off;

@@ -86,6 +86,7 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
             day + 1
         );
     }
+    conn.close().await?;
     print_sizes(&database).await?;
     Ok(())
 }
