@@ -80,9 +80,9 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
     );
 
     phase("retention batches alone, on that database (no burst, no pacing)");
-    direct_batches(&big.db, 10).await?;
+    direct_batches(&big.db.url, 10).await?;
     if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
-        println!("keeping database {} (BENCH_KEEP_DATABASE)", big.db.name);
+        println!("keeping database {} (BENCH_KEEP_DATABASE)", big.db.url);
         std::mem::forget(big);
         return Ok(());
     }
@@ -213,10 +213,11 @@ async fn count_burst_heartbeats(database: &TestDb) -> anyhow::Result<i64> {
 }
 
 /// `n` retention batches one after another through the store, each timed: what a batch
-/// costs at this size, without the pacing.
-async fn direct_batches(database: &TestDb, n: usize) -> anyhow::Result<()> {
+/// costs at this size, without the pacing. Also `bench purge --database URL`, on a database
+/// an earlier run kept (`BENCH_KEEP_DATABASE`).
+pub(crate) async fn direct_batches(url: &str, n: usize) -> anyhow::Result<()> {
     let store = nexus_shared::Store::postgres(
-        nexus_shared::db::pool(&database.url, 2)?,
+        nexus_shared::db::pool(url, 2)?,
         std::sync::Arc::new(nexus_shared::SystemClock),
         &nexus_shared::crypto::SecretKey::generate(),
     )

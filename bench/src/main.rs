@@ -115,6 +115,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Some("purge") => {
+            let url = text("--database", "")?;
+            anyhow::ensure!(
+                !url.is_empty(),
+                "purge needs --database URL (a kept database)"
+            );
+            history::direct_batches(&url, flag("--batches", 10)?).await
+        }
         Some("ingest") => {
             ingest::run(ingest::Shape {
                 concurrencies: &list("--concurrency", "16,64")?,
@@ -174,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: bench pickup|burst|embedded|history|week|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup|console [options] (see bench/src/main.rs)"
+                "usage: bench pickup|burst|embedded|history|purge|week|ingest|fanout|jitter|latency|scale|queue|upcoming|slowloris|startup|console [options] (see bench/src/main.rs)"
             );
             std::process::exit(2);
         }
