@@ -64,6 +64,17 @@ impl Cluster {
         }
     }
 
+    /// Stops the processes and leaves the database behind (its URL printed), for `bench purge`
+    /// or `psql` afterwards.
+    pub(crate) fn keep_database(mut self) {
+        for (_, child) in &mut self.children {
+            drop(child.kill());
+            drop(child.wait());
+        }
+        println!("keeping database {}", self.db.url);
+        std::mem::forget(self);
+    }
+
     /// The Redis key prefix the processes share.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

@@ -81,11 +81,6 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
 
     phase("retention batches alone, on that database (no burst, no pacing)");
     direct_batches(&big.db.url, 10).await?;
-    if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
-        println!("keeping database {} (BENCH_KEEP_DATABASE)", big.db.url);
-        std::mem::forget(big);
-        return Ok(());
-    }
 
     phase("summary (heartbeat lateness p99, worst boundary)");
     let worst = |rows: &[f64]| rows.iter().copied().fold(0.0, f64::max);
@@ -110,6 +105,9 @@ pub(crate) async fn run(shape: Shape) -> anyhow::Result<()> {
         )
         .await?;
     api_latency(&big.db, &url, shape.requests).await?;
+    if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+        big.keep_database();
+    }
     Ok(())
 }
 

@@ -2,17 +2,31 @@
 //! [`nexus_shared::engine::retention`] for what goes). A batch starts only while nothing
 //! time-critical is near: no schedule fire is due to be prepared within
 //! [`Settings::retention_quiet`] and no queued job is waiting for a worker (a burst is being
-//! dispatched). After a batch that found more, the loop rests as long as the batch took, so
-//! retention uses at most half of one database connection's time; when nothing is left, it
-//! looks again a minute later.
+//! dispatched). After a batch that found more, the loop rests [`REST_PER_BATCH`] times as long
+//! as the batch took, so retention uses at most a tenth of one database connection's time;
+//! when nothing is left, it looks again a minute later.
+//!
+//! Why a tenth: a batch costs the burst nothing while it runs (none runs near a fire), but
+//! what it writes does — every deleted row is in the write-ahead log, and the log's volume
+//! decides when Postgres checkpoints. Deleting as fast as half a connection allows (5,000
+//! fires a second beside 5 million, docs/benchmarks.md § 13) wrote a checkpoint's worth of log
+//! every 30 s, so checkpoints ran during the bursts and each burst after one wrote its index
+//! pages whole into the log again. A tenth still deletes several times faster than 10,000
+//! routines a minute make history.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::TimeDelta;
 use nexus_shared::store::{PurgeReport, StoreError};
 use tokio::sync::watch;
 
 use crate::scheduler::Scheduler;
+
+/// After a batch that found more, the loop rests this many times as long as the batch took.
+pub(crate) const REST_PER_BATCH: u32 = 9;
 
 /// What one retention step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,11 +98,7 @@ impl Scheduler {
             terms.borrow_and_update();
             let started = Instant::now();
             let rest = match self.retention_once().await {
-                Ok(RetentionStep::Purged(report)) if report.more => {
-                    TimeDelta::from_std(started.elapsed())
-                        .unwrap_or(TimeDelta::seconds(1))
-                        .max(TimeDelta::milliseconds(50))
-                }
+                Ok(RetentionStep::Purged(report)) if report.more => rest_after(started.elapsed()),
                 Ok(RetentionStep::Busy) => TimeDelta::seconds(1),
                 Ok(RetentionStep::NotLeading) => {
                     // Until this instance leads (again).
@@ -110,5 +120,30 @@ impl Scheduler {
                 _ = stop.wait_for(|s| *s) => {}
             }
         }
+    }
+}
+
+/// The rest after a batch that took `took` and found more: [`REST_PER_BATCH`] times as long,
+/// at least 50 ms, at most a minute (the look when nothing is left).
+#[must_use]
+pub(crate) fn rest_after(took: Duration) -> TimeDelta {
+    TimeDelta::from_std(took.saturating_mul(REST_PER_BATCH))
+        .unwrap_or(TimeDelta::minutes(1))
+        .clamp(TimeDelta::milliseconds(50), TimeDelta::minutes(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_followed_by_nine_times_its_length_of_rest_within_bounds() {
+        assert_eq!(
+            rest_after(Duration::from_millis(46)),
+            TimeDelta::milliseconds(414)
+        );
+        assert_eq!(rest_after(Duration::ZERO), TimeDelta::milliseconds(50));
+        assert_eq!(rest_after(Duration::from_secs(10)), TimeDelta::minutes(1));
+        assert_eq!(rest_after(Duration::MAX), TimeDelta::minutes(1));
     }
 }
