@@ -22,10 +22,7 @@ pub(crate) struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            drop(child.kill());
-            drop(child.wait());
-        }
+        self.stop_processes();
     }
 }
 
@@ -67,12 +64,16 @@ impl Cluster {
     /// Stops the processes and leaves the database behind (its URL printed), for `bench purge`
     /// or `psql` afterwards.
     pub(crate) fn keep_database(mut self) {
+        self.stop_processes();
+        println!("keeping database {}", self.db.url);
+        std::mem::forget(self);
+    }
+
+    fn stop_processes(&mut self) {
         for (_, child) in &mut self.children {
             drop(child.kill());
             drop(child.wait());
         }
-        println!("keeping database {}", self.db.url);
-        std::mem::forget(self);
     }
 
     /// The Redis key prefix the processes share.

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{PgStore, begin_by_key};
+use super::PgStore;
 use crate::{
     engine::retention::{self, KEYS_KEPT, PurgeReport, fills},
     store::StoreResult,
@@ -24,17 +24,18 @@ use crate::{
 /// run?" by reading all open heartbeat runs once — through the whole `heartbeat_runs` table,
 /// every batch — and comparing each candidate with each of them (0.8 s of a batch's 0.8 s at
 /// a million past fires; the pages it read pushed a minute burst's out of the cache).
+///
+/// The settings of [`super::begin_by_key`] and these, sent with the `BEGIN` in one round trip.
 async fn begin_purge(
     pool: &sqlx::PgPool,
 ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = begin_by_key(pool).await?;
-    sqlx::raw_sql(
-        "SET LOCAL enable_sort = off; SET LOCAL enable_material = off; \
-         SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(tx)
+    Ok(pool
+        .begin_with(
+            "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; \
+             SET LOCAL enable_material = off; SET LOCAL enable_hashjoin = off; \
+             SET LOCAL enable_mergejoin = off",
+        )
+        .await?)
 }
 
 impl PgStore {
