@@ -454,4 +454,64 @@ async fn heartbeat_runs_are_claimed_finished_and_timed_out(store, clock) {
         assert!(of(&store.runs(routine_id, None, 50).await.expect("runs"), "10:10:00").is_empty(), "withdrawn");
         assert_eq!(store.runs(routine_id, None, 50).await.expect("runs").len(), 2, "the 10:01 and 10:05 runs");
     }
+
+    async fn a_routines_issues_page_newest_first_whatever_their_state(store, clock) {
+        let (company, agent, routine_id) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        // Another routine's issues and an issue no routine opened share the company.
+        let project = store.create_project(company, title("Other"), board()).await.expect("project").id;
+        let enqueue = NewRoutine { concurrency_policy: ConcurrencyPolicy::AlwaysEnqueue, ..routine(agent, project) };
+        let other = store.create_routine(company, enqueue, board()).await.expect("routine").id;
+        let lone = || NewIssue { title: title("By hand"), description: Description::default(), project_id: None, goal_id: None, parent_issue_id: None, assignee_agent_id: None, priority: Priority::Low };
+        let mut opened = Vec::new();
+        for n in 0..7 {
+            clock.advance(TimeDelta::seconds(1));
+            store.accept_manual_run(routine_id, manual(json!({ "n": n }), None), board()).await.expect("accept");
+            if n % 3 == 0 {
+                store.accept_manual_run(other, manual(json!({ "n": n }), None), board()).await.expect("accept");
+                store.create_issue(company, lone(), board()).await.expect("issue");
+            }
+            drain!(store, "w");
+            let runs = store.runs(routine_id, None, 1).await.expect("runs");
+            opened.push(runs[0].linked_issue_id.expect("an issue"));
+        }
+        // Closed, cancelled, reopened and open issues interleave in the routine's history.
+        store.set_issue_status(opened[0], IssueStatus::Done, board()).await.expect("done");
+        store.set_issue_status(opened[2], IssueStatus::Cancelled, board()).await.expect("cancelled");
+        store.set_issue_status(opened[3], IssueStatus::Done, board()).await.expect("done");
+        store.set_issue_status(opened[3], IssueStatus::Todo, board()).await.expect("reopened");
+        store.set_issue_status(opened[5], IssueStatus::Done, board()).await.expect("done");
+        store.set_issue_status(opened[6], IssueStatus::InProgress, board()).await.expect("in progress");
+        let newest_first: Vec<Uuid> = opened.iter().rev().copied().collect();
+        let page = |before: Option<Uuid>, status: Option<IssueStatus>, limit: i64| IssueFilter { routine_id: Some(routine_id), status, assignee_agent_id: None, before, limit };
+        let ids = |issues: Vec<nexus_shared::model::Issue>| issues.into_iter().map(|i| i.id).collect::<Vec<_>>();
+
+        assert_eq!(ids(store.issues(company, page(None, None, 50)).await.expect("all")), newest_first);
+        // Pages of three, each continuing where the last ended.
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let got = ids(store.issues(company, page(before, None, 3)).await.expect("page"));
+            assert!(got.len() <= 3);
+            let Some(last) = got.last().copied() else { break };
+            paged.extend(got);
+            before = Some(last);
+        }
+        assert_eq!(paged, newest_first);
+        // A page that starts between a closed and an open issue.
+        assert_eq!(ids(store.issues(company, page(Some(opened[4]), None, 2)).await.expect("page")), [opened[3], opened[2]]);
+        // Filters keep the order.
+        assert_eq!(ids(store.issues(company, page(None, Some(IssueStatus::Done), 50)).await.expect("done")), [opened[5], opened[0]]);
+        assert_eq!(ids(store.issues(company, page(None, Some(IssueStatus::Todo), 50)).await.expect("todo")), [opened[4], opened[3], opened[1]]);
+        assert_eq!(ids(store.issues(company, page(Some(opened[4]), Some(IssueStatus::Todo), 1)).await.expect("todo")), [opened[3]]);
+        let assigned = IssueFilter { assignee_agent_id: Some(agent), ..page(Some(opened[6]), None, 2) };
+        assert_eq!(ids(store.issues(company, assigned).await.expect("assigned")), [opened[5], opened[4]]);
+        let nobody = IssueFilter { assignee_agent_id: Some(Uuid::now_v7()), ..page(None, None, 50) };
+        assert!(store.issues(company, nobody).await.expect("nobody").is_empty());
+        // The other routine's issues are its own; the company's list holds all thirteen.
+        assert_eq!(store.issues(company, IssueFilter { routine_id: Some(other), ..page(None, None, 50) }).await.expect("other").len(), 3);
+        assert_eq!(store.issues(company, IssueFilter { limit: 50, ..Default::default() }).await.expect("company").len(), 13);
+        // Another company sees none of them.
+        let (elsewhere, _, _) = seed!(store, ConcurrencyPolicy::AlwaysEnqueue);
+        assert!(store.issues(elsewhere, page(None, None, 50)).await.expect("elsewhere").is_empty());
+    }
 }

@@ -126,6 +126,9 @@ impl PgStore {
     /// # Errors
     /// The database failed.
     pub async fn issues(&self, company_id: Uuid, filter: IssueFilter) -> StoreResult<Vec<Issue>> {
+        if let Some(routine_id) = filter.routine_id {
+            return self.routine_issues(company_id, routine_id, filter).await;
+        }
         Ok(sqlx::query_as!(
             Issue,
             r#"SELECT id, company_id, title, description, project_id, goal_id, parent_issue_id,
@@ -133,14 +136,59 @@ impl PgStore {
                       status AS "status: IssueStatus", routine_id, origin_run_id, created_at, updated_at
                FROM issues
                WHERE company_id = $1
-                 AND ($2::uuid IS NULL OR routine_id = $2)
-                 AND ($3::text IS NULL OR status = $3)
-                 AND ($4::uuid IS NULL OR assignee_agent_id = $4)
-                 AND ($5::uuid IS NULL OR id < $5)
+                 AND ($2::text IS NULL OR status = $2)
+                 AND ($3::uuid IS NULL OR assignee_agent_id = $3)
+                 AND ($4::uuid IS NULL OR id < $4)
+               ORDER BY id DESC
+               LIMIT $5"#,
+            company_id,
+            filter.status.map(IssueStatus::as_str),
+            filter.assignee_agent_id,
+            filter.before,
+            filter.limit,
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The issues of one routine matching `filter`, newest first: the open ones and the closed
+    /// ones each from its own index (`issues_routine_open_newest`, `issues_routine_closed`,
+    /// whose conditions are complements), each read newest first up to the page, then merged.
+    /// A fire's issue is written only into the small index of open issues.
+    async fn routine_issues(
+        &self,
+        company_id: Uuid,
+        routine_id: Uuid,
+        filter: IssueFilter,
+    ) -> StoreResult<Vec<Issue>> {
+        Ok(sqlx::query_as!(
+            Issue,
+            r#"SELECT id AS "id!", company_id AS "company_id!", title AS "title!",
+                      description AS "description!", project_id, goal_id, parent_issue_id,
+                      assignee_agent_id, priority AS "priority!: Priority",
+                      status AS "status!: IssueStatus", routine_id, origin_run_id,
+                      created_at AS "created_at!", updated_at AS "updated_at!"
+               FROM ((SELECT * FROM issues
+                      WHERE routine_id = $2 AND status NOT IN ('done', 'cancelled')
+                        AND company_id = $1
+                        AND ($3::text IS NULL OR status = $3)
+                        AND ($4::uuid IS NULL OR assignee_agent_id = $4)
+                        AND ($5::uuid IS NULL OR id < $5)
+                      ORDER BY id DESC
+                      LIMIT $6)
+                     UNION ALL
+                     (SELECT * FROM issues
+                      WHERE routine_id = $2 AND status IN ('done', 'cancelled')
+                        AND company_id = $1
+                        AND ($3::text IS NULL OR status = $3)
+                        AND ($4::uuid IS NULL OR assignee_agent_id = $4)
+                        AND ($5::uuid IS NULL OR id < $5)
+                      ORDER BY id DESC
+                      LIMIT $6)) AS routine_issues
                ORDER BY id DESC
                LIMIT $6"#,
             company_id,
-            filter.routine_id,
+            routine_id,
             filter.status.map(IssueStatus::as_str),
             filter.assignee_agent_id,
             filter.before,
