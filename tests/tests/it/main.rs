@@ -18,6 +18,7 @@ mod logs;
 mod notifications;
 mod ops;
 mod pauses;
+mod plans;
 mod relay;
 mod routine_access;
 mod routines;
