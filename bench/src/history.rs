@@ -345,6 +345,9 @@ pub(crate) async fn write_fires(
                 at + interval '5 minutes', '{}', pg_temp.v7(at, 'issue' || n), pg_temp.v7(at, 'heartbeat' || n),
                 at + interval '5 minutes', 'UTC', at
          FROM pg_temp.fires($1, $2, $3, $6) JOIN fleet f ON f.k = n % $5",
+        "INSERT INTO run_issue_links (issue_id, run_id)
+         SELECT pg_temp.v7(at, 'issue' || n), pg_temp.v7(at, 'run' || n)
+         FROM pg_temp.fires($1, $2, $3, $6) WHERE $5 > 0",
         "INSERT INTO issues (id, company_id, title, project_id, assignee_agent_id, status, routine_id,
                              origin_run_id, created_at, updated_at)
          SELECT pg_temp.v7(at, 'issue' || n), $4, 'bench report', '00000000-0000-7000-8000-000000000003',

@@ -406,21 +406,30 @@ async fn write(
                 .and_then(|i| heartbeat_ids.get(i).copied()),
         );
     }
+    // One statement: the runs' outcomes (an update that names no indexed column when the run
+    // opens an issue, so it stays on the run's page: migration 20261210000001), the deadlines
+    // of the runs now waiting on their issue, and each linked run's link to its issue.
     sqlx::query!(
-        "UPDATE routine_runs r
-         SET status = o.status, reason = o.reason, failure_reason = o.failure_reason,
-             linked_issue_id = o.linked, coalesced_into_run_id = o.coalesced,
-             heartbeat_run_id = o.heartbeat,
-             completed_at = CASE WHEN o.status = 'issue_created' THEN NULL ELSE $8::timestamptz END,
-             updated_at = $8,
-             catch_up = r.catch_up OR o.catch_up,
-             missed = COALESCE(o.missed, r.missed),
-             deadline_at = o.deadline
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[],
-                     $9::bool[], $10::jsonb[], $11::timestamptz[])
-              AS o(id, status, reason, failure_reason, linked, coalesced, heartbeat, catch_up, missed,
-                   deadline)
-         WHERE r.id = o.id",
+        "WITH o AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
+                                  $6::uuid[], $7::uuid[], $9::bool[], $10::jsonb[], $11::timestamptz[])
+                 AS o(id, status, reason, failure_reason, linked, coalesced, heartbeat, catch_up,
+                      missed, deadline)),
+         outcome AS (
+             UPDATE routine_runs r
+             SET status = o.status, reason = o.reason, failure_reason = o.failure_reason,
+                 linked_issue_id = o.linked, coalesced_into_run_id = o.coalesced,
+                 heartbeat_run_id = o.heartbeat,
+                 completed_at = CASE WHEN o.status = 'issue_created' THEN NULL ELSE $8::timestamptz END,
+                 updated_at = $8,
+                 catch_up = r.catch_up OR o.catch_up,
+                 missed = COALESCE(o.missed, r.missed)
+             FROM o WHERE r.id = o.id),
+         deadline AS (
+             INSERT INTO run_deadlines (run_id, issue_id, deadline_at)
+             SELECT id, linked, deadline FROM o WHERE deadline IS NOT NULL AND linked IS NOT NULL)
+         INSERT INTO run_issue_links (issue_id, run_id)
+         SELECT linked, id FROM o WHERE linked IS NOT NULL",
         &ids,
         &statuses,
         &reasons as &[Option<String>],

@@ -188,8 +188,7 @@ impl PgStore {
                    SELECT min(paused_until) AS at FROM routines
                    WHERE status = 'paused' AND paused_until IS NOT NULL
                    UNION ALL
-                   SELECT min(deadline_at) FROM routine_runs
-                   WHERE status = 'issue_created' AND deadline_at IS NOT NULL) AS due"#
+                   SELECT min(deadline_at) FROM run_deadlines) AS due"#
         )
         .fetch_one(&self.pool)
         .await?)

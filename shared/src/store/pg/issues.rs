@@ -231,10 +231,13 @@ impl PgStore {
         // The run that created the issue follows it (see `engine::lifecycle`).
         if let (Some(run_id), Some(ending)) = (issue.origin_run_id, run_after_issue(status)) {
             let ended = sqlx::query_scalar!(
-                "UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
-                                         completed_at = $5, updated_at = $5, deadline_at = NULL
-                 WHERE id = $1 AND status = 'issue_created'
-                 RETURNING routine_id",
+                "WITH ended AS (
+                     UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
+                                             completed_at = $5, updated_at = $5
+                     WHERE id = $1 AND status = 'issue_created'
+                     RETURNING routine_id),
+                 waiting AS (DELETE FROM run_deadlines WHERE run_id = $1)
+                 SELECT routine_id AS \"routine_id!\" FROM ended",
                 run_id,
                 ending.status.as_str(),
                 ending.reason,

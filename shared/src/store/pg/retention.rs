@@ -1,7 +1,7 @@
 //! Retention on Postgres: one batch of each unit [`crate::engine::retention`] describes in three
 //! short transactions (closed issues with what names them; runs without an issue; activity,
 //! notifications and dead jobs), each found through an index (`issues_closed`,
-//! `routine_runs_unlinked`, the per-company activity index, the per-channel notification
+//! `routine_runs_finished`, the per-company activity index, the per-channel notification
 //! index, `jobs_dead`). Rows another transaction holds are skipped, not waited for.
 
 use chrono::{DateTime, Utc};
@@ -123,8 +123,8 @@ impl PgStore {
                AND NOT EXISTS (SELECT 1 FROM heartbeat_runs h
                                WHERE h.issue_id = i.id AND h.status IN ('queued', 'running'))
                AND NOT EXISTS (
-                   SELECT 1 FROM routine_runs r
-                   WHERE r.linked_issue_id = i.id
+                   SELECT 1 FROM run_issue_links l JOIN routine_runs r ON r.id = l.run_id
+                   WHERE l.issue_id = i.id
                      AND (r.completed_at IS NULL OR r.triggered_at >= $2
                           OR NOT EXISTS (
                               SELECT 1 FROM routine_runs n
@@ -152,7 +152,8 @@ impl PgStore {
                 .await?
                 .rows_affected();
         report.runs += sqlx::query!(
-            "DELETE FROM routine_runs WHERE linked_issue_id = ANY($1)",
+            "WITH linked AS (DELETE FROM run_issue_links WHERE issue_id = ANY($1) RETURNING run_id)
+             DELETE FROM routine_runs WHERE id IN (SELECT run_id FROM linked)",
             &ids
         )
         .execute(&mut *tx)
@@ -168,7 +169,10 @@ impl PgStore {
         Ok(())
     }
 
-    /// Finished runs that never had an issue, old enough and not their routine's newest.
+    /// Finished runs that never had an issue, old enough and not their routine's newest: found
+    /// among all finished runs, oldest first (`routine_runs_finished`; no index of runs names
+    /// their issue, so that the dispatch can update a run in place). The linked runs passed
+    /// over are those retention keeps with their issue.
     async fn purge_unlinked_runs(
         &self,
         cutoff: DateTime<Utc>,

@@ -32,14 +32,20 @@ async fn time_out_run(
     )
     .fetch_optional(&mut *conn)
     .await?;
+    // The deadline is spent either way: a run whose issue is closed or gone no longer waits
+    // (closing the issue ended it and deleted its deadline in one transaction; this covers a
+    // deadline left behind by anything else).
+    sqlx::query!("DELETE FROM run_deadlines WHERE run_id = $1", run_id)
+        .execute(&mut *conn)
+        .await?;
     let Some(issue) = issue.filter(|i| !matches!(i.status.as_str(), "done" | "cancelled")) else {
         return Ok(None);
     };
     let ending = TIMED_OUT_ENDING;
     let run = sqlx::query!(
         "UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
-                                 completed_at = $5, updated_at = $5, deadline_at = NULL
-         WHERE id = $1 AND status = 'issue_created' AND deadline_at <= $5
+                                 completed_at = $5, updated_at = $5
+         WHERE id = $1 AND status = 'issue_created'
          RETURNING routine_id",
         run_id,
         ending.status.as_str(),
@@ -137,9 +143,8 @@ impl PgStore {
             report.resumed += 1;
         }
         let overdue = sqlx::query!(
-            r#"SELECT id, linked_issue_id AS "issue_id!" FROM routine_runs
-               WHERE status = 'issue_created' AND deadline_at <= $1 AND linked_issue_id IS NOT NULL
-               ORDER BY deadline_at LIMIT $2"#,
+            "SELECT run_id AS id, issue_id FROM run_deadlines
+             WHERE deadline_at <= $1 ORDER BY deadline_at LIMIT $2",
             now,
             batch
         )

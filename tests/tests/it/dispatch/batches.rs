@@ -253,3 +253,74 @@ async fn a_dispatch_blocked_past_the_lease_gives_up_and_its_job_is_claimed_with_
         "completed, so deleted"
     );
 }
+
+/// A dispatch that opens issues updates its runs in place: each run's new row version is
+/// heap-only (HOT) — on the run's own page, with no new entry in any index of `routine_runs` —
+/// even when every run of its pages is dispatched in the one transaction (migration
+/// `20261210000001`: no index names a column the dispatch changes, and inserts leave 55 % of
+/// each new page for those versions). The deadlines and issue links those indexes gave are
+/// written beside the runs.
+#[tokio::test]
+async fn a_dispatch_that_opens_issues_updates_its_runs_in_place() {
+    nexus_tests::needs_servers!();
+    nexus_tests::needs_postgres_rows!();
+    let app = TestApp::spawn().await;
+    let team = app.seed_team().await;
+    let routine = app
+        .seed_routine(
+            &team,
+            &json!({ "concurrencyPolicy": "always_enqueue", "runTimeoutSec": 3600 }),
+        )
+        .await;
+    let mut runs = Vec::new();
+    for n in 0..120 {
+        runs.push(
+            run(
+                &app,
+                &routine,
+                json!({ "n": n, "note": "a payload of some size" }),
+            )
+            .await,
+        );
+    }
+    let worker = app.worker_batching("in-place", runs.len());
+    assert!(matches!(
+        worker.run_once().await.expect("step"),
+        nexus_worker::Outcome::Worked(120)
+    ));
+
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .execute(&app.db.pool)
+        .await
+        .expect("pageinspect");
+    let (opened, heap_only, pages): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE r.status = 'issue_created' AND r.linked_issue_id IS NOT NULL),
+                count(*) FILTER (WHERE h.t_infomask2 & 32768 <> 0),
+                count(DISTINCT (r.ctid::text::point)[0])::bigint
+         FROM routine_runs r
+         CROSS JOIN LATERAL heap_page_items(
+             get_raw_page('routine_runs', (r.ctid::text::point)[0]::int)) h
+         WHERE h.lp = (r.ctid::text::point)[1]::int AND r.id = ANY($1::uuid[])",
+    )
+    .bind(&runs)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("row versions");
+    assert_eq!(opened, 120, "every run opened an issue");
+    assert!(pages > 1, "the runs fill more than one page ({pages})");
+    assert_eq!(heap_only, 120, "every dispatched run updated in place");
+
+    // Each run waits on its issue until its deadline, and is linked to it.
+    let mirrored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM routine_runs r
+         JOIN run_deadlines d ON d.run_id = r.id AND d.issue_id = r.linked_issue_id
+         JOIN run_issue_links l ON l.run_id = r.id AND l.issue_id = r.linked_issue_id
+         WHERE r.id = ANY($1::uuid[])
+           AND d.deadline_at = r.updated_at + interval '3600 seconds'",
+    )
+    .bind(&runs)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("deadlines and links");
+    assert_eq!(mirrored, 120);
+}
