@@ -12,9 +12,9 @@
 --   the runs in `issue_created` — the scheduler's sweep and its wake-up read it.
 -- * `run_issue_links`: the runs linked to an issue (the one that opened it, those coalesced
 --   or skipped into it), written at dispatch; retention deletes them with their issue.
--- * `routine_runs_finished`: finished runs by completion time; retention's unlinked runs are
---   those among them without an issue. A dispatch that opens an issue leaves `completed_at`
---   empty, so it changes no column this index names.
+-- * `unlinked_runs`: the finished runs that never had an issue (a missed fire, a run skipped
+--   or failed at or before dispatch), by completion time, written when such a run ends;
+--   retention deletes them there.
 --
 -- Like the other references only the engine writes (20261201000003), these carry no foreign
 -- keys: a run is deleted only once finished (its deadline gone) and with its links.
@@ -39,7 +39,14 @@ INSERT INTO run_issue_links (issue_id, run_id)
     SELECT linked_issue_id, id FROM routine_runs WHERE linked_issue_id IS NOT NULL;
 DROP INDEX routine_runs_issue;
 
-CREATE INDEX routine_runs_finished ON routine_runs (completed_at) WHERE completed_at IS NOT NULL;
+CREATE TABLE unlinked_runs (
+    run_id       uuid PRIMARY KEY,
+    completed_at timestamptz NOT NULL
+);
+CREATE INDEX unlinked_runs_completed ON unlinked_runs (completed_at);
+INSERT INTO unlinked_runs (run_id, completed_at)
+    SELECT id, completed_at FROM routine_runs
+    WHERE linked_issue_id IS NULL AND completed_at IS NOT NULL;
 DROP INDEX routine_runs_unlinked;
 
 -- A run is written when its fire is prepared and rewritten when it is dispatched, usually in

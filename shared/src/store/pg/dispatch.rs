@@ -104,10 +104,13 @@ impl PgStore {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let failed = sqlx::query_scalar!(
-            "UPDATE routine_runs SET status = 'failed', reason = 'dispatch_failed', failure_reason = $2,
-                                     completed_at = $3, updated_at = $3
-             WHERE id = $1 AND status = 'received'
-             RETURNING routine_id",
+            "WITH failed AS (
+                 UPDATE routine_runs SET status = 'failed', reason = 'dispatch_failed',
+                                         failure_reason = $2, completed_at = $3, updated_at = $3
+                 WHERE id = $1 AND status = 'received'
+                 RETURNING id, routine_id),
+             unlinked AS (INSERT INTO unlinked_runs (run_id, completed_at) SELECT id, $3 FROM failed)
+             SELECT routine_id AS \"routine_id!\" FROM failed",
             run_id,
             failure,
             now,
@@ -406,9 +409,10 @@ async fn write(
                 .and_then(|i| heartbeat_ids.get(i).copied()),
         );
     }
-    // One statement: the runs' outcomes (an update that names no indexed column when the run
+    // One statement: the runs' outcomes (an update that changes no indexed column when the run
     // opens an issue, so it stays on the run's page: migration 20261210000001), the deadlines
-    // of the runs now waiting on their issue, and each linked run's link to its issue.
+    // of the runs now waiting on their issue, each linked run's link to its issue, and the runs
+    // that ended without one.
     sqlx::query!(
         "WITH o AS (
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
@@ -427,7 +431,10 @@ async fn write(
              FROM o WHERE r.id = o.id),
          deadline AS (
              INSERT INTO run_deadlines (run_id, issue_id, deadline_at)
-             SELECT id, linked, deadline FROM o WHERE deadline IS NOT NULL AND linked IS NOT NULL)
+             SELECT id, linked, deadline FROM o WHERE deadline IS NOT NULL AND linked IS NOT NULL),
+         unlinked AS (
+             INSERT INTO unlinked_runs (run_id, completed_at)
+             SELECT id, $8 FROM o WHERE linked IS NULL AND status <> 'issue_created')
          INSERT INTO run_issue_links (issue_id, run_id)
          SELECT linked, id FROM o WHERE linked IS NOT NULL",
         &ids,

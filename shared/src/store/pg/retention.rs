@@ -1,7 +1,7 @@
 //! Retention on Postgres: one batch of each unit [`crate::engine::retention`] describes in three
 //! short transactions (closed issues with what names them; runs without an issue; activity,
 //! notifications and dead jobs), each found through an index (`issues_closed`,
-//! `routine_runs_finished`, the per-company activity index, the per-channel notification
+//! `unlinked_runs`, the per-company activity index, the per-channel notification
 //! index, `jobs_dead`). Rows another transaction holds are skipped, not waited for.
 
 use chrono::{DateTime, Utc};
@@ -169,10 +169,9 @@ impl PgStore {
         Ok(())
     }
 
-    /// Finished runs that never had an issue, old enough and not their routine's newest: found
-    /// among all finished runs, oldest first (`routine_runs_finished`; no index of runs names
-    /// their issue, so that the dispatch can update a run in place). The linked runs passed
-    /// over are those retention keeps with their issue.
+    /// Finished runs that never had an issue, old enough and not their routine's newest, oldest
+    /// first (`unlinked_runs`: no index of runs names their issue, so that the dispatch can
+    /// update a run in place).
     async fn purge_unlinked_runs(
         &self,
         cutoff: DateTime<Utc>,
@@ -181,15 +180,17 @@ impl PgStore {
     ) -> StoreResult<u64> {
         let mut tx = begin_purge(&self.pool).await?;
         let runs = sqlx::query!(
-            "DELETE FROM routine_runs WHERE id IN (
-                 SELECT r.id FROM routine_runs r
-                 WHERE r.linked_issue_id IS NULL AND r.completed_at IS NOT NULL
-                   AND r.completed_at < $1 AND r.triggered_at < $2
-                   AND EXISTS (SELECT 1 FROM routine_runs n
-                               WHERE n.routine_id = r.routine_id
-                                 AND (n.triggered_at, n.id) > (r.triggered_at, r.id))
-                 ORDER BY r.completed_at LIMIT $3
-                 FOR UPDATE OF r SKIP LOCKED)",
+            "WITH gone AS (
+                 DELETE FROM unlinked_runs WHERE run_id IN (
+                     SELECT r.id FROM unlinked_runs u JOIN routine_runs r ON r.id = u.run_id
+                     WHERE u.completed_at < $1 AND r.triggered_at < $2
+                       AND EXISTS (SELECT 1 FROM routine_runs n
+                                   WHERE n.routine_id = r.routine_id
+                                     AND (n.triggered_at, n.id) > (r.triggered_at, r.id))
+                     ORDER BY u.completed_at LIMIT $3
+                     FOR UPDATE OF r SKIP LOCKED)
+                 RETURNING run_id)
+             DELETE FROM routine_runs WHERE id IN (SELECT run_id FROM gone)",
             cutoff,
             keys_until,
             limit,
