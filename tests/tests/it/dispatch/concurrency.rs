@@ -289,6 +289,24 @@ async fn references_only_the_engine_writes_resolve_within_their_company() {
             "{name}: {dangling} of {written} do not resolve"
         );
     }
+    // The links beside the runs (migration `20261210000001`) say exactly what the runs say:
+    // one per linked run — opened, coalesced or skipped into an issue — and none other.
+    let (linked, links, unmatched, outcomes): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM routine_runs WHERE linked_issue_id IS NOT NULL),
+                (SELECT count(*) FROM run_issue_links),
+                (SELECT count(*) FROM run_issue_links l
+                 WHERE NOT EXISTS (SELECT FROM routine_runs r
+                                   WHERE r.id = l.run_id AND r.linked_issue_id = l.issue_id)),
+                (SELECT count(DISTINCT status) FROM routine_runs WHERE linked_issue_id IS NOT NULL)",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("links");
+    assert_eq!((links, unmatched), (linked, 0));
+    assert!(
+        outcomes >= 3,
+        "opened, coalesced and skipped runs are linked"
+    );
 }
 
 /// Two workers dispatch two runs of one `skip_if_active` routine at the same moment: the
