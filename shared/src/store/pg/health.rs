@@ -15,8 +15,11 @@ use super::{
     notifications::notify, routines::fetch_routines, schedules::reschedule_routine_triggers,
 };
 use crate::{
-    engine::health::{RunChange, pause_on_failures},
-    engine::notify::Notice,
+    engine::{
+        health::{RunChange, pause_on_failures},
+        lifecycle::RunEnding,
+        notify::Notice,
+    },
     model::{
         Actor, CatchUpPolicy, ConcurrencyPolicy, NotificationEvent, PausedReason, Priority,
         RoutineStatus,
@@ -27,6 +30,39 @@ use crate::{
         routines::RoutineRow,
     },
 };
+
+/// Ends a run waiting on its issue (`issue_created`) as `ending` says, and drops its deadline
+/// (`run_deadlines` holds only waiting runs): the change for [`settle`], or `None` when the
+/// run was not waiting.
+pub(crate) async fn end_waiting_run(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    ending: &RunEnding,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<RunChange>> {
+    let ended = sqlx::query_scalar!(
+        "WITH ended AS (
+             UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
+                                     completed_at = $5, updated_at = $5
+             WHERE id = $1 AND status = 'issue_created'
+             RETURNING routine_id),
+         waiting AS (DELETE FROM run_deadlines WHERE run_id = $1)
+         SELECT routine_id AS \"routine_id!\" FROM ended",
+        run_id,
+        ending.status.as_str(),
+        ending.reason,
+        ending.failure,
+        now,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(ended.map(|routine_id| RunChange {
+        run_id,
+        routine_id,
+        status: ending.status,
+        reason: ending.reason.map(str::to_owned),
+    }))
+}
 
 /// Keeps the health of the routines whose runs changed in this transaction and writes the
 /// events the changes announce: each routine's failures in a row, read again from its runs

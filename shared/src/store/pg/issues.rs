@@ -5,9 +5,9 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{PgStore, agents::ensure_assignable, company_exists};
+use super::{PgStore, agents::ensure_assignable, company_exists, health::end_waiting_run};
 use crate::{
-    engine::{dispatch::NewHeartbeat, health::RunChange, lifecycle::run_after_issue},
+    engine::{dispatch::NewHeartbeat, lifecycle::run_after_issue},
     model::{
         Actor, ActorType, HeartbeatContext, Issue, IssueEvent, IssueEventType, IssueStatus,
         IssueWithEvents, Priority,
@@ -229,32 +229,10 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         // The run that created the issue follows it (see `engine::lifecycle`).
-        if let (Some(run_id), Some(ending)) = (issue.origin_run_id, run_after_issue(status)) {
-            let ended = sqlx::query_scalar!(
-                "WITH ended AS (
-                     UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
-                                             completed_at = $5, updated_at = $5
-                     WHERE id = $1 AND status = 'issue_created'
-                     RETURNING routine_id),
-                 waiting AS (DELETE FROM run_deadlines WHERE run_id = $1)
-                 SELECT routine_id AS \"routine_id!\" FROM ended",
-                run_id,
-                ending.status.as_str(),
-                ending.reason,
-                ending.failure,
-                now,
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(routine_id) = ended {
-                let change = RunChange {
-                    run_id,
-                    routine_id,
-                    status: ending.status,
-                    reason: ending.reason.map(str::to_owned),
-                };
-                super::health::settle(&mut tx, &[change], now).await?;
-            }
+        if let (Some(run_id), Some(ending)) = (issue.origin_run_id, run_after_issue(status))
+            && let Some(change) = end_waiting_run(&mut tx, run_id, &ending, now).await?
+        {
+            super::health::settle(&mut tx, &[change], now).await?;
         }
         let change = json!({ "from": current.status, "to": status });
         insert_event(

@@ -7,7 +7,12 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{PgStore, begin_by_key, fires::fence, health::settle, routines::change_routine};
+use super::{
+    PgStore, begin_by_key,
+    fires::fence,
+    health::{end_waiting_run, settle},
+    routines::change_routine,
+};
 use crate::{
     engine::health::{RunChange, TIMED_OUT, TIMED_OUT_ENDING},
     model::{Actor, IssueEventType, RoutineStatus},
@@ -32,30 +37,15 @@ async fn time_out_run(
     )
     .fetch_optional(&mut *conn)
     .await?;
-    // The deadline is spent either way: a run whose issue is closed or gone no longer waits
-    // (closing the issue ended it and deleted its deadline in one transaction; this covers a
-    // deadline left behind by anything else).
-    sqlx::query!("DELETE FROM run_deadlines WHERE run_id = $1", run_id)
-        .execute(&mut *conn)
-        .await?;
     let Some(issue) = issue.filter(|i| !matches!(i.status.as_str(), "done" | "cancelled")) else {
+        // Closing the issue ended the run and dropped its deadline in one transaction; a
+        // deadline left behind by anything else is dropped here, not read at every pass.
+        sqlx::query!("DELETE FROM run_deadlines WHERE run_id = $1", run_id)
+            .execute(&mut *conn)
+            .await?;
         return Ok(None);
     };
-    let ending = TIMED_OUT_ENDING;
-    let run = sqlx::query!(
-        "UPDATE routine_runs SET status = $2, reason = $3, failure_reason = $4,
-                                 completed_at = $5, updated_at = $5
-         WHERE id = $1 AND status = 'issue_created'
-         RETURNING routine_id",
-        run_id,
-        ending.status.as_str(),
-        ending.reason,
-        ending.failure,
-        now,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(run) = run else {
+    let Some(ended) = end_waiting_run(conn, run_id, &TIMED_OUT_ENDING, now).await? else {
         return Ok(None);
     };
     sqlx::query!(
@@ -89,12 +79,7 @@ async fn time_out_run(
     NewActivity::run_timed_out(issue.company_id, run_id, issue.id)
         .record(conn, now)
         .await?;
-    Ok(Some(RunChange {
-        run_id,
-        routine_id: run.routine_id,
-        status: ending.status,
-        reason: ending.reason.map(str::to_owned),
-    }))
+    Ok(Some(ended))
 }
 
 impl PgStore {
